@@ -1,0 +1,116 @@
+"""The attention summary op for TensorFlow, called the way `tf.summary.image` is called."""
+
+from tb_attention_plugin import encoding
+from tb_attention_plugin import metadata
+
+
+def attention(
+    name,
+    weights,
+    step=None,
+    *,
+    query_tokens=None,
+    key_tokens=None,
+    mask=None,
+    images=None,
+    image_grid=None,
+    prefix_tokens=None,
+    description=None,
+):
+    """Writes attention weights to the default summary writer, for the Attention tab.
+
+    Args:
+      name: Tag of the summary, usually the attention layer's name. Enclosing
+        `tf.name_scope`s are prepended, as for every `tf.summary` op.
+      weights: Post-softmax attention probabilities in [0, 1], shaped `[Tq, Tk]`,
+        `[heads, Tq, Tk]` or `[batch, heads, Tq, Tk]` (a Keras score tensor as it comes).
+        Stored with 8 bits per value (max. absolute error 0.002), see docs/format.md.
+      step: Explicit `int64` step; defaults to `tf.summary.experimental.get_step()`.
+      query_tokens: Token strings of the query axis: one list of `Tq` strings for every
+        example, or one list per example. Optional.
+      key_tokens: Same for the key axis (`Tk`); for cross-attention, the source tokens.
+      mask: Optional boolean array broadcastable to `weights`' shape; `False` marks padded or
+        masked positions, which the tab greys out instead of drawing zeros.
+      images: Optional probe images `[batch, height, width, channels]` for Vision Transformers;
+        the tab draws attention over them.
+      image_grid: `(rows, cols)` of the patch grid; inferred for square grids.
+      prefix_tokens: Number of non-patch key positions before the patches (class token);
+        inferred together with the grid.
+      description: Optional long-form description, shown in the tab.
+
+    Returns:
+      True on success, False if no summary was written because no default writer was set
+      or recording is off (as every `tf.summary` op).
+
+    Raises:
+      ValueError, TypeError: bad shapes, dtypes or values; nothing is written then.
+
+    Example:
+
+    ```python
+    writer = tf.summary.create_file_writer("logs/run1")
+    with writer.as_default(step=0):
+        _, weights = scaled_dot_product_attention(q, k, v, mask=None)
+        tb_attention_plugin.attention(
+            "encoder/self_attention", weights,
+            query_tokens=["i", "like", "tea"], key_tokens=["i", "like", "tea"])
+    ```
+    """
+    import tensorflow as tf  # lazily: the plugin loader imports this package without TF
+
+    summary_metadata = metadata.create_summary_metadata(description)
+    encode_kwargs = dict(image_grid=image_grid, prefix_tokens=prefix_tokens)
+
+    def is_tensor(value):
+        return tf.is_tensor(value) or hasattr(value, "numpy")
+
+    def blobs():
+        if tf.executing_eagerly():
+            return tf.constant(
+                encoding.encode_step(
+                    weights,
+                    query_tokens=query_tokens,
+                    key_tokens=key_tokens,
+                    mask=mask,
+                    images=images,
+                    **encode_kwargs,
+                ),
+                dtype=tf.string,
+            )
+        return _graph_blobs(tf, weights, query_tokens, key_tokens, mask, images, encode_kwargs)
+
+    summary_scope = tf.summary.experimental.summary_scope
+    with summary_scope(name, "attention_summary", values=[weights, step]) as (tag, _):
+        return tf.summary.write(tag=tag, tensor=blobs, step=step, metadata=summary_metadata)
+
+
+def _graph_blobs(tf, weights, query_tokens, key_tokens, mask, images, encode_kwargs):
+    """Inside `tf.function`: check what is known at trace time, encode at run time."""
+    weights = tf.convert_to_tensor(weights)
+    rank = weights.shape.rank
+    if rank is not None and rank not in (2, 3, 4):
+        raise ValueError(
+            "weights must have shape [Tq, Tk], [heads, Tq, Tk] or [batch, heads, Tq, Tk]; got "
+            "shape %s" % (weights.shape,)
+        )
+    if not (weights.dtype.is_floating or weights.dtype.is_integer):
+        raise TypeError("weights must hold real numbers, got dtype %s" % weights.dtype.name)
+    if weights.dtype.is_floating and weights.dtype != tf.float32:
+        weights = tf.cast(weights, tf.float32)  # numpy has no bfloat16
+
+    # Arguments that are tensors travel through py_function; Python values stay in the closure.
+    named = {"query_tokens": query_tokens, "key_tokens": key_tokens, "mask": mask, "images": images}
+    tensor_names = [k for k, v in named.items() if v is not None and tf.is_tensor(v)]
+    inputs = [weights] + [named[k] for k in tensor_names]
+
+    def encode(*values):
+        args = dict(named)
+        for key, value in zip(tensor_names, values[1:]):
+            args[key] = value.numpy()
+        blobs = encoding.encode_step(values[0].numpy(), **args, **encode_kwargs)
+        # A returned list would be read as a list of outputs: return one rank-1 tensor.
+        return tf.constant(blobs, dtype=tf.string)
+
+    result = tf.py_function(encode, inputs, Tout=tf.string)
+    result.set_shape([None])
+    return result

@@ -1,0 +1,136 @@
+"""A TensorFlow-free writer for attention summaries (numpy + the `tensorboard` package).
+
+It writes the same event files as the TensorFlow summary op, so Keras 3 on the JAX or PyTorch
+backend (or any numpy code) can feed the Attention tab.
+"""
+
+import threading
+import time
+
+import numpy as np
+
+from tb_attention_plugin import encoding
+from tb_attention_plugin import metadata
+
+
+class AttentionWriter:
+    """Writes attention weights (and scalars) to a TensorBoard run directory without TensorFlow.
+
+    Args:
+      logdir: The run directory; created if missing.
+      flush_secs: How often queued events are flushed to disk.
+      filename_suffix: Suffix of the event file name.
+
+    Example:
+
+    ```python
+    with AttentionWriter("logs/run1") as writer:
+        writer.attention("decoder/cross_attention", weights, step=100,
+                         query_tokens=target_tokens, key_tokens=source_tokens)
+    ```
+    """
+
+    def __init__(self, logdir, flush_secs=120, filename_suffix=".attention"):
+        # Imported here so that importing this package stays light for TensorBoard's loader.
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._writer = EventFileWriter(
+            str(logdir), flush_secs=flush_secs, filename_suffix=filename_suffix
+        )
+        self._tags_with_metadata = set()
+        self._lock = threading.Lock()
+
+    @property
+    def logdir(self):
+        return self._writer.get_logdir()
+
+    def attention(
+        self,
+        name,
+        weights,
+        step,
+        *,
+        query_tokens=None,
+        key_tokens=None,
+        mask=None,
+        images=None,
+        image_grid=None,
+        prefix_tokens=None,
+        description=None,
+        reduced=None,
+    ):
+        """Validates, encodes and queues one step of one tag (arguments as `attention()`).
+
+        Raises `ValueError`/`TypeError` before anything is written when the input is bad.
+        Returns True.
+        """
+        blobs = encoding.encode_step(
+            weights,
+            query_tokens=query_tokens,
+            key_tokens=key_tokens,
+            mask=mask,
+            images=images,
+            image_grid=image_grid,
+            prefix_tokens=prefix_tokens,
+            reduced=reduced,
+        )
+        self.write_blobs(name, blobs, step, description=description)
+        return True
+
+    def write_blobs(self, name, blobs, step, description=None):
+        """Queues already-encoded blobs (from `encoding.encode_step`) under `name`."""
+        from tensorboard.compat.proto import tensor_pb2
+        from tensorboard.compat.proto import tensor_shape_pb2
+        from tensorboard.compat.proto import types_pb2
+
+        tensor = tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_STRING,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(blobs))]
+            ),
+            string_val=blobs,
+        )
+        self._write_value(name, step, tensor, metadata.create_summary_metadata(description))
+
+    def scalar(self, name, value, step, description=None):
+        """Queues a scalar summary readable by TensorBoard's Scalars dashboard."""
+        from tensorboard.compat.proto import summary_pb2
+        from tensorboard.plugins.scalar import metadata as scalar_metadata
+        from tensorboard.util import tensor_util
+
+        tensor = tensor_util.make_tensor_proto(np.float32(value))
+        md = scalar_metadata.create_summary_metadata(display_name=name, description=description or "")
+        self._write_value(name, step, tensor, md)
+
+    def _write_value(self, name, step, tensor, summary_metadata):
+        from tensorboard.compat.proto import event_pb2
+        from tensorboard.compat.proto import summary_pb2
+
+        if step is None:
+            raise ValueError("step is required for AttentionWriter")
+        step = int(step)
+        with self._lock:
+            value = summary_pb2.Summary.Value(tag=name, tensor=tensor)
+            # TensorBoard keeps only the first metadata of a tag; repeating it wastes space.
+            if name not in self._tags_with_metadata:
+                value.metadata.CopyFrom(summary_metadata)
+                self._tags_with_metadata.add(name)
+            event = event_pb2.Event(
+                wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=[value])
+            )
+            self._writer.add_event(event)
+
+    def flush(self):
+        """Writes queued events to disk."""
+        self._writer.flush()
+
+    def close(self):
+        """Flushes and closes the event file."""
+        self._writer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
