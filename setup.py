@@ -1,0 +1,45 @@
+"""Packaging for tb-attention: the Python package, its frontend files and the plugin entry point."""
+
+import pathlib
+
+import setuptools
+
+HERE = pathlib.Path(__file__).parent
+
+setuptools.setup(
+    name="tb-attention",
+    version="0.1.0",
+    description="Attention heatmaps for TensorBoard: per step, layer and head, with real tokens.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8")
+    if (HERE / "README.md").exists()
+    else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    # The frontend lives at the repository root (frontend/) and is installed as the
+    # sub-package tb_attention_plugin.frontend, so an installed wheel serves it.
+    packages=["tb_attention_plugin", "tb_attention_plugin.frontend"],
+    package_dir={"tb_attention_plugin.frontend": "frontend"},
+    package_data={"tb_attention_plugin.frontend": ["*.js", "*.css", "*.html", "*.md"]},
+    install_requires=[
+        "tensorboard>=2.16",
+        "tensorflow>=2.16",
+        "keras>=3.0",
+        "numpy>=1.23",
+        "protobuf>=3.20",
+    ],
+    extras_require={
+        # What the test suite needs besides the runtime dependencies.
+        "test": ["pytest", "hypothesis", "playwright", "build", "keras-hub"],
+    },
+    entry_points={
+        "tensorboard_plugins": [
+            "attention = tb_attention_plugin.loader:AttentionLoader",
+        ],
+    },
+    classifiers=[
+        "Framework :: TensorFlow",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Visualization",
+    ],
+)
