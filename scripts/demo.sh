@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: installs tb-attention into a virtualenv, trains every demo
+# (English->Chinese translation at two learning rates, a Vision Transformer, the seed article's
+# hand-written attention) into ./logs, then starts TensorBoard with the Attention tab on
+# http://127.0.0.1:6006/.
+#
+#   bash scripts/demo.sh            # everything, then serve
+#   TB_ATTENTION_NO_SERVER=1 bash scripts/demo.sh   # train only (for scripts)
+#   LOGDIR=/tmp/logs bash scripts/demo.sh --small   # extra flags go to demo/run_all.py
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+LOGDIR=${LOGDIR:-logs}
+PORT=${PORT:-6006}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e .
+
+export TF_CPP_MIN_LOG_LEVEL=3
+.venv/bin/python demo/run_all.py --logdir "$LOGDIR" "$@"
+
+if [ "${TB_ATTENTION_NO_SERVER:-0}" != "0" ]; then
+  echo "Logs are in $LOGDIR. Start TensorBoard with: .venv/bin/tensorboard --logdir $LOGDIR"
+  exit 0
+fi
+echo "Open http://127.0.0.1:$PORT/#attention"
+exec .venv/bin/tensorboard --logdir "$LOGDIR" --host 127.0.0.1 --port "$PORT"
