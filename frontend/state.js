@@ -1,0 +1,72 @@
+/**
+ * The view state (run, tag, step, example, head, view, colour map, scale, pinned query) and its
+ * encoding in a URL hash, so that a link reopens the same view.
+ *
+ * The Attention tab lives in TensorBoard's iframe (`/data/plugin_entry.html?name=attention`),
+ * so the state goes into the iframe's own `location.hash` and into localStorage (see
+ * frontend/README.md); the iframe URL with its hash opens the same view as a page of its own.
+ *
+ * Example:
+ *
+ *   import {encodeState, decodeState} from "./state.js";
+ *   encodeState({run: "train", tag: "enc/l0", step: 100, head: "mean"});
+ *   // "run=train&tag=enc%2Fl0&step=100&head=mean"
+ *   decodeState("#run=train&step=100").step;  // 100
+ */
+
+export const VIEWS = Object.freeze(["head", "heads", "model", "lines", "image"]);
+export const SCALES = Object.freeze(["head", "shared", "unit"]);
+
+export const DEFAULT_STATE = Object.freeze({
+  run: null, tag: null, step: null, example: 0, head: 0, view: "head",
+  cmap: "viridis", scale: "head", query: null,
+});
+
+const KEYS = ["run", "tag", "step", "example", "head", "view", "cmap", "scale", "query"];
+
+function nonNegativeInt(text) {
+  return /^\d{1,9}$/.test(text) ? Number(text) : undefined;
+}
+
+/** The state as a URL hash without "#"; default values are left out. */
+export function encodeState(state) {
+  const params = new URLSearchParams();
+  for (const key of KEYS) {
+    const value = state[key];
+    if (value === null || value === undefined || value === DEFAULT_STATE[key]) continue;
+    params.set(key, String(value));
+  }
+  return params.toString();
+}
+
+/**
+ * Parses a hash ("#run=..&..", with or without "#") into a partial state: only the keys that
+ * are present and valid (unknown views, negative or non-numeric steps are dropped).
+ */
+export function decodeState(hash, {colormaps = null} = {}) {
+  const params = new URLSearchParams(String(hash || "").replace(/^#/, ""));
+  const state = {};
+  const text = (key) => params.get(key);
+  if (text("run")) state.run = text("run");
+  if (text("tag")) state.tag = text("tag");
+  for (const key of ["step", "example", "query"]) {
+    if (params.has(key)) {
+      const number = nonNegativeInt(text(key));
+      if (number !== undefined) state[key] = number;
+    }
+  }
+  if (params.has("head")) {
+    const head = text("head");
+    if (head === "mean") state.head = "mean";
+    else if (nonNegativeInt(head) !== undefined) state.head = Number(head);
+  }
+  if (VIEWS.includes(text("view"))) state.view = text("view");
+  if (SCALES.includes(text("scale"))) state.scale = text("scale");
+  if (text("cmap") && (!colormaps || colormaps.includes(text("cmap")))) state.cmap = text("cmap");
+  return state;
+}
+
+/** `base` with the valid entries of `partial` applied (a new object). */
+export function mergeState(base, partial) {
+  return {...base, ...partial};
+}

@@ -1,0 +1,23 @@
+import test from "node:test";
+import assert from "node:assert/strict";
+import {encodeState, decodeState, DEFAULT_STATE, mergeState} from "../../frontend/state.js";
+
+test("state survives an encode/decode round trip, including unicode and slashes", () => {
+  const state = {...DEFAULT_STATE, run: "训练 run&1", tag: "decoder/layer_0/cross#attn", step: 1200,
+                 example: 1, head: "mean", view: "heads", cmap: "magma", scale: "shared", query: 3};
+  const hash = "#" + encodeState(state);
+  assert.deepEqual(mergeState(DEFAULT_STATE, decodeState(hash)), state);
+  assert.equal(decodeState(encodeState({...DEFAULT_STATE, head: 7})).head, 7);
+});
+
+test("defaults are left out of the hash", () => {
+  assert.equal(encodeState({...DEFAULT_STATE, run: "train"}), "run=train");
+});
+
+test("invalid entries are dropped, not passed on", () => {
+  const state = decodeState("#step=-3&head=two&view=<script>&scale=log&example=1e3&query=x&cmap=jet&run=",
+                            {colormaps: ["viridis", "magma"]});
+  assert.deepEqual(state, {});
+  assert.deepEqual(decodeState(""), {});
+  assert.deepEqual(decodeState(undefined), {});
+});

@@ -1,0 +1,23 @@
+// Builds /matrix answers in the wire format for the decoder tests.
+export function wireBuffer({magic = "TBAT", version = 1, dtype = 1, rows, cols, scale = 1, payload}) {
+  const itemBytes = dtype === 2 ? 4 : 1;
+  const length = payload === undefined ? rows * cols * itemBytes : payload.byteLength;
+  const buffer = new ArrayBuffer(20 + length);
+  const view = new DataView(buffer);
+  for (let i = 0; i < 4; i++) view.setUint8(i, magic.charCodeAt(i) || 0);
+  view.setUint8(4, version);
+  view.setUint8(5, dtype);
+  view.setUint16(6, 0, true);
+  view.setUint32(8, rows, true);
+  view.setUint32(12, cols, true);
+  view.setFloat32(16, scale, true);
+  if (payload !== undefined) new Uint8Array(buffer, 20).set(new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength));
+  return buffer;
+}
+
+export function float32Payload(values) {
+  const bytes = new Uint8Array(values.length * 4);
+  const view = new DataView(bytes.buffer);
+  values.forEach((v, i) => view.setFloat32(i * 4, v, true));
+  return bytes;
+}
