@@ -1,0 +1,287 @@
+"""The Attention tab's backend: a TensorBoard plugin serving the HTTP API of docs/http_api.md.
+
+Data is read only through `context.data_provider`, so the plugin works with the Rust data server
+(the default) and with the Python reader (`--load_fast=false`). Every route is one handler
+method; bad parameters get 400 and unknown or unreadable data 404, both as `{"error": "..."}`.
+
+Example (how TensorBoard mounts it; routes live under `/data/plugin/attention`):
+
+```python
+from tensorboard.backend import application
+plugin = AttentionPlugin(base_plugin.TBContext(data_provider=provider, logdir=logdir))
+app = application.TensorBoardWSGI([plugin])   # GET /data/plugin/attention/runs
+```
+"""
+
+import functools
+import gzip
+import hashlib
+
+import numpy as np
+from tensorboard import errors as tb_errors
+from tensorboard import plugin_util
+from tensorboard.backend import http_util
+from tensorboard.plugins import base_plugin
+from werkzeug import wrappers
+
+from tb_attention_plugin import lru_cache
+from tb_attention_plugin import metadata
+from tb_attention_plugin import reader as reader_lib
+from tb_attention_plugin import request_args
+from tb_attention_plugin import static_files
+from tb_attention_plugin import wire
+
+# A step's data never changes once written, so the browser may reuse answers for a while without
+# asking. Not forever: a restarted run can rewrite a step number (the ETag, which includes the
+# step's wall time, then changes and the next revalidation fetches the new data).
+CACHE_SECONDS = 300
+# Answers kept in memory, so that flipping back and forth between heads or steps costs nothing.
+RESPONSE_CACHE_BYTES = 64 * 1024 * 1024
+# Below this, gzip's 18-byte framing outweighs what it saves.
+GZIP_MIN_BYTES = 512
+
+
+def json_errors(handler):
+    """Wraps a route handler `(self, request) -> Response` into a WSGI app with JSON errors.
+
+    `request_args.BadRequest` and TensorBoard's `InvalidArgumentError` become 400;
+    `reader.NotFound` (and `Unreadable`) and TensorBoard's `NotFoundError` become 404.
+    """
+
+    @functools.wraps(handler)
+    def wrapper(self, request):
+        try:
+            return handler(self, request)
+        except (request_args.BadRequest, tb_errors.InvalidArgumentError) as e:
+            return error_response(request, 400, str(e))
+        except (reader_lib.NotFound, tb_errors.NotFoundError) as e:
+            return error_response(request, 404, str(e))
+
+    return wrappers.Request.application(wrapper)
+
+
+def error_response(request, code, message):
+    return http_util.Respond(request, {"error": message}, "application/json", code=code)
+
+
+class AttentionPlugin(base_plugin.TBPlugin):
+    """Serves attention steps, heads and probe images to the Attention tab.
+
+    Example:
+
+    ```python
+    plugin = AttentionPlugin(context)
+    plugin.get_plugin_apps()["/runs"]   # a WSGI app
+    ```
+    """
+
+    plugin_name = metadata.PLUGIN_NAME
+
+    def __init__(self, context):
+        self._data_provider = context.data_provider
+        downsample = (context.sampling_hints or {}).get(self.plugin_name)
+        self._reader = reader_lib.AttentionReader(context.data_provider, downsample)
+        self._responses = lru_cache.LRUCache(
+            max_entries=4096,
+            max_bytes=RESPONSE_CACHE_BYTES,
+            size_of=lambda entry: len(entry[0]),
+        )
+        self._frontend_root = static_files.frontend_root()
+
+    def get_plugin_apps(self):
+        return {
+            "/runs": self._serve_runs,
+            "/steps": self._serve_steps,
+            "/step": self._serve_step,
+            "/matrix": self._serve_matrix,
+            "/image": self._serve_image,
+            "/static/*": self._serve_static,
+        }
+
+    def is_active(self):
+        return False  # TensorBoard enables the tab through `data_plugin_names()` instead
+
+    def data_plugin_names(self):
+        return (self.plugin_name,)
+
+    def frontend_metadata(self):
+        return base_plugin.FrontendMetadata(es_module_path="/static/index.js", tab_name="Attention")
+
+    @json_errors
+    def _serve_runs(self, request):
+        ctx, eid = _context(request)
+        runs = {}
+        for summary in self._reader.list_tags(ctx, eid):
+            header = summary.header or {}
+            runs.setdefault(summary.run, []).append(
+                {
+                    "tag": summary.tag,
+                    "description": summary.description,
+                    "max_step": summary.max_step,
+                    "shape": header.get("shape"),
+                    "has_tokens": bool(header.get("query_tokens") or header.get("key_tokens")),
+                    "has_image": bool(header.get("image")),
+                    "error": summary.error,
+                }
+            )
+        body = {"runs": [{"run": run, "tags": tags} for run, tags in runs.items()]}
+        return http_util.Respond(request, body, "application/json")
+
+    @json_errors
+    def _serve_steps(self, request):
+        ctx, eid = _context(request)
+        args = request_args.QueryArgs(request)
+        run, tag = args.string("run"), args.string("tag")
+        datums = self._reader.steps(ctx, eid, run, tag)
+        body = {"steps": [{"step": d.step, "wall_time": d.wall_time} for d in datums]}
+        return http_util.Respond(request, body, "application/json")
+
+    @json_errors
+    def _serve_step(self, request):
+        ctx, eid = _context(request)
+        args = request_args.QueryArgs(request)
+        run, tag, step = args.string("run"), args.string("tag"), args.integer("step")
+        datum = self._reader.datum(ctx, eid, run, tag, step)
+        etag = _etag("step", eid, run, tag, step, datum.wall_time)
+        if etag in request.if_none_match:
+            return _not_modified(request, etag)
+        header = self._reader.header(ctx, eid, run, tag, datum)
+        body = {"step": step, "wall_time": datum.wall_time}
+        body.update((k, v) for k, v in header.items() if k not in ("scales", "version", "encoding"))
+        return http_util.Respond(
+            request,
+            body,
+            "application/json",
+            expires=CACHE_SECONDS,
+            headers=[("ETag", '"%s"' % etag)],
+        )
+
+    @json_errors
+    def _serve_matrix(self, request):
+        ctx, eid = _context(request)
+        args = request_args.QueryArgs(request)
+        run, tag, step = args.string("run"), args.string("tag"), args.integer("step")
+        example = args.integer("example", minimum=0)
+        head = args.integer_or("head", "mean", minimum=0)
+        datum = self._reader.datum(ctx, eid, run, tag, step)
+        etag = _etag("matrix", eid, run, tag, step, datum.wall_time, example, head)
+        if etag in request.if_none_match:
+            return _not_modified(request, etag)
+        gzip_ok = _accepts_gzip(request)
+        cache_key = (etag, gzip_ok)
+        cached = self._responses.get(cache_key)
+        if cached is None:
+            header = self._reader.header(ctx, eid, run, tag, datum)
+            if head == "mean":
+                cached = self._mean_body(ctx, eid, run, tag, datum, header, example, gzip_ok)
+            else:
+                cached = self._head_body(ctx, eid, run, tag, datum, header, example, head, gzip_ok)
+            self._responses.put(cache_key, cached)
+        body, content_encoding = cached
+        return http_util.Respond(
+            request,
+            body,
+            "application/octet-stream",
+            expires=CACHE_SECONDS,
+            content_encoding=content_encoding,
+            headers=[("ETag", '"%s"' % etag), ("Vary", "Accept-Encoding")],
+        )
+
+    def _head_body(self, ctx, eid, run, tag, datum, header, example, head, gzip_ok):
+        codes, scale, payload = self._reader.head_codes(
+            ctx, eid, run, tag, datum, header, example, head
+        )
+        if gzip_ok and codes.size >= GZIP_MIN_BYTES:
+            return wire.gzip_codes_from_zlib(codes, scale, payload), "gzip"
+        return wire.encode_codes(codes, scale), None
+
+    def _mean_body(self, ctx, eid, run, tag, datum, header, example, gzip_ok):
+        batch = header["shape"][0]
+        if example >= batch:
+            raise reader_lib.NotFound("example %d out of range (batch %d)" % (example, batch))
+        weights = self._reader.example_weights(ctx, eid, run, tag, datum, header, example)
+        body = wire.encode_values(mean_over_heads(weights))
+        if gzip_ok and len(body) >= GZIP_MIN_BYTES:
+            compressed = gzip.compress(body, compresslevel=1, mtime=0)
+            if len(compressed) < len(body):
+                return compressed, "gzip"
+        return body, None
+
+    @json_errors
+    def _serve_image(self, request):
+        ctx, eid = _context(request)
+        args = request_args.QueryArgs(request)
+        run, tag, step = args.string("run"), args.string("tag"), args.integer("step")
+        example = args.integer("example", minimum=0)
+        datum = self._reader.datum(ctx, eid, run, tag, step)
+        etag = _etag("image", eid, run, tag, step, datum.wall_time, example)
+        if etag in request.if_none_match:
+            return _not_modified(request, etag)
+        cached = self._responses.get((etag, False))
+        if cached is None:
+            header = self._reader.header(ctx, eid, run, tag, datum)
+            cached = (self._reader.image_png(ctx, eid, run, tag, datum, header, example), None)
+            self._responses.put((etag, False), cached)
+        return http_util.Respond(
+            request,
+            cached[0],
+            "image/png",
+            expires=CACHE_SECONDS,
+            headers=[("ETag", '"%s"' % etag)],
+        )
+
+    @json_errors
+    def _serve_static(self, request):
+        marker = "/static/"
+        path = request.path
+        relative = path[path.index(marker) + len(marker) :] if marker in path else ""
+        found = static_files.resolve(self._frontend_root, relative)
+        if found is None:
+            raise reader_lib.NotFound("no frontend file %r" % relative[:200])
+        file_path, content_type = found
+        content = file_path.read_bytes()
+        etag = hashlib.sha1(content).hexdigest()[:20]
+        if etag in request.if_none_match:
+            return _not_modified(request, etag, expires=0)
+        # No max-age: a changed frontend (reinstall, development) shows up on the next reload.
+        return http_util.Respond(
+            request, content, content_type, headers=[("ETag", '"%s"' % etag)]
+        )
+
+
+def mean_over_heads(weights):
+    """Mean of `[heads, Tq, Tk]` weights over the heads that attend each position.
+
+    A position masked in some heads averages the others; it is NaN (masked) only where every
+    head masks it. Heads of one layer share the padding and causal masks in practice, so this
+    equals the plain mean wherever anything is attended.
+    """
+    attended = ~np.isnan(weights)
+    count = attended.sum(axis=0)
+    total = np.where(attended, weights, 0.0).sum(axis=0, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+    return np.where(count > 0, mean, np.nan).astype(np.float32)
+
+
+def _context(request):
+    return plugin_util.context(request.environ), plugin_util.experiment_id(request.environ)
+
+
+def _etag(*parts):
+    return hashlib.sha1(repr(parts).encode("utf-8")).hexdigest()[:20]
+
+
+def _accepts_gzip(request):
+    return request.accept_encodings["gzip"] > 0  # quality of gzip, or of "*"; 0 when refused
+
+
+def _not_modified(request, etag, expires=CACHE_SECONDS):
+    return http_util.Respond(
+        request,
+        b"",
+        "application/octet-stream",
+        code=304,
+        expires=expires,
+        headers=[("ETag", '"%s"' % etag)],
+    )

@@ -1,0 +1,240 @@
+"""Reads attention summaries through TensorBoard's data provider, one blob at a time.
+
+Works the same over the Rust data server and the Python reader (`--load_fast=false`): only
+`list_blob_sequences`, `read_blob_sequences` and `read_blob` are used. A head is served from two
+blobs (the step header and that head's payload); other heads are never read or decoded.
+
+Example (inside a plugin route):
+
+```python
+reader = AttentionReader(context.data_provider)
+ctx, eid = plugin_util.context(environ), plugin_util.experiment_id(environ)
+datum = reader.datum(ctx, eid, "train", "encoder/layer_0", step=100)
+header = reader.header(ctx, eid, "train", "encoder/layer_0", datum)
+codes, scale, _ = reader.head_codes(ctx, eid, "train", "encoder/layer_0", datum, header, 0, 3)
+```
+"""
+
+import dataclasses
+import threading
+
+import numpy as np
+from tensorboard import errors as tb_errors
+from tensorboard.data import provider
+
+from tb_attention_plugin import encoding
+from tb_attention_plugin import lru_cache
+from tb_attention_plugin import metadata
+
+# Enough to list every retained step whatever --samples_per_plugin says (0 = keep all).
+_LIST_ALL = 1 << 30
+
+
+class NotFound(Exception):
+    """No such run, tag, step, example or head (HTTP 404)."""
+
+
+class Unreadable(NotFound):
+    """The data exists but cannot be read: corrupt, or written by a newer format version."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TagSummary:
+    """What `/runs` says about one tag: its newest step's header, or why it cannot be read."""
+
+    run: str
+    tag: str
+    description: str
+    max_step: int
+    header: dict  # of the newest step; None when `error` is set
+    error: str  # None when readable
+
+
+class AttentionReader:
+    """Reads steps, headers, payloads and images of attention tags, with small caches.
+
+    Caches never serve stale data: the step index of a tag is rebuilt when the tag's newest step,
+    wall time or blob count changes, and decoded headers are keyed by `(run, tag, step, wall
+    time)`, so a step rewritten by a restarted run is read afresh.
+
+    Args:
+      data_provider: `context.data_provider` of the plugin.
+      downsample: Most steps to list per tag; `None` or 0 lists every retained step.
+    """
+
+    def __init__(self, data_provider, downsample=None):
+        self._provider = data_provider
+        self._downsample = downsample if downsample else _LIST_ALL
+        self._indexes = lru_cache.LRUCache(max_entries=256)
+        self._headers = lru_cache.LRUCache(max_entries=4096)
+        self._index_lock = threading.Lock()
+
+    def list_tags(self, ctx, experiment_id):
+        """Returns a `TagSummary` for every attention tag of every run, sorted by run and tag."""
+        listing = self._provider.list_blob_sequences(
+            ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME
+        )
+        newest = self._provider.read_blob_sequences(
+            ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME, downsample=1
+        )
+        summaries = []
+        for run in sorted(listing):
+            for tag in sorted(listing[run]):
+                series = listing[run][tag]
+                header, error = None, _metadata_error(series.plugin_content)
+                datums = newest.get(run, {}).get(tag) or []
+                if error is None and not datums:
+                    error = "no readable step"
+                if error is None:
+                    try:
+                        header = self.header(ctx, experiment_id, run, tag, datums[-1])
+                    except NotFound as e:
+                        error = str(e)
+                summaries.append(
+                    TagSummary(
+                        run=run,
+                        tag=tag,
+                        description=series.description or "",
+                        max_step=series.max_step,
+                        header=header,
+                        error=error,
+                    )
+                )
+        return summaries
+
+    def steps(self, ctx, experiment_id, run, tag):
+        """Returns the tag's retained steps as `BlobSequenceDatum`s, ascending by step."""
+        return self._index(ctx, experiment_id, run, tag)[1]
+
+    def datum(self, ctx, experiment_id, run, tag, step):
+        """Returns the `BlobSequenceDatum` of one step; `NotFound` if it is not retained."""
+        by_step = self._index(ctx, experiment_id, run, tag)[0]
+        if step not in by_step:
+            raise NotFound(
+                "run %r tag %r has no step %d (steps may have been dropped by sampling; see "
+                "/steps)" % (run, tag, step)
+            )
+        return by_step[step]
+
+    def header(self, ctx, experiment_id, run, tag, datum):
+        """Returns the decoded header of a step; `Unreadable` if corrupt or from the future."""
+        key = (experiment_id, run, tag, datum.step, datum.wall_time)
+        cached = self._headers.get(key)
+        if cached is None:
+            try:
+                blob = self._read(ctx, datum, 0)
+                cached = encoding.decode_header(blob)
+                if encoding.blob_count(cached) > len(datum.values):
+                    raise encoding.FormatError(
+                        "step header describes %d blobs but the step has %d"
+                        % (encoding.blob_count(cached), len(datum.values))
+                    )
+            except encoding.FormatError as e:
+                cached = Unreadable(
+                    "run %r tag %r step %d cannot be read: %s" % (run, tag, datum.step, e)
+                )
+            self._headers.put(key, cached)
+        if isinstance(cached, Exception):
+            raise cached
+        return cached
+
+    def head_codes(self, ctx, experiment_id, run, tag, datum, header, example, head):
+        """Returns `(uint8 codes [Tq, Tk], scale, stored zlib payload)` of one head."""
+        index = self._payload_index(header, example, head)
+        payload = self._read(ctx, datum, index)
+        try:
+            codes = encoding.decode_codes(payload, header)
+        except encoding.FormatError as e:
+            raise Unreadable(
+                "run %r tag %r step %d example %d head %d cannot be read: %s"
+                % (run, tag, datum.step, example, head, e)
+            ) from None
+        return codes, header["scales"][index - 1], payload
+
+    def example_weights(self, ctx, experiment_id, run, tag, datum, header, example):
+        """Returns float32 `[heads, Tq, Tk]` weights of one example, NaN where masked."""
+        heads = header["shape"][1]
+        weights = []
+        for head in range(heads):
+            codes, scale, _ = self.head_codes(
+                ctx, experiment_id, run, tag, datum, header, example, head
+            )
+            weights.append(encoding.codes_to_weights(codes, scale))
+        return np.stack(weights)
+
+    def image_png(self, ctx, experiment_id, run, tag, datum, header, example):
+        """Returns the PNG bytes of one example's probe image; `NotFound` if there is none."""
+        try:
+            index = encoding.image_index(header, example)
+        except IndexError as e:
+            raise NotFound("run %r tag %r step %d: %s" % (run, tag, datum.step, e)) from None
+        png = self._read(ctx, datum, index)
+        if not png.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise Unreadable(
+                "run %r tag %r step %d image %d is not a PNG" % (run, tag, datum.step, example)
+            )
+        return png
+
+    def _payload_index(self, header, example, head):
+        try:
+            return encoding.payload_index(header, example, head)
+        except IndexError as e:
+            raise NotFound(str(e)) from None
+
+    def _read(self, ctx, datum, index):
+        if index >= len(datum.values):
+            raise Unreadable("step %d has no blob %d" % (datum.step, index))
+        try:
+            return self._provider.read_blob(ctx, blob_key=datum.values[index].blob_key)
+        except tb_errors.NotFoundError as e:
+            raise NotFound("step %d is no longer available: %s" % (datum.step, e)) from None
+
+    def _index(self, ctx, experiment_id, run, tag):
+        """Returns `({step: datum}, [datum ascending])`, rebuilt only when the tag changed."""
+        run_tag_filter = provider.RunTagFilter(runs=[run], tags=[tag])
+        listing = self._provider.list_blob_sequences(
+            ctx,
+            experiment_id=experiment_id,
+            plugin_name=metadata.PLUGIN_NAME,
+            run_tag_filter=run_tag_filter,
+        )
+        series = listing.get(run, {}).get(tag)
+        if series is None:
+            raise NotFound("no attention data for run %r tag %r" % (run, tag))
+        error = _metadata_error(series.plugin_content)
+        if error is not None:
+            raise Unreadable("run %r tag %r: %s" % (run, tag, error))
+        signature = (series.max_step, series.max_wall_time, series.max_length)
+        key = (experiment_id, run, tag)
+        cached = self._indexes.get(key)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        with self._index_lock:  # one rebuild at a time: the frontend fires requests in bursts
+            cached = self._indexes.get(key)
+            if cached is not None and cached[0] == signature:
+                return cached[1]
+            sequences = self._provider.read_blob_sequences(
+                ctx,
+                experiment_id=experiment_id,
+                plugin_name=metadata.PLUGIN_NAME,
+                downsample=self._downsample,
+                run_tag_filter=run_tag_filter,
+            )
+            datums = sorted(sequences.get(run, {}).get(tag) or [], key=lambda d: d.step)
+            index = ({d.step: d for d in datums}, datums)
+            self._indexes.put(key, (signature, index))
+            return index
+
+
+def _metadata_error(plugin_content):
+    """Returns why a tag's plugin metadata cannot be read, or None."""
+    try:
+        parsed = metadata.parse_plugin_metadata(plugin_content)
+    except ValueError as e:
+        return str(e)
+    if parsed["version"] not in metadata.SUPPORTED_VERSIONS:
+        return (
+            "written in format version %r; this tb-attention reads version(s) %s: upgrade "
+            "tb-attention" % (parsed["version"], sorted(metadata.SUPPORTED_VERSIONS))
+        )
+    return None

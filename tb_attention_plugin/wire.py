@@ -1,0 +1,139 @@
+"""The binary format in which `/matrix` hands one attention matrix to the frontend.
+
+Layout (little-endian), also in docs/http_api.md:
+
+```
+offset 0  4 bytes  magic "TBAT"
+offset 4  u8       wire version = 1
+offset 5  u8       dtype: 1 = uint8 codes (255 = masked, value = code*scale/254),
+                          2 = float32 values (NaN = masked)
+offset 6  u16      reserved, 0
+offset 8  u32      rows (Tq)
+offset 12 u32      cols (Tk)
+offset 16 f32      scale (dtype 1; 1.0 for dtype 2)
+offset 20          payload: rows*cols bytes (dtype 1) or rows*cols*4 bytes (dtype 2)
+```
+
+One head goes out as the stored codes (dtype 1), so the server never re-quantises; a mean over
+heads is no longer on the 254-level grid of one scale and goes out as float32 (dtype 2).
+
+Example:
+
+>>> import numpy as np
+>>> codes = np.array([[254, 0], [127, 255]], np.uint8)
+>>> matrix = decode(encode_codes(codes, 0.5))
+>>> matrix.rows, matrix.cols, matrix.dtype
+(2, 2, 1)
+>>> float(matrix.weights()[0, 0]), bool(np.isnan(matrix.weights()[1, 1]))
+(0.5, True)
+"""
+
+import dataclasses
+import gzip
+import struct
+import zlib
+
+import numpy as np
+
+MAGIC = b"TBAT"
+WIRE_VERSION = 1
+DTYPE_CODES = 1
+DTYPE_FLOAT32 = 2
+MASKED = 255
+LEVELS = 254
+HEADER = struct.Struct("<4sBBHIIf")  # 20 bytes
+
+_GZIP_MEMBER_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, mtime 0, OS unknown
+
+
+class WireError(ValueError):
+    """Bytes that are not a valid /matrix answer."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WireMatrix:
+    """A decoded /matrix answer: `data` is uint8 codes (dtype 1) or float32 values (dtype 2)."""
+
+    dtype: int
+    rows: int
+    cols: int
+    scale: float
+    data: np.ndarray
+
+    def weights(self):
+        """Returns float32 `[rows, cols]` weights, NaN where masked."""
+        if self.dtype == DTYPE_FLOAT32:
+            return self.data
+        weights = self.data.astype(np.float32) * (np.float32(self.scale) / np.float32(LEVELS))
+        weights[self.data == MASKED] = np.nan
+        return weights
+
+
+def _header(dtype, rows, cols, scale):
+    return HEADER.pack(MAGIC, WIRE_VERSION, dtype, 0, rows, cols, scale)
+
+
+def encode_codes(codes, scale):
+    """Encodes uint8 codes `[rows, cols]` (as stored, 255 = masked) with their scale."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    rows, cols = codes.shape
+    return _header(DTYPE_CODES, rows, cols, scale) + codes.tobytes()
+
+
+def encode_values(values):
+    """Encodes float32 values `[rows, cols]` (NaN = masked)."""
+    values = np.ascontiguousarray(values, dtype="<f4")
+    rows, cols = values.shape
+    return _header(DTYPE_FLOAT32, rows, cols, 1.0) + values.tobytes()
+
+
+def decode(body):
+    """Parses a /matrix answer into a `WireMatrix`; raises `WireError` when malformed."""
+    body = bytes(body)
+    if len(body) < HEADER.size:
+        raise WireError("answer is %d bytes, shorter than the %d-byte header" % (len(body), HEADER.size))
+    magic, version, dtype, _, rows, cols, scale = HEADER.unpack_from(body)
+    if magic != MAGIC:
+        raise WireError("bad magic %r" % magic)
+    if version != WIRE_VERSION:
+        raise WireError("unknown wire version %d" % version)
+    item = {DTYPE_CODES: 1, DTYPE_FLOAT32: 4}.get(dtype)
+    if item is None:
+        raise WireError("unknown dtype %d" % dtype)
+    if len(body) != HEADER.size + rows * cols * item:
+        raise WireError(
+            "payload is %d bytes, expected %d for %dx%d"
+            % (len(body) - HEADER.size, rows * cols * item, rows, cols)
+        )
+    numpy_dtype = np.uint8 if dtype == DTYPE_CODES else np.dtype("<f4")
+    data = np.frombuffer(body, numpy_dtype, offset=HEADER.size).reshape(rows, cols)
+    return WireMatrix(dtype=dtype, rows=rows, cols=cols, scale=float(scale), data=data)
+
+
+def gzip_codes_from_zlib(codes, scale, zlib_payload):
+    """Returns `encode_codes(codes, scale)` as a gzip member, reusing the stored compression.
+
+    The stored payload is `zlib.compress(codes)`: a 2-byte zlib header, a raw deflate stream and
+    an Adler-32 trailer. A gzip member is a 10-byte header, a raw deflate stream, CRC-32 and
+    length. So the answer is our 20-byte wire header as one uncompressed ("stored") deflate block
+    followed by the payload's own deflate blocks: no recompression, only a CRC-32 over the codes.
+    Falls back to compressing afresh when the payload is not a plain zlib stream of `codes`.
+    """
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    raw_codes = codes.tobytes()
+    header = _header(DTYPE_CODES, codes.shape[0], codes.shape[1], scale)
+    payload = bytes(zlib_payload)
+    plain_zlib = (
+        len(payload) >= 6
+        and payload[0] & 0x0F == 8  # deflate
+        and (payload[0] << 8 | payload[1]) % 31 == 0
+        and not payload[1] & 0x20  # no preset dictionary
+        # The trailer is the Adler-32 of exactly these codes: nothing follows the stream.
+        and struct.unpack(">I", payload[-4:])[0] == zlib.adler32(raw_codes)
+    )
+    if not plain_zlib:
+        return gzip.compress(header + raw_codes, compresslevel=1, mtime=0)
+    stored_block = b"\x00" + struct.pack("<HH", len(header), len(header) ^ 0xFFFF) + header
+    crc = zlib.crc32(raw_codes, zlib.crc32(header))
+    trailer = struct.pack("<II", crc, (len(header) + len(raw_codes)) & 0xFFFFFFFF)
+    return _GZIP_MEMBER_HEADER + stored_block + payload[2:-4] + trailer
