@@ -16,6 +16,7 @@ def attention(
     image_grid=None,
     prefix_tokens=None,
     description=None,
+    reduced=None,
 ):
     """Writes attention weights to the default summary writer, for the Attention tab.
 
@@ -37,6 +38,9 @@ def attention(
       prefix_tokens: Number of non-patch key positions before the patches (class token);
         inferred together with the grid.
       description: Optional long-form description, shown in the tab.
+      reduced: Optional JSON-serialisable note of what the caller dropped to meet a size
+        budget (stored in the step header, see docs/format.md), e.g. `{"source_shape":
+        [32, 12, 128, 128], "examples": 2, "heads": 12, "tokens": [0, 64]}`.
 
     Returns:
       True on success, False if no summary was written because no default writer was set
@@ -59,7 +63,7 @@ def attention(
     import tensorflow as tf  # lazily: the plugin loader imports this package without TF
 
     summary_metadata = metadata.create_summary_metadata(description)
-    encode_kwargs = dict(image_grid=image_grid, prefix_tokens=prefix_tokens)
+    encode_kwargs = dict(image_grid=image_grid, prefix_tokens=prefix_tokens, reduced=reduced)
 
     def is_tensor(value):
         return tf.is_tensor(value) or hasattr(value, "numpy")

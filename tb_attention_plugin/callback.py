@@ -1,0 +1,523 @@
+"""`AttentionLogger`: a Keras callback that logs every attention layer's scores to TensorBoard.
+
+At the start of training, every `every_n_steps` optimizer steps and at each epoch end, the
+callback runs the model once, eagerly and in inference mode, on a small fixed probe batch,
+reads the attention scores of every attention layer (see `capture.py`) and writes one summary
+per layer call to `<log_dir>/<subdir>`, for the Attention tab.
+"""
+
+import math
+import os
+import warnings
+
+import keras
+import numpy as np
+
+from tb_attention_plugin import capture
+from tb_attention_plugin import encoding
+from tb_attention_plugin import tokens as token_utils
+
+
+class AttentionLoggerWarning(UserWarning):
+    """Something the `AttentionLogger` could not log; training goes on."""
+
+
+def _slice_batch(structure, count):
+    """The first `count` examples of every array in a (nested) probe batch."""
+
+    def first(value):
+        if hasattr(value, "shape") and len(value.shape) >= 1:
+            return value[:count]
+        return value
+
+    return keras.tree.map_structure(first, structure)
+
+
+def _batch_size(structure):
+    for value in keras.tree.flatten(structure):
+        if hasattr(value, "shape") and len(value.shape) >= 1:
+            return int(value.shape[0])
+    raise ValueError("probe must hold arrays with a batch axis, got %r" % (type(structure),))
+
+
+def _is_image_batch(value):
+    if isinstance(value, (dict, list, tuple)) or not hasattr(value, "shape"):
+        return False
+    array = np.asarray(value)
+    return array.ndim == 4 and array.shape[-1] in (1, 3, 4) and (
+        np.issubdtype(array.dtype, np.floating) or array.dtype == np.uint8
+    )
+
+
+class AttentionLogger(keras.callbacks.Callback):
+    """Logs the attention scores of every attention layer of a Keras model to TensorBoard.
+
+    The callback finds `keras.layers.MultiHeadAttention` (and subclasses such as keras-hub's
+    `CachedMultiHeadAttention`), `GroupedQueryAttention`, `Attention` and `AdditiveAttention`
+    layers at any depth by itself. To read them it runs the model once on `probe`, eagerly
+    with `training=False`; training, the model's outputs and saved models are unaffected.
+    Each layer call becomes one tag, named after the layer path (a layer called twice gives
+    `<path>/call_0` and `<path>/call_1`).
+
+    Problems (an unwritable directory, a layer that returns no scores) become one
+    `AttentionLoggerWarning` each; training never stops because of this callback.
+
+    Args:
+      log_dir: The same root directory as `keras.callbacks.TensorBoard`; summaries go to
+        `<log_dir>/<subdir>`.
+      probe: A small fixed batch of model inputs (array, tuple/list or dict), as the model
+        is called with. Only its first `max_examples` examples are run.
+      tokens: Token strings for single-sequence models: one list per example, or one list
+        for all. Used for both axes of every layer.
+      source_tokens, target_tokens: Token strings of encoder-decoder models. Cross-attention
+        gets (target, source), causal self-attention (target, target), other self-attention
+        (source, source).
+      vocabulary: A list of strings, `keras.layers.StringLookup` or `TextVectorization`
+        that maps the probe's token ids to strings when tokens are not given (integer
+        `[B, T]` arrays of the probe: one for `tokens`; two, or dict keys naming
+        encoder/decoder or source/target, for source and target).
+      source_vocabulary, target_vocabulary: Separate vocabularies for source and target
+        ids (e.g. English -> Chinese); default to `vocabulary`.
+      token_roles: Optional dict `{layer path pattern: (query_role, key_role)}` with roles
+        `"source"`, `"target"` or `"tokens"`, overriding the automatic choice above.
+      images: Probe images `[B, height, width, channels]` to draw attention over (Vision
+        Transformers). Default: the probe itself when it is a 4-D image batch.
+      image_grid: `(rows, cols)` of the patch grid; inferred for square grids.
+      prefix_tokens: Number of non-patch positions (class token) before the patches;
+        inferred with the grid.
+      layers: fnmatch pattern or list of patterns on layer paths (or names) selecting the
+        layers to log, e.g. `"decoder*"`. Default: all attention layers.
+      every_n_steps: Capture whenever the optimizer step crosses a multiple of this number
+        (None: only at the start and at epoch ends).
+      on_epoch_end: Also capture at the end of each epoch.
+      max_examples: Number of probe examples to log.
+      max_heads: Number of heads to log per layer (None: all).
+      max_tokens: Number of query/key positions to keep (None: all). Vision layers keep
+        their whole key axis so that attention can be drawn over the image.
+      statistics: Also write per-head statistics (entropy, max_weight, mean_distance,
+        first_token_share) as scalar summaries `<tag>/<statistic>/head_<h>`.
+      subdir: Run subdirectory under `log_dir`.
+
+    Example:
+
+    ```python
+    logger = tb_attention_plugin.AttentionLogger(
+        "logs", probe=(source_ids[:2], target_ids[:2]),
+        source_vocabulary=english_vocabulary, target_vocabulary=chinese_vocabulary,
+        every_n_steps=100)
+    model.fit(dataset, epochs=5, callbacks=[keras.callbacks.TensorBoard("logs"), logger])
+    ```
+    """
+
+    def __init__(
+        self,
+        log_dir,
+        probe,
+        *,
+        tokens=None,
+        source_tokens=None,
+        target_tokens=None,
+        vocabulary=None,
+        source_vocabulary=None,
+        target_vocabulary=None,
+        token_roles=None,
+        images=None,
+        image_grid=None,
+        prefix_tokens=None,
+        layers=None,
+        every_n_steps=100,
+        on_epoch_end=True,
+        max_examples=2,
+        max_heads=None,
+        max_tokens=128,
+        statistics=False,
+        subdir="train",
+    ):
+        super().__init__()
+        if probe is None:
+            raise ValueError("probe is required: a small batch of model inputs")
+        if not isinstance(log_dir, (str, os.PathLike)):
+            raise TypeError("log_dir must be a path, got %r" % (log_dir,))
+        for name, value in (("every_n_steps", every_n_steps), ("max_heads", max_heads),
+                            ("max_tokens", max_tokens)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 1):
+                raise ValueError("%s must be a positive integer or None, got %r" % (name, value))
+        if not isinstance(max_examples, int) or isinstance(max_examples, bool) or max_examples < 1:
+            raise ValueError("max_examples must be a positive integer, got %r" % (max_examples,))
+        if isinstance(layers, str):
+            layers = [layers]
+        if layers is not None and not all(isinstance(p, str) for p in layers):
+            raise TypeError("layers must be a pattern string or a list of them, got %r" % (layers,))
+        if token_roles is not None:
+            for pattern, roles in dict(token_roles).items():
+                if (not isinstance(roles, (list, tuple)) or len(roles) != 2
+                        or not all(r in token_utils.ROLES for r in roles)):
+                    raise ValueError(
+                        "token_roles[%r] must be (query_role, key_role) with roles in %s, got %r"
+                        % (pattern, token_utils.ROLES, roles)
+                    )
+        if image_grid is not None and (len(image_grid) != 2 or min(image_grid) < 1):
+            raise ValueError("image_grid must be (rows, cols), got %r" % (image_grid,))
+
+        self.log_dir = os.fspath(log_dir)
+        self.subdir = subdir
+        self.every_n_steps = every_n_steps
+        self.log_on_epoch_end = on_epoch_end
+        self.max_examples = max_examples
+        self.max_heads = max_heads
+        self.max_tokens = max_tokens
+        self.statistics = statistics
+        self.layer_patterns = None if layers is None else list(layers)
+        self.token_roles = dict(token_roles or {})
+        self.image_grid = None if image_grid is None else (int(image_grid[0]), int(image_grid[1]))
+        self.prefix_tokens = prefix_tokens
+
+        self._probe_size = _batch_size(probe)
+        self._probe = _slice_batch(probe, max_examples)
+        self._examples = min(self._probe_size, max_examples)
+        source_vocabulary = vocabulary if source_vocabulary is None else source_vocabulary
+        target_vocabulary = vocabulary if target_vocabulary is None else target_vocabulary
+        self._token_lists = token_utils.resolve_tokens(
+            self._probe, tokens=tokens, source_tokens=source_tokens, target_tokens=target_tokens,
+            source_vocabulary=source_vocabulary, target_vocabulary=target_vocabulary,
+        )
+        if (source_vocabulary is not None or target_vocabulary is not None) and not (
+            self._token_lists
+        ):
+            raise ValueError(
+                "a vocabulary was given but the probe holds no integer token-id array [B, T]; "
+                "pass tokens= (or source_tokens=/target_tokens=) instead"
+            )
+        self._explicit_images = images is not None
+        if images is None and _is_image_batch(probe):
+            images = probe
+        self._images = None if images is None else np.asarray(images)[: self._examples]
+
+        self._sites = None
+        self._writer = None
+        self._last_step_by_tag = {}
+        self._last_logged_step = None
+        self._cadence_mark = None
+        self._epoch_base_step = 0
+        self._warned = set()
+        self._excluded_paths = set()
+
+    # ----------------------------------------------------------------------- Keras hooks
+
+    def on_train_begin(self, logs=None):
+        step = self._current_step()
+        self._cadence_mark = step
+        self._capture_and_write(step)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if keras.backend.backend() == "jax" and self.every_n_steps:
+            self._epoch_base_step = self._current_step()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.every_n_steps:
+            return
+        if keras.backend.backend() == "jax":
+            # Reading model state mid-epoch forces a JAX state sync: count instead.
+            step = self._epoch_base_step + int(batch) + 1
+        else:
+            step = self._optimizer_step(self._model)
+        mark, self._cadence_mark = self._cadence_mark, step
+        if mark is not None and step // self.every_n_steps > mark // self.every_n_steps:
+            self._capture_and_write(self._current_step())
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.log_on_epoch_end:
+            step = self._current_step()
+            self._cadence_mark = step
+            self._capture_and_write(step)
+
+    def on_train_end(self, logs=None):
+        self._flush()
+
+    # ------------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _optimizer_step(model):
+        return int(np.asarray(model.optimizer.iterations.value))
+
+    def _current_step(self):
+        try:
+            return self._optimizer_step(self.model)
+        except Exception as e:
+            self._warn("step", "cannot read the optimizer step (%s); logging at step 0" % e)
+            return 0
+
+    def _warn(self, cause, message):
+        if cause in self._warned:
+            return
+        self._warned.add(cause)
+        warnings.warn("AttentionLogger: " + message, AttentionLoggerWarning, stacklevel=3)
+
+    def _capture_and_write(self, step):
+        """One capture at `step`; every failure becomes one warning per cause."""
+        if self._last_logged_step is not None and step == self._last_logged_step:
+            return
+        try:
+            records = self._capture()
+        except Exception as e:
+            self._warn(
+                ("capture", type(e).__name__),
+                "capturing attention failed at step %d, training goes on (%s: %s)"
+                % (step, type(e).__name__, e),
+            )
+            return
+        if not records:
+            return
+        items = []
+        for record in records:
+            if step <= self._last_step_by_tag.get(record.tag, -1):
+                if step < self._last_step_by_tag[record.tag]:
+                    self._warn(
+                        ("step went back", record.tag),
+                        "the optimizer step went back to %d (a new optimizer?); steps up to %d "
+                        "are already logged, TensorBoard keeps only increasing steps, so "
+                        "captures are skipped until then" % (step, self._last_step_by_tag[record.tag]),
+                    )
+                continue
+            try:
+                items.append(self._summary_item(record))
+            except Exception as e:
+                self._warn(
+                    ("prepare", record.tag, type(e).__name__),
+                    "cannot log %s (%s: %s)" % (record.tag, type(e).__name__, e),
+                )
+        if not items:
+            return
+        try:
+            self._write(items, step)
+        except Exception as e:
+            self._warn(
+                ("write", type(e).__name__),
+                "writing attention summaries to %s failed, training goes on (%s: %s)"
+                % (self._run_dir(), type(e).__name__, e),
+            )
+            return
+        self._last_logged_step = step
+
+    def _run_dir(self):
+        return os.path.join(self.log_dir, self.subdir) if self.subdir else self.log_dir
+
+    def _capture(self):
+        model = self.model
+        if not model.built:
+            # An unbuilt model would be traced symbolically (no values): build it eagerly.
+            model(self._probe, training=False)
+        if self._sites is None:
+            sites, unreadable = capture.find_attention_layers(model, self.layer_patterns)
+            if unreadable:
+                self._warn(
+                    "unreadable",
+                    "skipping layers that look like attention but are not Keras "
+                    "MultiHeadAttention/GroupedQueryAttention/Attention/AdditiveAttention: %s"
+                    % ", ".join(unreadable),
+                )
+            if not sites:
+                self._warn(
+                    "no layers",
+                    "found no attention layers%s in model %r; nothing is logged"
+                    % ("" if self.layer_patterns is None
+                       else " matching %s" % self.layer_patterns, model.name),
+                )
+            self._sites = sites
+        sites = [s for s in self._sites if s.path not in self._excluded_paths]
+        if not sites:
+            return []
+        result = capture.capture_attention(model, self._probe, sites)
+        if result.problems:
+            self._excluded_paths.update(result.problems)
+            self._warn(
+                ("problems", tuple(sorted(result.problems))),
+                "skipping attention layers whose scores cannot be read: %s"
+                % "; ".join("%s: %s" % item for item in sorted(result.problems.items())),
+            )
+        return result.records
+
+    def _roles(self, record):
+        for pattern, roles in self.token_roles.items():
+            if capture.fnmatch.fnmatchcase(record.tag, pattern):
+                return tuple(roles)
+        lists = self._token_lists
+        if token_utils.TOKENS in lists and not (
+            token_utils.SOURCE in lists or token_utils.TARGET in lists
+        ):
+            return token_utils.TOKENS, token_utils.TOKENS
+        if record.cross:
+            return token_utils.TARGET, token_utils.SOURCE
+        if record.causal:
+            return token_utils.TARGET, token_utils.TARGET
+        return token_utils.SOURCE, token_utils.SOURCE
+
+    def _axis_tokens(self, record, role, batch, length, keep, axis):
+        if role not in self._token_lists and token_utils.TOKENS in self._token_lists:
+            role = token_utils.TOKENS
+        try:
+            return token_utils.tokens_for(self._token_lists, role, batch, length, keep)
+        except ValueError as e:
+            self._warn(
+                ("tokens", record.tag, axis),
+                "%s: %s; its %s axis is logged without tokens (pass token_roles= or tokens "
+                "that fit)" % (record.tag, e, axis),
+            )
+            return None
+
+    def _image_layout(self, record):
+        """`(grid, prefix)` when this record's keys are the probe image's patches, else None."""
+        if self._images is None or record.cross:
+            return None
+        tk = record.scores.shape[-1]
+        if self.image_grid is not None:
+            prefix = self.prefix_tokens
+            if prefix is None:
+                prefix = tk - self.image_grid[0] * self.image_grid[1]
+            if prefix >= 0 and self.image_grid[0] * self.image_grid[1] + prefix == tk:
+                return list(self.image_grid), int(prefix)
+            self._warn(
+                ("grid", record.tag),
+                "%s has %d key positions, which image_grid=%s does not fit; logged without "
+                "the image" % (record.tag, tk, self.image_grid),
+            )
+            return None
+        try:
+            return encoding.infer_patch_grid(tk, self.prefix_tokens)
+        except ValueError as e:
+            if self._explicit_images:
+                self._warn(("grid", record.tag), "%s: %s; logged without the image" % (record.tag, e))
+            return None
+
+    def _summary_item(self, record):
+        scores = record.scores
+        batch, heads, tq, tk = scores.shape
+        layout = self._image_layout(record)
+        keep_heads = heads if self.max_heads is None else min(heads, self.max_heads)
+        keep_tq = tq if self.max_tokens is None else min(tq, self.max_tokens)
+        keep_tk = tk if (self.max_tokens is None or layout) else min(tk, self.max_tokens)
+        weights = scores[:, :keep_heads, :keep_tq, :keep_tk]
+        mask = record.mask
+        if mask is not None:
+            mask = mask[:, :keep_heads, :keep_tq, :keep_tk]
+            if mask.all():
+                mask = None
+        reduced = None
+        if self._probe_size > batch or keep_heads < heads or keep_tq < tq or keep_tk < tk:
+            reduced = {
+                "source_shape": [self._probe_size, heads, tq, tk],
+                "examples": batch,
+                "heads": keep_heads,
+                "tokens": [0, self.max_tokens] if (keep_tq < tq or keep_tk < tk) else None,
+            }
+            self._warn(
+                "reduced",
+                "logging a reduced view (%s for %s, and possibly other layers); raise "
+                "max_examples=, max_heads= or max_tokens= (None keeps all) to log more"
+                % (self._reduction_text(reduced, batch, heads, tq, tk, keep_tq, keep_tk),
+                   record.tag),
+            )
+        query_role, key_role = self._roles(record)
+        item = {
+            "tag": record.tag,
+            "weights": weights,
+            "mask": mask,
+            "query_tokens": self._axis_tokens(record, query_role, batch, tq, keep_tq, "query"),
+            "key_tokens": self._axis_tokens(record, key_role, batch, tk, keep_tk, "key"),
+            "images": None,
+            "image_grid": None,
+            "prefix_tokens": None,
+            "reduced": reduced,
+        }
+        if layout is not None:
+            item["images"] = self._images[:batch]
+            item["image_grid"], item["prefix_tokens"] = layout
+        return item
+
+    def _reduction_text(self, reduced, batch, heads, tq, tk, keep_tq, keep_tk):
+        parts = []
+        if self._probe_size > batch:
+            parts.append("examples %d of %d" % (batch, self._probe_size))
+        if reduced["heads"] < heads:
+            parts.append("heads %d of %d" % (reduced["heads"], heads))
+        if keep_tq < tq or keep_tk < tk:
+            parts.append("positions %dx%d of %dx%d" % (keep_tq, keep_tk, tq, tk))
+        return ", ".join(parts)
+
+    def _statistics(self, item):
+        from tb_attention_plugin import stats
+
+        weights = np.where(item["mask"], item["weights"], np.nan) if item["mask"] is not None \
+            else item["weights"]
+        grid, prefix = item["image_grid"], item["prefix_tokens"] or 0
+        if grid is not None and weights.shape[-2] != weights.shape[-1]:
+            grid, prefix = None, 0
+        result = stats.head_statistics(weights, image_grid=grid, prefix_tokens=prefix)
+        return {
+            "%s/%s/head_%d" % (item["tag"], name, head): float(value)
+            for name, values in result.items()
+            for head, value in enumerate(values)
+            if not math.isnan(float(value))
+        }
+
+    def _write(self, items, step):
+        scalars = {}
+        if self.statistics:
+            for item in items:
+                try:
+                    scalars.update(self._statistics(item))
+                except Exception as e:
+                    self._warn(
+                        ("statistics", item["tag"]),
+                        "no statistics for %s (%s: %s)" % (item["tag"], type(e).__name__, e),
+                    )
+        if keras.backend.backend() == "tensorflow":
+            self._write_tensorflow(items, scalars, step)
+        else:
+            self._write_plain(items, scalars, step)
+
+    @staticmethod
+    def _summary_kwargs(item):
+        return {k: item[k] for k in ("query_tokens", "key_tokens", "mask", "images",
+                                     "image_grid", "prefix_tokens", "reduced")}
+
+    def _write_tensorflow(self, items, scalars, step):
+        import tensorflow as tf
+
+        from tb_attention_plugin import summary
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(
+                self._run_dir(), filename_suffix=".attention"
+            )
+        # keras.callbacks.TensorBoard(update_freq=N) sets a global record_if: override it.
+        with self._writer.as_default(), tf.summary.record_if(True):
+            for item in items:
+                summary.attention(item["tag"], item["weights"], step=step,
+                                  **self._summary_kwargs(item))
+                self._last_step_by_tag[item["tag"]] = step
+            for tag, value in scalars.items():
+                tf.summary.scalar(tag, value, step=step)
+        self._writer.flush()
+
+    def _write_plain(self, items, scalars, step):
+        from tb_attention_plugin.writer import AttentionWriter
+
+        if self._writer is None:
+            os.makedirs(self._run_dir(), exist_ok=True)
+            self._writer = AttentionWriter(self._run_dir())
+        for item in items:
+            self._writer.attention(item["tag"], item["weights"], step, **self._summary_kwargs(item))
+            self._last_step_by_tag[item["tag"]] = step
+        for tag, value in scalars.items():
+            self._writer.scalar(tag, value, step)
+        self._writer.flush()
+
+    def _flush(self):
+        if self._writer is None:
+            return
+        try:
+            self._writer.flush()
+        except Exception as e:
+            self._warn(("flush", type(e).__name__), "flushing summaries failed (%s)" % e)

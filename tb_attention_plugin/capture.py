@@ -1,0 +1,385 @@
+"""Finds a Keras model's attention layers and captures their scores in one eager forward pass.
+
+Each attention layer instance gets instance attributes that shadow its `call` and its score
+method (`_compute_attention` for `MultiHeadAttention` / `GroupedQueryAttention`, `_apply_scores`
+for `Attention` / `AdditiveAttention`) for the duration of one `model(probe, training=False)`
+call. The shadows ask the original methods for scores, record them together with the mask that
+was applied, and return what the caller expected. Afterwards every layer is restored exactly,
+also when the pass raises, so compiled training steps never see them.
+
+Example:
+
+```python
+sites, unreadable = find_attention_layers(model)
+result = capture_attention(model, probe_batch, sites)
+for record in result.records:
+    print(record.tag, record.scores.shape, record.cross, record.causal)
+```
+"""
+
+import collections
+import fnmatch
+import inspect
+
+import numpy as np
+
+# Kinds of attention layers: the method whose result holds the scores.
+_HEADS = "heads"  # MultiHeadAttention, GroupedQueryAttention: (B, H, Tq, Tk)
+_SINGLE = "single"  # Attention, AdditiveAttention: (B, Tq, Tk), no head axis
+
+
+class AttentionSite:
+    """One attention layer of a model: the layer, its readable path and its kind."""
+
+    def __init__(self, layer, path, kind):
+        self.layer = layer
+        self.path = path
+        self.kind = kind
+
+    @property
+    def score_method(self):
+        return "_compute_attention" if self.kind == _HEADS else "_apply_scores"
+
+    def __repr__(self):
+        return "AttentionSite(%r, %s)" % (self.path, type(self.layer).__name__)
+
+
+class AttentionRecord:
+    """Scores of one call of one attention layer during the probe pass.
+
+    Attributes:
+      tag: the layer path, suffixed `/call_<i>` when the layer was called more than once.
+      site: the `AttentionSite`.
+      scores: float32 numpy `[B, H, Tq, Tk]` (post-softmax; `H = 1` for single-head layers).
+      mask: bool numpy broadcastable to `scores` (True = attended) or None.
+      cross: True when the query tensor was not the key tensor.
+      causal: True for self-attention under a causal mask.
+    """
+
+    def __init__(self, tag, site, scores, mask, cross, causal):
+        self.tag = tag
+        self.site = site
+        self.scores = scores
+        self.mask = mask
+        self.cross = cross
+        self.causal = causal
+
+
+CaptureResult = collections.namedtuple("CaptureResult", ["records", "problems"])
+CaptureResult.__doc__ = """`records`: `AttentionRecord`s in call order; `problems`: dict of
+layer path -> reason for attention layers that were called but yielded no readable scores."""
+
+
+def attention_classes():
+    """Returns `{class: kind}` of the Keras attention layers this module can read."""
+    import keras
+
+    from keras.src.layers.attention.grouped_query_attention import GroupedQueryAttention
+
+    return {
+        keras.layers.MultiHeadAttention: _HEADS,
+        GroupedQueryAttention: _HEADS,  # public as keras.layers.GroupQueryAttention
+        keras.layers.Attention: _SINGLE,
+        keras.layers.AdditiveAttention: _SINGLE,
+    }
+
+
+def _kind_of(layer, classes):
+    for cls, kind in classes.items():
+        if isinstance(layer, cls):
+            return kind
+    return None
+
+
+def _tree_paths(model):
+    """Readable paths from the layer tree (`parent/child`), for layers without `layer.path`."""
+    paths = {}
+
+    def visit(layer, prefix):
+        for child in layer._flatten_layers(include_self=False, recursive=False):
+            if id(child) in paths:
+                continue
+            path = child.name if not prefix else prefix + "/" + child.name
+            paths[id(child)] = path
+            visit(child, path)
+
+    visit(model, "")
+    return paths
+
+
+def find_attention_layers(model, patterns=None):
+    """Lists the attention layers of `model` at any depth.
+
+    Args:
+      model: a built or unbuilt Keras 3 model (functional, Sequential or subclassed).
+      patterns: None for all layers, or fnmatch patterns matched against layer paths (and
+        names); a layer is kept when any pattern matches.
+
+    Returns:
+      `(sites, unreadable)`: `AttentionSite`s in model order, and the paths of layers that
+      look like attention (class name contains "Attention") but that this module cannot read
+      (e.g. keras-hub LLM attention layers, tf-keras layers). Both respect `patterns`.
+    """
+    classes = attention_classes()
+    tree_paths = _tree_paths(model)
+    sites, unreadable, seen = [], [], set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        path = getattr(layer, "path", None)
+        if not isinstance(path, str) or not path:
+            path = tree_paths.get(id(layer), layer.name)
+        if patterns is not None and not any(
+            fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(layer.name, p) for p in patterns
+        ):
+            continue
+        kind = _kind_of(layer, classes)
+        if kind is not None:
+            if any(path == s.path or path.startswith(s.path + "/") for s in sites):
+                continue  # an attention layer nested in another one (its own parts)
+            sites.append(AttentionSite(layer, path, kind))
+        elif "attention" in type(layer).__name__.lower():
+            unreadable.append("%s (%s)" % (path, type(layer).__name__))
+    return sites, unreadable
+
+
+def _to_numpy(value):
+    import keras
+
+    if keras.backend.is_keras_tensor(value):
+        raise TypeError("symbolic tensor (the model was traced, not run eagerly)")
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+def _same_values(a, b):
+    """True when two tensors are the same object or hold the same values."""
+    if a is b:
+        return True
+    try:
+        a, b = _to_numpy(a), _to_numpy(b)
+    except Exception:
+        return False
+    return a.shape == b.shape and np.array_equal(a, b)
+
+
+def _is_causal(mask, tq, tk):
+    """True when every example's mask hides the strict upper triangle (future keys)."""
+    if mask is None or tq != tk or tq < 2:
+        return False
+    upper = np.triu(np.ones((tq, tk), bool), k=1)
+    return not np.broadcast_to(mask, mask.shape[:-2] + (tq, tk))[..., upper].any()
+
+
+class _Patcher:
+    """Installs and removes the recording shadows on the attention layer instances."""
+
+    def __init__(self, sites):
+        self._sites = sites
+        self._saved = []  # (layer, attribute, had_instance_value, old_value)
+        self.calls = collections.defaultdict(list)  # id(site) -> list of call records
+        self.problems = {}
+
+    def _set(self, layer, name, value):
+        had = name in layer.__dict__
+        self._saved.append((layer, name, had, layer.__dict__.get(name)))
+        object.__setattr__(layer, name, value)  # bypasses Keras attribute tracking
+
+    def install(self):
+        for site in self._sites:
+            layer = site.layer
+            if "_flash_attention" in layer.__dict__:
+                self._set(layer, "_flash_attention", False)  # flash cannot return scores
+            self._set(layer, "call", self._shadow_call(site, layer.call))
+            method = getattr(layer, site.score_method)
+            shadow = (
+                self._shadow_compute_attention(site, method)
+                if site.kind == _HEADS
+                else self._shadow_apply_scores(site, method)
+            )
+            self._set(layer, site.score_method, shadow)
+
+    def restore(self):
+        while self._saved:
+            layer, name, had, old = self._saved.pop()
+            if had:
+                object.__setattr__(layer, name, old)
+            else:
+                layer.__dict__.pop(name, None)
+
+    def _shadow_call(self, site, original):
+        signature = inspect.signature(original)
+        calls = self.calls[id(site)]
+
+        def call(*args, **kwargs):
+            try:
+                bound = signature.bind_partial(*args, **kwargs).arguments
+            except TypeError:
+                bound = {}
+            if site.kind == _HEADS:
+                query = bound.get("query")
+                key = bound.get("key")
+                key = bound.get("value") if key is None else key
+            else:
+                inputs = bound.get("inputs") or [None, None]
+                query = inputs[0]
+                key = inputs[2] if len(inputs) > 2 else inputs[1]
+            cross = query is not None and key is not None and not _same_values(query, key)
+            calls.append({"cross": cross, "causal_flag": bool(bound.get("use_causal_mask"))})
+            return original(*args, **kwargs)
+
+        return call
+
+    def _record(self, site, scores, mask):
+        calls = self.calls[id(site)]
+        if not calls:
+            calls.append({"cross": False, "causal_flag": False})
+        entry = calls[-1]
+        if "scores" in entry:  # score method called twice in one call: keep the first
+            return
+        if scores is None:
+            self.problems.setdefault(site.path, "the layer returned no attention scores")
+            entry["scores"] = None
+            return
+        try:
+            entry["scores"] = _to_numpy(scores)
+            entry["mask"] = None if mask is None else _to_numpy(mask).astype(bool)
+        except Exception as e:
+            self.problems.setdefault(site.path, "scores are not readable: %s" % e)
+            entry["scores"] = None
+
+    def _failed(self, site, error):
+        self.problems.setdefault(
+            site.path, "asking it for scores raised %s: %s" % (type(error).__name__, error)
+        )
+        calls = self.calls[id(site)]
+        if calls:
+            calls[-1]["scores"] = None
+
+    def _shadow_compute_attention(self, site, original):
+        layer = site.layer
+        parameters = inspect.signature(original).parameters
+        takes_flag = "return_attention_scores" in parameters
+        # Names of positional parameters after (query, key, value, attention_mask, training).
+        later_names = [
+            name
+            for name, p in parameters.items()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ][5:]
+
+        def compute_attention(query, key, value, attention_mask=None, training=None, *args,
+                              **kwargs):
+            kwargs.update(zip(later_names, args))
+            wanted = kwargs.pop("return_attention_scores", False)
+            forced = dict(kwargs)
+            restore_attribute = None
+            if takes_flag:
+                forced["return_attention_scores"] = True
+            elif "_return_attention_scores" in layer.__dict__:
+                restore_attribute = layer.__dict__["_return_attention_scores"]
+                object.__setattr__(layer, "_return_attention_scores", True)
+            try:
+                output, scores = original(
+                    query, key, value, attention_mask=attention_mask, training=training,
+                    **forced
+                )
+            except Exception as e:
+                self._failed(site, e)
+                if restore_attribute is not None:
+                    object.__setattr__(layer, "_return_attention_scores", restore_attribute)
+                    restore_attribute = None
+                if takes_flag:
+                    kwargs["return_attention_scores"] = wanted
+                return original(
+                    query, key, value, attention_mask=attention_mask, training=training,
+                    **kwargs
+                )
+            finally:
+                if restore_attribute is not None:
+                    object.__setattr__(layer, "_return_attention_scores", restore_attribute)
+            mask = attention_mask
+            if kwargs.get("use_causal_mask") and scores is not None:
+                import keras
+
+                causal = layer._compute_causal_mask(query, value)
+                mask = causal if mask is None else keras.ops.logical_and(
+                    keras.ops.cast(mask, "bool"), causal
+                )
+            self._record(site, scores, mask)
+            return output, scores
+
+        return compute_attention
+
+    def _shadow_apply_scores(self, site, original):
+        def apply_scores(scores, value, scores_mask=None, training=False):
+            output, weights = original(scores, value, scores_mask=scores_mask, training=training)
+            self._record(site, weights, scores_mask)
+            return output, weights
+
+        return apply_scores
+
+
+def _records_from_calls(patcher, sites):
+    records = []
+    for site in sites:
+        calls = patcher.calls.get(id(site), [])
+        for index, entry in enumerate(calls):
+            scores = entry.get("scores")
+            if scores is None:
+                if "scores" not in entry:
+                    patcher.problems.setdefault(site.path, "the layer computed no scores")
+                continue
+            tag = site.path if len(calls) == 1 else "%s/call_%d" % (site.path, index)
+            mask = entry.get("mask")
+            if site.kind == _SINGLE:
+                scores = scores[:, np.newaxis]
+                mask = None if mask is None else mask[..., np.newaxis, :, :]
+            if scores.ndim != 4:
+                patcher.problems.setdefault(
+                    site.path,
+                    "scores of shape %s (attention over several axes) cannot be shown"
+                    % (scores.shape,),
+                )
+                continue
+            if mask is not None:
+                while mask.ndim < 3:
+                    mask = mask[np.newaxis]
+                if mask.ndim == 3:
+                    mask = mask[:, np.newaxis]
+                try:
+                    mask = np.broadcast_to(mask, scores.shape)
+                except ValueError:
+                    mask = None
+            tq, tk = scores.shape[-2:]
+            cross = entry["cross"]
+            causal = not cross and (entry["causal_flag"] or _is_causal(mask, tq, tk))
+            records.append(
+                AttentionRecord(tag, site, scores.astype(np.float32), mask, cross, causal)
+            )
+    return records
+
+
+def capture_attention(model, inputs, sites):
+    """Runs `model(inputs, training=False)` once and returns the scores of `sites`.
+
+    The model must be built (the caller builds it first: an unbuilt model is traced
+    symbolically, which yields no values). Every shadow is removed before this returns or
+    raises. Exceptions of the forward pass itself propagate; layers that yield no scores are
+    reported in `CaptureResult.problems`.
+    """
+    import keras
+
+    patcher = _Patcher(sites)
+    try:
+        patcher.install()
+        if keras.backend.backend() == "torch":
+            import torch
+
+            with torch.no_grad():
+                model(inputs, training=False)
+        else:
+            model(inputs, training=False)
+    finally:
+        patcher.restore()
+    records = _records_from_calls(patcher, sites)
+    return CaptureResult(records, dict(patcher.problems))

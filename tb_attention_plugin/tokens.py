@@ -1,0 +1,172 @@
+"""Token strings for the probe: from lists the user gives, or from token ids and a vocabulary.
+
+Example:
+
+```python
+to_strings = vocabulary_lookup(["<pad>", "i", "like", "tea"])
+to_strings(np.array([[1, 2, 3, 0]]))   # [["i", "like", "tea", "<pad>"]]
+find_token_ids({"token_ids": ids, "padding_mask": mask})   # {"tokens": ids}
+```
+"""
+
+import numpy as np
+
+# Token roles an attention layer's axes can take.
+SOURCE = "source"
+TARGET = "target"
+TOKENS = "tokens"
+ROLES = (SOURCE, TARGET, TOKENS)
+
+
+def _vocabulary_list(vocabulary):
+    """Returns the vocabulary as a list of strings (index = token id)."""
+    if hasattr(vocabulary, "get_vocabulary"):  # StringLookup, TextVectorization, IntegerLookup
+        words = vocabulary.get_vocabulary()
+    elif isinstance(vocabulary, (list, tuple)) or (
+        isinstance(vocabulary, np.ndarray) and vocabulary.ndim == 1
+    ):
+        words = list(vocabulary)
+    else:
+        raise TypeError(
+            "vocabulary must be a list of strings, a keras.layers.StringLookup or a "
+            "keras.layers.TextVectorization, got %s" % type(vocabulary).__name__
+        )
+    result = []
+    for word in words:
+        if isinstance(word, bytes):
+            word = word.decode("utf-8", errors="replace")
+        result.append(str(word))
+    if not result:
+        raise ValueError("vocabulary is empty")
+    return result
+
+
+def vocabulary_lookup(vocabulary):
+    """Returns a function mapping integer ids `[B, T]` to lists of strings.
+
+    Ids outside the vocabulary become `"<id 1234>"` rather than failing, so a vocabulary that
+    is slightly too short still labels the rest.
+    """
+    words = _vocabulary_list(vocabulary)
+
+    def to_strings(ids):
+        array = np.asarray(ids)
+        if array.ndim == 1:
+            array = array[np.newaxis]
+        return [
+            [words[i] if 0 <= i < len(words) else "<id %d>" % i for i in row.tolist()]
+            for row in array.astype(np.int64)
+        ]
+
+    return to_strings
+
+
+def _is_id_array(value):
+    try:
+        array = np.asarray(value)
+    except Exception:
+        return False
+    return array.ndim == 2 and np.issubdtype(array.dtype, np.integer)
+
+
+def find_token_ids(probe):
+    """Finds the token-id arrays in a probe batch.
+
+    Returns a dict with `"tokens"` (one id array: a single-sequence model) or `"source"` and
+    `"target"` (two: an encoder-decoder model), or an empty dict when there are no ids.
+
+    - an integer array `[B, T]` is `tokens`;
+    - in a dict, keys containing `token_ids` count (keras-hub's `token_ids`,
+      `encoder_token_ids`, `decoder_token_ids`), else every integer `[B, T]` value; keys
+      naming `encoder`/`source` and `decoder`/`target` decide the roles;
+    - in a tuple or list, the first two integer `[B, T]` arrays are `source`, `target`.
+    """
+    if isinstance(probe, dict):
+        candidates = [k for k in probe if "token_ids" in str(k) and _is_id_array(probe[k])]
+        if not candidates:
+            candidates = [k for k in probe if _is_id_array(probe[k])]
+        if len(candidates) == 1:
+            return {TOKENS: np.asarray(probe[candidates[0]])}
+        source = [k for k in candidates if any(s in str(k) for s in ("encoder", "source"))]
+        target = [k for k in candidates if any(s in str(k) for s in ("decoder", "target"))]
+        if source and target:
+            return {SOURCE: np.asarray(probe[source[0]]), TARGET: np.asarray(probe[target[0]])}
+        if len(candidates) >= 2:
+            return {SOURCE: np.asarray(probe[candidates[0]]), TARGET: np.asarray(probe[candidates[1]])}
+        return {}
+    if isinstance(probe, (list, tuple)):
+        arrays = [np.asarray(v) for v in probe if _is_id_array(v)]
+        if len(arrays) == 1:
+            return {TOKENS: arrays[0]}
+        if len(arrays) >= 2:
+            return {SOURCE: arrays[0], TARGET: arrays[1]}
+        return {}
+    if _is_id_array(probe):
+        return {TOKENS: np.asarray(probe)}
+    return {}
+
+
+def _as_token_lists(tokens, name):
+    """Normalises user token lists: one list for all examples, or one list per example."""
+    if tokens is None:
+        return None
+    if isinstance(tokens, np.ndarray):
+        tokens = tokens.tolist()
+    if not isinstance(tokens, (list, tuple)) or not tokens:
+        raise ValueError("%s must be a non-empty list of strings or of string lists" % name)
+    if all(isinstance(t, (str, bytes)) for t in tokens):
+        tokens = [tokens]
+    result = []
+    for example in tokens:
+        if isinstance(example, np.ndarray):
+            example = example.tolist()
+        if not isinstance(example, (list, tuple)):
+            raise ValueError("%s must be a list of strings or one list per example" % name)
+        result.append(
+            [t.decode("utf-8", errors="replace") if isinstance(t, bytes) else str(t) for t in example]
+        )
+    return result
+
+
+def resolve_tokens(probe, tokens=None, source_tokens=None, target_tokens=None,
+                   source_vocabulary=None, target_vocabulary=None):
+    """Returns `{role: list of token lists}` for the roles that have tokens.
+
+    Explicit lists win; otherwise ids found in `probe` are looked up in the vocabularies
+    (`source_vocabulary` for single-sequence ids and sources, `target_vocabulary` for targets).
+    """
+    result = {}
+    for role, value in ((TOKENS, tokens), (SOURCE, source_tokens), (TARGET, target_tokens)):
+        lists = _as_token_lists(value, role + "_tokens" if role != TOKENS else "tokens")
+        if lists is not None:
+            result[role] = lists
+    vocabularies = {TOKENS: source_vocabulary, SOURCE: source_vocabulary, TARGET: target_vocabulary}
+    if any(v is not None for v in vocabularies.values()):
+        for role, ids in find_token_ids(probe).items():
+            if role not in result and vocabularies[role] is not None:
+                result[role] = vocabulary_lookup(vocabularies[role])(ids)
+    return result
+
+
+def tokens_for(token_lists, role, batch, length, keep=None):
+    """Token lists of one role for `batch` examples of `length` positions, cropped to `keep`.
+
+    A single list applies to every example. Returns None when the role has no tokens; raises
+    `ValueError` (the caller reports it once) when the lists do not fit the attention axis.
+    """
+    lists = token_lists.get(role)
+    if lists is None:
+        return None
+    if len(lists) == 1 and batch > 1:
+        lists = lists * batch
+    if len(lists) < batch:
+        raise ValueError("%d %s token lists for %d probe examples" % (len(lists), role, batch))
+    lists = lists[:batch]
+    for example in lists:
+        if len(example) != length:
+            raise ValueError(
+                "%s tokens have %d entries but the attention axis has %d positions"
+                % (role, len(example), length)
+            )
+    keep = length if keep is None else keep
+    return [example[:keep] for example in lists]
