@@ -1,0 +1,478 @@
+"""The plugin's HTTP API, served by TensorBoard's WSGI app over TensorBoard's real data provider.
+
+Logdirs are written by `AttentionWriter` and by the TensorFlow summary op; the provider is a
+`MultiplexerDataProvider` built the way `tensorboard` builds it (production size guidance plus
+the flags our loader fixes), not the test-friendly default that keeps 500 of everything.
+"""
+
+import argparse
+import gzip
+import json
+import urllib.parse
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tensorboard.backend import application
+from tensorboard.backend.event_processing import data_ingester
+from tensorboard.backend.event_processing import data_provider
+from tensorboard.backend.event_processing import plugin_event_multiplexer
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
+from tensorboard.compat.proto import types_pb2
+from tensorboard.plugins import base_plugin
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from werkzeug import test as werkzeug_test
+
+import tb_attention_plugin as tba
+from tb_attention_plugin import attention_plugin
+from tb_attention_plugin import encoding
+from tb_attention_plugin import loader
+from tb_attention_plugin import metadata
+from tb_attention_plugin import png
+from tb_attention_plugin import static_files
+from tb_attention_plugin import wire
+
+PREFIX = "/data/plugin/attention"
+CJK_QUERY = ["<s>", "我", "看见", "三", "辆", "红色", "汽车", "</s>"]
+CJK_KEY = ["i", "see", "three", "red", "cars", ".", "<pad>"]
+
+
+def softmax(shape, seed):
+    logits = np.random.default_rng(seed).normal(size=shape).astype(np.float32) * 2
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def as_rank4(weights):
+    while weights.ndim < 4:
+        weights = weights[np.newaxis]
+    return weights
+
+
+# What the logdirs hold: (run, tag) -> {step: (weights [B, H, Tq, Tk] with NaN where masked)}.
+ENCODER = softmax((2, 3, 8, 7), seed=1)
+ENCODER_MASK = np.ones((2, 1, 1, 7), bool)
+ENCODER_MASK[1, ..., 5:] = False  # example 1 has two padded keys
+VIT = softmax((2, 4, 5), seed=2)  # rank 3: one example, 2x2 patches + class token
+VIT_IMAGE = np.random.default_rng(3).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
+SAMPLED_STEPS = loader.DEFAULT_SAMPLES + 20
+
+
+def masked(weights, mask):
+    return np.where(np.broadcast_to(mask, weights.shape), weights, np.nan)
+
+
+def write_raw_event(logdir, tag, blobs, step, plugin_content):
+    """Writes one blob-sequence value with arbitrary plugin metadata (a 'future' writer)."""
+    writer = EventFileWriter(str(logdir), filename_suffix=".raw")
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(blobs))]
+        ),
+        string_val=blobs,
+    )
+    md = metadata.create_summary_metadata()
+    md.plugin_data.content = plugin_content
+    value = summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=md)
+    writer.add_event(event_pb2.Event(step=step, wall_time=1.0, summary=summary_pb2.Summary(value=[value])))
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    """Runs `train` (writer: encoder, ViT, broken tags), `tf_op` (summary op), `sampled`."""
+    root = tmp_path_factory.mktemp("logs")
+    with tba.AttentionWriter(root / "train") as writer:
+        for step in (0, 10, 20):
+            writer.attention(
+                "encoder/self_attention",
+                ENCODER * (1 - step / 100),
+                step,
+                query_tokens=CJK_QUERY,
+                key_tokens=CJK_KEY,
+                mask=ENCODER_MASK,
+                description="encoder layer 0",
+            )
+        writer.attention("vit/block_0", VIT, 20, images=VIT_IMAGE)
+        writer.write_blobs("broken/corrupt_header", [b"\xff{ not json", b"x"], 20)
+        future = encoding.encode_step(ENCODER)
+        header = json.loads(future[0])
+        header["version"] = 99
+        writer.write_blobs("broken/future_step", [json.dumps(header).encode()] + future[1:], 20)
+        bad_payload = encoding.encode_step(ENCODER[0])  # 3 heads, head 1 corrupted
+        bad_payload[2] = b"not zlib at all"
+        writer.write_blobs("broken/bad_payload", bad_payload, 20)
+    write_raw_event(root / "train", "broken/future_metadata", encoding.encode_step(VIT), 20,
+                    b'{"version": 2}')
+    with tba.AttentionWriter(root / "sampled") as writer:
+        for step in range(SAMPLED_STEPS):
+            writer.attention("tiny", np.full((2, 2), 0.5, np.float32), step)
+    write_with_tf_op(root / "tf_op")
+    return root
+
+
+def write_with_tf_op(path):
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(path))
+
+    @tf.function
+    def log_in_graph(weights, step):
+        return tba.attention("graph/rank4", weights, step=step, query_tokens=CJK_QUERY,
+                             key_tokens=CJK_KEY)
+
+    with writer.as_default():
+        for step in (1, 2):
+            tba.attention("eager/rank2", softmax((8, 7), step), step=step,
+                          query_tokens=CJK_QUERY, key_tokens=CJK_KEY)
+            tba.attention("eager/rank3", softmax((2, 8, 7), step), step=step,
+                          query_tokens=CJK_QUERY, key_tokens=CJK_KEY)
+            assert bool(log_in_graph(tf.constant(softmax((2, 3, 8, 7), step)),
+                                     tf.constant(step, tf.int64)))
+    writer.close()
+
+
+TF_OP_WEIGHTS = {
+    "eager/rank2": lambda step: as_rank4(softmax((8, 7), step)),
+    "eager/rank3": lambda step: as_rank4(softmax((2, 8, 7), step)),
+    "graph/rank4": lambda step: softmax((2, 3, 8, 7), step),
+}
+
+
+def production_flags():
+    """The flags `tensorboard` would have with no --samples_per_plugin, after our loader."""
+    flags = argparse.Namespace(samples_per_plugin={})
+    loader.AttentionLoader().fix_flags(flags)
+    return flags
+
+
+@pytest.fixture(scope="module")
+def client(logdir):
+    flags = production_flags()
+    tensor_size_guidance = dict(data_ingester.DEFAULT_TENSOR_SIZE_GUIDANCE)
+    tensor_size_guidance.update(flags.samples_per_plugin)
+    multiplexer = plugin_event_multiplexer.EventMultiplexer(
+        size_guidance=data_ingester.DEFAULT_SIZE_GUIDANCE,
+        tensor_size_guidance=tensor_size_guidance,
+    )
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    context = base_plugin.TBContext(
+        data_provider=data_provider.MultiplexerDataProvider(multiplexer, str(logdir)),
+        logdir=str(logdir),
+        sampling_hints=flags.samples_per_plugin,
+    )
+    plugin = loader.AttentionLoader().load(context)
+    return werkzeug_test.Client(application.TensorBoardWSGI([plugin]))
+
+
+def get(client, route, headers=None, **params):
+    return client.get(PREFIX + route, query_string=params, headers=headers or {})
+
+
+def get_json(client, route, **params):
+    response = get(client, route, **params)
+    assert response.status_code == 200, response.get_data()[:300]
+    assert response.mimetype == "application/json"
+    return json.loads(response.get_data())
+
+
+def get_matrix(client, **params):
+    response = get(client, "/matrix", **params)
+    assert response.status_code == 200, response.get_data()[:300]
+    assert response.mimetype == "application/octet-stream"
+    return wire.decode(response.get_data())
+
+
+def assert_error(response, status, *words):
+    assert response.status_code == status, (response.status_code, response.get_data()[:300])
+    assert response.mimetype == "application/json"
+    message = json.loads(response.get_data())["error"]
+    assert isinstance(message, str) and message
+    for word in words:
+        assert word in message, message
+    return message
+
+
+def tags_of(client):
+    runs = get_json(client, "/runs")["runs"]
+    return {(run["run"], tag["tag"]): tag for run in runs for tag in run["tags"]}
+
+
+def test_loader_is_import_light_and_sets_a_default_the_user_can_override():
+    assert loader.PLUGIN_NAME == metadata.PLUGIN_NAME
+    flags = argparse.Namespace(samples_per_plugin={"images": 3})
+    loader.AttentionLoader().fix_flags(flags)
+    assert flags.samples_per_plugin == {"images": 3, "attention": loader.DEFAULT_SAMPLES}
+    flags = argparse.Namespace(samples_per_plugin={"attention": 0})
+    loader.AttentionLoader().fix_flags(flags)
+    assert flags.samples_per_plugin == {"attention": 0}
+
+
+def test_plugin_metadata_for_tensorboard(client, logdir):
+    context = base_plugin.TBContext(data_provider=None, logdir=str(logdir))
+    plugin = loader.AttentionLoader().load(context)
+    assert plugin.plugin_name == "attention"
+    assert plugin.is_active() is False
+    assert "attention" in plugin.data_plugin_names()
+    frontend = plugin.frontend_metadata()
+    assert frontend.es_module_path == "/static/index.js"
+    assert frontend.tab_name == "Attention"
+    assert frontend.es_module_path.replace("index.js", "*") in plugin.get_plugin_apps()
+
+
+def test_runs_lists_every_tag_with_shape_tokens_and_errors(client):
+    tags = tags_of(client)
+    encoder = tags[("train", "encoder/self_attention")]
+    assert encoder == {
+        "tag": "encoder/self_attention",
+        "description": "encoder layer 0",
+        "max_step": 20,
+        "shape": [2, 3, 8, 7],
+        "has_tokens": True,
+        "has_image": False,
+        "error": None,
+    }
+    vit = tags[("train", "vit/block_0")]
+    assert (vit["shape"], vit["has_tokens"], vit["has_image"]) == ([1, 2, 4, 5], False, True)
+    assert tags[("tf_op", "graph/rank4")]["shape"] == [2, 3, 8, 7]
+    assert tags[("tf_op", "eager/rank2")]["shape"] == [1, 1, 8, 7]
+    assert tags[("train", "broken/bad_payload")]["error"] is None  # its header is fine
+    for broken in ("corrupt_header", "future_step", "future_metadata"):
+        entry = tags[("train", "broken/" + broken)]
+        assert entry["error"] and entry["shape"] is None, entry
+    assert "upgrade tb-attention" in tags[("train", "broken/future_step")]["error"]
+    assert "upgrade tb-attention" in tags[("train", "broken/future_metadata")]["error"]
+    assert "not UTF-8 JSON" in tags[("train", "broken/corrupt_header")]["error"]
+
+
+def test_steps_are_ascending_with_wall_times(client):
+    steps = get_json(client, "/steps", run="train", tag="encoder/self_attention")["steps"]
+    assert [s["step"] for s in steps] == [0, 10, 20]
+    assert all(isinstance(s["wall_time"], float) for s in steps)
+    assert steps[0]["wall_time"] <= steps[1]["wall_time"] <= steps[2]["wall_time"]
+
+
+def test_default_sampling_keeps_the_loader_default_and_the_newest_step(client):
+    steps = [s["step"] for s in get_json(client, "/steps", run="sampled", tag="tiny")["steps"]]
+    assert len(steps) == loader.DEFAULT_SAMPLES < SAMPLED_STEPS
+    assert steps[-1] == SAMPLED_STEPS - 1 and steps == sorted(steps)
+
+
+def test_step_header_round_trips_cjk_tokens(client):
+    header = get_json(client, "/step", run="train", tag="encoder/self_attention", step=10)
+    assert header["step"] == 10
+    assert header["shape"] == [2, 3, 8, 7]
+    assert header["query_tokens"] == [CJK_QUERY, CJK_QUERY]
+    assert header["key_tokens"] == [CJK_KEY, CJK_KEY]
+    assert (header["image"], header["reduced"]) == (None, None)
+    assert (header["source_rank"], header["source_dtype"]) == (4, "float32")
+    assert "scales" not in header
+    vit = get_json(client, "/step", run="train", tag="vit/block_0", step=20)
+    assert vit["image"] == {"grid": [2, 2], "prefix_tokens": 1, "width": 16, "height": 16}
+    assert vit["query_tokens"] is None and vit["source_rank"] == 3
+
+
+def test_matrix_serves_every_head_within_the_encoding_error(client):
+    for step in (0, 10, 20):
+        expected = masked(ENCODER * (1 - step / 100), ENCODER_MASK)
+        for example in range(2):
+            for head in range(3):
+                matrix = get_matrix(client, run="train", tag="encoder/self_attention",
+                                    step=step, example=example, head=head)
+                assert matrix.dtype == wire.DTYPE_CODES
+                assert (matrix.rows, matrix.cols) == (8, 7)
+                values = matrix.weights()
+                want = expected[example, head]
+                np.testing.assert_array_equal(np.isnan(values), np.isnan(want))
+                assert np.nanmax(np.abs(values - want)) <= encoding.MAX_ERROR + 1e-7
+
+
+@pytest.mark.parametrize("tag", sorted(TF_OP_WEIGHTS))
+def test_matrix_serves_what_the_tf_op_wrote(client, tag):
+    for step in (1, 2):
+        written = TF_OP_WEIGHTS[tag](step)
+        batch, heads = written.shape[:2]
+        for example in range(batch):
+            for head in range(heads):
+                values = get_matrix(client, run="tf_op", tag=tag, step=step, example=example,
+                                    head=head).weights()
+                assert np.abs(values - written[example, head]).max() <= encoding.MAX_ERROR + 1e-7
+        header = get_json(client, "/step", run="tf_op", tag=tag, step=step)
+        assert header["query_tokens"] == [CJK_QUERY] * batch
+        assert header["key_tokens"] == [CJK_KEY] * batch
+
+
+def test_mean_over_heads_is_float32_and_masked_like_the_heads(client):
+    matrix = get_matrix(client, run="train", tag="encoder/self_attention", step=20, example=1,
+                        head="mean")
+    assert matrix.dtype == wire.DTYPE_FLOAT32 and matrix.scale == 1.0
+    expected = masked(ENCODER * 0.8, ENCODER_MASK)[1].mean(axis=0)  # NaN stays NaN
+    values = matrix.weights()
+    np.testing.assert_array_equal(np.isnan(values), np.isnan(expected))
+    assert np.isnan(values[:, 5:]).all() and not np.isnan(values[:, :5]).any()
+    assert np.nanmax(np.abs(values - expected)) <= encoding.MAX_ERROR
+
+
+def test_mean_over_heads_ignores_heads_that_mask_a_position():
+    weights = np.array([[[0.2, np.nan]], [[0.4, np.nan]], [[np.nan, np.nan]]], np.float32)
+    mean = attention_plugin.mean_over_heads(weights)
+    assert mean[0, 0] == pytest.approx(0.3) and np.isnan(mean[0, 1])
+
+
+def test_image_route_returns_the_probe_png(client):
+    response = get(client, "/image", run="train", tag="vit/block_0", step=20, example=0)
+    assert response.status_code == 200
+    assert response.mimetype == "image/png"
+    np.testing.assert_array_equal(png.decode_png(response.get_data()), VIT_IMAGE[0])
+    assert_error(get(client, "/image", run="train", tag="vit/block_0", step=20, example=1),
+                 404, "out of range")
+    assert_error(get(client, "/image", run="train", tag="encoder/self_attention", step=20,
+                     example=0), 404, "no probe images")
+
+
+def test_matrix_is_gzipped_for_clients_that_accept_it_and_revalidates_with_etag(client):
+    params = dict(run="train", tag="encoder/self_attention", step=10, example=0, head=2)
+    plain = get(client, "/matrix", **params)
+    assert "Content-Encoding" not in plain.headers
+    zipped = get(client, "/matrix", headers={"Accept-Encoding": "gzip"}, **params)
+    if plain.content_length >= attention_plugin.GZIP_MIN_BYTES:
+        assert zipped.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(zipped.get_data()) == plain.get_data()
+    assert "max-age=%d" % attention_plugin.CACHE_SECONDS in plain.headers["Cache-Control"]
+    etag = plain.headers["ETag"]
+    again = get(client, "/matrix", headers={"If-None-Match": etag}, **params)
+    assert again.status_code == 304 and again.get_data() == b""
+    other_head = get(client, "/matrix", headers={"If-None-Match": etag}, **dict(params, head=1))
+    assert other_head.status_code == 200 and other_head.headers["ETag"] != etag
+
+
+def test_large_matrix_gzip_reuses_stored_compression(tmp_path):
+    codes = np.full((300, 300), 7, np.uint8)
+    codes[:, 150:] = wire.MASKED
+    import zlib
+
+    zipped = wire.gzip_codes_from_zlib(codes, 0.5, zlib.compress(codes.tobytes(), 6))
+    assert gzip.decompress(zipped) == wire.encode_codes(codes, 0.5)
+    assert len(zipped) < 2000
+    refused = wire.gzip_codes_from_zlib(codes, 0.5, zlib.compress(codes.tobytes()) + b"junk")
+    assert gzip.decompress(refused) == wire.encode_codes(codes, 0.5)
+
+
+@pytest.mark.parametrize(
+    "route, params, status, words",
+    [
+        ("/steps", {"tag": "t"}, 400, ["missing", "run"]),
+        ("/steps", {"run": "", "tag": "t"}, 400, ["empty"]),
+        ("/steps", {"run": "nope", "tag": "encoder/self_attention"}, 404, ["nope"]),
+        ("/steps", {"run": "train", "tag": "nope"}, 404, ["nope"]),
+        ("/step", {"run": "train", "tag": "encoder/self_attention"}, 400, ["step"]),
+        ("/step", {"run": "train", "tag": "encoder/self_attention", "step": "1.5"}, 400, ["integer"]),
+        ("/step", {"run": "train", "tag": "encoder/self_attention", "step": "9" * 30}, 400, ["integer"]),
+        ("/step", {"run": "train", "tag": "encoder/self_attention", "step": "5"}, 404, ["no step 5"]),
+        ("/step", {"run": "train", "tag": "encoder/self_attention", "step": ["0", "10"]}, 400, ["2 times"]),
+        ("/matrix", {"run": "train", "tag": "encoder/self_attention", "step": "0", "head": "0"}, 400, ["example"]),
+        ("/matrix", {"run": "train", "tag": "encoder/self_attention", "step": "0", "example": "0"}, 400, ["head"]),
+        ("/matrix", {"run": "train", "tag": "encoder/self_attention", "step": "0", "example": "-1", "head": "0"}, 400, ["example"]),
+        ("/matrix", {"run": "train", "tag": "encoder/self_attention", "step": "0", "example": "2", "head": "0"}, 404, ["out of range"]),
+        ("/matrix", {"run": "train", "tag": "encoder/self_attention", "step": "0", "example": "0", "head": "3"}, 404, ["out of range"]),
+        ("/matrix", {"run": "train", "tag": "encoder/self_attention", "step": "0", "example": "2", "head": "mean"}, 404, ["out of range"]),
+        ("/matrix", {"run": "train", "tag": "encoder/self_attention", "step": "0", "example": "0", "head": "max"}, 400, ["'mean' or an integer"]),
+        ("/matrix", {"run": "train", "tag": "encoder/self_attention", "step": "0", "example": "0", "head": "-2"}, 400, ["head"]),
+        ("/image", {"run": "train", "tag": "vit/block_0", "step": "20"}, 400, ["example"]),
+        ("/image", {"run": "train", "tag": "vit/block_0", "step": "x", "example": "0"}, 400, ["step"]),
+    ],
+)
+def test_every_bad_parameter_gets_a_json_error(client, route, params, status, words):
+    assert_error(get(client, route, **params), status, *words)
+
+
+def test_broken_tags_give_errors_while_their_neighbours_serve(client):
+    params = dict(run="train", step=20, example=0, head=0)
+    assert_error(get(client, "/matrix", tag="broken/corrupt_header", **params), 404, "cannot be read")
+    assert_error(get(client, "/step", run="train", tag="broken/future_step", step=20), 404,
+                 "upgrade tb-attention")
+    assert_error(get(client, "/matrix", tag="broken/future_step", **params), 404, "upgrade")
+    assert_error(get(client, "/steps", run="train", tag="broken/future_metadata"), 404, "upgrade")
+    assert_error(get(client, "/matrix", tag="broken/future_metadata", **params), 404, "upgrade")
+    assert_error(get(client, "/matrix", tag="broken/bad_payload", **dict(params, head=1)), 404,
+                 "not valid zlib")
+    assert_error(get(client, "/matrix", tag="broken/bad_payload", **dict(params, head="mean")),
+                 404, "not valid zlib")
+    good_head = get_matrix(client, tag="broken/bad_payload", **dict(params, head=2)).weights()
+    assert np.abs(good_head - ENCODER[0, 2]).max() <= encoding.MAX_ERROR + 1e-7
+    assert get_matrix(client, tag="encoder/self_attention", **params).rows == 8
+
+
+def test_static_route_serves_the_frontend_module_as_javascript(client):
+    root = static_files.frontend_root()
+    response = get(client, "/static/index.js")
+    assert response.status_code == 200
+    assert response.mimetype == "text/javascript"
+    assert response.get_data() == (root / "index.js").read_bytes()
+    etag = response.headers["ETag"]
+    assert get(client, "/static/index.js", headers={"If-None-Match": etag}).status_code == 304
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../setup.py", "..%2Fsetup.py", "%2e%2e/setup.py", "./index.js", ".hidden.js",
+     "nope.js", "index.py", "/etc/passwd", "a\\..\\setup.py", "%00.js", "sub/"],
+)
+def test_static_route_refuses_traversal_and_unknown_files(client, path):
+    assert_error(client.get(PREFIX + "/static/" + path), 404, "no frontend file")
+
+
+def test_static_resolve_stays_inside_its_root(tmp_path):
+    (tmp_path / "front").mkdir()
+    (tmp_path / "front" / "app.js").write_text("export {};")
+    (tmp_path / "front" / "style.css").write_text("body{}")
+    (tmp_path / "secret.js").write_text("secret")
+    (tmp_path / "front" / "link.js").symlink_to(tmp_path / "secret.js")
+    root = tmp_path / "front"
+    assert static_files.resolve(root, "app.js") == ((root / "app.js").resolve(), "text/javascript")
+    assert static_files.resolve(root, "style.css")[1] == "text/css"
+    for bad in ("../secret.js", "link.js", "sub/../app.js", "", "app.js/", "/app.js"):
+        assert static_files.resolve(root, bad) is None, bad
+
+
+QUERY_NAMES = st.sampled_from(["run", "tag", "step", "example", "head", "x"])
+QUERY_VALUES = st.one_of(
+    st.sampled_from(["train", "tf_op", "encoder/self_attention", "vit/block_0",
+                     "broken/corrupt_header", "broken/future_metadata", "broken/bad_payload",
+                     "0", "1", "2", "10", "20", "-1", "mean", "", "1e3", "0x10", " 1",
+                     "99999999999999999999999"]),
+    st.text(max_size=40),
+)
+ROUTES = ["/runs", "/steps", "/step", "/matrix", "/image"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    route=st.sampled_from(ROUTES),
+    pairs=st.lists(st.tuples(QUERY_NAMES, QUERY_VALUES), max_size=7),
+    raw=st.one_of(st.none(), st.text(max_size=60)),
+)
+def test_random_query_strings_only_ever_get_200_400_or_404(client, route, pairs, raw):
+    query = raw if raw is not None else urllib.parse.urlencode(pairs)
+    response = client.get(PREFIX + route, query_string=query)
+    assert response.status_code in (200, 400, 404), (route, query, response.get_data()[:200])
+    if response.status_code != 200:
+        assert isinstance(json.loads(response.get_data())["error"], str)
+    elif route == "/matrix":
+        wire.decode(response.get_data())
+    elif route == "/image":
+        assert response.mimetype == "image/png"
+    else:
+        assert isinstance(json.loads(response.get_data()), dict)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.text(min_size=1, max_size=40))
+def test_random_static_paths_only_ever_get_200_or_404(client, path):
+    response = client.get(PREFIX + "/static/" + urllib.parse.quote(path, safe=""))
+    assert response.status_code in (200, 404), (path, response.status_code)
+    if response.status_code == 404:
+        assert isinstance(json.loads(response.get_data())["error"], str)
