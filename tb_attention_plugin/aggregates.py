@@ -250,7 +250,9 @@ def rollout(provider, ctx, experiment_id, run, tags, step, example, residual=Tru
 
 def _index_argument(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise errors.InvalidArgumentError("%s must be a non-negative integer, got %r" % (name, value))
+        raise errors.InvalidArgumentError(
+            "%s must be a non-negative integer, got %r" % (name, value)
+        )
     return int(value)
 
 
@@ -342,4 +344,6 @@ def _step_statistics(provider, ctx, run, tag, datum):
 
 
 def _json_floats(array):
-    return [None if math.isnan(value) else value for value in array.tolist()]
+    """float32 values as short JSON numbers (6 decimals is below float32's noise), NaN -> null."""
+    rounded = np.round(np.asarray(array, np.float64), 6).tolist()
+    return [None if math.isnan(value) else value for value in rounded]

@@ -145,7 +145,9 @@ def test_statistics_per_step_match_head_statistics_of_the_written_weights(logged
     for position, step in enumerate(result["steps"]):
         original = originals[tag, step]
         assert result["heads"] == original.shape[1]
-        served = {name: np.array(values[position], float) for name, values in result["stats"].items()}
+        served = {
+            name: np.array(values[position], float) for name, values in result["stats"].items()
+        }
         exact = head_statistics(dequantised(original), grid, prefix)
         from_original = head_statistics(original, grid, prefix)
         bounds = quantisation_bounds(original, grid, prefix)
@@ -199,13 +201,18 @@ def test_grown_run_computes_only_new_steps_and_reports_unreadable_ones(tmp_path)
     rng = np.random.default_rng(7)
     mask = np.ones((1, 2, 4, 4), bool)
     writer = AttentionWriter(tmp_path / "train")
+    head_1_masked = mask.copy()
+    head_1_masked[:, 1] = False
     for step in (1, 2, 3):
-        write_step(writer, "layer", softmax_with_mask(rng, (1, 2, 4, 4), mask), step)
+        step_mask = head_1_masked if step == 1 else mask
+        write_step(writer, "layer", softmax_with_mask(rng, (1, 2, 4, 4), step_mask), step)
     writer.flush()
     multiplexer, provider = provider_for(tmp_path)
     cache = aggregates.StepStatisticsCache()
-    assert call(aggregates.tag_statistics, provider, "layer", cache=cache)["steps"] == [1, 2, 3]
-    assert cache.misses == 3
+    first = call(aggregates.tag_statistics, provider, "layer", cache=cache)
+    assert first["steps"] == [1, 2, 3] and cache.misses == 3
+    for values in first["stats"].values():  # a head with nothing to measure is null in JSON
+        assert values[0][1] is None and values[0][0] is not None and values[1][1] is not None
 
     write_step(writer, "layer", softmax_with_mask(rng, (1, 2, 4, 4), mask), 4)
     future = encoding.encode_step(softmax_with_mask(rng, (1, 2, 4, 4), mask))
@@ -225,7 +232,9 @@ def test_rollout_equals_the_direct_computation(logged):
     step = STEPS[-1]
     for residual in (True, False):
         result = call(aggregates.rollout, provider, ENCODER, step, 1, residual=residual)
-        layers = [np.nan_to_num(dequantised(originals[tag, step])[1]).mean(axis=0) for tag in ENCODER]
+        layers = [
+            np.nan_to_num(dequantised(originals[tag, step])[1]).mean(axis=0) for tag in ENCODER
+        ]
         expected = attention_rollout(layers, residual=residual)
         assert result["matrix"].dtype == np.float32 and result["shape"] == [6, 6]
         np.testing.assert_allclose(result["matrix"], expected, atol=1e-6)
