@@ -81,8 +81,8 @@ class StepStatisticsCache:
     Keys are `(experiment_id, run, tag, step)`; each entry remembers the step's wall time, and a
     step whose wall time changed (a restarted run that logged the step again) is recomputed.
     Values are `{name: float32 [B, H]}` from `stats.example_statistics`, or the message why the
-    step cannot be read. An entry is about 1.3 KB for 2 examples x 12 heads (measured), so the default
-    16384 entries (e.g. 12 runs x 12 layers x 100 steps) stay near 22 MB.
+    step cannot be read. An entry takes about 1.3 KB (measured, 2 examples x 12 heads), so the
+    default 16384 entries (e.g. 12 runs x 12 layers x 100 steps) stay near 22 MB.
 
     Example:
 
