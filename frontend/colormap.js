@@ -14,6 +14,8 @@
  *   colorAt(lut, 0.5);  // [33, 145, 140]
  */
 
+import {maxValue} from "./decode.js";
+
 const STOPS = {
   viridis: [
     [0.267004, 0.004874, 0.329415], [0.277018, 0.050344, 0.375715], [0.282327, 0.094955, 0.417331],
@@ -126,4 +128,18 @@ export function paintValues(values, vmax, lut, out) {
     out[p + 3] = 255;
   }
   return out;
+}
+
+/**
+ * Top of the colour scale (vmax) for each of several matrices: each its own maximum ("head"),
+ * the maximum over all of them ("shared") or 1 ("unit"). Missing matrices (null) count as 0.
+ */
+export function tileScales(matrices, scale) {
+  const maxes = matrices.map((m) => (m ? maxValue(m.values) : 0));
+  if (scale === "unit") return maxes.map(() => 1);
+  if (scale === "shared") {
+    const shared = Math.max(0, ...maxes) || 1;
+    return maxes.map(() => shared);
+  }
+  return maxes.map((v) => v || 1);
 }

@@ -10,6 +10,8 @@
  *   cellAt(layout, layout.x + 1, layout.y + 1);  // {row: 0, col: 0}
  */
 
+import {matrixRow} from "./decode.js";
+
 /**
  * Places a rows x cols heatmap in a `width` x `height` box after a `left` margin (query labels)
  * and a `top` margin (key labels). Cells get a whole number of device pixels between
@@ -131,6 +133,21 @@ export function patchOfKey(key, image) {
   const patch = key - image.prefix_tokens;
   if (patch < 0 || patch >= gridRows * gridCols) return null;
   return {r: Math.floor(patch / gridCols), c: patch % gridCols};
+}
+
+/**
+ * Weights of one query over the image patches, as a Float32Array of gridRows*gridCols in
+ * row-major patch order (NaN = masked or no such key).
+ */
+export function patchWeights(matrix, image, query) {
+  const [gridRows, gridCols] = image.grid;
+  const row = matrixRow(matrix, query);
+  const out = new Float32Array(gridRows * gridCols).fill(NaN);
+  for (let key = 0; key < matrix.cols; key++) {
+    const patch = patchOfKey(key, image);
+    if (patch) out[patch.r * gridCols + patch.c] = row[key];
+  }
+  return out;
 }
 
 /** Key index of the patch under (px, py) of an image drawn as `rect` {x, y, width, height}, or null. */

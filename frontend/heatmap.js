@@ -1,0 +1,186 @@
+/**
+ * Canvas drawing of heatmaps, token labels and colour legends, crisp at any devicePixelRatio:
+ * canvases get a backing store of css size x dpr, and matrices are painted one pixel per cell
+ * and scaled by whole device pixels without smoothing. Text (tokens) goes in via fillText only.
+ *
+ * Example:
+ *
+ *   import {hiDpiCanvas, drawHeatmap} from "./heatmap.js";
+ *   const {canvas, ctx, dpr} = hiDpiCanvas(600, 400);
+ *   drawHeatmap(ctx, matrix, {x: 80, y: 80, width: 240, height: 240}, {vmax: 1, lut, dpr});
+ */
+
+import {paintValues, colorIndex, MASKED_RGB} from "./colormap.js";
+import {fitLabel, labelStride} from "./layout.js";
+
+export const FONT_FAMILY = 'system-ui, "Noto Sans CJK SC", "Noto Sans", sans-serif';
+
+export function devicePixelRatio() {
+  return (typeof window !== "undefined" && window.devicePixelRatio) || 1;
+}
+
+/** Sizes `canvas` (new if omitted) to `width` x `height` CSS pixels; returns `{canvas, ctx, dpr}`. */
+export function hiDpiCanvas(width, height, canvas = document.createElement("canvas")) {
+  const dpr = devicePixelRatio();
+  canvas.width = Math.max(1, Math.round(width * dpr));
+  canvas.height = Math.max(1, Math.round(height * dpr));
+  canvas.style.width = `${width}px`;
+  canvas.style.height = `${height}px`;
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  return {canvas, ctx, dpr};
+}
+
+let scratch = null;
+
+/** A reusable canvas of at least `w` x `h` pixels holding the ImageData of one matrix. */
+function scratchImage(w, h) {
+  if (!scratch) {
+    scratch = typeof OffscreenCanvas !== "undefined" ? new OffscreenCanvas(w, h) : document.createElement("canvas");
+  }
+  if (scratch.width < w || scratch.height < h) {
+    scratch.width = Math.max(scratch.width, w);
+    scratch.height = Math.max(scratch.height, h);
+  }
+  return scratch;
+}
+
+/**
+ * Paints `matrix` into the CSS rectangle `rect` of a context whose transform is dpr:
+ * weights through `lut` on a 0..vmax scale, masked (NaN) cells grey.
+ */
+export function drawHeatmap(ctx, matrix, rect, {vmax, lut, dpr = devicePixelRatio()}) {
+  const {rows, cols} = matrix;
+  const image = new ImageData(cols, rows);
+  paintValues(matrix.values, vmax, lut, image.data);
+  const source = scratchImage(cols, rows);
+  const sctx = source.getContext("2d");
+  sctx.putImageData(image, 0, 0);
+  const dx = Math.round(rect.x * dpr);
+  const dy = Math.round(rect.y * dpr);
+  const dw = Math.round(rect.width * dpr);
+  const dh = Math.round(rect.height * dpr);
+  ctx.save();
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  // Whole pixels per cell stay crisp; shrinking a big matrix into a small tile averages instead.
+  ctx.imageSmoothingEnabled = dw < cols || dh < rows;
+  ctx.drawImage(source, 0, 0, cols, rows, dx, dy, dw, dh);
+  ctx.restore();
+}
+
+/** Font size for labels on cells `cell` CSS pixels high. */
+export function labelFontSize(cell) {
+  return Math.max(10, Math.min(13, Math.floor(cell * 0.75)));
+}
+
+/**
+ * Writes the query labels right-aligned left of the heatmap (`layout` of heatmapLayout), every
+ * n-th when cells are too small. `highlight`: a row to write in bold.
+ */
+export function drawRowLabels(ctx, labels, layout, {maxWidth, highlight = null, color = "#333"}) {
+  const size = labelFontSize(layout.cell);
+  const stride = labelStride(layout.cell, size + 2);
+  ctx.save();
+  ctx.textAlign = "right";
+  ctx.textBaseline = "middle";
+  const measure = (s) => ctx.measureText(s).width;
+  for (let row = 0; row < layout.rows; row++) {
+    if (row % stride !== 0 && row !== highlight) continue;
+    ctx.font = `${row === highlight ? "bold " : ""}${size}px ${FONT_FAMILY}`;
+    ctx.fillStyle = row === highlight ? "#000" : color;
+    const y = layout.y + (row + 0.5) * layout.cell;
+    ctx.fillText(fitLabel(labels[row], maxWidth, measure), layout.x - 6, y);
+  }
+  ctx.restore();
+}
+
+/** Writes the key labels above the heatmap, rotated by `angle` (radians, default -60°). */
+export function drawColLabels(ctx, labels, layout, {maxWidth, angle = -Math.PI / 3, color = "#333"}) {
+  const size = labelFontSize(layout.cell);
+  const stride = labelStride(layout.cell, size + 2);
+  ctx.save();
+  ctx.font = `${size}px ${FONT_FAMILY}`;
+  ctx.fillStyle = color;
+  ctx.textAlign = "left";
+  ctx.textBaseline = "middle";
+  const measure = (s) => ctx.measureText(s).width;
+  for (let col = 0; col < layout.cols; col += stride) {
+    const x = layout.x + (col + 0.5) * layout.cell;
+    ctx.save();
+    ctx.translate(x, layout.y - 6);
+    ctx.rotate(angle);
+    ctx.fillText(fitLabel(labels[col], maxWidth, measure), 0, 0);
+    ctx.restore();
+  }
+  ctx.restore();
+}
+
+/** Widest label in pixels at the label font of cells `cell` high (capped at `cap`). */
+export function widestLabel(ctx, labels, cell, cap) {
+  ctx.save();
+  ctx.font = `${labelFontSize(cell)}px ${FONT_FAMILY}`;
+  let widest = 0;
+  for (const label of labels) {
+    widest = Math.max(widest, ctx.measureText(label).width);
+    if (widest >= cap) break;
+  }
+  ctx.restore();
+  return Math.min(widest, cap);
+}
+
+/** Dims every row except `row` and outlines it (a pinned query). */
+export function drawPinnedRow(ctx, layout, row) {
+  ctx.save();
+  ctx.fillStyle = "rgba(255,255,255,0.6)";
+  if (row > 0) ctx.fillRect(layout.x, layout.y, layout.width, row * layout.cell);
+  const below = layout.y + (row + 1) * layout.cell;
+  ctx.fillRect(layout.x, below, layout.width, layout.y + layout.height - below);
+  ctx.strokeStyle = "#e8710a";
+  ctx.lineWidth = 2;
+  ctx.strokeRect(layout.x - 1, layout.y + row * layout.cell - 1, layout.width + 2, layout.cell + 2);
+  ctx.restore();
+}
+
+/**
+ * A colour legend: a bar from 0 to `vmax` with three ticks, plus a swatch for masked cells.
+ * Returns the canvas.
+ */
+export function legendCanvas(lut, vmax, {width = 260, label = "attention weight"} = {}) {
+  const height = 46;
+  const {canvas, ctx, dpr} = hiDpiCanvas(width + 90, height);
+  canvas.className = "legend";
+  const bar = {x: 8, y: 16, width, height: 12};
+  const image = new ImageData(256, 1);
+  const ramp = new Float32Array(256).map((_, i) => (i / 255) * vmax);
+  paintValues(ramp, vmax, lut, image.data);
+  const source = scratchImage(256, 1);
+  source.getContext("2d").putImageData(image, 0, 0);
+  ctx.save();
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.imageSmoothingEnabled = true;
+  ctx.drawImage(source, 0, 0, 256, 1, bar.x * dpr, bar.y * dpr, bar.width * dpr, bar.height * dpr);
+  ctx.restore();
+  ctx.font = `11px ${FONT_FAMILY}`;
+  ctx.fillStyle = "#333";
+  ctx.textBaseline = "top";
+  ctx.fillText(label, bar.x, 1);
+  for (const t of [0, 0.5, 1]) {
+    const x = bar.x + t * bar.width;
+    ctx.fillRect(x - 0.5, bar.y + bar.height, 1, 3);
+    ctx.textAlign = t === 0 ? "left" : t === 1 ? "right" : "center";
+    ctx.fillText((t * vmax).toPrecision(3), x, bar.y + bar.height + 4);
+  }
+  const swatch = {x: bar.x + bar.width + 16, y: bar.y};
+  ctx.fillStyle = `rgb(${MASKED_RGB.join(",")})`;
+  ctx.fillRect(swatch.x, swatch.y, 12, 12);
+  ctx.fillStyle = "#333";
+  ctx.textAlign = "left";
+  ctx.fillText("masked", swatch.x + 16, swatch.y);
+  return canvas;
+}
+
+/** `[r, g, b]` of `value` for overlays drawn with fillRect. */
+export function lutColor(lut, value, vmax) {
+  const i = colorIndex(value, vmax);
+  return [lut[i * 3], lut[i * 3 + 1], lut[i * 3 + 2]];
+}

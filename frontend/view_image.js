@@ -1,0 +1,90 @@
+/**
+ * View (5), for vision probes: the attention of one query (default the class token, query 0)
+ * over the key patches, drawn as a translucent patch-grid overlay on the probe image. Clicking
+ * a patch makes it the query (self-attention over patches).
+ *
+ * Example:
+ *
+ *   renderImageView(host, {matrix, header, example, image: htmlImageElement, query: 0, lut,
+ *                          scale: "head", width: 900}, {tooltip, pickQuery});
+ */
+
+import {patchOfKey, keyOfPoint, patchWeights} from "./layout.js";
+import {hiDpiCanvas, FONT_FAMILY, lutColor} from "./heatmap.js";
+import {maxValue} from "./decode.js";
+import {tokenLabel, formatWeight} from "./tokens.js";
+import {localPoint} from "./view_head.js";
+
+const OVERLAY_ALPHA = 0.6;
+
+export function renderImageView(host, data, hooks) {
+  const {matrix, header, example, image: element, lut, scale} = data;
+  const image = header.image;
+  const query = Math.min(data.query ?? 0, matrix.rows - 1);
+  const weights = patchWeights(matrix, image, query);
+  const vmax = scale === "unit" ? 1 : maxValue(weights) || 1;
+  const side = Math.max(160, Math.min(data.width / 2 - 30, 480));
+  const aspect = (image.height || element.naturalHeight || 1) / (image.width || element.naturalWidth || 1);
+  const drawW = side;
+  const drawH = Math.round(side * aspect);
+  const gap = 24;
+  const top = 22;
+  const width = Math.ceil(drawW * 2 + gap + 8);
+  const height = Math.ceil(drawH + top + 8);
+  const {canvas, ctx} = hiDpiCanvas(width, height);
+  canvas.className = "view-canvas image-canvas";
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, width, height);
+  ctx.imageSmoothingEnabled = false;  // probe images are small: show their pixels
+  const plain = {x: 0, y: top, width: drawW, height: drawH};
+  const overlay = {x: drawW + gap, y: top, width: drawW, height: drawH};
+  ctx.drawImage(element, plain.x, plain.y, plain.width, plain.height);
+  ctx.drawImage(element, overlay.x, overlay.y, overlay.width, overlay.height);
+  const [gridRows, gridCols] = image.grid;
+  const patchW = overlay.width / gridCols;
+  const patchH = overlay.height / gridRows;
+  for (let r = 0; r < gridRows; r++) {
+    for (let c = 0; c < gridCols; c++) {
+      const v = weights[r * gridCols + c];
+      if (Number.isNaN(v)) continue;  // masked: the image shows through
+      const [R, G, B] = lutColor(lut, v, vmax);
+      ctx.fillStyle = `rgba(${R},${G},${B},${OVERLAY_ALPHA})`;
+      ctx.fillRect(overlay.x + c * patchW, overlay.y + r * patchH, patchW, patchH);
+    }
+  }
+  const queryPatch = patchOfKey(query, image);
+  if (queryPatch && matrix.rows === matrix.cols) {
+    ctx.strokeStyle = "#ff2d55";
+    ctx.lineWidth = 2;
+    ctx.strokeRect(overlay.x + queryPatch.c * patchW, overlay.y + queryPatch.r * patchH, patchW, patchH);
+  }
+  ctx.font = `12px ${FONT_FAMILY}`;
+  ctx.fillStyle = "#333";
+  ctx.textBaseline = "top";
+  ctx.fillText("probe image", plain.x, 2);
+  const queryName = tokenLabel(header, "query", example, query);
+  const prefix = [];
+  for (let k = 0; k < image.prefix_tokens && k < matrix.cols; k++) {
+    prefix.push(`${tokenLabel(header, "key", example, k)} ${formatWeight(matrix.values[query * matrix.cols + k])}`);
+  }
+  ctx.fillText(`attention of query ${query} ${queryName}${prefix.length ? "  (to " + prefix.join(", ") + ")" : ""}`,
+               overlay.x, 2, overlay.width);
+  canvas.dataset.overlay = JSON.stringify({...overlay, grid: image.grid, prefix: image.prefix_tokens, query, vmax});
+
+  canvas.addEventListener("mousemove", (event) => {
+    const {x, y} = localPoint(canvas, event);
+    const key = keyOfPoint(image, overlay, x, y) ?? keyOfPoint(image, plain, x, y);
+    if (key === null || key >= matrix.cols) return hooks.tooltip.hide();
+    const v = matrix.values[query * matrix.cols + key];
+    hooks.tooltip.show(`${queryName} → ${tokenLabel(header, "key", example, key)}  ${formatWeight(v)}`, event);
+  });
+  canvas.addEventListener("mouseleave", () => hooks.tooltip.hide());
+  canvas.addEventListener("click", (event) => {
+    const {x, y} = localPoint(canvas, event);
+    const key = keyOfPoint(image, overlay, x, y) ?? keyOfPoint(image, plain, x, y);
+    // A patch can be a query only when queries and keys are the same patches.
+    if (key !== null && matrix.rows === matrix.cols) hooks.pickQuery(key);
+  });
+  host.replaceChildren(canvas);
+  return {canvas, vmax};
+}

@@ -1,0 +1,96 @@
+/**
+ * View (4), for text: query tokens in a left column, key tokens in a right column, one line per
+ * (query, key) pair with opacity proportional to the weight. Hovering a query token shows only
+ * its lines; clicking pins it.
+ *
+ * Example:
+ *
+ *   renderLinesView(host, {matrix, header, example, lut, vmax, pinned: null, width: 700},
+ *                   {tooltip, pinRow});
+ */
+
+import {lineLayout, lineTokenAt, fitLabel} from "./layout.js";
+import {hiDpiCanvas, FONT_FAMILY, lutColor} from "./heatmap.js";
+import {axisLabels, formatWeight} from "./tokens.js";
+import {localPoint} from "./view_head.js";
+
+const LABEL_WIDTH = 150;
+
+export function renderLinesView(host, data, hooks) {
+  const {matrix, header, example, lut, vmax, pinned} = data;
+  const width = Math.min(data.width, 760);
+  const queries = axisLabels(header, "query", example, matrix.rows);
+  const keys = axisLabels(header, "key", example, matrix.cols);
+  const layout = lineLayout({rows: matrix.rows, cols: matrix.cols, width, labelWidth: LABEL_WIDTH,
+                             rowHeight: matrix.rows > 64 || matrix.cols > 64 ? 14 : 20});
+  const {canvas, ctx} = hiDpiCanvas(width, layout.height);
+  canvas.className = "view-canvas lines-canvas";
+  canvas.dataset.layout = JSON.stringify({leftX: layout.leftX, rightX: layout.rightX, top: layout.top,
+                                          rowHeight: layout.rowHeight, rows: matrix.rows, cols: matrix.cols});
+
+  function draw(focus) {
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, width, layout.height);
+    ctx.lineWidth = 2;
+    for (let i = 0; i < matrix.rows; i++) {
+      if (focus !== null && i !== focus) continue;
+      const y0 = layout.queryY(i);
+      for (let j = 0; j < matrix.cols; j++) {
+        const v = matrix.values[i * matrix.cols + j];
+        if (Number.isNaN(v)) continue;
+        const alpha = Math.min(1, v / vmax);
+        if (alpha < 0.02) continue;
+        const [r, g, b] = lutColor(lut, v, vmax);
+        ctx.strokeStyle = `rgba(${r},${g},${b},${alpha.toFixed(3)})`;
+        ctx.beginPath();
+        ctx.moveTo(layout.leftX + 6, y0);
+        ctx.lineTo(layout.rightX - 6, layout.keyY(j));
+        ctx.stroke();
+      }
+    }
+    const size = Math.min(13, layout.rowHeight - 4);
+    ctx.font = `${size}px ${FONT_FAMILY}`;
+    ctx.textBaseline = "middle";
+    const measure = (s) => ctx.measureText(s).width;
+    ctx.textAlign = "right";
+    queries.forEach((label, i) => {
+      ctx.fillStyle = i === focus ? "#e8710a" : "#333";
+      ctx.fillText(fitLabel(label, LABEL_WIDTH - 12, measure), layout.leftX - 4, layout.queryY(i));
+    });
+    ctx.textAlign = "left";
+    ctx.fillStyle = "#333";
+    keys.forEach((label, j) => ctx.fillText(fitLabel(label, LABEL_WIDTH - 12, measure), layout.rightX + 4, layout.keyY(j)));
+  }
+  draw(pinned);
+
+  canvas.addEventListener("mousemove", (event) => {
+    const {x, y} = localPoint(canvas, event);
+    if (x < layout.leftX) {
+      const i = lineTokenAt(layout, matrix.rows, y);
+      if (pinned === null) draw(i);
+      if (i !== null) hooks.tooltip.show(`query ${i}: ${queries[i]}`, event);
+      else hooks.tooltip.hide();
+    } else if (x > layout.rightX) {
+      const j = lineTokenAt(layout, matrix.cols, y);
+      const focus = pinned ?? null;
+      if (j !== null) {
+        const detail = focus !== null ? `  ← ${queries[focus]} ${formatWeight(matrix.values[focus * matrix.cols + j])}` : "";
+        hooks.tooltip.show(`key ${j}: ${keys[j]}${detail}`, event);
+      } else hooks.tooltip.hide();
+    } else {
+      hooks.tooltip.hide();
+    }
+  });
+  canvas.addEventListener("mouseleave", () => {
+    hooks.tooltip.hide();
+    if (pinned === null) draw(null);
+  });
+  canvas.addEventListener("click", (event) => {
+    const {x, y} = localPoint(canvas, event);
+    if (x >= layout.leftX) return;
+    const i = lineTokenAt(layout, matrix.rows, y);
+    if (i !== null) hooks.pinRow(i === pinned ? null : i);
+  });
+  host.replaceChildren(canvas);
+  return {canvas};
+}

@@ -1,0 +1,111 @@
+"""Logdirs written with the real `AttentionWriter` for the browser tests and the frontend bench.
+
+Weights are chosen so that known cells have known values: the test can check pixels and
+tooltips against them.
+"""
+
+import numpy as np
+
+from tb_attention_plugin import AttentionWriter
+from tb_attention_plugin import png
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+# 6 target tokens (Chinese) x 7 source tokens (English, with the hostile token).
+TARGET = ["<s>", "我", "有", "三本", "书", "</s>"]
+SOURCE = ["i", "have", HOSTILE, "three", "books", "</s>", "<pad>"]
+TEXT_STEPS = [0, 10, 20]
+VISION_GRID = (4, 4)
+VISION_PREFIX = 1
+
+
+def text_weights(step, heads=3):
+    """[2, heads, 6, 7] cross-attention weights, different per step and head; the <pad> key masked.
+
+    Head h, example b, step s: row i puts weight on key (i + h + s // 10) % 6 so that each step
+    moves the bright cells; the rest is spread evenly.
+    """
+    batch, tq, tk = 2, len(TARGET), len(SOURCE)
+    w = np.zeros((batch, heads, tq, tk), np.float32)
+    for b in range(batch):
+        for h in range(heads):
+            for i in range(tq):
+                peak = (i + h + b + step // 10) % (tk - 1)
+                row = np.full(tk - 1, (1 - 0.7) / (tk - 2), np.float32)
+                row[peak] = 0.7
+                w[b, h, i, : tk - 1] = row
+    return w
+
+
+def text_mask(heads=3):
+    mask = np.ones((2, heads, len(TARGET), len(SOURCE)), bool)
+    mask[..., -1] = False  # <pad>
+    return mask
+
+
+def causal_weights(step, tokens=len(TARGET)):
+    """[1, 2, T, T] causal self-attention: row i spreads over keys 0..i, with a step-dependent tilt."""
+    w = np.zeros((1, 2, tokens, tokens), np.float32)
+    for h in range(2):
+        for i in range(tokens):
+            raw = np.arange(1, i + 2, dtype=np.float32) ** (1 + h + step / 20)
+            w[0, h, i, : i + 1] = raw / raw.sum()
+    mask = np.tril(np.ones((tokens, tokens), bool))[None, None].repeat(2, axis=1)
+    return w, mask
+
+
+def probe_image(size=64):
+    """A 64x64 RGB probe: red top-left quadrant, blue bottom-right, grey elsewhere."""
+    image = np.full((size, size, 3), 128, np.uint8)
+    image[: size // 2, : size // 2] = (220, 40, 40)
+    image[size // 2 :, size // 2 :] = (40, 40, 220)
+    return image
+
+
+def vision_weights(step, heads=2):
+    """[1, heads, 17, 17] self-attention over [cls] + 4x4 patches: the class token looks at patch
+    (r, c) = (step//10 % 4, 1) most."""
+    n = VISION_PREFIX + VISION_GRID[0] * VISION_GRID[1]
+    rng = np.random.default_rng(step)
+    w = rng.random((1, heads, n, n)).astype(np.float32) * 0.1
+    target = VISION_PREFIX + ((step // 10) % 4) * VISION_GRID[1] + 1
+    w[:, :, :, target] += 2.0
+    return (w / w.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def write_demo_logdir(logdir):
+    """Writes run "translate" (cross and causal self-attention) and run "vit" (vision)."""
+    with AttentionWriter(logdir / "translate") as writer:
+        for step in TEXT_STEPS:
+            writer.attention("decoder/cross_attention", text_weights(step), step,
+                             query_tokens=[TARGET, TARGET], key_tokens=[SOURCE, SOURCE], mask=text_mask(),
+                             description="decoder cross-attention")
+            weights, mask = causal_weights(step)
+            writer.attention("decoder/self_attention", weights, step, query_tokens=TARGET,
+                             key_tokens=TARGET, mask=mask)
+    with AttentionWriter(logdir / "vit") as writer:
+        image = probe_image()
+        for step in TEXT_STEPS:
+            writer.attention("encoder/layer_0/attention", vision_weights(step), step,
+                             images=image[None], image_grid=VISION_GRID, prefix_tokens=VISION_PREFIX)
+    return logdir
+
+
+def write_bench_logdir(logdir, long_tokens=512, grid_tokens=128, layers=12, heads=12, steps=(0, 1)):
+    """Run "bench": one tag with a 512x512 head, and a 12-layer x 12-head model at 128 tokens."""
+    rng = np.random.default_rng(0)
+    with AttentionWriter(logdir / "bench") as writer:
+        for step in steps:
+            w = rng.random((1, 1, long_tokens, long_tokens)).astype(np.float32)
+            writer.attention("long/attention", w / w.sum(-1, keepdims=True), step,
+                             query_tokens=["t%d" % i for i in range(long_tokens)],
+                             key_tokens=["t%d" % i for i in range(long_tokens)])
+            tokens = ["tok%d" % i for i in range(grid_tokens)]
+            for layer in range(layers):
+                w = rng.random((1, heads, grid_tokens, grid_tokens)).astype(np.float32) ** 4
+                writer.attention("model/layer_%02d" % layer, w / w.sum(-1, keepdims=True), step,
+                                 query_tokens=tokens, key_tokens=tokens)
+    return logdir
+
+
+def png_size(data):
+    return png.decode_png(data).shape
