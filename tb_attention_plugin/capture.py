@@ -107,6 +107,10 @@ def _tree_paths(model):
     return paths
 
 
+def _sublayer_ids(layer):
+    return {id(sub) for sub in layer._flatten_layers(include_self=False, recursive=True)}
+
+
 def find_attention_layers(model, patterns=None):
     """Lists the attention layers of `model` at any depth.
 
@@ -122,7 +126,7 @@ def find_attention_layers(model, patterns=None):
     """
     classes = attention_classes()
     tree_paths = _tree_paths(model)
-    sites, unreadable, seen = [], [], set()
+    sites, unreadable, seen, taken = [], [], set(), set()
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if id(layer) in seen:
             continue
@@ -136,8 +140,15 @@ def find_attention_layers(model, patterns=None):
             continue
         kind = _kind_of(layer, classes)
         if kind is not None:
-            if any(path == s.path or path.startswith(s.path + "/") for s in sites):
+            if any(id(layer) in _sublayer_ids(site.layer) for site in sites):
                 continue  # an attention layer nested in another one (its own parts)
+            if path in taken:  # e.g. two nested backbones with the same layer names
+                path = tree_paths.get(id(layer), path)
+            base, number = path, 1
+            while path in taken:
+                number += 1
+                path = "%s_%d" % (base, number)
+            taken.add(path)
             sites.append(AttentionSite(layer, path, kind))
         elif "attention" in type(layer).__name__.lower():
             unreadable.append("%s (%s)" % (path, type(layer).__name__))
