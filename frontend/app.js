@@ -12,7 +12,7 @@ import {AttentionApi, mapLimited} from "./api.js";
 import {colormap, COLORMAP_NAMES, tileScales} from "./colormap.js";
 import {maxValue} from "./decode.js";
 import {legendCanvas} from "./heatmap.js";
-import {DEFAULT_STATE, decodeState, encodeState, mergeState, VIEWS} from "./state.js";
+import {DEFAULT_STATE, decodeState, encodeState, mergeState, nearestStep, VIEWS} from "./state.js";
 import {element, fillSelect, Tooltip, downloadCanvas, safeFilename, loadImage} from "./ui.js";
 import {renderHeadView} from "./view_head.js";
 import {renderTiles} from "./view_heads.js";
@@ -27,15 +27,6 @@ const VIEW_LABELS = {
   head: "One head", heads: "All heads", model: "Model overview", lines: "Token lines", image: "Image overlay",
 };
 const SCALE_LABELS = {head: "per head", shared: "shared across heads", unit: "fixed 0–1"};
-
-/** The newest step <= `wanted`, else the oldest; null for no steps. */
-export function nearestStep(steps, wanted) {
-  if (!steps.length) return null;
-  if (wanted === null || wanted === undefined) return steps[steps.length - 1];
-  let best = null;
-  for (const step of steps) if (step <= wanted) best = step;
-  return best === null ? steps[0] : best;
-}
 
 function storage() {
   try {
@@ -241,7 +232,11 @@ export class AttentionApp {
     })), this.state.tag);
   }
 
-  async refresh({reloadSteps = false} = {}) {
+  /**
+   * Loads what the state needs and draws the view. `reloadSteps` fetches the step list again;
+   * `followNewest` then moves to the newest step (the user was watching the newest one).
+   */
+  async refresh({reloadSteps = false, followNewest = false} = {}) {
     const generation = ++this.generation;
     const stale = () => generation !== this.generation;
     document.documentElement.dataset.busy = "1";
@@ -265,6 +260,7 @@ export class AttentionApp {
         this.stepsKey = `${run}\0${tag}`;
         this.tagSteps.set(this.stepsKey, this.steps);
       }
+      if (followNewest && this.steps.length) this.state.step = this.steps[this.steps.length - 1];
       if (!this.steps.includes(this.state.step)) this.state.step = nearestStep(this.steps, this.state.step);
       this.updateSlider();
       if (this.state.step === null) throw new Error(`${run} / ${tag} has no steps`);
@@ -438,11 +434,16 @@ export class AttentionApp {
     return {...result, vmax: tileScales(tiles.map((t) => t.matrix), this.state.scale)[0]};
   }
 
+  isAtNewestStep() {
+    return this.steps.length > 0 && this.state.step === this.steps[this.steps.length - 1];
+  }
+
   async reload() {
     try {
+      const followNewest = this.isAtNewestStep() && !this.playTimer;
       await this.loadRuns();
       this.tagSteps.clear();
-      await this.refresh({reloadSteps: true});
+      await this.refresh({reloadSteps: true, followNewest});
     } catch (error) {
       this.showError(error);
     }
@@ -454,14 +455,13 @@ export class AttentionApp {
     try {
       const {run, tag} = this.state;
       if (!run || !tag) return this.reload();
-      const atNewest = this.state.step === this.steps[this.steps.length - 1];
+      const followNewest = this.isAtNewestStep() && !this.playTimer;
       const [{runs}, {steps}] = await Promise.all([this.api.runs(), this.api.steps(run, tag)]);
       this.runs = runs;
       const numbers = steps.map((s) => s.step);
       if (numbers.join() === this.steps.join()) return;
       this.tagSteps.clear();
-      const next = atNewest && !this.playTimer ? numbers[numbers.length - 1] : this.state.step;
-      this.set({step: next}, {reloadSteps: true});
+      await this.refresh({reloadSteps: true, followNewest});
     } catch (error) {
       this.showError(error);
     }

@@ -70,3 +70,12 @@ export function decodeState(hash, {colormaps = null} = {}) {
 export function mergeState(base, partial) {
   return {...base, ...partial};
 }
+
+/** The newest of the ascending `steps` that is <= `wanted`, else the oldest; null for no steps. */
+export function nearestStep(steps, wanted) {
+  if (!steps.length) return null;
+  if (wanted === null || wanted === undefined) return steps[steps.length - 1];
+  let best = null;
+  for (const step of steps) if (step <= wanted) best = step;
+  return best === null ? steps[0] : best;
+}

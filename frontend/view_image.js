@@ -85,6 +85,26 @@ export function renderImageView(host, data, hooks) {
     // A patch can be a query only when queries and keys are the same patches.
     if (key !== null && matrix.rows === matrix.cols) hooks.pickQuery(key);
   });
-  host.replaceChildren(canvas);
+  host.replaceChildren(queryPicker(header, example, matrix.rows, query, hooks.pickQuery), canvas);
   return {canvas, vmax};
+}
+
+/** A <select> of the query whose attention is drawn (the class token first). */
+function queryPicker(header, example, rows, query, pickQuery) {
+  const select = document.createElement("select");
+  select.id = "query-select";
+  for (let q = 0; q < rows; q++) {
+    const option = document.createElement("option");
+    option.value = String(q);
+    option.textContent = `${q}: ${tokenLabel(header, "query", example, q)}`;
+    select.append(option);
+  }
+  select.value = String(query);
+  select.addEventListener("change", () => pickQuery(Number(select.value)));
+  const label = document.createElement("label");
+  label.className = "control query-picker";
+  const text = document.createElement("span");
+  text.textContent = "Query (click a patch to pick it)";
+  label.append(text, select);
+  return label;
 }

@@ -60,3 +60,12 @@ test("paintValues writes LUT colours and greys out NaN (masked), not zero", () =
   assert.equal(cssColor(lut, NaN, 1), "rgb(200,200,200)");
   assert.throws(() => paintValues(values, 1, lut, new Uint8ClampedArray(8)), RangeError);
 });
+
+test("tileScales: per head, shared across heads, or fixed", async () => {
+  const {tileScales} = await import("../../frontend/colormap.js");
+  const m = (...v) => ({values: Float32Array.from(v)});
+  const matrices = [m(0.1, 0.4), m(0.8, NaN), null, m(0, NaN)];
+  assert.deepEqual(tileScales(matrices, "head").map((v) => +v.toFixed(3)), [0.4, 0.8, 1, 1]);
+  assert.deepEqual(tileScales(matrices, "shared").map((v) => +v.toFixed(3)), [0.8, 0.8, 0.8, 0.8]);
+  assert.deepEqual(tileScales(matrices, "unit"), [1, 1, 1, 1]);
+});

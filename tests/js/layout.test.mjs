@@ -83,3 +83,12 @@ test("line view rows", () => {
   assert.equal(lineTokenAt(l, 4, l.queryY(4)), null);
   assert.ok(l.rightX > l.leftX);
 });
+
+test("patchWeights puts a query's key weights on the patch grid, prefix keys left out", async () => {
+  const {patchWeights} = await import("../../frontend/layout.js");
+  const image = {grid: [2, 2], prefix_tokens: 1};
+  // 2 queries x 5 keys ([cls] + 4 patches); query 1 row = [0.1, 0.2, NaN, 0.3, 0.4].
+  const matrix = {rows: 2, cols: 5, values: Float32Array.from([0, 0, 0, 0, 0, 0.1, 0.2, NaN, 0.3, 0.4])};
+  const w = Array.from(patchWeights(matrix, image, 1)).map((v) => (Number.isNaN(v) ? "masked" : +v.toFixed(3)));
+  assert.deepEqual(w, [0.2, "masked", 0.3, 0.4]);
+});

@@ -21,3 +21,12 @@ test("invalid entries are dropped, not passed on", () => {
   assert.deepEqual(decodeState(""), {});
   assert.deepEqual(decodeState(undefined), {});
 });
+
+test("nearestStep keeps a logged step, else the newest before it, else the oldest", async () => {
+  const {nearestStep} = await import("../../frontend/state.js");
+  assert.equal(nearestStep([0, 10, 20], 10), 10);
+  assert.equal(nearestStep([0, 10, 20], 15), 10);
+  assert.equal(nearestStep([5, 10], 2), 5);
+  assert.equal(nearestStep([5, 10], null), 10);
+  assert.equal(nearestStep([], 3), null);
+});
