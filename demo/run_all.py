@@ -10,7 +10,7 @@ Runs (one directory each under `--logdir`):
 Usage:
 
 ```
-python -m demo.run_all --logdir logs          # a few minutes on 2 CPU cores
+python -m demo.run_all --logdir logs          # under 2 minutes on 2 CPU cores
 python -m demo.run_all --logdir logs --small  # reduced sizes, for CI
 tensorboard --logdir logs
 ```
