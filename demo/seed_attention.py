@@ -1,4 +1,4 @@
-"""The article's function-style attention, made correct, trained in a TF2 loop and logged to TensorBoard.
+"""The article's function-style attention, made correct, trained in a TF2 loop and logged.
 
 The project grew from an article ("如何在TensorFlow中可视化注意力权重?") whose code does not do
 what it says:

@@ -1,4 +1,4 @@
-"""English->Chinese translation with a small Keras 3 Transformer, its attention logged to TensorBoard.
+"""English->Chinese translation with a small Keras 3 Transformer; its attention goes to TensorBoard.
 
 The corpus is generated in code (`demo/translation_data.py`), so the demo needs no download.
 `AttentionLogger` logs the encoder self-attention, the causal decoder self-attention and the
@@ -201,7 +201,9 @@ def translate(model, corpus, pairs):
     results = []
     for row in decoded[:, 1:]:
         words = vocab.decode(row)
-        results.append(words[: words.index(translation_data.END)] if translation_data.END in words else words)
+        if translation_data.END in words:
+            words = words[: words.index(translation_data.END)]
+        results.append(words)
     return results
 
 
@@ -218,8 +220,8 @@ def train(logdir, run_name="translation", epochs=None, small=False, learning_rat
           probe_examples=4, seed=0, every_n_steps=50, verbose=2):
     """Trains the translator and logs loss and attention under `<logdir>/<run_name>`.
 
-    Saves the model as `<logdir>/<run_name>/model.keras` and a summary (settings, held-out
-    alignment accuracy, training seconds) as `<logdir>/<run_name>/result.json`.
+    Saves the model as `<logdir>/<run_name>/model.keras` and a summary (settings, final loss,
+    training seconds) as `<logdir>/<run_name>/result.json`.
 
     Returns the result dictionary.
     """
@@ -269,7 +271,8 @@ def train(logdir, run_name="translation", epochs=None, small=False, learning_rat
     for pair, words in zip(examples, translate(model, corpus, examples)):
         print("%s  ->  %s" % (" ".join(pair.source), " ".join(words)))
     result = dict(settings, learning_rate=learning_rate, seed=seed, train_seconds=seconds,
-                  probe_examples=probe_examples, final_loss=float(model.history.history["loss"][-1]))
+                  probe_examples=probe_examples,
+                  final_loss=float(model.history.history["loss"][-1]))
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
 

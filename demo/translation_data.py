@@ -239,10 +239,11 @@ def make_corpus(train_size=3000, heldout_size=200, seed=0):
     depend on the sample.
     """
     pairs = generate_pairs(train_size + heldout_size, seed)
-    source_words = [w for table in (SUBJECTS, NUMBERS, SIZES, COLOURS, TIMES, PLACES) for w, _ in table]
+    word_tables = (SUBJECTS, NUMBERS, SIZES, COLOURS, TIMES, PLACES)
+    source_words = [en for table in word_tables for en, _ in table]
     source_words += [w for v in VERBS for w in v[:2]] + [w for o in OBJECTS for w in o[:2]]
     source_words += ["do", "does", "in", "the"]
-    target_words = [zh for table in (SUBJECTS, NUMBERS, SIZES, COLOURS, TIMES, PLACES) for _, zh in table]
+    target_words = [zh for table in word_tables for _, zh in table]
     target_words += [v[2] for v in VERBS] + [w for o in OBJECTS for w in o[2:]] + ["在", "的", "吗"]
     return Corpus(
         train=pairs[:train_size],

@@ -1,4 +1,4 @@
-"""A small Vision Transformer on synthetic shapes, its attention drawn over the images in TensorBoard.
+"""A small Vision Transformer on synthetic shapes; TensorBoard draws its attention over the images.
 
 Each 32x32 image holds one shape (square, disc, triangle or cross) in a random colour, size and
 place on a noisy background; the model names the shape. `AttentionLogger` stores a few probe
