@@ -264,6 +264,8 @@ export class AttentionApp {
       if (!this.steps.includes(this.state.step)) this.state.step = nearestStep(this.steps, this.state.step);
       this.updateSlider();
       if (this.state.step === null) throw new Error(`${run} / ${tag} has no steps`);
+      // The matrix request goes out with the header request, not after it.
+      this.prefetch(this.state.step);
       const header = await this.api.step(run, tag, this.state.step);
       if (stale()) return;
       this.header = header;
@@ -280,6 +282,7 @@ export class AttentionApp {
       this.host.dataset.rendered = JSON.stringify({
         run, tag, step: this.state.step, example: this.state.example, head: this.state.head, view: this.state.view,
       });
+      this.prefetchNeighbours();
     } catch (error) {
       if (!stale()) this.showError(error);
     } finally {
@@ -432,6 +435,24 @@ export class AttentionApp {
       if (head < row.matrices.length) this.set({view: "head", tag: row.tag, head}, {reloadSteps: true});
     }});
     return {...result, vmax: tileScales(tiles.map((t) => t.matrix), this.state.scale)[0]};
+  }
+
+  /** Starts loading what the current view needs at `step` (errors are left to the real request). */
+  prefetch(step) {
+    const {run, tag, view, head, example} = this.state;
+    const ignore = () => {};
+    this.api.step(run, tag, step).catch(ignore);
+    if (view === "head" || view === "lines" || view === "image") {
+      this.api.matrix({run, tag, step, example, head}).catch(ignore);
+    }
+  }
+
+  /** Loads the steps before and after the shown one while the user looks, so stepping is instant. */
+  prefetchNeighbours() {
+    const index = this.steps.indexOf(this.state.step);
+    for (const neighbour of [this.steps[index + 1], this.steps[index - 1]]) {
+      if (neighbour !== undefined) this.prefetch(neighbour);
+    }
   }
 
   isAtNewestStep() {

@@ -12,6 +12,7 @@
 
 import {paintValues, colorIndex, MASKED_RGB} from "./colormap.js";
 import {fitLabel, labelStride} from "./layout.js";
+import {resample} from "./resample.js";
 
 export const FONT_FAMILY = 'system-ui, "Noto Sans CJK SC", "Noto Sans", sans-serif';
 
@@ -51,20 +52,35 @@ function scratchImage(w, h) {
  */
 export function drawHeatmap(ctx, matrix, rect, {vmax, lut, dpr = devicePixelRatio()}) {
   const {rows, cols} = matrix;
-  const image = new ImageData(cols, rows);
-  paintValues(matrix.values, vmax, lut, image.data);
-  const source = scratchImage(cols, rows);
-  const sctx = source.getContext("2d");
-  sctx.putImageData(image, 0, 0);
   const dx = Math.round(rect.x * dpr);
   const dy = Math.round(rect.y * dpr);
-  const dw = Math.round(rect.width * dpr);
-  const dh = Math.round(rect.height * dpr);
+  const dw = Math.max(1, Math.round(rect.width * dpr));
+  const dh = Math.max(1, Math.round(rect.height * dpr));
+  if (dw < cols || dh < rows) {
+    // Fewer device pixels than cells: average the weights per pixel and write the pixels
+    // directly (much cheaper than a smoothed drawImage of every tile).
+    const image = new ImageData(Math.min(dw, cols), Math.min(dh, rows));
+    paintValues(resample(matrix, image.width, image.height), vmax, lut, image.data);
+    if (image.width === dw && image.height === dh) {
+      ctx.putImageData(image, dx, dy);
+      return;
+    }
+    return blit(ctx, image, dx, dy, dw, dh);
+  }
+  const image = new ImageData(cols, rows);
+  paintValues(matrix.values, vmax, lut, image.data);
+  // Whole device pixels per cell, no smoothing: crisp cell edges.
+  blit(ctx, image, dx, dy, dw, dh);
+}
+
+/** Draws ImageData scaled to the device-pixel rectangle (dx, dy, dw, dh) without smoothing. */
+function blit(ctx, image, dx, dy, dw, dh) {
+  const source = scratchImage(image.width, image.height);
+  source.getContext("2d").putImageData(image, 0, 0);
   ctx.save();
   ctx.setTransform(1, 0, 0, 1, 0, 0);
-  // Whole pixels per cell stay crisp; shrinking a big matrix into a small tile averages instead.
-  ctx.imageSmoothingEnabled = dw < cols || dh < rows;
-  ctx.drawImage(source, 0, 0, cols, rows, dx, dy, dw, dh);
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(source, 0, 0, image.width, image.height, dx, dy, dw, dh);
   ctx.restore();
 }
 

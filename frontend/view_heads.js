@@ -38,7 +38,7 @@ export function renderTiles(host, data, hooks) {
   const {tiles, lut, scale, width, columns = null, rowLabels = null, headerFor = () => null,
          exampleFor = () => 0, minTile = 72, maxTile = 200} = data;
   const dpr = devicePixelRatio();
-  const left = rowLabels ? 170 : 0;
+  const left = rowLabels ? 170 : 4;  // 4 px: room for the selected tile's outline
   let grid = tileGrid({count: tiles.length, width: width - left, dpr, gap: 10, minTile, maxTile});
   if (columns) {
     const tile = Math.max(8, Math.min(maxTile, Math.floor(((width - left + 10) / columns - 10) * dpr) / dpr));

@@ -7,7 +7,6 @@ tooltips against them.
 import numpy as np
 
 from tb_attention_plugin import AttentionWriter
-from tb_attention_plugin import png
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 # 6 target tokens (Chinese) x 7 source tokens (English, with the hostile token).
@@ -90,22 +89,23 @@ def write_demo_logdir(logdir):
     return logdir
 
 
-def write_bench_logdir(logdir, long_tokens=512, grid_tokens=128, layers=12, heads=12, steps=(0, 1)):
-    """Run "bench": one tag with a 512x512 head, and a 12-layer x 12-head model at 128 tokens."""
+def write_bench_logdir(logdir, long_tokens=512, long_steps=20, grid_tokens=128, layers=12, heads=12,
+                       model_steps=2):
+    """Run "bench": tag "long/attention" with one 512x512 head per step (20 steps), and a
+    12-layer x 12-head model at 128 tokens ("model/layer_NN", 2 steps)."""
     rng = np.random.default_rng(0)
+    long_names = ["t%d" % i for i in range(long_tokens)]
+    tokens = ["tok%d" % i for i in range(grid_tokens)]
     with AttentionWriter(logdir / "bench") as writer:
-        for step in steps:
-            w = rng.random((1, 1, long_tokens, long_tokens)).astype(np.float32)
-            writer.attention("long/attention", w / w.sum(-1, keepdims=True), step,
-                             query_tokens=["t%d" % i for i in range(long_tokens)],
-                             key_tokens=["t%d" % i for i in range(long_tokens)])
-            tokens = ["tok%d" % i for i in range(grid_tokens)]
-            for layer in range(layers):
-                w = rng.random((1, heads, grid_tokens, grid_tokens)).astype(np.float32) ** 4
-                writer.attention("model/layer_%02d" % layer, w / w.sum(-1, keepdims=True), step,
-                                 query_tokens=tokens, key_tokens=tokens)
+        for step in range(max(long_steps, model_steps)):
+            if step < long_steps:
+                w = rng.random((1, 1, long_tokens, long_tokens)).astype(np.float32)
+                writer.attention("long/attention", w / w.sum(-1, keepdims=True), step,
+                                 query_tokens=long_names, key_tokens=long_names)
+            if step < model_steps:
+                for layer in range(layers):
+                    w = rng.random((1, heads, grid_tokens, grid_tokens)).astype(np.float32) ** 4
+                    writer.attention("model/layer_%02d" % layer, w / w.sum(-1, keepdims=True), step,
+                                     query_tokens=tokens, key_tokens=tokens)
     return logdir
 
-
-def png_size(data):
-    return png.decode_png(data).shape

@@ -1,0 +1,192 @@
+"""How fast the Attention tab draws, in headless Chromium inside TensorBoard's real iframe.
+
+Writes a logdir with `AttentionWriter` (one 512x512 head per step for 20 steps; a 12-layer x
+12-head model at 128 tokens), starts a real `tensorboard` on 127.0.0.1, opens TensorBoard's
+page with Debian's Chromium and measures inside the Attention tab's iframe:
+
+- `draw 512x512 head`: the one-head view (heatmap, token labels, layout) from a decoded matrix;
+- `draw 12x12 head grid, 128 tokens`: the model overview's 144 tiles from decoded matrices;
+- `step change, 512x512 head (cold)`: moving the step slider to a step that is not adjacent
+  to the shown one, until the new step is drawn: over HTTP, nothing cached or prefetched;
+- `step change, 512x512 head (next)`: moving to the next step, as arrow keys and play do (the
+  tab prefetches the neighbours of the shown step);
+- for information: decoding one 512x512 answer, and a step change of the whole 12x12 overview.
+
+Prints the median (and max) of each and its ratio to the target (below 1 is within target).
+
+Usage:
+
+    .venv/bin/python bench/bench_frontend.py [--repeats 30]
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from attention_logdirs import write_bench_logdir  # noqa: E402
+from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tensorboard_process import tensorboard  # noqa: E402
+
+TARGETS_MS = {
+    "draw 512x512 head": 16,
+    "draw 12x12 head grid, 128 tokens": 100,
+    "step change, 512x512 head (cold)": 100,
+    "step change, 512x512 head (next)": 100,
+}
+
+# Runs in the tab's iframe: imports the tab's own modules (same URLs as the running tab).
+DRAW_SCRIPT = """
+async ({repeats}) => {
+  const {AttentionApi} = await import("./static/api.js");
+  const {decodeMatrix, maxValue} = await import("./static/decode.js");
+  const {colormap} = await import("./static/colormap.js");
+  const {renderHeadView} = await import("./static/view_head.js");
+  const {renderTiles} = await import("./static/view_heads.js");
+  const api = new AttentionApi("./");
+  const lut = colormap("viridis");
+  const hooks = {tooltip: {show() {}, hide() {}}, pinRow() {}, pick() {}};
+  const host = document.createElement("div");
+  document.body.append(host);
+  const timeIt = (fn) => {
+    const times = [];
+    for (let i = 0; i < repeats; i++) {
+      const t0 = performance.now();
+      const canvas = fn();
+      canvas.getContext("2d").getImageData(0, 0, 1, 1);  // waits for the drawing to finish
+      times.push(performance.now() - t0);
+    }
+    return times;
+  };
+  const params = {run: "bench", tag: "long/attention", step: 0, example: 0, head: 0};
+  const buffer = await (await api.request("matrix", params)).arrayBuffer();
+  const decodeTimes = [];
+  for (let i = 0; i < repeats; i++) {
+    const t0 = performance.now();
+    decodeMatrix(buffer);
+    decodeTimes.push(performance.now() - t0);
+  }
+  const matrix = decodeMatrix(buffer);
+  const header = await api.step("bench", "long/attention", 0);
+  const vmax = maxValue(matrix.values);
+  const head = timeIt(() => renderHeadView(host, {matrix, header, example: 0, lut, vmax, pinned: null,
+                                                  width: 1200}, hooks).canvas);
+  const tiles = [];
+  for (let layer = 0; layer < 12; layer++) {
+    const tag = "model/layer_" + String(layer).padStart(2, "0");
+    for (let h = 0; h < 12; h++) {
+      tiles.push({label: "h" + h, matrix: await api.matrix({run: "bench", tag, step: 0, example: 0, head: h})});
+    }
+  }
+  const rowLabels = Array.from({length: 12}, (_, l) => "model/layer_" + l);
+  const grid = timeIt(() => renderTiles(host, {tiles, lut, scale: "head", width: 1300, columns: 12, rowLabels,
+                                               minTile: 24, maxTile: 96}, hooks).canvas);
+  host.remove();
+  return {"decode 512x512 answer": decodeTimes, "draw 512x512 head": head,
+          "draw 12x12 head grid, 128 tokens": grid};
+}
+"""
+
+# Moves the slider to `index` and resolves with the milliseconds until `step` is drawn.
+STEP_SCRIPT = """
+async ({index, step}) => {
+  const view = document.querySelector("#view");
+  const slider = document.querySelector("#step-slider");
+  const t0 = performance.now();
+  const drawn = new Promise((resolve) => {
+    const check = () => {
+      const rendered = JSON.parse(view.dataset.rendered || "null");
+      if (rendered && rendered.step === step && document.documentElement.dataset.busy === "0") {
+        observer.disconnect();
+        resolve();
+      }
+    };
+    const observer = new MutationObserver(check);
+    observer.observe(view, {attributes: true});
+    observer.observe(document.documentElement, {attributes: true});
+  });
+  slider.value = String(index);
+  slider.dispatchEvent(new Event("input"));
+  await drawn;
+  await new Promise((resolve) => requestAnimationFrame(() => resolve()));
+  return performance.now() - t0;
+}
+"""
+
+
+def median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def wait_drawn(frame, view):
+    deadline = time.monotonic() + 120
+    while True:
+        rendered = json.loads(frame.evaluate("document.querySelector('#view').dataset.rendered || 'null'"))
+        if rendered and rendered["view"] == view and frame.evaluate("document.documentElement.dataset.busy") == "0":
+            return rendered
+        if time.monotonic() > deadline:
+            raise RuntimeError("the tab did not draw %s: %s" % (view, frame.evaluate(
+                "document.querySelector('#error').textContent")))
+        time.sleep(0.05)
+
+
+def step_changes(frame, tag, view, visits, all_steps):
+    """Shows step visits[0], then moves the slider to each later visit; returns the times."""
+    frame.evaluate("h => { location.hash = h }", "#run=bench&tag=%s&step=%d&view=%s" % (tag, visits[0], view))
+    time.sleep(0.2)
+    wait_drawn(frame, view)
+    time.sleep(0.5)  # let the neighbour prefetch finish so it does not compete
+    times = []
+    for step in visits[1:]:
+        times.append(frame.evaluate(STEP_SCRIPT, {"index": all_steps.index(step), "step": step}))
+        time.sleep(0.3)
+    return times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        logdir = write_bench_logdir(pathlib.Path(tmp))
+        with tensorboard(logdir) as base, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
+            page.goto(base + "/#attention")
+            page.wait_for_selector("iframe", timeout=60000)
+            frame = page.locator("iframe").element_handle().content_frame()
+            frame.wait_for_selector("#view canvas", timeout=120000)
+            results = frame.evaluate(DRAW_SCRIPT, {"repeats": args.repeats})
+            steps = list(range(20))
+            # Each jump lands on a step neither shown nor prefetched (a neighbour of one shown).
+            results["step change, 512x512 head (cold)"] = step_changes(
+                frame, "long/attention", "head", [0, 10, 3, 16, 6, 13, 19], steps)
+            results["step change, 512x512 head (next)"] = step_changes(frame, "long/attention", "head", steps, steps)
+            results["step change, 12x12 overview (info)"] = step_changes(
+                frame, "model/layer_00", "model", [0, 1], [0, 1])
+            browser.close()
+
+    print("Attention tab frontend, headless Chromium (%s), times in ms" % CHROMIUM)
+    print("%-40s %9s %9s %8s %7s" % ("measure", "median", "max", "target", "ratio"))
+    for name, times in results.items():
+        target = TARGETS_MS.get(name)
+        m = median(times)
+        print("%-40s %9.2f %9.2f %8s %7s" % (name, m, max(times), target or "-",
+                                               "%.2f" % (m / target) if target else "-"))
+
+
+if __name__ == "__main__":
+    main()
