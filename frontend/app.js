@@ -59,11 +59,8 @@ export class AttentionApp {
     this.pollTimer = setInterval(() => this.poll(), POLL_MS);
     window.addEventListener("hashchange", () => {
       // The hash describes the whole view: keys left out mean their defaults.
-      const next = mergeState(DEFAULT_STATE, decodeState(location.hash, {colormaps: COLORMAP_NAMES}));
-      if (encodeState(next) !== encodeState(this.state)) {
-        this.state = next;
-        this.refresh({reloadSteps: true});
-      }
+      this.state = mergeState(DEFAULT_STATE, decodeState(location.hash, {colormaps: COLORMAP_NAMES}));
+      this.refresh({reloadSteps: true});
     });
   }
 
@@ -281,6 +278,7 @@ export class AttentionApp {
       this.showError(null);
       this.host.dataset.rendered = JSON.stringify({
         run, tag, step: this.state.step, example: this.state.example, head: this.state.head, view: this.state.view,
+        query: this.state.query,
       });
       this.prefetchNeighbours();
     } catch (error) {

@@ -169,7 +169,10 @@ export function legendCanvas(lut, vmax, {width = 260, label = "attention weight"
   const image = new ImageData(256, 1);
   const ramp = new Float32Array(256).map((_, i) => (i / 255) * vmax);
   paintValues(ramp, vmax, lut, image.data);
-  const source = scratchImage(256, 1);
+  // Its own 256x1 canvas: smoothing would blend in whatever lies next to the ramp on a shared one.
+  const source = document.createElement("canvas");
+  source.width = 256;
+  source.height = 1;
   source.getContext("2d").putImageData(image, 0, 0);
   ctx.save();
   ctx.setTransform(1, 0, 0, 1, 0, 0);

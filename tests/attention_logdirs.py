@@ -71,8 +71,33 @@ def vision_weights(step, heads=2):
     return (w / w.sum(-1, keepdims=True)).astype(np.float32)
 
 
+FUTURE_TAG = "from_the_future/attention"
+
+
+def write_future_version_tag(run_dir, version=99):
+    """A tag whose metadata says a format version this tb-attention cannot read (as a newer
+    tb-attention would write it), with TensorBoard's own event writer and protos."""
+    import json
+
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    from tensorboard.util import tensor_util
+
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name="attention", content=json.dumps({"version": version}).encode()),
+        data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
+    )
+    tensor = tensor_util.make_tensor_proto([b"{}", b"future payload"])
+    writer = EventFileWriter(str(run_dir), filename_suffix=".future")
+    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=FUTURE_TAG, metadata=metadata, tensor=tensor)])
+    writer.add_event(event_pb2.Event(step=0, wall_time=1.0, summary=summary))
+    writer.close()
+
+
 def write_demo_logdir(logdir):
-    """Writes run "translate" (cross and causal self-attention) and run "vit" (vision)."""
+    """Writes run "translate" (cross and causal self-attention, plus a tag in a future format
+    version) and run "vit" (vision)."""
     with AttentionWriter(logdir / "translate") as writer:
         for step in TEXT_STEPS:
             writer.attention("decoder/cross_attention", text_weights(step), step,
@@ -81,6 +106,7 @@ def write_demo_logdir(logdir):
             weights, mask = causal_weights(step)
             writer.attention("decoder/self_attention", weights, step, query_tokens=TARGET,
                              key_tokens=TARGET, mask=mask)
+    write_future_version_tag(logdir / "translate")
     with AttentionWriter(logdir / "vit") as writer:
         image = probe_image()
         for step in TEXT_STEPS:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from attention_logdirs import (
+    FUTURE_TAG,
     HOSTILE,
     SOURCE,
     TARGET,
@@ -79,18 +80,30 @@ class Tab:
 
     def show(self, timeout=30, **state):
         """Sets the view through the iframe's URL hash and waits until it is drawn."""
-        self.eval("h => { location.hash = h }", "#" + urllib.parse.urlencode(state))
-        self.wait_for(state, timeout)
+        state.setdefault("query", None)
+        hash_state = {k: v for k, v in state.items() if v is not None}
+        self.eval("h => { delete document.querySelector('#view').dataset.rendered; location.hash = h; }",
+                  "#" + urllib.parse.urlencode(hash_state))
+        return self.wait_for(state, timeout)
 
     def wait_for(self, state, timeout=30):
+        """Waits until the tab is idle with `state` drawn; fails on an error that stays shown."""
         deadline = time.monotonic() + timeout
+        error_since = None
         while True:
             rendered = self.rendered()
-            if rendered and all(str(rendered.get(k)) == str(v) for k, v in state.items() if k in rendered):
-                if self.eval("document.documentElement.dataset.busy") == "0":
-                    return rendered
+            idle = self.eval("document.documentElement.dataset.busy") == "0"
+            if idle and rendered and all(rendered.get(k) == v or str(rendered.get(k)) == str(v)
+                                         for k, v in state.items() if k in rendered):
+                return rendered
+            # An error of the previous view may show until the new one is drawn (the hash
+            # change is handled a moment later): only an error that persists fails.
             error = self.eval("document.querySelector('#error').textContent")
-            assert not error, error
+            if error and idle:
+                error_since = error_since or time.monotonic()
+                assert time.monotonic() - error_since < 2, error
+            else:
+                error_since = None
             assert time.monotonic() < deadline, "view %s not drawn; last %s" % (state, rendered)
             time.sleep(0.05)
 
@@ -204,7 +217,7 @@ def test_clicking_a_query_label_pins_its_row(tab):
     layout = tab.canvas_info()["layout"]
     x, y = tab.page_point(layout["x"] - 10, layout["y"] + 3.5 * layout["cell"])
     tab.page.mouse.click(x, y)
-    rendered = tab.wait_for({"step": 10})
+    rendered = tab.wait_for({"step": 10, "query": 3})
     assert "query=3" in tab.eval("location.hash")
     assert tab.eval("document.querySelector('.pinned-summary strong').textContent").startswith("Query 3 “三本”")
     # Other rows are dimmed; the pinned row keeps its colours.
@@ -325,9 +338,24 @@ def test_vision_overlay(tab, artifacts_dir):
     tab.screenshot(artifacts_dir / "tab_image.png")
     # Choosing another query redraws for it.
     tab.frame.select_option("#query-select", "5")
-    tab.wait_for({"view": "image"})
+    tab.wait_for({"view": "image", "query": 5})
     assert tab.canvas_info()["overlay"]["query"] == 5
     assert "query=5" in tab.eval("location.hash")
+
+
+def test_unreadable_tag_shows_its_error_and_the_rest_still_works(tab):
+    tab.eval("h => { location.hash = h }", "#" + urllib.parse.urlencode({"run": "translate", "tag": FUTURE_TAG}))
+    deadline = time.monotonic() + 30
+    while not tab.eval("document.querySelector('#error').textContent"):
+        assert time.monotonic() < deadline, "no error shown for a future-version tag"
+        time.sleep(0.05)
+    error = tab.eval("document.querySelector('#error').textContent")
+    assert FUTURE_TAG in error and "format version 99" in error and "upgrade tb-attention" in error
+    labels = tab.eval("Array.from(document.querySelectorAll('#tag-select option')).map(o => o.textContent)")
+    assert labels == ["decoder/cross_attention", "decoder/self_attention", FUTURE_TAG + " (unreadable)"]
+    tab.show(**TEXT, step=10, head=0, view="head")
+    assert tab.eval("document.querySelector('#error').hidden") is True
+    assert close(tab.cell_pixel(0, peak_col(10, 0, 0, 0)), VIRIDIS[255])
 
 
 def test_state_survives_reload_and_lives_in_the_hash(tab):
@@ -336,7 +364,7 @@ def test_state_survives_reload_and_lives_in_the_hash(tab):
     tab.frame.wait_for_selector("#view canvas", timeout=30000)
     state = tab.wait_for({"step": 10})
     assert state == {"run": "translate", "tag": "decoder/cross_attention", "step": 10, "example": 1,
-                     "head": 2, "view": "heads"}
+                     "head": 2, "view": "heads", "query": None}
     assert tab.eval("document.querySelector('#cmap-select').value") == "magma"
     # TensorBoard's own URL holds no iframe hash: a fresh tab restores from localStorage.
     tab.open()
