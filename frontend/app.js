@@ -339,6 +339,7 @@ export class AttentionApp {
 
   async renderView(stale) {
     const {view, cmap, example, head, query} = this.state;
+    this.tooltip.hide();  // it described the picture about to be replaced
     const lut = colormap(cmap);
     const width = Math.max(420, (this.host.clientWidth || document.body.clientWidth || 900) - 8);
     const header = this.header;
