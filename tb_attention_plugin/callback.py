@@ -97,6 +97,9 @@ class AttentionLogger(keras.callbacks.Callback):
       statistics: Also write per-head statistics (entropy, max_weight, mean_distance,
         first_token_share) as scalar summaries `<tag>/<statistic>/head_<h>`.
       subdir: Run subdirectory under `log_dir`.
+      run_eagerly: On TensorFlow the probe pass is traced once into a graph (a few ms per
+        capture instead of tens); True runs it eagerly every time, as do the other backends
+        and models with `run_eagerly=True`.
 
     Example:
 
@@ -132,6 +135,7 @@ class AttentionLogger(keras.callbacks.Callback):
         max_tokens=128,
         statistics=False,
         subdir="train",
+        run_eagerly=False,
     ):
         super().__init__()
         if probe is None:
@@ -172,6 +176,7 @@ class AttentionLogger(keras.callbacks.Callback):
         self.token_roles = dict(token_roles or {})
         self.image_grid = None if image_grid is None else (int(image_grid[0]), int(image_grid[1]))
         self.prefix_tokens = prefix_tokens
+        self.run_eagerly = run_eagerly
 
         self._probe_size = _batch_size(probe)
         self._probe = _slice_batch(probe, max_examples)
@@ -195,6 +200,8 @@ class AttentionLogger(keras.callbacks.Callback):
         self._images = None if images is None else np.asarray(images)[: self._examples]
 
         self._sites = None
+        self._compiled = None
+        self._compiled_failed = False
         self._writer = None
         self._last_step_by_tag = {}
         self._last_logged_step = None
@@ -328,7 +335,9 @@ class AttentionLogger(keras.callbacks.Callback):
         sites = [s for s in self._sites if s.path not in self._excluded_paths]
         if not sites:
             return []
-        result = capture.capture_attention(model, self._probe, sites)
+        result = self._compiled_capture(model, sites)
+        if result is None:
+            result = capture.capture_attention(model, self._probe, sites)
         if result.problems:
             self._excluded_paths.update(result.problems)
             self._warn(
@@ -337,6 +346,21 @@ class AttentionLogger(keras.callbacks.Callback):
                 % "; ".join("%s: %s" % item for item in sorted(result.problems.items())),
             )
         return result.records
+
+    def _compiled_capture(self, model, sites):
+        """The traced capture on TensorFlow, or None where the eager pass must be used."""
+        if (self.run_eagerly or self._compiled_failed or getattr(model, "run_eagerly", False)
+                or keras.backend.backend() != "tensorflow"):
+            return None
+        try:
+            if self._compiled is None:
+                # Sites found broken while tracing stay in the graph (in their plain mode).
+                self._compiled = capture.CompiledCapture(model, self._probe, sites)
+            return self._compiled()
+        except Exception:
+            # Some models cannot be traced from outside fit; the eager pass still works.
+            self._compiled, self._compiled_failed = None, True
+            return None
 
     def _roles(self, record):
         for pattern, roles in self.token_roles.items():

@@ -164,7 +164,7 @@ def _to_numpy(value):
 
 
 def _same_values(a, b):
-    """True when two tensors are the same object or hold the same values."""
+    """True when two eager tensors are the same object or hold the same values."""
     if a is b:
         return True
     try:
@@ -172,6 +172,17 @@ def _same_values(a, b):
     except Exception:
         return False
     return a.shape == b.shape and np.array_equal(a, b)
+
+
+def _same_values_symbolic(a, b):
+    """While tracing a `tf.function`: True, False, or a boolean tensor computed at run time."""
+    import tensorflow as tf
+
+    if a is b:
+        return True
+    if a.shape != b.shape or a.dtype != b.dtype or not a.shape.is_fully_defined():
+        return False
+    return tf.reduce_all(tf.equal(a, b))
 
 
 def _is_causal(mask, tq, tk):
@@ -185,8 +196,9 @@ def _is_causal(mask, tq, tk):
 class _Patcher:
     """Installs and removes the recording shadows on the attention layer instances."""
 
-    def __init__(self, sites):
+    def __init__(self, sites, symbolic=False):
         self._sites = sites
+        self._symbolic = symbolic  # tracing a tf.function: keep tensors, convert nothing
         self._saved = []  # (layer, attribute, had_instance_value, old_value)
         self.calls = collections.defaultdict(list)  # id(site) -> list of call records
         self.problems = {}
@@ -232,11 +244,18 @@ class _Patcher:
                 key = bound.get("key")
                 key = bound.get("value") if key is None else key
             else:
-                inputs = bound.get("inputs") or [None, None]
+                inputs = bound.get("inputs")
+                if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
+                    inputs = [None, None]
                 query = inputs[0]
                 key = inputs[2] if len(inputs) > 2 else inputs[1]
-            cross = query is not None and key is not None and not _same_values(query, key)
-            calls.append({"cross": cross, "causal_flag": bool(bound.get("use_causal_mask"))})
+            if query is None or key is None:
+                same = True
+            elif self._symbolic:
+                same = _same_values_symbolic(query, key)
+            else:
+                same = _same_values(query, key)
+            calls.append({"same": same, "causal_flag": bool(bound.get("use_causal_mask"))})
             return original(*args, **kwargs)
 
         return call
@@ -244,13 +263,16 @@ class _Patcher:
     def _record(self, site, scores, mask):
         calls = self.calls[id(site)]
         if not calls:
-            calls.append({"cross": False, "causal_flag": False})
+            calls.append({"same": True, "causal_flag": False})
         entry = calls[-1]
         if "scores" in entry:  # score method called twice in one call: keep the first
             return
         if scores is None:
             self.problems.setdefault(site.path, "the layer returned no attention scores")
             entry["scores"] = None
+            return
+        if self._symbolic:
+            entry["scores"], entry["mask"] = scores, mask
             return
         try:
             entry["scores"] = _to_numpy(scores)
@@ -330,23 +352,24 @@ class _Patcher:
         return apply_scores
 
 
-def _records_from_calls(patcher, sites):
+def _records_from_calls(calls, problems, sites):
+    """Builds `AttentionRecord`s from numpy call entries `{id(site): [entry]}`."""
     records = []
     for site in sites:
-        calls = patcher.calls.get(id(site), [])
-        for index, entry in enumerate(calls):
+        entries = calls.get(id(site), [])
+        for index, entry in enumerate(entries):
             scores = entry.get("scores")
             if scores is None:
                 if "scores" not in entry:
-                    patcher.problems.setdefault(site.path, "the layer computed no scores")
+                    problems.setdefault(site.path, "the layer computed no scores")
                 continue
-            tag = site.path if len(calls) == 1 else "%s/call_%d" % (site.path, index)
+            tag = site.path if len(entries) == 1 else "%s/call_%d" % (site.path, index)
             mask = entry.get("mask")
             if site.kind == _SINGLE:
                 scores = scores[:, np.newaxis]
                 mask = None if mask is None else mask[..., np.newaxis, :, :]
             if scores.ndim != 4:
-                patcher.problems.setdefault(
+                problems.setdefault(
                     site.path,
                     "scores of shape %s (attention over several axes) cannot be shown"
                     % (scores.shape,),
@@ -362,7 +385,7 @@ def _records_from_calls(patcher, sites):
                 except ValueError:
                     mask = None
             tq, tk = scores.shape[-2:]
-            cross = entry["cross"]
+            cross = not bool(entry["same"])
             causal = not cross and (entry["causal_flag"] or _is_causal(mask, tq, tk))
             records.append(
                 AttentionRecord(tag, site, scores.astype(np.float32), mask, cross, causal)
@@ -392,5 +415,74 @@ def capture_attention(model, inputs, sites):
             model(inputs, training=False)
     finally:
         patcher.restore()
-    records = _records_from_calls(patcher, sites)
-    return CaptureResult(records, dict(patcher.problems))
+    problems = dict(patcher.problems)
+    records = _records_from_calls(patcher.calls, problems, sites)
+    return CaptureResult(records, problems)
+
+
+class CompiledCapture:
+    """The same capture as `capture_attention`, traced once into a TensorFlow graph.
+
+    An eager Keras forward pass costs tens of milliseconds of Python per call; the traced
+    graph runs the same probe in a few. Tracing happens once, with the shadows installed;
+    they are removed right after, and later calls run the graph (which reads the model's
+    current weights) without touching the layers. TensorFlow backend only.
+
+    Example:
+
+    ```python
+    compiled = CompiledCapture(model, probe_batch, sites)   # traces
+    result = compiled()                                     # a CaptureResult, each time
+    ```
+    """
+
+    def __init__(self, model, inputs, sites):
+        import tensorflow as tf
+
+        self._sites = sites
+        self._inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
+        patcher = _Patcher(sites, symbolic=True)
+        layout = []  # per output group: (site, call index, has mask, static "same" or None)
+
+        def forward(inputs):
+            for entries in patcher.calls.values():
+                entries.clear()
+            layout.clear()
+            model(inputs, training=False)
+            outputs = []
+            for site in sites:
+                for index, entry in enumerate(patcher.calls.get(id(site), [])):
+                    if entry.get("scores") is None:
+                        continue
+                    mask, same = entry.get("mask"), entry["same"]
+                    outputs.append(entry["scores"])
+                    if mask is not None:
+                        outputs.append(tf.cast(mask, tf.bool))
+                    if tf.is_tensor(same):
+                        outputs.append(same)
+                    layout.append((site, index, mask is not None,
+                                   None if tf.is_tensor(same) else bool(same),
+                                   entry["causal_flag"]))
+            return outputs
+
+        patcher.install()
+        try:
+            self._function = tf.function(forward).get_concrete_function(self._inputs)
+        finally:
+            patcher.restore()
+        self._layout = list(layout)
+        self._calls_per_site = {id(s): len(patcher.calls.get(id(s), [])) for s in sites}
+        self._problems = dict(patcher.problems)
+
+    def __call__(self):
+        values = iter(self._function(self._inputs))
+        calls = {id(s): [{"same": True, "causal_flag": False}] * n
+                 for s, n in ((s, self._calls_per_site[id(s)]) for s in self._sites)}
+        for site, index, has_mask, same, causal_flag in self._layout:
+            entry = {"scores": np.asarray(next(values)), "causal_flag": causal_flag}
+            entry["mask"] = np.asarray(next(values)) if has_mask else None
+            entry["same"] = bool(np.asarray(next(values))) if same is None else same
+            calls[id(site)] = list(calls[id(site)])
+            calls[id(site)][index] = entry
+        problems = dict(self._problems)
+        return CaptureResult(_records_from_calls(calls, problems, self._sites), problems)

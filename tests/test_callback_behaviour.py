@@ -133,19 +133,21 @@ class NoScores(keras.layers.MultiHeadAttention):
         return output, None
 
 
+@pytest.mark.parametrize("run_eagerly", [False, True])
 @pytest.mark.parametrize("broken_class, reason", [
     (ScoresRefused, "raised RuntimeError: this layer cannot return scores"),
     (NoScores, "returned no attention scores"),
 ])
-def test_broken_layer_warns_once_others_are_logged(tmp_path, broken_class, reason):
+def test_broken_layer_warns_once_others_are_logged(tmp_path, broken_class, reason, run_eagerly):
     layers = [keras.layers.MultiHeadAttention(2, 4, name="good"), broken_class(2, 4, name="bad")]
     model = small_model(layers)
     x, y = data(16)
-    logger = AttentionLogger(str(tmp_path), x[:2], every_n_steps=1)
+    logger = AttentionLogger(str(tmp_path), x[:2], every_n_steps=1, run_eagerly=run_eagerly)
     history, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=2)
     assert len(history.history["loss"]) == 2
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and "bad" in messages[0] and reason in messages[0], messages
+    assert (logger._compiled is None) == run_eagerly
     attention, _ = helpers.read_logs(tmp_path)
     assert sorted(attention["train"]) == ["good"]
     assert sorted(attention["train"]["good"]) == list(range(9))

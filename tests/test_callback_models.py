@@ -70,6 +70,8 @@ def fit_twice(build, x, y, tmp_path, fit_kwargs=None, **logger_kwargs):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(x, y, callbacks=[logger], **fit_kwargs)
+    # The probe ran as a traced graph (the fast path), not the eager fallback.
+    assert logger._compiled is not None and not logger._compiled_failed
     attention, scalars = helpers.read_logs(tmp_path)
     return {
         "model": model,
@@ -433,3 +435,44 @@ def test_keras_hub_vit(tmp_path):
     check_common(result, x[:2], tags)
     header = result["logs"][tags[0]][result["final_step"]]["header"]
     assert header["image"]["grid"] == [4, 4] and header["image"]["prefix_tokens"] == 1
+
+
+# ------------------------------------------------------------- traced capture == eager capture
+
+
+@pytest.mark.parametrize("build, probe", [
+    (build_translator, lambda rng: (padded_ids(rng, 2, 7, len(VOCABULARY), 4),
+                                    padded_ids(rng, 2, 6, len(TARGET_VOCABULARY), 3))),
+    (build_assorted, lambda rng: (rng.integers(1, len(VOCABULARY), size=(2, 6)),
+                                  rng.integers(1, len(VOCABULARY), size=(2, 6)))),
+])
+def test_traced_capture_equals_eager_capture(build, probe):
+    from tb_attention_plugin import capture
+
+    keras.utils.set_random_seed(0)
+    model = build()
+    inputs = probe(np.random.default_rng(8))
+    model(inputs)  # build
+    sites, _ = capture.find_attention_layers(model)
+    eager = capture.capture_attention(model, inputs, sites)
+    traced = capture.CompiledCapture(model, inputs, sites)
+    helpers.assert_unpatched(model)
+    for result in (traced(), traced()):
+        assert [r.tag for r in result.records] == [r.tag for r in eager.records]
+        assert not result.problems and not eager.problems
+        for a, b in zip(result.records, eager.records):
+            assert (a.cross, a.causal) == (b.cross, b.causal), a.tag
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+            assert (a.mask is None) == (b.mask is None), a.tag
+            if a.mask is not None:
+                np.testing.assert_array_equal(a.mask, b.mask)
+    # The graph reads the current weights: change them, and the scores follow.
+    for layer in helpers.attention_layers(model):
+        if hasattr(layer, "_query_dense"):
+            kernel = layer._query_dense.kernel
+            kernel.assign(kernel.value * 3.0)
+    changed = capture.capture_attention(model, inputs, sites)
+    for a, b in zip(traced().records, changed.records):
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+    assert any(not np.allclose(a.scores, b.scores, atol=1e-3)
+               for a, b in zip(changed.records, eager.records))

@@ -1,0 +1,147 @@
+"""Wall-time overhead of `AttentionLogger` on `model.fit`, at the default cadence.
+
+Trains the same small English->Chinese-sized encoder-decoder Transformer (like the demo's:
+width 64, 4 heads, 2 encoder + 2 decoder blocks, 6 attention layers, batch 64) with and without
+the callback, side by side: two models built from the same seed and warmed up (their train
+functions traced) first, then `--repeats` rounds of `fit` that alternate which variant runs
+first. Prints each round and the ratio of the summed times (target: <= 1.02).
+
+Usage:
+
+```
+python bench/bench_fit_overhead.py              # about 2 minutes on 2 CPU cores
+python bench/bench_fit_overhead.py --repeats 5 --epochs 3
+```
+"""
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+from tb_attention_plugin import AttentionLogger  # noqa: E402
+
+SOURCE_VOCABULARY = 800
+TARGET_VOCABULARY = 1200
+SOURCE_LENGTH = 14
+TARGET_LENGTH = 16
+
+
+class TimedAttentionLogger(AttentionLogger):
+    """AttentionLogger that adds up the time spent in its own hooks (a low-noise estimate)."""
+
+    seconds = 0.0
+    captures = 0
+
+    def _capture_and_write(self, step):
+        started = time.perf_counter()
+        logged = self._last_logged_step
+        super()._capture_and_write(step)
+        TimedAttentionLogger.captures += self._last_logged_step != logged
+        TimedAttentionLogger.seconds += time.perf_counter() - started
+
+    def on_train_batch_end(self, batch, logs=None):
+        started = time.perf_counter()
+        super().on_train_batch_end(batch, logs)
+        TimedAttentionLogger.seconds += time.perf_counter() - started
+
+
+def block(x, heads, width, hidden, name, context=None, self_mask=None, cross_mask=None,
+          causal=False):
+    attention = keras.layers.MultiHeadAttention(heads, width // heads, name=name + "_self")
+    x = keras.layers.LayerNormalization()(
+        x + attention(x, x, attention_mask=self_mask, use_causal_mask=causal))
+    if context is not None:
+        cross = keras.layers.MultiHeadAttention(heads, width // heads, name=name + "_cross")
+        x = keras.layers.LayerNormalization()(x + cross(x, context, attention_mask=cross_mask))
+    feed_forward = keras.layers.Dense(width)(keras.layers.Dense(hidden, activation="relu")(x))
+    return keras.layers.LayerNormalization()(x + feed_forward)
+
+
+def build_translator(width=64, heads=4, layers=2, hidden=128):
+    source = keras.Input((SOURCE_LENGTH,), dtype="int32", name="source")
+    target = keras.Input((TARGET_LENGTH,), dtype="int32", name="target")
+    source_valid = ops.not_equal(source, 0)
+    target_valid = ops.not_equal(target, 0)
+    encoder_mask = ops.logical_and(source_valid[:, :, None], source_valid[:, None, :])
+    decoder_mask = ops.logical_and(target_valid[:, :, None], target_valid[:, None, :])
+    cross_mask = ops.logical_and(target_valid[:, :, None], source_valid[:, None, :])
+    x = keras.layers.Embedding(SOURCE_VOCABULARY, width)(source)
+    for i in range(layers):
+        x = block(x, heads, width, hidden, "encoder_%d" % i, self_mask=encoder_mask)
+    y = keras.layers.Embedding(TARGET_VOCABULARY, width)(target)
+    for i in range(layers):
+        y = block(y, heads, width, hidden, "decoder_%d" % i, context=x,
+                  self_mask=decoder_mask, cross_mask=cross_mask, causal=True)
+    model = keras.Model([source, target], keras.layers.Dense(TARGET_VOCABULARY)(y))
+    model.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
+    )
+    return model
+
+
+def padded(rng, count, length, vocabulary):
+    ids = rng.integers(3, vocabulary, size=(count, length))
+    lengths = rng.integers(length // 2, length + 1, size=count)
+    ids[np.arange(length)[None, :] >= lengths[:, None]] = 0
+    return ids
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--samples", type=int, default=4000, help="training pairs (batch 64)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per fit call")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of (plain, logged)")
+    args = parser.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    source = padded(rng, args.samples, SOURCE_LENGTH, SOURCE_VOCABULARY)
+    target = padded(rng, args.samples, TARGET_LENGTH, TARGET_VOCABULARY)
+    labels = np.roll(target, -1, axis=1)
+    x, fit_kwargs = [source, target], dict(batch_size=64, verbose=0)
+    probe = [source[:4], target[:4]]
+
+    models = {}
+    for variant in ("plain", "logged"):
+        keras.utils.set_random_seed(0)
+        models[variant] = build_translator()
+        models[variant].fit(x, labels, epochs=1, steps_per_epoch=2, **fit_kwargs)  # trace
+
+    logdir = tempfile.mkdtemp(prefix="bench_fit_overhead_")
+    totals = {"plain": 0.0, "logged": 0.0}
+    steps_per_epoch = -(-args.samples // 64)
+    print("model: 6 attention layers (width 64, 4 heads), %d steps per epoch, %d epochs per fit"
+          % (steps_per_epoch, args.epochs))
+    print("AttentionLogger defaults: every_n_steps=100, on_epoch_end=True, max_examples=2")
+    for repeat in range(args.repeats):
+        order = ("plain", "logged") if repeat % 2 == 0 else ("logged", "plain")
+        times = {}
+        for variant in order:
+            callbacks = []
+            if variant == "logged":
+                callbacks = [TimedAttentionLogger(logdir, probe, subdir="round_%d" % repeat)]
+            started = time.perf_counter()
+            models[variant].fit(x, labels, epochs=args.epochs, callbacks=callbacks,
+                                **fit_kwargs)
+            times[variant] = time.perf_counter() - started
+            totals[variant] += times[variant]
+        print("round %d: plain %.2f s, with AttentionLogger %.2f s, ratio %.4f"
+              % (repeat, times["plain"], times["logged"], times["logged"] / times["plain"]))
+    print("fit wall-time ratio (with / without AttentionLogger): %.4f"
+          % (totals["logged"] / totals["plain"]))
+    print("time inside the callback: %.2f s for %d captures (%.0f ms each, cadence checks "
+          "included) = %.4f of plain fit time"
+          % (TimedAttentionLogger.seconds, TimedAttentionLogger.captures,
+             1000 * TimedAttentionLogger.seconds / max(TimedAttentionLogger.captures, 1),
+             TimedAttentionLogger.seconds / totals["plain"]))
+
+
+if __name__ == "__main__":
+    main()
