@@ -200,6 +200,12 @@ def test_hover_shows_tokens_and_exact_weight(tab):
     assert tab.hover_cell(1, 2) == "我 → %s  0.7000" % HOSTILE
     assert tab.hover_cell(3, 0) == "三本 → i  %.4f" % (22 * np.float32(0.7) / 254)
     assert tab.hover_cell(0, 6) == "<s> → <pad>  masked"
+    # The hostile key label is truncated on the canvas; hovering it shows the whole token.
+    layout = tab.canvas_info()["layout"]
+    tab.page.mouse.move(*tab.page_point(layout["x"] + 2.5 * layout["cell"], layout["y"] - 4))
+    assert tab.tooltip() == "key 2: " + HOSTILE
+    tab.page.mouse.move(*tab.page_point(layout["x"] - 8, layout["y"] + 1.5 * layout["cell"]))
+    assert tab.tooltip() == "query 1: 我"
 
 
 def test_hostile_token_is_text_not_markup(tab):
@@ -272,6 +278,18 @@ def test_small_multiples_and_mean(tab, artifacts_dir):
     assert close(tab.pixel(t["x"] + (col + 0.5) * t["cell"], t["y"] + 0.5 * t["cell"]), VIRIDIS[255])
     assert close(tab.pixel(t["x"] + 6.5 * t["cell"], t["y"] + 0.5 * t["cell"]), MASKED)
     tab.screenshot(artifacts_dir / "tab_heads.png")
+    # With one scale shared across heads, the mean (whose peak is below 0.7) no longer reaches
+    # the top colour; the heads still do.
+    tab.show(**TEXT, step=20, head=0, view="heads", scale="shared")
+    shared = tab.canvas_info()["tiles"]
+    assert json.loads(tab.eval("document.querySelector('#view canvas').dataset.vmax")) == [
+        pytest.approx(0.7, abs=0.002)] * 4
+    mean_peak = tab.pixel(shared[3]["x"] + (col + 0.5) * shared[3]["cell"], shared[3]["y"] + 0.5 * shared[3]["cell"])
+    assert not close(mean_peak, VIRIDIS[255], tolerance=20), mean_peak
+    head_peak = peak_col(20, 0, 0, 0)
+    assert close(tab.pixel(shared[0]["x"] + (head_peak + 0.5) * shared[0]["cell"], shared[0]["y"] + 0.5 * shared[0]["cell"]),
+                 VIRIDIS[255])
+    tab.show(**TEXT, step=20, head=0, view="heads")
     # Clicking a tile opens that head large.
     x, y = tab.page_point(tiles[2]["x"] + 3, tiles[2]["y"] + 3)
     tab.page.mouse.click(x, y)
