@@ -15,14 +15,20 @@ import {axisLabels, formatWeight} from "./tokens.js";
 import {localPoint} from "./view_head.js";
 
 const LABEL_WIDTH = 150;
+const MAX_HEIGHT = 8000;  // CSS px: canvases far taller than this fail in browsers
+const MAX_LINES = 20000;  // beyond this, only each query's strongest keys are drawn
+const TOP_KEYS = 3;
 
 export function renderLinesView(host, data, hooks) {
   const {matrix, header, example, lut, vmax, pinned} = data;
   const width = Math.min(data.width, 760);
   const queries = axisLabels(header, "query", example, matrix.rows);
   const keys = axisLabels(header, "key", example, matrix.cols);
-  const layout = lineLayout({rows: matrix.rows, cols: matrix.cols, width, labelWidth: LABEL_WIDTH,
-                             rowHeight: matrix.rows > 64 || matrix.cols > 64 ? 14 : 20});
+  const longest = Math.max(matrix.rows, matrix.cols);
+  const rowHeight = Math.max(2, Math.min(20, Math.floor(MAX_HEIGHT / longest)));
+  const layout = lineLayout({rows: matrix.rows, cols: matrix.cols, width, labelWidth: LABEL_WIDTH, rowHeight});
+  const labelEvery = Math.ceil(12 / rowHeight);
+  const strongest = matrix.rows * matrix.cols > MAX_LINES ? strongestKeys(matrix, TOP_KEYS) : null;
   const {canvas, ctx} = hiDpiCanvas(width, layout.height);
   canvas.className = "view-canvas lines-canvas";
   canvas.dataset.layout = JSON.stringify({leftX: layout.leftX, rightX: layout.rightX, top: layout.top,
@@ -36,6 +42,7 @@ export function renderLinesView(host, data, hooks) {
       if (focus !== null && i !== focus) continue;
       const y0 = layout.queryY(i);
       for (let j = 0; j < matrix.cols; j++) {
+        if (strongest && focus === null && !strongest[i].includes(j)) continue;
         const v = matrix.values[i * matrix.cols + j];
         if (Number.isNaN(v)) continue;
         const alpha = Math.min(1, v / vmax);
@@ -48,18 +55,21 @@ export function renderLinesView(host, data, hooks) {
         ctx.stroke();
       }
     }
-    const size = Math.min(13, layout.rowHeight - 4);
+    const size = Math.max(9, Math.min(13, layout.rowHeight - 4));
     ctx.font = `${size}px ${FONT_FAMILY}`;
     ctx.textBaseline = "middle";
     const measure = (s) => ctx.measureText(s).width;
     ctx.textAlign = "right";
     queries.forEach((label, i) => {
+      if (i % labelEvery !== 0 && i !== focus) return;
       ctx.fillStyle = i === focus ? "#e8710a" : "#333";
       ctx.fillText(fitLabel(label, LABEL_WIDTH - 12, measure), layout.leftX - 4, layout.queryY(i));
     });
     ctx.textAlign = "left";
     ctx.fillStyle = "#333";
-    keys.forEach((label, j) => ctx.fillText(fitLabel(label, LABEL_WIDTH - 12, measure), layout.rightX + 4, layout.keyY(j)));
+    keys.forEach((label, j) => {
+      if (j % labelEvery === 0) ctx.fillText(fitLabel(label, LABEL_WIDTH - 12, measure), layout.rightX + 4, layout.keyY(j));
+    });
   }
   draw(pinned);
 
@@ -93,4 +103,22 @@ export function renderLinesView(host, data, hooks) {
   });
   host.replaceChildren(canvas);
   return {canvas};
+}
+
+/** For each query row, the columns of its `count` largest weights (masked skipped). */
+function strongestKeys(matrix, count) {
+  const result = [];
+  for (let i = 0; i < matrix.rows; i++) {
+    const best = [];
+    for (let j = 0; j < matrix.cols; j++) {
+      const v = matrix.values[i * matrix.cols + j];
+      if (Number.isNaN(v)) continue;
+      if (best.length < count) best.push([v, j]);
+      else if (v > best[count - 1][0]) best[count - 1] = [v, j];
+      else continue;
+      best.sort((a, b) => b[0] - a[0]);
+    }
+    result.push(best.map((entry) => entry[1]));
+  }
+  return result;
 }
