@@ -15,7 +15,8 @@ import {maxValue} from "./decode.js";
 import {tokenLabel, formatWeight} from "./tokens.js";
 import {localPoint} from "./view_head.js";
 
-const OVERLAY_ALPHA = 0.6;
+/** Opacity of the weight colours over the greyscale probe image (constant, so colours match the legend). */
+export const OVERLAY_ALPHA = 0.7;
 
 export function renderImageView(host, data, hooks) {
   const {matrix, header, example, image: element, lut, scale} = data;
@@ -39,7 +40,8 @@ export function renderImageView(host, data, hooks) {
   const plain = {x: 0, y: top, width: drawW, height: drawH};
   const overlay = {x: drawW + gap, y: top, width: drawW, height: drawH};
   ctx.drawImage(element, plain.x, plain.y, plain.width, plain.height);
-  ctx.drawImage(element, overlay.x, overlay.y, overlay.width, overlay.height);
+  // Under the colours the image is grey: its own hues would mix with the colour map's.
+  ctx.drawImage(greyscale(element), overlay.x, overlay.y, overlay.width, overlay.height);
   const [gridRows, gridCols] = image.grid;
   const patchW = overlay.width / gridCols;
   const patchH = overlay.height / gridRows;
@@ -107,4 +109,23 @@ function queryPicker(header, example, rows, query, pickQuery) {
   text.textContent = "Query (click a patch to pick it)";
   label.append(text, select);
   return label;
+}
+
+/** A canvas with `image` in greyscale (Rec. 709 luma), at the image's own size. */
+function greyscale(image) {
+  const width = image.naturalWidth || image.width;
+  const height = image.naturalHeight || image.height;
+  const canvas = document.createElement("canvas");
+  canvas.width = width;
+  canvas.height = height;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(image, 0, 0);
+  const pixels = ctx.getImageData(0, 0, width, height);
+  const data = pixels.data;
+  for (let p = 0; p < data.length; p += 4) {
+    const luma = Math.round(0.2126 * data[p] + 0.7152 * data[p + 1] + 0.0722 * data[p + 2]);
+    data[p] = data[p + 1] = data[p + 2] = luma;
+  }
+  ctx.putImageData(pixels, 0, 0);
+  return canvas;
 }

@@ -346,14 +346,18 @@ def test_vision_overlay(tab, artifacts_dir):
         return tab.pixel(rect["x"] + (c + 0.5) * pw, rect["y"] + (r + 0.5) * ph)
 
     # The class token looks at patch (2, 1) at step 20 (attention_logdirs.vision_weights); it
-    # lies in the grey part of the probe: 60% viridis top over grey 128.
-    blend = tuple(round(0.6 * v + 0.4 * 128) for v in VIRIDIS[255])
+    # lies in the grey part of the probe: 70% viridis top over grey 128.
+    blend = tuple(round(0.7 * v + 0.3 * 128) for v in VIRIDIS[255])
     assert close(patch(2, 1), blend, tolerance=4), patch(2, 1)
     # The plain probe image on the left shows the red quadrant.
     plain = {"x": overlay["x"] - overlay["width"] - 24, "y": overlay["y"]}
     assert close(patch(0, 0, plain), (220, 40, 40))
     assert close(patch(3, 3, plain), (40, 40, 220))
     tab.screenshot(artifacts_dir / "tab_image.png")
+    # Hovering a patch names it with the query and its exact weight.
+    tab.page.mouse.move(*tab.page_point(overlay["x"] + 1.5 * pw, overlay["y"] + 2.5 * ph))
+    text = tab.tooltip()
+    assert text.startswith("[cls] → patch (2,1)  ") and float(text.split()[-1]) == pytest.approx(overlay["vmax"], abs=0.002)
     # Choosing another query redraws for it.
     tab.frame.select_option("#query-select", "5")
     tab.wait_for({"view": "image", "query": 5})
