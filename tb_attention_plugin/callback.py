@@ -218,17 +218,17 @@ class AttentionLogger(keras.callbacks.Callback):
         self._capture_and_write(step)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if keras.backend.backend() == "jax" and self.every_n_steps:
+        if self.every_n_steps:
             self._epoch_base_step = self._current_step()
 
     def on_train_batch_end(self, batch, logs=None):
         if not self.every_n_steps:
             return
-        if keras.backend.backend() == "jax":
-            # Reading model state mid-epoch forces a JAX state sync: count instead.
-            step = self._epoch_base_step + int(batch) + 1
-        else:
-            step = self._optimizer_step(self._model)
+        # Counted, not read: reading the step variable costs more than a small model's step
+        # fraction we can afford per batch, and on JAX it forces a state sync. `batch` is the
+        # last batch index of the execution (steps_per_execution); the capture itself reads
+        # the real step.
+        step = self._epoch_base_step + int(batch) + 1
         mark, self._cadence_mark = self._cadence_mark, step
         if mark is not None and step // self.every_n_steps > mark // self.every_n_steps:
             self._capture_and_write(self._current_step())

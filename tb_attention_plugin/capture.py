@@ -467,7 +467,11 @@ class CompiledCapture:
 
         patcher.install()
         try:
-            self._function = tf.function(forward).get_concrete_function(self._inputs)
+            # Keras 3 layers trace without autograph (they also run under jax.jit); a layer
+            # that needs it raises here and the caller falls back to the eager pass.
+            self._function = tf.function(forward, autograph=False).get_concrete_function(
+                self._inputs
+            )
         finally:
             patcher.restore()
         self._layout = list(layout)
