@@ -43,7 +43,8 @@ function asBytes(buffer) {
  * `rows * cols` weights with NaN at masked positions.
  *
  * Throws `WireFormatError` for a wrong magic or version, an unknown dtype, a zero or huge
- * shape, or a payload shorter or longer than the header announces.
+ * shape, a payload shorter or longer than the header announces, or a float32 weight that is
+ * infinite or negative.
  */
 export function decodeMatrix(buffer) {
   const bytes = asBytes(buffer);
@@ -80,7 +81,15 @@ export function decodeMatrix(buffer) {
       values[i] = code === MASKED_CODE ? NaN : code * step;
     }
   } else {
-    for (let i = 0; i < cells; i++) values[i] = view.getFloat32(HEADER_BYTES + 4 * i, true);
+    for (let i = 0; i < cells; i++) {
+      const value = view.getFloat32(HEADER_BYTES + 4 * i, true);
+      // NaN is masked; anything else must be a weight the colour scale can place.
+      if (value < 0 || value === Infinity) {
+        throw new WireFormatError(
+          `weight ${value} at row ${Math.floor(i / cols)}, column ${i % cols} is not a finite non-negative number`);
+      }
+      values[i] = value;
+    }
   }
   return {rows, cols, dtype, scale, values};
 }
