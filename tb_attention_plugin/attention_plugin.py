@@ -24,6 +24,7 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
+from tb_attention_plugin import aggregate_routes
 from tb_attention_plugin import lru_cache
 from tb_attention_plugin import metadata
 from tb_attention_plugin import reader as reader_lib
@@ -87,6 +88,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
             size_of=lambda entry: len(entry[0]),
         )
         self._frontend_root = static_files.frontend_root()
+        self._aggregates = aggregate_routes.AggregateRoutes(context.data_provider, self._reader)
 
     def get_plugin_apps(self):
         return {
@@ -95,6 +97,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
             "/step": self._serve_step,
             "/matrix": self._serve_matrix,
             "/image": self._serve_image,
+            "/stats": self._aggregates.serve_stats,
+            "/rollout": self._aggregates.serve_rollout,
             "/static/*": self._serve_static,
         }
 
@@ -171,11 +175,10 @@ class AttentionPlugin(base_plugin.TBPlugin):
         cache_key = (etag, gzip_ok)
         cached = self._responses.get(cache_key)
         if cached is None:
-            header = self._reader.header(ctx, eid, run, tag, datum)
             if head == "mean":
-                cached = self._mean_body(ctx, eid, run, tag, datum, header, example, gzip_ok)
+                cached = self._mean_body(ctx, eid, run, tag, datum, example, gzip_ok)
             else:
-                cached = self._head_body(ctx, eid, run, tag, datum, header, example, head, gzip_ok)
+                cached = self._head_body(ctx, eid, run, tag, datum, example, head, gzip_ok)
             self._responses.put(cache_key, cached)
         body, content_encoding = cached
         return http_util.Respond(
@@ -187,15 +190,16 @@ class AttentionPlugin(base_plugin.TBPlugin):
             headers=[("ETag", '"%s"' % etag), ("Vary", "Accept-Encoding")],
         )
 
-    def _head_body(self, ctx, eid, run, tag, datum, header, example, head, gzip_ok):
-        codes, scale, payload = self._reader.head_codes(
-            ctx, eid, run, tag, datum, header, example, head
+    def _head_body(self, ctx, eid, run, tag, datum, example, head, gzip_ok):
+        _, codes, scale, payload = self._reader.header_and_head(
+            ctx, eid, run, tag, datum, example, head
         )
         if gzip_ok and codes.size >= GZIP_MIN_BYTES:
             return wire.gzip_codes_from_zlib(codes, scale, payload), "gzip"
         return wire.encode_codes(codes, scale), None
 
-    def _mean_body(self, ctx, eid, run, tag, datum, header, example, gzip_ok):
+    def _mean_body(self, ctx, eid, run, tag, datum, example, gzip_ok):
+        header = self._reader.header(ctx, eid, run, tag, datum)
         batch = header["shape"][0]
         if example >= batch:
             raise reader_lib.NotFound("example %d out of range (batch %d)" % (example, batch))

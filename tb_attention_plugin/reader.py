@@ -15,6 +15,7 @@ codes, scale, _ = reader.head_codes(ctx, eid, "train", "encoder/layer_0", datum,
 ```
 """
 
+import concurrent.futures
 import dataclasses
 import threading
 
@@ -28,6 +29,10 @@ from tb_attention_plugin import metadata
 
 # Enough to list every retained step whatever --samples_per_plugin says (0 = keep all).
 _LIST_ALL = 1 << 30
+# Blobs read at once. The Rust data server answers a lone `read_blob` of a blob between about
+# 1 KB and 64 KB only after ~40 ms (TCP delayed acknowledgement; see bench/bench_serving.py),
+# while several reads in flight share that wait: so reads that one answer needs go out together.
+_CONCURRENT_READS = 8
 
 
 class NotFound(Exception):
@@ -67,7 +72,11 @@ class AttentionReader:
         self._downsample = downsample if downsample else _LIST_ALL
         self._indexes = lru_cache.LRUCache(max_entries=256)
         self._headers = lru_cache.LRUCache(max_entries=4096)
+        self._shapes = lru_cache.LRUCache(max_entries=4096)  # (eid, run, tag) -> newest shape seen
         self._index_lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=_CONCURRENT_READS, thread_name_prefix="tb-attention-read"
+        )
 
     def list_tags(self, ctx, experiment_id):
         """Returns a `TagSummary` for every attention tag of every run, sorted by run and tag."""
@@ -133,15 +142,49 @@ class AttentionReader:
                 cached = Unreadable(
                     "run %r tag %r step %d cannot be read: %s" % (run, tag, datum.step, e)
                 )
+            else:
+                self._shapes.put((experiment_id, run, tag), tuple(cached["shape"]))
             self._headers.put(key, cached)
         if isinstance(cached, Exception):
             raise cached
         return cached
 
+    def header_and_head(self, ctx, experiment_id, run, tag, datum, example, head):
+        """Returns `(header, codes, scale, payload)` of one head (see `head_codes`).
+
+        When the header is not cached yet, its blob and the head's payload blob are read at the
+        same time, the payload's index being predicted from the tag's last known shape (layers
+        keep their shape across steps); a wrong prediction costs one more read, never a wrong
+        answer.
+        """
+        header_key = (experiment_id, run, tag, datum.step, datum.wall_time)
+        guess = self._shapes.get((experiment_id, run, tag))
+        speculative = None
+        if self._headers.get(header_key) is None and guess is not None:
+            guessed = {"shape": list(guess), "image": len(datum.values) > 1 + guess[0] * guess[1]}
+            if encoding.blob_count(guessed) == len(datum.values):
+                try:
+                    index = encoding.payload_index(guessed, example, head)
+                except IndexError:
+                    index = None
+                if index is not None:
+                    speculative = (index, self._pool.submit(self._read, ctx, datum, index))
+        header = self.header(ctx, experiment_id, run, tag, datum)
+        index = self._payload_index(header, example, head)
+        if speculative is not None and speculative[0] == index:
+            payload = speculative[1].result()
+        else:
+            payload = self._read(ctx, datum, index)
+        return (header,) + self._decode_head(run, tag, datum, header, example, head, payload)
+
     def head_codes(self, ctx, experiment_id, run, tag, datum, header, example, head):
         """Returns `(uint8 codes [Tq, Tk], scale, stored zlib payload)` of one head."""
         index = self._payload_index(header, example, head)
         payload = self._read(ctx, datum, index)
+        return self._decode_head(run, tag, datum, header, example, head, payload)
+
+    def _decode_head(self, run, tag, datum, header, example, head, payload):
+        index = encoding.payload_index(header, example, head)
         try:
             codes = encoding.decode_codes(payload, header)
         except encoding.FormatError as e:
@@ -153,12 +196,12 @@ class AttentionReader:
 
     def example_weights(self, ctx, experiment_id, run, tag, datum, header, example):
         """Returns float32 `[heads, Tq, Tk]` weights of one example, NaN where masked."""
-        heads = header["shape"][1]
+        heads = range(header["shape"][1])
+        indexes = [self._payload_index(header, example, head) for head in heads]
+        payloads = list(self._pool.map(lambda index: self._read(ctx, datum, index), indexes))
         weights = []
-        for head in range(heads):
-            codes, scale, _ = self.head_codes(
-                ctx, experiment_id, run, tag, datum, header, example, head
-            )
+        for head, payload in zip(heads, payloads):
+            codes, scale, _ = self._decode_head(run, tag, datum, header, example, head, payload)
             weights.append(encoding.codes_to_weights(codes, scale))
         return np.stack(weights)
 

@@ -1,0 +1,217 @@
+"""How fast the Attention tab gets one head, against TensorBoard's images plugin getting a PNG.
+
+Writes a logdir with 100 steps of a 12-layer x 12-head model at 512x512 (one probe example)
+plus, in the same run, 100 steps of a 512x512 grayscale PNG through `tf.summary.image`. Then,
+for the Rust data server (default) and the Python reader (`--load_fast=false`), starts a real
+`tensorboard` on 127.0.0.1 and times HTTP requests:
+
+- `images`: `/data/plugin/images/individualImage?blob_key=...` for distinct steps (TensorBoard's
+  own path for one image; it has no server-side cache);
+- `head (cold)`: `/matrix?...&head=H` for (step, head) pairs never asked before;
+- `head (cached)`: the same requests again (the plugin's LRU answer cache);
+- `mean (cold)`: `/matrix?...&head=mean` (reads and decodes all 12 heads of the step).
+
+Prints median latencies and the ratio to `images`, both readers side by side. Requests send
+`Accept-Encoding: gzip` as a browser does.
+
+Usage:
+
+    .venv/bin/python bench/bench_serving.py [--layers 12] [--steps 100] [--requests 40]
+
+Steps repeat four distinct sets of weights (encoding is not what is measured); every step is
+still its own event, blob and cache key.
+"""
+
+import argparse
+import gzip
+import json
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from tb_attention_plugin import encoding  # noqa: E402
+from tb_attention_plugin import metadata  # noqa: E402
+from tb_attention_plugin import wire  # noqa: E402
+from tensorboard_process import tensorboard  # noqa: E402
+
+SIZE = 512
+HEADS = 12
+IMAGE_TAG = "png/attention_map"
+SMALL_IMAGE_TAG = "png/attention_map_128"  # a PNG of a few KB, see the note printed at the end
+
+
+def attention_weights(seed):
+    """Softmax rows with a different temperature per head (sharp and diffuse heads)."""
+    rng = np.random.default_rng(seed)
+    temperature = np.linspace(1.0, 4.0, HEADS, dtype=np.float32)[:, None, None]
+    logits = rng.normal(size=(1, HEADS, SIZE, SIZE)).astype(np.float32) * temperature
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def layer_tag(layer):
+    return "encoder/layer_%d/self_attention" % layer
+
+
+def write_logdir(root, layers, steps):
+    import tensorflow as tf
+
+    variants = [attention_weights(seed) for seed in range(4)]
+    encoded = [encoding.encode_step(w) for w in variants]
+    blobs = [tf.constant(e, tf.string) for e in encoded]
+    step_bytes = sum(len(b) for b in encoded[0]) * layers
+    image = (variants[0][0, 0] / variants[0][0, 0].max() * 255).astype(np.uint8)
+    image = tf.constant(image[np.newaxis, :, :, np.newaxis])
+    md = metadata.create_summary_metadata()
+    writer = tf.summary.create_file_writer(str(root / "train"), max_queue=10)
+    with writer.as_default():
+        for step in range(steps):
+            for layer in range(layers):
+                tf.summary.write(layer_tag(layer), blobs[(step + layer) % len(blobs)], step=step,
+                                 metadata=md)
+            tf.summary.image(IMAGE_TAG, image, step=step, max_outputs=1)
+            tf.summary.image(SMALL_IMAGE_TAG, image[:, ::4, ::4], step=step, max_outputs=1)
+            writer.flush()
+    writer.close()
+    return step_bytes
+
+
+def get(url):
+    """Returns `(seconds until the whole answer arrived, decompressed body)`."""
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+    start = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=120) as response:
+        body = response.read()
+        status = response.status
+        gzipped = response.headers.get("Content-Encoding") == "gzip"
+    elapsed = time.perf_counter() - start
+    assert status == 200, (url, status)
+    return elapsed, (gzip.decompress(body) if gzipped else body), len(body)
+
+
+def wait_until_loaded(base, layers, steps, timeout=300):
+    last = urllib.parse.urlencode({"run": "train", "tag": layer_tag(layers - 1)})
+    images = urllib.parse.urlencode({"run": "train", "tag": IMAGE_TAG})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            listed = json.loads(get(base + "/data/plugin/attention/steps?" + last)[1])["steps"]
+            pngs = json.loads(get(base + "/data/plugin/images/images?" + images)[1])
+            if len(listed) == steps and len(pngs) == steps:
+                return pngs
+        except (AssertionError, OSError, ValueError, KeyError):
+            pass
+        time.sleep(1)
+    raise RuntimeError("tensorboard did not load %d steps in %ds" % (steps, timeout))
+
+
+def matrix_url(base, step, head):
+    query = urllib.parse.urlencode(
+        {"run": "train", "tag": layer_tag(0), "step": step, "example": 0, "head": head}
+    )
+    return base + "/data/plugin/attention/matrix?" + query
+
+
+def measure(logdir, flags, layers, steps, requests):
+    results = {}
+    started = time.perf_counter()
+    with tensorboard(logdir, *flags, "--samples_per_plugin=images=%d" % steps) as base:
+        pngs = wait_until_loaded(base, layers, steps)
+        results["load (s)"] = time.perf_counter() - started
+        rng = np.random.default_rng(1)
+        chosen = rng.choice(steps, size=min(requests, steps), replace=False)
+        image_urls = [
+            base + "/data/plugin/images/individualImage?" + pngs[int(s)]["query"] for s in chosen
+        ]
+        get(image_urls[0])  # warm the connection path
+        timings = [get(url) for url in image_urls]
+        results["images"] = [t for t, _, _ in timings]
+        results["png bytes"] = timings[0][2]
+        small = json.loads(get(base + "/data/plugin/images/images?" + urllib.parse.urlencode(
+            {"run": "train", "tag": SMALL_IMAGE_TAG}))[1])
+        small_timings = [
+            get(base + "/data/plugin/images/individualImage?" + small[int(s)]["query"])
+            for s in chosen
+        ]
+        results["images, 128x128 PNG"] = [t for t, _, _ in small_timings]
+        results["small png bytes"] = small_timings[0][2]
+
+        first, _, _ = get(matrix_url(base, int(chosen[0]), "0"))  # builds the tag's step index
+        results["first head (index build)"] = [first]
+        pairs = [(int(s), int(h)) for s, h in zip(chosen, rng.integers(1, HEADS, len(chosen)))]
+        cold = [get(matrix_url(base, s, h)) for s, h in pairs]
+        results["head (cold)"] = [t for t, _, _ in cold]
+        results["matrix bytes (gzip)"] = cold[0][2]
+        results["head (cached)"] = [get(matrix_url(base, s, h))[0] for s, h in pairs]
+        results["mean (cold)"] = [get(matrix_url(base, s, "mean"))[0] for s in chosen[:10]]
+        check = wire.decode(get_plain(matrix_url(base, pairs[0][0], pairs[0][1])))
+        assert (check.rows, check.cols) == (SIZE, SIZE)
+    return results
+
+
+def get_plain(url):
+    with urllib.request.urlopen(url, timeout=120) as response:
+        return response.read()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=40)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        logdir = pathlib.Path(tmp)
+        start = time.perf_counter()
+        step_bytes = write_logdir(logdir, args.layers, args.steps)
+        size = sum(f.stat().st_size for f in logdir.rglob("*") if f.is_file())
+        print(
+            "logdir: %d layers x %d heads x %dx%d, %d steps, 1 example: %.0f MB of events "
+            "(%.1f MB of attention per step), written in %.0f s"
+            % (args.layers, HEADS, SIZE, SIZE, args.steps, size / 1e6, step_bytes / 1e6,
+               time.perf_counter() - start)
+        )
+        readers = {"rust data server": (), "python reader": ("--load_fast=false",)}
+        results = {
+            name: measure(logdir, flags, args.layers, args.steps, args.requests)
+            for name, flags in readers.items()
+        }
+
+    names = list(readers)
+    print()
+    print("%-26s" % "median latency" + "".join("%28s" % n for n in names))
+    for key in ("images", "images, 128x128 PNG", "first head (index build)", "head (cold)",
+                "head (cached)", "mean (cold)"):
+        cells = []
+        for name in names:
+            median = statistics.median(results[name][key]) * 1000
+            ratio = median / (statistics.median(results[name]["images"]) * 1000)
+            cells.append("%9.2f ms  %6.2fx images" % (median, ratio))
+        print("%-26s" % key + "".join("%28s" % c for c in cells))
+    for key in ("png bytes", "small png bytes", "matrix bytes (gzip)", "load (s)"):
+        print("%-26s" % key + "".join("%28.1f" % results[n][key] for n in names))
+    print(
+        "\nNote: the Rust data server answers a lone read_blob of a blob between about 1 KB and "
+        "64 KB\nonly after ~40 ms (TCP delayed ACK against its unbuffered gRPC writes): TensorBoard's "
+        "own\nimages plugin pays it for small PNGs (row 'images, 128x128 PNG'). The plugin reads "
+        "the blobs\nof one answer concurrently (header + head, or all heads for the mean) so that "
+        "they share\none such wait."
+    )
+
+
+if __name__ == "__main__":
+    main()
