@@ -16,6 +16,8 @@ SOURCE = "source"
 TARGET = "target"
 TOKENS = "tokens"
 ROLES = (SOURCE, TARGET, TOKENS)
+# The AttentionLogger argument that holds each role's tokens, for messages.
+ARGUMENT_NAMES = {SOURCE: "source_tokens", TARGET: "target_tokens", TOKENS: "tokens"}
 
 
 def _vocabulary_list(vocabulary):
@@ -157,16 +159,19 @@ def tokens_for(token_lists, role, batch, length, keep=None):
     lists = token_lists.get(role)
     if lists is None:
         return None
+    argument = ARGUMENT_NAMES[role]
     if len(lists) == 1 and batch > 1:
         lists = lists * batch
     if len(lists) < batch:
-        raise ValueError("%d %s token lists for %d probe examples" % (len(lists), role, batch))
+        raise ValueError(
+            "%s holds %d token lists for %d probe examples" % (argument, len(lists), batch)
+        )
     lists = lists[:batch]
     for example in lists:
         if len(example) != length:
             raise ValueError(
-                "%s tokens have %d entries but the attention axis has %d positions"
-                % (role, len(example), length)
+                "%s has %d entries but the attention axis has %d positions"
+                % (argument, len(example), length)
             )
     keep = length if keep is None else keep
     return [example[:keep] for example in lists]

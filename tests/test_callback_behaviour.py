@@ -350,3 +350,99 @@ def test_other_backends_write_without_tensorflow(tmp_path, backend):
     steps = attention["train"]["mha"]
     assert sorted(steps) == [0, 1, 2, 3, 4]
     helpers.assert_causal(steps[4]["weights"], "mha")
+
+
+# ------------------------------------------------------- saving, roles, images, other writer
+
+
+def test_model_checkpoint_and_saving_are_unaffected(tmp_path):
+    model = small_model()
+    x, y = data(16)
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "model.keras"))
+    logger = AttentionLogger(str(tmp_path / "logs"), x[:2], every_n_steps=1)
+    _, caught = fit_recording_warnings(model, x, y, [logger, checkpoint], batch_size=4,
+                                       epochs=2)
+    assert not caught
+    restored = keras.saving.load_model(str(tmp_path / "model.keras"))
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+    helpers.assert_unpatched(restored)
+    model.save(str(tmp_path / "again.keras"))
+    again = keras.saving.load_model(str(tmp_path / "again.keras"))
+    np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_token_roles_override_and_tokens_that_do_not_fit(tmp_path):
+    layers = [keras.layers.MultiHeadAttention(2, 4, name="first"),
+              keras.layers.MultiHeadAttention(2, 4, name="second")]
+    model = small_model(layers, length=4)
+    x, y = data(8, length=4)
+    source, target = ["s0", "s1", "s2", "s3"], ["t0", "t1", "t2", "t3"]
+    logger = AttentionLogger(str(tmp_path), x[:1], source_tokens=source, target_tokens=target,
+                             token_roles={"sec*": ("target", "source")}, every_n_steps=None)
+    _, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=1)
+    assert not caught
+    attention, _ = helpers.read_logs(tmp_path)
+    first = attention["train"]["first"][2]["header"]
+    second = attention["train"]["second"][2]["header"]
+    assert (first["query_tokens"], first["key_tokens"]) == ([source], [source])
+    assert (second["query_tokens"], second["key_tokens"]) == ([target], [source])
+
+    logger = AttentionLogger(str(tmp_path / "short"), x[:1], tokens=["only", "three", "tokens"],
+                             every_n_steps=None)
+    _, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=1)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 4, messages  # one per (layer, axis)
+    assert "first: tokens has 3 entries but the attention axis has 4" in messages[0]
+    attention, _ = helpers.read_logs(tmp_path / "short")
+    assert attention["train"]["first"][4]["header"]["query_tokens"] is None
+
+
+def test_given_patch_grid_for_a_non_square_image(tmp_path):
+    keras.utils.set_random_seed(0)
+    images = keras.Input((8, 16, 3))
+    x = keras.layers.Conv2D(8, 4, strides=4)(images)  # 2 x 4 patches, no class token
+    x = keras.layers.Reshape((8, 8))(x)
+    x = keras.layers.MultiHeadAttention(2, 4, name="patches")(x, x)
+    model = keras.Model(images, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x)))
+    model.compile("adam", "mse")
+    pixels = np.random.default_rng(0).integers(0, 256, size=(4, 8, 16, 3)).astype("uint8")
+    logger = AttentionLogger(str(tmp_path), pixels[:2].astype("float32"), images=pixels[:2],
+                             image_grid=(2, 4), every_n_steps=None)
+    _, caught = fit_recording_warnings(model, pixels.astype("float32"), np.zeros((4, 1)),
+                                       [logger], batch_size=2, epochs=1)
+    assert not caught
+    attention, _ = helpers.read_logs(tmp_path)
+    step = attention["train"]["patches"][2]
+    assert step["header"]["image"] == {"grid": [2, 4], "prefix_tokens": 0, "width": 16,
+                                       "height": 8}
+    np.testing.assert_array_equal(step["images"][1], pixels[1])
+
+
+def test_new_optimizer_going_back_in_steps_warns_once_and_never_repeats_a_step(tmp_path):
+    model = small_model()
+    x, y = data(16)
+    logger = AttentionLogger(str(tmp_path), x[:2], every_n_steps=2)
+    fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=2)
+    model.compile("adam", "mse")  # a new optimizer: its step starts at 0 again
+    _, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=3)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "went back to 0" in messages[0], messages
+    steps = raw_steps(tmp_path / "train")["mha"]
+    assert steps == sorted(set(steps)) and steps[-1] == 12, steps
+
+
+def test_writer_without_tensorflow_writes_the_same_summaries(tmp_path):
+    # JAX and PyTorch runs write through AttentionWriter; exercise that path directly.
+    model = small_model()
+    x, _ = data(4)
+    logger = AttentionLogger(str(tmp_path), x[:2], tokens=[["w"] * 8], statistics=True)
+    logger.set_model(model)
+    records = capture.capture_attention(model, x[:2], capture.find_attention_layers(model)[0])
+    items = [logger._summary_item(record) for record in records.records]
+    logger._write_plain(items, {"mha/entropy/head_0": 0.5}, step=7)
+    logger.on_train_end()
+    attention, scalars = helpers.read_logs(tmp_path)
+    step = attention["train"]["mha"][7]
+    assert step["header"]["key_tokens"] == [["w"] * 8, ["w"] * 8]
+    np.testing.assert_allclose(step["weights"], records.records[0].scores, atol=2e-3)
+    assert scalars["train"]["mha/entropy/head_0"] == [(7, 0.5)]
