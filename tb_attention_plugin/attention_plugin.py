@@ -25,6 +25,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from tb_attention_plugin import aggregate_routes
+from tb_attention_plugin import aggregate_routes
 from tb_attention_plugin import lru_cache
 from tb_attention_plugin import metadata
 from tb_attention_plugin import reader as reader_lib
@@ -89,6 +90,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
         )
         self._frontend_root = static_files.frontend_root()
         self._aggregates = aggregate_routes.AggregateRoutes(context.data_provider, self._reader)
+        self._aggregates = aggregate_routes.AggregateRoutes(context.data_provider, self._reader)
 
     def get_plugin_apps(self):
         return {
@@ -97,6 +99,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
             "/step": self._serve_step,
             "/matrix": self._serve_matrix,
             "/image": self._serve_image,
+            "/stats": self._aggregates.serve_stats,
+            "/rollout": self._aggregates.serve_rollout,
             "/stats": self._aggregates.serve_stats,
             "/rollout": self._aggregates.serve_rollout,
             "/static/*": self._serve_static,
