@@ -25,7 +25,6 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from tb_attention_plugin import aggregate_routes
-from tb_attention_plugin import aggregate_routes
 from tb_attention_plugin import lru_cache
 from tb_attention_plugin import metadata
 from tb_attention_plugin import reader as reader_lib
@@ -90,7 +89,6 @@ class AttentionPlugin(base_plugin.TBPlugin):
         )
         self._frontend_root = static_files.frontend_root()
         self._aggregates = aggregate_routes.AggregateRoutes(context.data_provider, self._reader)
-        self._aggregates = aggregate_routes.AggregateRoutes(context.data_provider, self._reader)
 
     def get_plugin_apps(self):
         return {
@@ -99,8 +97,6 @@ class AttentionPlugin(base_plugin.TBPlugin):
             "/step": self._serve_step,
             "/matrix": self._serve_matrix,
             "/image": self._serve_image,
-            "/stats": self._aggregates.serve_stats,
-            "/rollout": self._aggregates.serve_rollout,
             "/stats": self._aggregates.serve_stats,
             "/rollout": self._aggregates.serve_rollout,
             "/static/*": self._serve_static,
