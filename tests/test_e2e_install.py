@@ -56,8 +56,7 @@ def wheel(tmp_path_factory):
     shutil.copytree(REPO / "tb_attention_plugin", source / "tb_attention_plugin", ignore=ignore)
     shutil.copytree(REPO / "frontend", source / "frontend", ignore=ignore)
     out = tmp_path_factory.mktemp("wheel")
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(out), str(source)])
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)])
     (built,) = out.glob("tb_attention-*.whl")
     return built
 

@@ -8,6 +8,8 @@ the flags our loader fixes), not the test-friendly default that keeps 500 of eve
 import argparse
 import gzip
 import json
+import subprocess
+import sys
 import urllib.parse
 
 import numpy as np
@@ -203,6 +205,14 @@ def tags_of(client):
 
 
 def test_loader_is_import_light_and_sets_a_default_the_user_can_override():
+    code = (
+        "import sys, tb_attention_plugin.loader;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'tensorflow', 'keras')"
+        " or m == 'tb_attention_plugin.attention_plugin'))"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, timeout=120).stdout
+    assert imported.strip() == "[]"
     assert loader.PLUGIN_NAME == metadata.PLUGIN_NAME
     flags = argparse.Namespace(samples_per_plugin={"images": 3})
     loader.AttentionLoader().fix_flags(flags)
