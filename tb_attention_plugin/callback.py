@@ -265,6 +265,9 @@ class AttentionLogger(keras.callbacks.Callback):
         """One capture at `step`; every failure becomes one warning per cause."""
         if self._last_logged_step is not None and step == self._last_logged_step:
             return
+        if self._last_step_by_tag and step <= min(self._last_step_by_tag.values()):
+            self._warn_step_went_back(step)  # e.g. a new optimizer: skip the whole capture
+            return
         try:
             records = self._capture()
         except Exception as e:
@@ -279,13 +282,7 @@ class AttentionLogger(keras.callbacks.Callback):
         items = []
         for record in records:
             if step <= self._last_step_by_tag.get(record.tag, -1):
-                if step < self._last_step_by_tag[record.tag]:
-                    self._warn(
-                        ("step went back", record.tag),
-                        "the optimizer step went back to %d (a new optimizer?); steps up to %d "
-                        "are already logged, TensorBoard keeps only increasing steps, so "
-                        "captures are skipped until then" % (step, self._last_step_by_tag[record.tag]),
-                    )
+                self._warn_step_went_back(step)
                 continue
             try:
                 items.append(self._summary_item(record))
@@ -306,6 +303,16 @@ class AttentionLogger(keras.callbacks.Callback):
             )
             return
         self._last_logged_step = step
+
+    def _warn_step_went_back(self, step):
+        newest = max(self._last_step_by_tag.values())
+        if step < newest:
+            self._warn(
+                "step went back",
+                "the optimizer step went back to %d (a new optimizer?) but steps up to %d are "
+                "already logged and TensorBoard keeps only increasing steps: captures resume "
+                "after step %d (or log to a new log_dir/subdir)" % (step, newest, newest),
+            )
 
     def _run_dir(self):
         return os.path.join(self.log_dir, self.subdir) if self.subdir else self.log_dir

@@ -1,11 +1,12 @@
-"""Finds a Keras model's attention layers and captures their scores in one eager forward pass.
+"""Finds a Keras model's attention layers and captures their scores in one forward pass.
 
 Each attention layer instance gets instance attributes that shadow its `call` and its score
 method (`_compute_attention` for `MultiHeadAttention` / `GroupedQueryAttention`, `_apply_scores`
 for `Attention` / `AdditiveAttention`) for the duration of one `model(probe, training=False)`
 call. The shadows ask the original methods for scores, record them together with the mask that
 was applied, and return what the caller expected. Afterwards every layer is restored exactly,
-also when the pass raises, so compiled training steps never see them.
+also when the pass raises, so compiled training steps never see them. On TensorFlow,
+`CompiledCapture` traces that patched pass once into a graph and reruns the graph.
 
 Example:
 
@@ -477,16 +478,18 @@ class CompiledCapture:
         self._layout = list(layout)
         self._calls_per_site = {id(s): len(patcher.calls.get(id(s), [])) for s in sites}
         self._problems = dict(patcher.problems)
+        for site in sites:
+            if any("scores" not in entry for entry in patcher.calls.get(id(site), [])):
+                self._problems.setdefault(site.path, "the layer computed no scores")
 
     def __call__(self):
         values = iter(self._function(self._inputs))
-        calls = {id(s): [{"same": True, "causal_flag": False}] * n
-                 for s, n in ((s, self._calls_per_site[id(s)]) for s in self._sites)}
+        # Calls without scores (their problem is known from tracing) stay placeholders.
+        calls = {id(s): [{"scores": None}] * self._calls_per_site[id(s)] for s in self._sites}
         for site, index, has_mask, same, causal_flag in self._layout:
             entry = {"scores": np.asarray(next(values)), "causal_flag": causal_flag}
             entry["mask"] = np.asarray(next(values)) if has_mask else None
             entry["same"] = bool(np.asarray(next(values))) if same is None else same
-            calls[id(site)] = list(calls[id(site)])
-            calls[id(site)][index] = entry
+            calls[id(site)] = calls[id(site)][:index] + [entry] + calls[id(site)][index + 1:]
         problems = dict(self._problems)
         return CaptureResult(_records_from_calls(calls, problems, self._sites), problems)
