@@ -236,9 +236,10 @@ class AttentionPlugin(base_plugin.TBPlugin):
 
     @json_errors
     def _serve_static(self, request):
-        marker = "/static/"
+        # TensorBoard has already moved --path_prefix and /experiment/<id> out of the path.
+        marker = "/data/plugin/%s/static/" % self.plugin_name
         path = request.path
-        relative = path[path.index(marker) + len(marker) :] if marker in path else ""
+        relative = path[len(marker) :] if path.startswith(marker) else ""
         found = static_files.resolve(self._frontend_root, relative)
         if found is None:
             raise reader_lib.NotFound("no frontend file %r" % relative[:200])

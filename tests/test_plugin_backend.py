@@ -473,6 +473,22 @@ def test_static_route_serves_the_frontend_module_as_javascript(client):
     assert get(client, "/static/index.js", headers={"If-None-Match": etag}).status_code == 304
 
 
+def test_static_and_data_routes_work_under_path_prefix_and_experiment(logdir):
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    plugin = loader.AttentionLoader().load(base_plugin.TBContext(data_provider=provider))
+    app = application.TensorBoardWSGI([plugin], path_prefix="/tb", data_provider=provider)
+    client = werkzeug_test.Client(app)
+    index = (static_files.frontend_root() / "index.js").read_bytes()
+    for base in ("/tb", "/tb/experiment/some_id"):
+        response = client.get(base + PREFIX + "/static/index.js")
+        assert response.status_code == 200 and response.get_data() == index
+        runs = json.loads(client.get(base + PREFIX + "/runs").get_data())["runs"]
+        assert "train" in [r["run"] for r in runs]
+
+
 @pytest.mark.parametrize(
     "path",
     ["../setup.py", "..%2Fsetup.py", "%2e%2e/setup.py", "./index.js", ".hidden.js",
