@@ -6,6 +6,7 @@ reads the attention scores of every attention layer (see `capture.py`) and write
 per layer call to `<log_dir>/<subdir>`, for the Attention tab.
 """
 
+import fnmatch
 import math
 import os
 import warnings
@@ -371,7 +372,7 @@ class AttentionLogger(keras.callbacks.Callback):
 
     def _roles(self, record):
         for pattern, roles in self.token_roles.items():
-            if capture.fnmatch.fnmatchcase(record.tag, pattern):
+            if fnmatch.fnmatchcase(record.tag, pattern):
                 return tuple(roles)
         lists = self._token_lists
         if token_utils.TOKENS in lists and not (
@@ -418,7 +419,8 @@ class AttentionLogger(keras.callbacks.Callback):
             return encoding.infer_patch_grid(tk, self.prefix_tokens)
         except ValueError as e:
             if self._explicit_images:
-                self._warn(("grid", record.tag), "%s: %s; logged without the image" % (record.tag, e))
+                self._warn(("grid", record.tag),
+                           "%s: %s; logged without the image" % (record.tag, e))
             return None
 
     def _summary_item(self, record):

@@ -94,7 +94,8 @@ def find_token_ids(probe):
         if source and target:
             return {SOURCE: np.asarray(probe[source[0]]), TARGET: np.asarray(probe[target[0]])}
         if len(candidates) >= 2:
-            return {SOURCE: np.asarray(probe[candidates[0]]), TARGET: np.asarray(probe[candidates[1]])}
+            first, second = candidates[:2]
+            return {SOURCE: np.asarray(probe[first]), TARGET: np.asarray(probe[second])}
         return {}
     if isinstance(probe, (list, tuple)):
         arrays = [np.asarray(v) for v in probe if _is_id_array(v)]
@@ -124,9 +125,10 @@ def _as_token_lists(tokens, name):
             example = example.tolist()
         if not isinstance(example, (list, tuple)):
             raise ValueError("%s must be a list of strings or one list per example" % name)
-        result.append(
-            [t.decode("utf-8", errors="replace") if isinstance(t, bytes) else str(t) for t in example]
-        )
+        result.append([
+            t.decode("utf-8", errors="replace") if isinstance(t, bytes) else str(t)
+            for t in example
+        ])
     return result
 
 

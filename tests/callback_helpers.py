@@ -44,7 +44,8 @@ def read_logs(logdir):
                     for h in range(heads):
                         index = encoding.payload_index(header, b, h)
                         codes = encoding.decode_codes(blobs[index], header)
-                        weights[b, h] = encoding.codes_to_weights(codes, header["scales"][index - 1])
+                        scale = header["scales"][index - 1]
+                        weights[b, h] = encoding.codes_to_weights(codes, scale)
                 images = []
                 if header.get("image"):
                     images = [png.decode_png(blobs[encoding.image_index(header, b)])
