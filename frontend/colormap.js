@@ -143,3 +143,59 @@ export function tileScales(matrices, scale) {
   }
   return maxes.map((v) => v || 1);
 }
+
+// ColorBrewer RdBu (Cynthia Brewer, Apache-2.0), reversed: blue for less weight, red for more,
+// near-white for no change. The 11 class colours, linearly interpolated to 256 entries.
+const DIVERGING_STOPS = [
+  [5, 48, 97], [33, 102, 172], [67, 147, 195], [146, 197, 222], [209, 229, 240], [247, 247, 247],
+  [253, 219, 199], [244, 165, 130], [214, 96, 77], [178, 24, 43], [103, 0, 31],
+];
+
+let divergingTable = null;
+
+/** The 256x3 lookup table of the diverging map (index 0 = most negative, 255 = most positive). */
+export function divergingLut() {
+  if (!divergingTable) {
+    divergingTable = new Uint8Array(256 * 3);
+    const last = DIVERGING_STOPS.length - 1;
+    for (let i = 0; i < 256; i++) {
+      const position = (i / 255) * last;
+      const s = Math.min(last - 1, Math.floor(position));
+      const t = position - s;
+      for (let c = 0; c < 3; c++) {
+        divergingTable[i * 3 + c] = Math.round(DIVERGING_STOPS[s][c] + (DIVERGING_STOPS[s + 1][c] - DIVERGING_STOPS[s][c]) * t);
+      }
+    }
+  }
+  return divergingTable;
+}
+
+/** Diverging lookup index (0..255) of `value` on a scale from -limit to +limit, clamped. */
+export function divergingIndex(value, limit) {
+  if (!(limit > 0) || !(value === value)) return 128;
+  const index = Math.round((value / limit + 1) * 127.5);
+  return index < 0 ? 0 : index > 255 ? 255 : index;
+}
+
+/**
+ * Writes one RGBA pixel per value into `out`: differences through the diverging map on a
+ * -limit..+limit scale (0 near-white), NaN (masked in either matrix) as MASKED_RGB.
+ */
+export function paintDiverging(values, limit, lut, out) {
+  if (out.length < values.length * 4) throw new RangeError("pixel buffer too small");
+  for (let i = 0, p = 0; i < values.length; i++, p += 4) {
+    const v = values[i];
+    if (v !== v) {
+      out[p] = MASKED_RGB[0];
+      out[p + 1] = MASKED_RGB[1];
+      out[p + 2] = MASKED_RGB[2];
+    } else {
+      const c = divergingIndex(v, limit) * 3;
+      out[p] = lut[c];
+      out[p + 1] = lut[c + 1];
+      out[p + 2] = lut[c + 2];
+    }
+    out[p + 3] = 255;
+  }
+  return out;
+}

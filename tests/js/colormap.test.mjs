@@ -69,3 +69,22 @@ test("tileScales: per head, shared across heads, or fixed", async () => {
   assert.deepEqual(tileScales(matrices, "shared").map((v) => +v.toFixed(3)), [0.8, 0.8, 0.8, 0.8]);
   assert.deepEqual(tileScales(matrices, "unit"), [1, 1, 1, 1]);
 });
+
+test("diverging map: blue below zero, near-white at zero, red above, grey when masked", async () => {
+  const {divergingLut, divergingIndex, paintDiverging} = await import("../../frontend/colormap.js");
+  const lut = divergingLut();
+  assert.equal(lut.length, 768);
+  assert.deepEqual(Array.from(lut.slice(0, 3)), [5, 48, 97]);          // RdBu's darkest blue
+  assert.deepEqual(Array.from(lut.slice(765, 768)), [103, 0, 31]);     // and darkest red
+  assert.equal(divergingIndex(0, 0.5), 128);
+  assert.equal(divergingIndex(-0.5, 0.5), 0);
+  assert.equal(divergingIndex(2, 0.5), 255);
+  assert.equal(divergingIndex(NaN, 0.5), 128);
+  const out = paintDiverging(Float32Array.from([-0.4, 0, 0.4, NaN]), 0.4, lut, new Uint8ClampedArray(16));
+  const px = (i) => Array.from(out.slice(i * 4, i * 4 + 4));
+  assert.ok(px(0)[2] > px(0)[0] + 50, `negative is blue: ${px(0)}`);
+  assert.ok(px(2)[0] > px(2)[2] + 50, `positive is red: ${px(2)}`);
+  assert.ok(px(1).slice(0, 3).every((c) => c > 235), `zero is near-white: ${px(1)}`);
+  assert.deepEqual(px(3), [200, 200, 200, 255]);
+  assert.throws(() => paintDiverging(new Float32Array(2), 1, lut, new Uint8ClampedArray(4)), RangeError);
+});
