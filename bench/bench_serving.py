@@ -149,6 +149,9 @@ def measure(logdir, flags, layers, steps, requests):
         results["images, 128x128 PNG"] = [t for t, _, _ in small_timings]
         results["small png bytes"] = small_timings[0][2]
 
+        runs_time, runs_body, _ = get(base + "/data/plugin/attention/runs")
+        assert len(json.loads(runs_body)["runs"][0]["tags"]) == layers
+        results["runs, cold (all layers)"] = [runs_time]
         first, _, _ = get(matrix_url(base, int(chosen[0]), "0"))  # builds the tag's step index
         results["first head (index build)"] = [first]
         pairs = [(int(s), int(h)) for s, h in zip(chosen, rng.integers(1, HEADS, len(chosen)))]
@@ -194,8 +197,8 @@ def main():
     names = list(readers)
     print()
     print("%-26s" % "median latency" + "".join("%28s" % n for n in names))
-    for key in ("images", "images, 128x128 PNG", "first head (index build)", "head (cold)",
-                "head (cached)", "mean (cold)"):
+    for key in ("images", "images, 128x128 PNG", "runs, cold (all layers)",
+                "first head (index build)", "head (cold)", "head (cached)", "mean (cold)"):
         cells = []
         for name in names:
             median = statistics.median(results[name][key]) * 1000
@@ -209,7 +212,8 @@ def main():
         "64 KB\nonly after ~40 ms (TCP delayed ACK against its unbuffered gRPC writes): TensorBoard's "
         "own\nimages plugin pays it for small PNGs (row 'images, 128x128 PNG'). The plugin reads "
         "the blobs\nof one answer concurrently (header + head, or all heads for the mean) so that "
-        "they share\none such wait."
+        "they share\none such wait. Single samples: 'runs, cold' and 'first head'; other rows are "
+        "medians of --requests\n(or 10 for the mean) requests for distinct steps."
     )
 
 

@@ -86,29 +86,34 @@ class AttentionReader:
         newest = self._provider.read_blob_sequences(
             ctx, experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME, downsample=1
         )
+        def newest_header(run, tag):
+            """`(header, error)` of the tag's newest step."""
+            error = _metadata_error(listing[run][tag].plugin_content)
+            datums = newest.get(run, {}).get(tag) or []
+            if error is None and not datums:
+                error = "no readable step"
+            if error is not None:
+                return None, error
+            try:
+                return self.header(ctx, experiment_id, run, tag, datums[-1]), None
+            except NotFound as e:
+                return None, str(e)
+
+        run_tags = [(run, tag) for run in sorted(listing) for tag in sorted(listing[run])]
+        headers = self._pool.map(lambda run_tag: newest_header(*run_tag), run_tags)
         summaries = []
-        for run in sorted(listing):
-            for tag in sorted(listing[run]):
-                series = listing[run][tag]
-                header, error = None, _metadata_error(series.plugin_content)
-                datums = newest.get(run, {}).get(tag) or []
-                if error is None and not datums:
-                    error = "no readable step"
-                if error is None:
-                    try:
-                        header = self.header(ctx, experiment_id, run, tag, datums[-1])
-                    except NotFound as e:
-                        error = str(e)
-                summaries.append(
-                    TagSummary(
-                        run=run,
-                        tag=tag,
-                        description=series.description or "",
-                        max_step=series.max_step,
-                        header=header,
-                        error=error,
-                    )
+        for (run, tag), (header, error) in zip(run_tags, headers):
+            series = listing[run][tag]
+            summaries.append(
+                TagSummary(
+                    run=run,
+                    tag=tag,
+                    description=series.description or "",
+                    max_step=series.max_step,
+                    header=header,
+                    error=error,
                 )
+            )
         return summaries
 
     def steps(self, ctx, experiment_id, run, tag):
