@@ -10,8 +10,8 @@ Example (inside a plugin route):
 reader = AttentionReader(context.data_provider)
 ctx, eid = plugin_util.context(environ), plugin_util.experiment_id(environ)
 datum = reader.datum(ctx, eid, "train", "encoder/layer_0", step=100)
-header = reader.header(ctx, eid, "train", "encoder/layer_0", datum)
-codes, scale, _ = reader.head_codes(ctx, eid, "train", "encoder/layer_0", datum, header, 0, 3)
+header, codes, scale, _ = reader.header_and_head(ctx, eid, "train", "encoder/layer_0", datum,
+                                                 example=0, head=3)
 ```
 """
 
@@ -155,7 +155,7 @@ class AttentionReader:
         return cached
 
     def header_and_head(self, ctx, experiment_id, run, tag, datum, example, head):
-        """Returns `(header, codes, scale, payload)` of one head (see `head_codes`).
+        """Returns `(header, uint8 codes [Tq, Tk], scale, stored zlib payload)` of one head.
 
         When the header is not cached yet, its blob and the head's payload blob are read at the
         same time, the payload's index being predicted from the tag's last known shape (layers
@@ -181,12 +181,6 @@ class AttentionReader:
         else:
             payload = self._read(ctx, datum, index)
         return (header,) + self._decode_head(run, tag, datum, header, example, head, payload)
-
-    def head_codes(self, ctx, experiment_id, run, tag, datum, header, example, head):
-        """Returns `(uint8 codes [Tq, Tk], scale, stored zlib payload)` of one head."""
-        index = self._payload_index(header, example, head)
-        payload = self._read(ctx, datum, index)
-        return self._decode_head(run, tag, datum, header, example, head, payload)
 
     def _decode_head(self, run, tag, datum, header, example, head, payload):
         index = encoding.payload_index(header, example, head)
