@@ -21,9 +21,10 @@ export class ApiError extends Error {
   }
 }
 
-/** Query string of `params` (keys in the given order). */
+/** Query string of `params`: an object, or `[key, value]` pairs (a key may repeat); order kept. */
 export function queryString(params) {
-  return new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)])).toString();
+  const pairs = Array.isArray(params) ? params : Object.entries(params);
+  return new URLSearchParams(pairs.map(([k, v]) => [k, String(v)])).toString();
 }
 
 /** A map that forgets its oldest entries beyond `capacity`. */
@@ -115,6 +116,25 @@ export class AttentionApi {
     const params = {run, tag, step, example, head};
     return this.cached("matrix?" + queryString(params), async () => {
       const response = await this.request("matrix", params);
+      return decodeMatrix(await response.arrayBuffer());
+    });
+  }
+
+  /**
+   * Per-head statistics of every logged step of a tag (`/stats`):
+   * `{steps, heads, stats: {entropy: [[per head] per step], ...}, errors}`. Not cached here:
+   * runs grow (the server caches per step).
+   */
+  stats(run, tag) {
+    return this.json("stats", {run, tag});
+  }
+
+  /** Attention rollout through `tags` (bottom layer first) at one step, decoded `{rows, cols, values}`. */
+  rollout({run, tags, step, example, residual = true}) {
+    const params = [["run", run], ...tags.map((tag) => ["tag", tag]), ["step", step], ["example", example],
+                    ["residual", residual ? 1 : 0]];
+    return this.cached("rollout?" + queryString(params), async () => {
+      const response = await this.request("rollout", params);
       return decodeMatrix(await response.arrayBuffer());
     });
   }

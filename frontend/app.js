@@ -19,13 +19,20 @@ import {renderTiles} from "./view_heads.js";
 import {renderLinesView} from "./view_lines.js";
 import {renderImageView} from "./view_image.js";
 import {tokenLabel} from "./tokens.js";
+import {showRunCompare} from "./view_compare.js";
+import {showStepDiff} from "./view_diff.js";
+import {showStatistics} from "./view_stats.js";
+import {showRollout} from "./view_rollout.js";
 
 const STORAGE_KEY = "tb-attention:view-state";
 const POLL_MS = 15000;
 const PLAY_MS = 800;
 const VIEW_LABELS = {
   head: "One head", heads: "All heads", model: "Model overview", lines: "Token lines", image: "Image overlay",
+  compare: "Compare runs", diff: "Compare steps", stats: "Head statistics over training", rollout: "Attention rollout",
 };
+// Views drawn by their own modules: each returns {canvas, legend, rendered} (null when stale).
+const MODULE_VIEWS = {compare: showRunCompare, diff: showStepDiff, stats: showStatistics, rollout: showRollout};
 const SCALE_LABELS = {head: "per head", shared: "shared across heads", unit: "fixed 0–1"};
 
 function storage() {
@@ -48,7 +55,8 @@ export class AttentionApp {
     this.canvas = null;
     this.playTimer = null;
     this.pollTimer = null;
-    this.tagSteps = new Map();  // "run\0tag" -> steps, for the model overview
+    this.tagSteps = new Map();  // "run\0tag" -> steps, for the model overview and run comparison
+    this.renderedExtra = {};    // what a module view adds to #view's data-rendered
   }
 
   async start() {
@@ -278,7 +286,7 @@ export class AttentionApp {
       this.showError(null);
       this.host.dataset.rendered = JSON.stringify({
         run, tag, step: this.state.step, example: this.state.example, head: this.state.head, view: this.state.view,
-        query: this.state.query,
+        query: this.state.query, ...this.renderedExtra,
       });
       this.prefetchNeighbours();
     } catch (error) {
@@ -351,6 +359,16 @@ export class AttentionApp {
     let legendVmax = 1;
     let legendLabel = "attention weight";
     let result;
+    this.renderedExtra = {};
+    if (MODULE_VIEWS[view]) {
+      result = await MODULE_VIEWS[view](this, stale, {lut, width, hooks});
+      if (!result) return;
+      this.renderedExtra = result.rendered;
+      this.canvas = result.canvas;
+      if (this.canvas) this.canvas.dataset.step = String(this.state.step);
+      this.legend.replaceChildren(...(result.legend ? [result.legend] : []));
+      return;
+    }
     if (view === "head" || view === "lines") {
       const matrix = await this.api.matrix(this.matrixParams(head));
       const vmax = await this.headVmax(matrix);

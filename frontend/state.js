@@ -1,6 +1,7 @@
 /**
- * The view state (run, tag, step, example, head, view, colour map, scale, pinned query) and its
- * encoding in a URL hash, so that a link reopens the same view.
+ * The view state (run, tag, step, example, head, view, colour map, scale, pinned query, compared
+ * runs, reference step, rollout residual) and its encoding in a URL hash, so that a link reopens
+ * the same view.
  *
  * The Attention tab lives in TensorBoard's iframe (`/data/plugin_entry.html?name=attention`),
  * so the state goes into the iframe's own `location.hash` and into localStorage (see
@@ -14,15 +15,18 @@
  *   decodeState("#run=train&step=100").step;  // 100
  */
 
-export const VIEWS = Object.freeze(["head", "heads", "model", "lines", "image"]);
+export const VIEWS = Object.freeze(["head", "heads", "model", "lines", "image", "compare", "diff", "stats", "rollout"]);
 export const SCALES = Object.freeze(["head", "shared", "unit"]);
 
 export const DEFAULT_STATE = Object.freeze({
   run: null, tag: null, step: null, example: 0, head: 0, view: "head",
   cmap: "viridis", scale: "head", query: null,
+  compare: null,    // runs of the run comparison (null: the current run and the next with the layer)
+  ref: null,        // reference step of the step comparison (null: the first logged step)
+  residual: true,   // rollout with the residual identity term
 });
 
-const KEYS = ["run", "tag", "step", "example", "head", "view", "cmap", "scale", "query"];
+const KEYS = ["run", "tag", "step", "example", "head", "view", "cmap", "scale", "query", "ref"];
 
 function nonNegativeInt(text) {
   return /^\d{1,9}$/.test(text) ? Number(text) : undefined;
@@ -36,6 +40,8 @@ export function encodeState(state) {
     if (value === null || value === undefined || value === DEFAULT_STATE[key]) continue;
     params.set(key, String(value));
   }
+  for (const run of state.compare || []) params.append("compare", run);
+  if (state.residual === false) params.set("residual", "0");
   return params.toString();
 }
 
@@ -49,7 +55,7 @@ export function decodeState(hash, {colormaps = null} = {}) {
   const text = (key) => params.get(key);
   if (text("run")) state.run = text("run");
   if (text("tag")) state.tag = text("tag");
-  for (const key of ["step", "example", "query"]) {
+  for (const key of ["step", "example", "query", "ref"]) {
     if (params.has(key)) {
       const number = nonNegativeInt(text(key));
       if (number !== undefined) state[key] = number;
@@ -62,6 +68,12 @@ export function decodeState(hash, {colormaps = null} = {}) {
   }
   if (VIEWS.includes(text("view"))) state.view = text("view");
   if (SCALES.includes(text("scale"))) state.scale = text("scale");
+  const compare = params.getAll("compare").filter((run) => run);
+  if (compare.length) state.compare = compare;
+  if (params.has("residual")) {
+    if (text("residual") === "0") state.residual = false;
+    else if (text("residual") === "1") state.residual = true;
+  }
   if (text("cmap") && (!colormaps || colormaps.includes(text("cmap")))) state.cmap = text("cmap");
   return state;
 }
