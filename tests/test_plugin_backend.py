@@ -511,15 +511,15 @@ def test_static_resolve_stays_inside_its_root(tmp_path):
         assert static_files.resolve(root, bad) is None, bad
 
 
-QUERY_NAMES = st.sampled_from(["run", "tag", "step", "example", "head", "x"])
+QUERY_NAMES = st.sampled_from(["run", "tag", "step", "example", "head", "residual", "x"])
 QUERY_VALUES = st.one_of(
     st.sampled_from(["train", "tf_op", "encoder/self_attention", "vit/block_0",
                      "broken/corrupt_header", "broken/future_metadata", "broken/bad_payload",
-                     "0", "1", "2", "10", "20", "-1", "mean", "", "1e3", "0x10", " 1",
+                     "0", "1", "2", "10", "20", "-1", "mean", "", "1e3", "0x10", " 1", "0.5",
                      "99999999999999999999999"]),
     st.text(max_size=40),
 )
-ROUTES = ["/runs", "/steps", "/step", "/matrix", "/image"]
+ROUTES = ["/runs", "/steps", "/step", "/matrix", "/image", "/stats", "/rollout"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -534,12 +534,43 @@ def test_random_query_strings_only_ever_get_200_400_or_404(client, route, pairs,
     assert response.status_code in (200, 400, 404), (route, query, response.get_data()[:200])
     if response.status_code != 200:
         assert isinstance(json.loads(response.get_data())["error"], str)
-    elif route == "/matrix":
+    elif route in ("/matrix", "/rollout"):
         wire.decode(response.get_data())
     elif route == "/image":
         assert response.mimetype == "image/png"
     else:
         assert isinstance(json.loads(response.get_data()), dict)
+
+
+VALID_QUERIES = {
+    "/steps": {"run": "train", "tag": "encoder/self_attention"},
+    "/step": {"run": "train", "tag": "vit/block_0", "step": "20"},
+    "/matrix": {"run": "train", "tag": "encoder/self_attention", "step": "10", "example": "1",
+                "head": "2"},
+    "/image": {"run": "train", "tag": "vit/block_0", "step": "20", "example": "0"},
+}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    route=st.sampled_from(sorted(VALID_QUERIES)),
+    name=st.sampled_from(["run", "tag", "step", "example", "head"]),
+    action=st.sampled_from(["replace", "drop", "repeat"]),
+    value=QUERY_VALUES,
+)
+def test_valid_queries_with_one_parameter_changed_get_200_400_or_404(client, route, name, action,
+                                                                      value):
+    params = [(k, v) for k, v in VALID_QUERIES[route].items() if not (k == name and action != "repeat")]
+    if action != "drop":
+        params.append((name, value))
+    response = client.get(PREFIX + route, query_string=urllib.parse.urlencode(params))
+    assert response.status_code in (200, 400, 404), (route, params, response.get_data()[:200])
+    if response.status_code != 200:
+        assert isinstance(json.loads(response.get_data())["error"], str)
+    elif route == "/matrix":
+        assert wire.decode(response.get_data()).rows == 8
+    elif route == "/image":
+        assert response.get_data().startswith(b"\x89PNG")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
