@@ -230,6 +230,14 @@ class AttentionReader:
             return self._provider.read_blob(ctx, blob_key=datum.values[index].blob_key)
         except tb_errors.NotFoundError as e:
             raise NotFound("step %d is no longer available: %s" % (datum.step, e)) from None
+        except tb_errors.InvalidArgumentError as e:
+            # The Rust data server (TensorBoard 2.21) cannot parse its own blob keys when the run
+            # or tag name holds a character JSON escapes: one such tag must not break the rest.
+            raise Unreadable(
+                "step %d cannot be read by TensorBoard's data server (%s); it fails on run and "
+                "tag names with quotes, backslashes or control characters: rename the run or "
+                "tag, or start tensorboard with --load_fast=false" % (datum.step, e)
+            ) from None
 
     def _index(self, ctx, experiment_id, run, tag):
         """Returns `({step: datum}, [datum ascending])`, rebuilt only when the tag changed."""

@@ -27,6 +27,9 @@ SHAPE = (1, 2, 4, 5)
 SHAPE_B = (2, 3, 6, 3)
 # Step 1 of "resized" has the same blob count as step 0 (1 + B*H = 5) but another layout.
 RESIZED = {0: (2, 2, 3, 3), 1: (1, 4, 5, 5)}
+# Names with characters that JSON escapes (quote, backslash, control character).
+ESCAPED_RUN = 'run "quoted" \\ back\x07slash'
+ESCAPED_TAG = 'tag "quoted"\x1b'
 
 
 def weights(step, shape=SHAPE):
@@ -85,6 +88,9 @@ def write_logdir(root):
         for step in range(3):
             writer.attention("layer", weights(step, SHAPE_B), step,
                              query_tokens=[list("ABCDEF")] * 2, key_tokens=list("XYZ"))
+    with AttentionWriter(root / ESCAPED_RUN) as writer:
+        writer.attention(ESCAPED_TAG, weights(0), 0)
+        writer.attention("plain", weights(1), 1)
     with AttentionWriter(root / "resized") as writer:
         for step, shape in RESIZED.items():
             writer.attention("layer", weights(step, shape), step)
@@ -207,6 +213,25 @@ def test_same_tag_with_different_shapes_in_two_runs_and_across_steps(server):
     assert status == 404 and "out of range" in error
     status, error = call(base, "/matrix", run="resized", tag="layer", step=0, example=0, head=3)
     assert status == 404 and "out of range" in error
+
+
+def test_names_with_quotes_or_control_characters(server):
+    reader, _, base = server
+    runs = tags_by_run(base)
+    assert sorted(runs[ESCAPED_RUN]) == sorted([ESCAPED_TAG, "plain"])
+    if reader == "python":
+        assert_head_served(base, ESCAPED_RUN, 0, 1, weights(0)[0, 1], tag=ESCAPED_TAG)
+        assert_head_served(base, ESCAPED_RUN, 1, 0, weights(1)[0, 0], tag="plain")
+        return
+    # TensorBoard's Rust data server cannot read blobs under such names: each tag says so and
+    # how to get around it, and every other run is still listed and served.
+    for tag in (ESCAPED_TAG, "plain"):
+        error = runs[ESCAPED_RUN][tag]["error"]
+        assert "--load_fast=false" in error and "quotes" in error, error
+        assert_unreadable(base, ESCAPED_RUN, runs[ESCAPED_RUN][tag]["max_step"], 0,
+                          "--load_fast=false", tag=tag)
+    assert runs["good"]["layer"]["error"] is None
+    assert_head_served(base, "good", 1, 0, weights(1)[0, 0])
 
 
 def test_run_deleted_while_serving_disappears_and_the_rest_keeps_serving(server):
