@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import urllib.request
 
 import numpy as np
 import pytest
@@ -175,6 +176,31 @@ def test_installed_plugin_serves_all_steps_by_default(fresh_python, logdir, outs
 
         status, _, body = http_get(base + PLUGIN + "/matrix?run=train&tag=nope&step=0")
         assert status == 400 and "error" in json.loads(body)
+        assert_bad_requests_get_json_errors(base)
+
+
+def assert_bad_requests_get_json_errors(base):
+    """Odd requests get 400/404 JSON from the real server, which keeps serving afterwards."""
+    long_value = "x" * 20000
+    queries = [
+        "/steps?run=%ff%fe&tag=%c3%28",  # invalid UTF-8 after percent-decoding
+        "/steps?run=train&tag=" + long_value,
+        "/step?run=train&tag=%s&step=%s" % (urllib.parse.quote(TAG), "9" * 400),
+        "/matrix?" + "&".join("run=r%d" % i for i in range(500)),
+        "/matrix?run=train&tag=%s&step=1&example=0&head=%%00" % urllib.parse.quote(TAG),
+        "/image?run=train&tag=%s&step=1&example=0" % urllib.parse.quote(TAG),
+        "/static/%2e%2e/%2e%2e/setup.py",
+        "/static/..%5c..%5csetup.py",
+    ]
+    for query in queries:
+        status, headers, body = http_get(base + PLUGIN + query)
+        assert status in (400, 404), (query[:80], status)
+        assert headers["Content-Type"].startswith("application/json"), query[:80]
+        assert json.loads(body)["error"]
+    request = urllib.request.Request(base + PLUGIN + "/runs", data=b"{}", method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200  # a POST reads like a GET: no state to change
+    assert get_json(base + PLUGIN + "/runs")["runs"]
 
 
 @pytest.mark.parametrize("reader", sorted(READERS))
