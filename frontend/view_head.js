@@ -72,16 +72,24 @@ export function renderHeadView(host, data, hooks) {
 function pinnedSummary(matrix, header, example, row, queries) {
   const box = document.createElement("div");
   box.className = "pinned-summary";
+  // Tokens go in <bdi>: right-to-left text or direction marks in a token must not move the
+  // words and weights around it.
   const title = document.createElement("strong");
-  title.textContent = `Query ${row} “${queries[row]}” attends most to: `;
+  title.append(`Query ${row} “`, isolated(queries[row]), "” attends most to: ");
   box.append(title);
   for (const entry of topKeys(matrix, header, example, row, 8)) {
     const chip = document.createElement("span");
     chip.className = "chip";
-    chip.textContent = `${entry.key} ${formatWeight(entry.value)}`;
+    chip.append(isolated(entry.key), ` ${formatWeight(entry.value)}`);
     box.append(chip);
   }
   return box;
+}
+
+function isolated(text) {
+  const node = document.createElement("bdi");
+  node.textContent = text;
+  return node;
 }
 
 /** Mouse position in the canvas's CSS pixels. */
