@@ -198,7 +198,18 @@ class AttentionLogger(keras.callbacks.Callback):
         self._explicit_images = images is not None
         if images is None and _is_image_batch(probe):
             images = probe
-        self._images = None if images is None else np.asarray(images)[: self._examples]
+        self._images = None
+        if images is not None:
+            images = np.asarray(images)
+            if images.ndim == 3:
+                images = images[..., np.newaxis]
+            if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+                raise ValueError("images must have shape [batch, height, width, 1|3|4], got %s"
+                                 % (images.shape,))
+            if images.shape[0] < self._examples:
+                raise ValueError("images holds %d examples, the probe logs %d"
+                                 % (images.shape[0], self._examples))
+            self._images = images[: self._examples]
 
         self._sites = None
         self._compiled = None
@@ -505,6 +516,19 @@ class AttentionLogger(keras.callbacks.Callback):
                         ("statistics", item["tag"]),
                         "no statistics for %s (%s: %s)" % (item["tag"], type(e).__name__, e),
                     )
+        if self._writer is not None and not os.path.isdir(self._run_dir()):
+            # Removed while training: the open event file went with it and every later write
+            # would vanish silently, so start a new file in a new directory.
+            self._warn(
+                "vanished",
+                "the log directory %s was removed during training; it is created again"
+                % self._run_dir(),
+            )
+            writer, self._writer = self._writer, None
+            try:
+                writer.close()
+            except Exception:
+                pass  # the old file is gone: nothing left to save
         if keras.backend.backend() == "tensorflow":
             self._write_tensorflow(items, scalars, step)
         else:

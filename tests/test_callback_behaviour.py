@@ -180,6 +180,19 @@ def test_unreadable_attention_layers_are_named_in_one_warning(tmp_path):
     assert sorted(attention["train"]) == ["mha"]
 
 
+def test_model_without_attention_warns_once(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    x, y = data(8)
+    logger = AttentionLogger(str(tmp_path), x[:2].astype("float32"), every_n_steps=1)
+    history, caught = fit_recording_warnings(model, x.astype("float32"), y, [logger],
+                                             batch_size=4, epochs=2)
+    assert len(history.history["loss"]) == 2
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "found no attention layers" in messages[0], messages
+
+
 # -------------------------------------------------------------------- layers are restored
 
 
@@ -309,6 +322,8 @@ def test_mixed_precision_scores_are_float32(tmp_path):
     ({"token_roles": {"*": ("source", "nope")}}, "token_roles"),
     ({"vocabulary": ["a", "b"], "probe": np.zeros((2, 4, 4, 3), "float32")},
      "holds no integer token-id array"),
+    ({"images": np.zeros((2, 4, 4, 5))}, r"images must have shape \[batch, height, width"),
+    ({"images": np.zeros((1, 4, 4, 3))}, "images holds 1 examples, the probe logs 2"),
 ])
 def test_bad_arguments_are_clear_errors(kwargs, message):
     arguments = {"log_dir": "logs", "probe": np.zeros((2, 4), "int32")}
