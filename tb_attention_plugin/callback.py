@@ -258,7 +258,10 @@ class AttentionLogger(keras.callbacks.Callback):
 
     @staticmethod
     def _optimizer_step(model):
-        return int(np.asarray(model.optimizer.iterations.value))
+        value = model.optimizer.iterations.value
+        if keras.backend.backend() != "tensorflow":  # e.g. a torch tensor on a GPU
+            value = keras.ops.convert_to_numpy(value)
+        return int(np.asarray(value))  # a tf.Variable converts directly, without a copy
 
     def _current_step(self):
         try:
