@@ -554,8 +554,12 @@ class AttentionLogger(keras.callbacks.Callback):
         # keras.callbacks.TensorBoard(update_freq=N) sets a global record_if: override it.
         with self._writer.as_default(), tf.summary.record_if(True):
             for item in items:
-                summary.attention(item["tag"], item["weights"], step=step,
-                                  **self._summary_kwargs(item))
+                try:
+                    summary.attention(item["tag"], item["weights"], step=step,
+                                      **self._summary_kwargs(item))
+                except (ValueError, TypeError) as e:
+                    self._warn_invalid(item["tag"], step, e)
+                    continue
                 self._last_step_by_tag[item["tag"]] = step
             for tag, value in scalars.items():
                 tf.summary.scalar(tag, value, step=step)
@@ -568,11 +572,26 @@ class AttentionLogger(keras.callbacks.Callback):
             os.makedirs(self._run_dir(), exist_ok=True)
             self._writer = AttentionWriter(self._run_dir())
         for item in items:
-            self._writer.attention(item["tag"], item["weights"], step, **self._summary_kwargs(item))
+            try:
+                self._writer.attention(item["tag"], item["weights"], step,
+                                       **self._summary_kwargs(item))
+            except (ValueError, TypeError) as e:
+                self._warn_invalid(item["tag"], step, e)
+                continue
             self._last_step_by_tag[item["tag"]] = step
         for tag, value in scalars.items():
             self._writer.scalar(tag, value, step)
         self._writer.flush()
+
+    def _warn_invalid(self, tag, step, error):
+        # The summary API checks before writing anything: one layer's bad scores (NaN from a
+        # diverged layer, logits instead of probabilities) cost only that layer's summary.
+        self._warn(
+            ("invalid", tag),
+            "cannot log %s at step %d (%s: %s); other layers are logged and later steps "
+            "of this one are tried again"
+            % (tag, step, type(error).__name__, error),
+        )
 
     def _flush(self):
         if self._writer is None:
