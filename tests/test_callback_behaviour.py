@@ -154,6 +154,27 @@ def test_broken_layer_warns_once_others_are_logged(tmp_path, broken_class, reaso
     helpers.assert_unpatched(model)
 
 
+def test_log_dir_removed_during_training_is_created_again(tmp_path):
+    import shutil
+
+    class RemoveLogDir(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                shutil.rmtree(tmp_path / "train")
+
+    model = small_model()
+    x, y = data(16)
+    logger = AttentionLogger(str(tmp_path), x[:2], every_n_steps=2)
+    history, caught = fit_recording_warnings(model, x, y, [RemoveLogDir(), logger],
+                                             batch_size=4, epochs=2)
+    assert len(history.history["loss"]) == 2
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "was removed during training" in messages[0], messages
+    attention, _ = helpers.read_logs(tmp_path)
+    # Steps 0, 2 and 4 went with the removed directory; 6 and 8 are in the new one.
+    assert sorted(attention["train"]["mha"]) == [6, 8]
+
+
 def test_probe_that_does_not_fit_the_model_warns_once(tmp_path):
     model = small_model()
     x, y = data(16)
