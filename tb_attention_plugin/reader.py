@@ -74,6 +74,8 @@ class AttentionReader:
         self._headers = lru_cache.LRUCache(max_entries=4096)
         self._shapes = lru_cache.LRUCache(max_entries=4096)  # (eid, run, tag) -> newest shape seen
         self._index_lock = threading.Lock()
+        self._inflight = {}  # header key -> Future of the read in progress
+        self._inflight_lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=_CONCURRENT_READS, thread_name_prefix="tb-attention-read"
         )
@@ -131,28 +133,50 @@ class AttentionReader:
         return by_step[step]
 
     def header(self, ctx, experiment_id, run, tag, datum):
-        """Returns the decoded header of a step; `Unreadable` if corrupt or from the future."""
+        """Returns the decoded header of a step; `Unreadable` if corrupt or from the future.
+
+        Concurrent requests for one step (the tab asks for a step's header and all its heads at
+        once) share a single read of the header blob.
+        """
         key = (experiment_id, run, tag, datum.step, datum.wall_time)
-        cached = self._headers.get(key)
+        with self._inflight_lock:
+            cached = self._headers.get(key)
+            pending = None if cached is not None else self._inflight.get(key)
+            owner = cached is None and pending is None
+            if owner:
+                pending = self._inflight[key] = concurrent.futures.Future()
         if cached is None:
-            try:
-                blob = self._read(ctx, datum, 0)
-                cached = encoding.decode_header(blob)
-                if encoding.blob_count(cached) > len(datum.values):
-                    raise encoding.FormatError(
-                        "step header describes %d blobs but the step has %d"
-                        % (encoding.blob_count(cached), len(datum.values))
-                    )
-            except encoding.FormatError as e:
-                cached = Unreadable(
-                    "run %r tag %r step %d cannot be read: %s" % (run, tag, datum.step, e)
-                )
+            if not owner:
+                cached = pending.result()  # raises what the reading request raised
             else:
-                self._shapes.put((experiment_id, run, tag), tuple(cached["shape"]))
-            self._headers.put(key, cached)
+                try:
+                    cached = self._decode_header(ctx, experiment_id, run, tag, datum)
+                    self._headers.put(key, cached)
+                    pending.set_result(cached)
+                except BaseException as e:  # e.g. the step vanished: every waiter learns why
+                    pending.set_exception(e)
+                    raise
+                finally:
+                    with self._inflight_lock:
+                        del self._inflight[key]
         if isinstance(cached, Exception):
             raise cached
         return cached
+
+    def _decode_header(self, ctx, experiment_id, run, tag, datum):
+        """Reads and decodes a header; a malformed one is returned as an `Unreadable`."""
+        try:
+            blob = self._read(ctx, datum, 0)
+            header = encoding.decode_header(blob)
+            if encoding.blob_count(header) > len(datum.values):
+                raise encoding.FormatError(
+                    "step header describes %d blobs but the step has %d"
+                    % (encoding.blob_count(header), len(datum.values))
+                )
+        except encoding.FormatError as e:
+            return Unreadable("run %r tag %r step %d cannot be read: %s" % (run, tag, datum.step, e))
+        self._shapes.put((experiment_id, run, tag), tuple(header["shape"]))
+        return header
 
     def header_and_head(self, ctx, experiment_id, run, tag, datum, example, head):
         """Returns `(header, uint8 codes [Tq, Tk], scale, stored zlib payload)` of one head.

@@ -6,10 +6,12 @@ the flags our loader fixes), not the test-friendly default that keeps 500 of eve
 """
 
 import argparse
+import concurrent.futures
 import gzip
 import json
 import subprocess
 import sys
+import time
 import urllib.parse
 
 import numpy as np
@@ -334,10 +336,15 @@ def test_mean_over_heads_ignores_heads_that_mask_a_position():
 
 
 class CountingProvider:
-    """TensorBoard's real provider, recording which blobs are read (instrumentation only)."""
+    """TensorBoard's real provider, recording which blobs are read (instrumentation only).
 
-    def __init__(self, inner):
+    `latency` makes each `read_blob` take that long, as the Rust data server's reads of small
+    blobs do (~40 ms), so that concurrent requests really overlap.
+    """
+
+    def __init__(self, inner, latency=0.0):
         self._inner = inner
+        self._latency = latency
         self.blob_keys_read = []
 
     def __getattr__(self, name):
@@ -345,6 +352,7 @@ class CountingProvider:
 
     def read_blob(self, ctx=None, *, blob_key):
         self.blob_keys_read.append(blob_key)
+        time.sleep(self._latency)
         return self._inner.read_blob(ctx, blob_key=blob_key)
 
 
@@ -377,6 +385,30 @@ def test_one_head_reads_only_the_header_and_its_payload(logdir):
                         head=1).weights()
     assert sorted(counting.blob_keys_read[3:]) == keys(newest, 0, 1 + 1)
     assert np.abs(values - ENCODER[0, 1] * 0.8).max() <= encoding.MAX_ERROR + 1e-7
+
+
+def test_concurrent_requests_for_one_step_share_one_header_read(logdir):
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    counting = CountingProvider(
+        data_provider.MultiplexerDataProvider(multiplexer, str(logdir)), latency=0.05
+    )
+    plugin = loader.AttentionLoader().load(base_plugin.TBContext(data_provider=counting))
+    app = application.TensorBoardWSGI([plugin])
+    params = [dict(run="tf_op", tag="graph/rank4", step=2, example=e, head=h)
+              for e in range(2) for h in range(3)]
+
+    def fetch(query):
+        return werkzeug_test.Client(app).get(PREFIX + "/matrix", query_string=query)
+
+    with concurrent.futures.ThreadPoolExecutor(len(params)) as pool:
+        responses = list(pool.map(fetch, params))
+    for query, response in zip(params, responses):
+        values = wire.decode(response.get_data()).weights()
+        written = TF_OP_WEIGHTS["graph/rank4"](2)[query["example"], query["head"]]
+        assert np.abs(values - written).max() <= encoding.MAX_ERROR + 1e-7
+    assert len(counting.blob_keys_read) == len(set(counting.blob_keys_read)) == 1 + len(params)
 
 
 def test_image_route_returns_the_probe_png(client):
