@@ -94,3 +94,16 @@ export function rolloutStack(tags, tag) {
     .sort((x, y) => x.index - y.index)
     .map((t) => t.tag);
 }
+
+/**
+ * `matrix` with NaN wherever `mask` (a matrix of the same shape) is NaN: the rollout carries 0
+ * for positions the bottom layer masks (padding, causal future), which the map should draw as
+ * masked, not as weights (a padded query would otherwise keep all of its weight on itself).
+ */
+export function maskLike(matrix, mask) {
+  if (matrix.rows !== mask.rows || matrix.cols !== mask.cols) {
+    throw new Error(`cannot mask a ${matrix.rows}x${matrix.cols} matrix with a ${mask.rows}x${mask.cols} one`);
+  }
+  const values = Float32Array.from(matrix.values, (v, i) => (Number.isNaN(mask.values[i]) ? NaN : v));
+  return {...matrix, values};
+}

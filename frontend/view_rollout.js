@@ -9,7 +9,7 @@
  *   const {canvas, legend, rendered} = await showRollout(app, stale, {lut, width, hooks});
  */
 
-import {rolloutStack} from "./compare.js";
+import {maskLike, rolloutStack} from "./compare.js";
 import {maxValue} from "./decode.js";
 import {legendCanvas} from "./heatmap.js";
 import {element, loadImage} from "./ui.js";
@@ -26,10 +26,13 @@ export async function showRollout(app, stale, {lut, width, hooks}) {
       `Rollout needs self-attention (as many queries as keys); ${tag} has ${tq} queries and ${tk} keys.`));
     return {canvas: null, legend: null, rendered: {stack: []}};
   }
-  const [matrix, header] = await Promise.all([
+  const [rollout, bottom, header] = await Promise.all([
     app.api.rollout({run, tags: stack, step, example, residual}),
+    app.api.matrix({run, tag: stack[0], step, example, head: "mean"}),
     app.api.step(run, stack[0], step),
   ]);
+  // Positions the bottom layer masks (padding, causal future) are drawn masked, not as weights.
+  const matrix = maskLike(rollout, bottom);
   const image = header.image
     ? await loadImage(app.api.imageUrl({run, tag: stack[0], step, example})) : null;
   if (stale()) return null;

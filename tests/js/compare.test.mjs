@@ -76,3 +76,14 @@ test("rolloutStack orders one stack's square layers bottom first and leaves othe
   assert.deepEqual(rolloutStack(tags, "decoder/layer_0/cross_attention"), []);
   assert.deepEqual(rolloutStack(tags, "missing"), []);
 });
+
+test("maskLike masks the rollout where the bottom layer is masked", async () => {
+  const {maskLike} = await import("../../frontend/compare.js");
+  const rollout = matrix(2, 2, [0.6, 0.4, 0, 1]);
+  const bottom = matrix(2, 2, [0.5, 0.5, NaN, NaN]);
+  const masked = maskLike(rollout, bottom);
+  assert.deepEqual(Array.from(masked.values.slice(0, 2)), [Float32Array.from([0.6])[0], Float32Array.from([0.4])[0]]);
+  assert.ok(Number.isNaN(masked.values[2]) && Number.isNaN(masked.values[3]));
+  assert.equal(rollout.values[3], 1);  // the input is left as it was
+  assert.throws(() => maskLike(rollout, matrix(1, 4, [0, 0, 0, 0])), /cannot mask/);
+});

@@ -30,3 +30,12 @@ test("nearestStep keeps a logged step, else the newest before it, else the oldes
   assert.equal(nearestStep([5, 10], null), 10);
   assert.equal(nearestStep([], 3), null);
 });
+
+test("compared runs, reference step and rollout residual round-trip through the hash", () => {
+  const state = {...DEFAULT_STATE, run: "a", view: "compare", compare: ["a", "b,c/train"], ref: 40, residual: false};
+  const hash = encodeState(state);
+  assert.equal(hash, "run=a&view=compare&ref=40&compare=a&compare=b%2Cc%2Ftrain&residual=0");
+  assert.deepEqual(mergeState(DEFAULT_STATE, decodeState(hash)), state);
+  assert.equal(encodeState({...DEFAULT_STATE, view: "rollout", residual: true}), "view=rollout");
+  assert.deepEqual(decodeState("#view=diff&ref=-1&residual=maybe&compare="), {view: "diff"});
+});
