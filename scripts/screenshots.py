@@ -29,21 +29,21 @@ TRANSLATION = "translation_lr1e-3/train"
 SLOW_TRANSLATION = "translation_lr3e-4/train"
 VISION = "vision/train"
 CROSS = "decoder_0/cross_attention"
-ENCODER = "encoder_0/self_attention"
+DECODER = "decoder_0/self_attention"
 VISION_TAG = "block_0/attention"
 
 # name -> view state (the tab's URL hash); "step": "last" is the newest logged step.
 VIEWS = {
     "head": {"run": TRANSLATION, "tag": CROSS, "view": "head", "head": 0},
     "heads": {"run": TRANSLATION, "tag": CROSS, "view": "heads", "scale": "shared"},
-    "model": {"run": TRANSLATION, "tag": CROSS, "view": "model"},
+    "model": {"run": TRANSLATION, "tag": CROSS, "view": "model", "scale": "shared"},
     "lines": {"run": TRANSLATION, "tag": CROSS, "view": "lines", "head": "mean"},
     "image": {"run": VISION, "tag": VISION_TAG, "view": "image", "head": "mean"},
     "compare": {"run": TRANSLATION, "tag": CROSS, "view": "compare", "head": "mean",
                 "compare": [TRANSLATION, SLOW_TRANSLATION]},
     "diff": {"run": TRANSLATION, "tag": CROSS, "view": "diff", "head": "mean"},
     "stats": {"run": TRANSLATION, "tag": CROSS, "view": "stats"},
-    "rollout": {"run": TRANSLATION, "tag": ENCODER, "view": "rollout"},
+    "rollout": {"run": TRANSLATION, "tag": DECODER, "view": "rollout"},
     "rollout_image": {"run": VISION, "tag": VISION_TAG, "view": "rollout"},
 }
 
