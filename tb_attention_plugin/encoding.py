@@ -19,6 +19,7 @@ True
 
 import json
 import math
+import numbers
 import zlib
 
 import numpy as np
@@ -172,8 +173,34 @@ def infer_patch_grid(key_length, prefix_tokens=None):
     )
 
 
+def whole_number(value, name, minimum):
+    """Returns `value` as an int no smaller than `minimum`.
+
+    Accepts Python and numpy integers and integral floats; raises `TypeError` for anything else
+    and `ValueError` below `minimum`, both naming the argument.
+    """
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Real)
+        or not float(value).is_integer()
+    ):
+        raise TypeError("%s must be an integer, got %r" % (name, value))
+    number = int(value)
+    if number < minimum:
+        raise ValueError("%s must be an integer >= %d, got %d" % (name, minimum, number))
+    return number
+
+
 def normalize_images(images, batch, key_length, grid=None, prefix_tokens=None):
     """Returns `(png_blobs, image_info)` for probe images `[B, height, width, channels]`."""
+    if prefix_tokens is not None:
+        prefix_tokens = whole_number(prefix_tokens, "prefix_tokens", 0)
+    if grid is not None:
+        try:
+            rows, cols = (grid.tolist() if isinstance(grid, np.ndarray) else grid)
+        except (TypeError, ValueError):
+            raise TypeError("image_grid must be (rows, cols), got %r" % (grid,)) from None
+        grid = [whole_number(rows, "image_grid rows", 1), whole_number(cols, "image_grid cols", 1)]
     array = _as_numpy(images)
     if array.ndim == 3:
         array = array[..., np.newaxis]
@@ -198,7 +225,6 @@ def normalize_images(images, batch, key_length, grid=None, prefix_tokens=None):
     if grid is None:
         grid, prefix_tokens = infer_patch_grid(key_length, prefix_tokens)
     else:
-        grid = [int(grid[0]), int(grid[1])]
         if prefix_tokens is None:
             prefix_tokens = key_length - grid[0] * grid[1]
         if prefix_tokens < 0 or grid[0] * grid[1] + prefix_tokens != key_length:

@@ -26,6 +26,8 @@ def create_summary_metadata(description=None):
     >>> md.plugin_data.plugin_name
     'attention'
     """
+    if description is not None and not isinstance(description, str):
+        raise TypeError("description must be a string, got %r" % (description,))
     content = json.dumps({"version": FORMAT_VERSION}).encode("utf-8")
     return summary_pb2.SummaryMetadata(
         summary_description=description or "",

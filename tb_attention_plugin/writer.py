@@ -4,6 +4,7 @@ It writes the same event files as the TensorFlow summary op, so Keras 3 on the J
 backend (or any numpy code) can feed the Attention tab.
 """
 
+import operator
 import threading
 import time
 
@@ -106,9 +107,16 @@ class AttentionWriter:
         from tensorboard.compat.proto import event_pb2
         from tensorboard.compat.proto import summary_pb2
 
+        if not isinstance(name, str):
+            raise TypeError("name must be a string, got %r" % (name,))
+        if not name:
+            raise ValueError("name must not be empty")
         if step is None:
             raise ValueError("step is required for AttentionWriter")
-        step = int(step)
+        try:
+            step = operator.index(step)  # ints, numpy and eager integer tensors; not 1.5 or "1"
+        except TypeError:
+            raise TypeError("step must be an integer, got %r" % (step,)) from None
         with self._lock:
             value = summary_pb2.Summary.Value(tag=name, tensor=tensor)
             # TensorBoard keeps only the first metadata of a tag; repeating it wastes space.

@@ -37,6 +37,22 @@ BAD_INPUTS = [
     (dict(weights=np.full((1, 1, 7, 7), 0.1, np.float32), images=np.zeros((1, 8, 8, 3))), ValueError,
      ["patch grid", "image_grid"]),
     (dict(weights=np.full((4096, 4096, 5), 0.2, np.float32)), ValueError, ["more than", "fewer"]),
+    (dict(weights=np.ones((2, 2), np.complex64) * 0.5), TypeError, ["weights", "complex64"]),
+    (dict(weights=[[0.5, 0.5], [1.0]]), TypeError, ["weights", "numeric array"]),
+    (dict(weights=GOOD, key_tokens=["a", None, "c", "d"]), TypeError, ["key_tokens", "None"]),
+    (dict(weights=GOOD, mask="yes"), TypeError, ["mask", "boolean"]),
+    (dict(weights=GOOD, description=5), TypeError, ["description", "string"]),
+    # A grid whose product matches the keys but is not a grid: once written it could not be read.
+    (dict(weights=np.full((1, 1, 4, 4), 0.25, np.float32), images=np.zeros((1, 8, 8, 3)),
+          image_grid=(-2, -2)), ValueError, ["image_grid rows", ">= 1"]),
+    (dict(weights=np.full((1, 1, 4, 4), 0.25, np.float32), images=np.zeros((1, 8, 8, 3)),
+          image_grid=(2.5, 1.6)), TypeError, ["image_grid rows", "integer"]),
+    (dict(weights=np.full((1, 1, 5, 5), 0.2, np.float32), images=np.zeros((1, 8, 8, 3)),
+          image_grid=(2, 2), prefix_tokens="1"), TypeError, ["prefix_tokens", "integer"]),
+    (dict(weights=np.full((1, 1, 5, 5), 0.2, np.float32), images=np.zeros((1, 8, 8, 3)),
+          prefix_tokens=-1), ValueError, ["prefix_tokens", ">= 0"]),
+    (dict(weights=np.full((1, 1, 4, 4), 0.25, np.float32), images=np.full((1, 8, 8, 3), np.nan),
+          image_grid=(2, 2)), ValueError, ["images", "NaN"]),
 ]
 
 
@@ -80,3 +96,25 @@ def test_graph_mode_rejects_bad_values_at_run_time(tmp_path):
     fn = tf.function(lambda w: tba.attention("bad", w, step=0))
     with summary_writer.as_default(), pytest.raises(tf.errors.OpError, match="NaN or Inf"):
         fn(tf.constant([[np.nan, 1.0]]))
+
+
+@pytest.mark.parametrize("name, step, error, words", [
+    ("", 0, ValueError, ["name", "empty"]),
+    (None, 0, TypeError, ["name", "string"]),
+    ("t", 1.5, TypeError, ["step", "integer", "1.5"]),
+    ("t", "1", TypeError, ["step", "integer"]),
+    ("t", None, ValueError, ["step", "required"]),
+])
+def test_writer_name_and_step_are_checked_before_writing(tmp_path, name, step, error, words):
+    with tba.AttentionWriter(tmp_path) as writer:
+        writer.attention("good", GOOD, 0)
+        writer.flush()
+        before = event_bytes(tmp_path)
+        with pytest.raises(error) as info:
+            writer.attention(name, GOOD, step)
+        writer.flush()
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+    assert event_bytes(tmp_path) == before
+    with tba.AttentionWriter(tmp_path) as writer:
+        assert writer.attention("t", GOOD, np.int64(3))  # numpy integers are steps too
