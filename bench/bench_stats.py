@@ -3,8 +3,10 @@
 Writes a logdir with `AttentionWriter` (default: 100 steps x 12 layers, 2 examples x 12 heads x
 128 tokens, the `AttentionLogger` defaults for a BERT-base-sized model) into a temporary
 directory, loads it with TensorBoard's Python reader keeping every step, then asks
-`aggregates.tag_statistics` for every layer twice and prints both times and their ratio.
-Target: the repeated request for all layers under 1 s.
+`aggregates.tag_statistics` for every layer twice and prints both times and their ratio; then
+does the same through the plugin's HTTP route (`GET /stats` of a fresh plugin, served by
+TensorBoard's WSGI app, JSON encoding included). Target: the repeated request for all layers
+under 1 s.
 
     python bench/bench_stats.py [--steps 100] [--layers 12] [--heads 12] [--tokens 128]
 """
@@ -79,6 +81,28 @@ def all_layers(provider, tags, cache):
     return time.perf_counter() - started, results
 
 
+def http_all_layers(client, tags):
+    started = time.perf_counter()
+    bodies = []
+    for tag in tags:
+        response = client.get("/data/plugin/attention/stats", query_string={"run": "train", "tag": tag})
+        assert response.status_code == 200, response.get_data()[:300]
+        bodies.append(response.get_data())
+    return time.perf_counter() - started, bodies
+
+
+def plugin_client(provider, logdir):
+    from tensorboard.backend import application
+    from tensorboard.plugins import base_plugin
+    from werkzeug import test as werkzeug_test
+
+    from tb_attention_plugin import loader
+
+    context = base_plugin.TBContext(data_provider=provider, logdir=logdir)
+    plugin = loader.AttentionLoader().load(context)
+    return werkzeug_test.Client(application.TensorBoardWSGI([plugin])), plugin
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
@@ -113,12 +137,22 @@ def main():
         assert again == results and cache.misses == computed, "repeat was not served from cache"
         assert all(len(r["steps"]) == args.steps and not r["errors"] for r in results)
 
+        client, plugin = plugin_client(provider, logdir)
+        http_first, bodies = http_all_layers(client, tags)
+        http_repeated, bodies_again = http_all_layers(client, tags)
+        assert bodies_again == bodies
+        assert plugin._aggregates.statistics_cache.misses == computed, "HTTP repeat recomputed"
+
     print("first request, all %d layers:    %8.3f s (%.1f ms per step and layer)"
           % (args.layers, first, 1000 * first / computed))
     print("repeated request, all %d layers: %8.3f s (%d cache hits)"
           % (args.layers, repeated, cache.hits))
     print("ratio first / repeated: %.0fx; repeated under 1 s: %s"
           % (first / repeated, "yes" if repeated < 1.0 else "NO"))
+    print("GET /stats, all %d layers, first:    %8.3f s" % (args.layers, http_first))
+    print("GET /stats, all %d layers, repeated: %8.3f s (ratio %.0fx; under 1 s: %s)"
+          % (args.layers, http_repeated, http_first / http_repeated,
+             "yes" if http_repeated < 1.0 else "NO"))
 
 
 if __name__ == "__main__":
