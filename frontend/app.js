@@ -314,6 +314,8 @@ export class AttentionApp {
     }), example);
     fillSelect(this.headSelect, [{value: "mean", label: "mean of heads"},
       ...Array.from({length: heads}, (_, h) => ({value: h, label: `head ${h}`}))], this.state.head);
+    // Statistics cover every head and the rollout averages them: the head picker does not apply.
+    this.headSelect.disabled = this.state.view === "stats" || this.state.view === "rollout";
     this.viewSelect.value = this.state.view;
     this.cmapSelect.value = this.state.cmap;
     this.scaleSelect.value = this.state.scale;

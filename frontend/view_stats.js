@@ -30,6 +30,12 @@ export async function showStatistics(app, stale, {width}) {
   if (stale()) return null;
   const heads = body.heads || 0;
   const steps = body.steps;
+  if (!heads || !steps.length) {
+    const reasons = (body.errors || []).map((e) => `step ${e.step}: ${e.error}`).join("; ");
+    app.host.replaceChildren(element("p", {className: "empty"},
+      `No readable steps of ${tag} to compute statistics from${reasons ? ` (${reasons})` : ""}.`));
+    return {canvas: null, legend: null, rendered: {statsSteps: 0}};
+  }
   const vision = Boolean(app.header && app.header.image);
   const grid = chartGrid({rows: STATISTICS.length, columns: Math.max(1, heads), width, left: 150, top: 22});
   const {canvas, ctx} = hiDpiCanvas(grid.width + 8, grid.height + 4);

@@ -8,9 +8,12 @@ hand-computed rollouts; nothing is compared with the route's own code path.
 
 import json
 import math
+import urllib.parse
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tensorboard.backend import application
 from tensorboard.backend.event_processing import data_ingester
 from tensorboard.backend.event_processing import data_provider
@@ -253,7 +256,27 @@ def test_rollout_is_cached_and_revalidates(client):
         (["cross"], {"run": "run_a", "step": "0", "example": "0"}, 400, ["square"]),
         (["stack/layer_0", "wide/layer_0"], {"run": "run_a", "step": "0", "example": "0"}, 400,
          ["tokens"]),
+        (["layer_%d" % i for i in range(257)], {"run": "run_a", "step": "0", "example": "0"}, 400,
+         ["at most 256"]),
     ],
 )
 def test_rollout_errors(client, tags, params, status, words):
     assert_error(rollout(client, tags, **params), status, *words)
+
+
+NAMES = st.sampled_from(["run", "tag", "step", "example", "residual", "head", ""])
+VALUES = st.one_of(
+    st.sampled_from(["run_a", "run_b", "stack/layer_0", "stack/layer_1", "cross",
+                     "enc/layer_0/self_attention", "0", "10", "1", "-1", "", "9" * 25, "1e3", "nan"]),
+    st.text(max_size=20),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from(["/stats", "/rollout"]),
+       pairs=st.lists(st.tuples(NAMES, VALUES), max_size=8))
+def test_random_queries_get_200_400_or_404_never_500(client, route, pairs):
+    response = client.get(PREFIX + route + "?" + urllib.parse.urlencode(pairs))
+    assert response.status_code in (200, 400, 404), (pairs, response.status_code, response.get_data()[:300])
+    if response.status_code != 200:
+        assert json.loads(response.get_data())["error"]
