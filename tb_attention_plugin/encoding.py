@@ -299,6 +299,10 @@ def encode_step(
     return [header_blob] + payloads + image_blobs
 
 
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a count
+
+
 def _check_tokens(header, key, length):
     tokens = header.get(key)
     if tokens is None:
@@ -324,7 +328,7 @@ def decode_header(blob):
     if not isinstance(header, dict):
         raise FormatError("step header is not a JSON object")
     version = header.get("version")
-    if version not in metadata.SUPPORTED_VERSIONS:
+    if not _is_int(version) or version not in metadata.SUPPORTED_VERSIONS:
         raise FormatError(
             "step written in format version %r; this tb-attention reads version(s) %s: upgrade "
             "tb-attention" % (version, sorted(metadata.SUPPORTED_VERSIONS))
@@ -335,7 +339,7 @@ def decode_header(blob):
     if (
         not isinstance(shape, list)
         or len(shape) != 4
-        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+        or not all(_is_int(n) and n > 0 for n in shape)
     ):
         raise FormatError("step header shape must be 4 positive integers, got %r" % (shape,))
     batch, heads, tq, tk = shape
@@ -361,8 +365,8 @@ def decode_header(blob):
         if (
             not isinstance(grid, list)
             or len(grid) != 2
-            or not all(isinstance(n, int) and n > 0 for n in grid)
-            or not isinstance(prefix, int)
+            or not all(_is_int(n) and n > 0 for n in grid)
+            or not _is_int(prefix)
             or prefix < 0
             or grid[0] * grid[1] + prefix != tk
         ):
