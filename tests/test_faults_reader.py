@@ -83,6 +83,8 @@ def write_logdir(root):
         header = json.loads(future[0])
         header["version"] = 99
         writer.write_blobs("mixed_versions", [json.dumps(header).encode()] + future[1:], 1)
+        header["version"] = []  # not even a number: once a TypeError and an HTTP 500 for /runs
+        writer.write_blobs("odd_version", [json.dumps(header).encode()] + future[1:], 0)
     # One tag, different shapes: across runs, and across the steps of one run.
     with AttentionWriter(root / "other_shape") as writer:
         for step in range(3):
@@ -190,6 +192,8 @@ def test_future_versions_are_named_and_older_steps_still_serve(server):
     status, error = call(base, "/step", run="good", tag="mixed_versions", step=1)
     assert status == 404 and "format version 99" in error
     assert_unreadable(base, "good", 1, "mean", "format version 99", tag="mixed_versions")
+    assert "format version []" in good["odd_version"]["error"]
+    assert_unreadable(base, "good", 0, 0, "format version []", tag="odd_version")
     assert good["layer"]["error"] is None and good["layer"]["shape"] == list(SHAPE)
 
 
