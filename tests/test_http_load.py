@@ -243,3 +243,33 @@ def test_200_concurrent_requests_all_succeed_with_the_right_data(server):
                                                     ("/matrix", "/step", "/steps", "/runs", "/image")}
     # The server is still healthy and consistent afterwards.
     assert get_json(server + PREFIX + "/runs")["runs"]
+
+
+def test_idle_and_garbage_connections_do_not_block_other_clients(server):
+    """Half-sent requests held open and raw garbage must not stop the server answering."""
+    import socket
+
+    host, port = urllib.parse.urlsplit(server).netloc.split(":")
+    idle = []
+    try:
+        for i in range(16):
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(b"GET " + PREFIX.encode() + b"/runs HTTP/1.1\r\nHost: x\r\n")  # no blank line
+            idle.append(sock)
+        for garbage in (b"\x00\xff\x16\x03\x01 not http\r\n\r\n", b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n",
+                        b"GET " + PREFIX.encode() + b"/runs HTTP/9.9\r\n\r\n"):
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(garbage)
+                sock.shutdown(socket.SHUT_WR)
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+                assert not answer.startswith(b"HTTP/1.1 5") and not answer.startswith(b"HTTP/1.0 5"), answer[:200]
+        status, _, body = http_get(server + PREFIX + "/matrix?run=train&tag=decoder/cross&step=5&example=0&head=1",
+                                   timeout=20)
+        assert status == 200
+        np.testing.assert_allclose(wire.decode(body).weights(), weights("train", "decoder/cross", 5)[0, 1],
+                                   atol=encoding.MAX_ERROR + 1e-6)
+    finally:
+        for sock in idle:
+            sock.close()
