@@ -33,6 +33,8 @@ VISION = "vision/train"
 CROSS = "decoder_0/cross_attention"
 ENCODER = "encoder_0/self_attention"
 VISION_TAG = "block_0/attention"
+STACKED = "stacked/train"  # two layers of one stack with a hand-computable rollout
+STACK = ["encoder/layer_0/self_attention", "encoder/layer_1/self_attention"]
 LINE_BLUE = (26, 115, 232)
 CURRENT_ORANGE = (232, 113, 10)
 
@@ -46,6 +48,11 @@ def logdir(tmp_path_factory):
         for step, header, weights in slow:
             writer.attention(CROSS, np.nan_to_num(weights), step + SHIFT, mask=~np.isnan(weights),
                              query_tokens=header["query_tokens"], key_tokens=header["key_tokens"])
+    tokens = ["<cls>", "a", "b"]
+    with AttentionWriter(path / STACKED) as writer:
+        writer.attention(STACK[0], np.full((2, 3, 3), 1 / 3, np.float32), 5, query_tokens=tokens, key_tokens=tokens)
+        writer.attention(STACK[1], np.stack([np.eye(3, dtype=np.float32)] * 2), 5, query_tokens=tokens,
+                         key_tokens=tokens)
     return path
 
 
@@ -275,3 +282,24 @@ def test_rollout_over_the_vision_probe_and_without_the_residual(tab, server, art
     without = api_rollout(server, [VISION_TAG], run=VISION, step=step, example=0, residual=0)
     assert tab.canvas_info()["overlay"]["vmax"] == pytest.approx(without[0, prefix:].max(), abs=1e-6)
     assert "residual=0" in tab.eval("location.hash")
+
+
+def test_rollout_through_a_stack_of_two_layers(tab, artifacts_dir):
+    # Uniform 1/3, then identity: with the residual term 2/3 on the diagonal and 1/6 elsewhere;
+    # without it 1/3 everywhere (by hand, see tests/test_stats.py).
+    rendered = tab.show(run=STACKED, tag=STACK[1], step=5, view="rollout")
+    assert rendered["stack"] == STACK
+    assert "encoder/layer_0/self_attention → encoder/layer_1/self_attention" in tab.eval(
+        "document.querySelector('#rollout-controls').textContent")
+    for row in range(3):
+        for col in range(3):
+            rgb = tab.cell_pixel(row, col)
+            if row == col:
+                assert close(rgb, VIRIDIS[255]), (row, col, rgb)  # 2/3, the top of the scale
+            else:
+                assert luminance(rgb) < luminance(VIRIDIS[128]), (row, col, rgb)  # 1/6 of 2/3
+    tab.screenshot(artifacts_dir / "rollout_stack.png")
+    tab.frame.locator("#residual-toggle").uncheck()
+    tab.wait_for({"view": "rollout", "residual": False})
+    for row, col in [(0, 0), (0, 2), (2, 1)]:
+        assert close(tab.cell_pixel(row, col), VIRIDIS[255])  # uniform: every cell is the maximum
