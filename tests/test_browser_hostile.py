@@ -8,6 +8,7 @@ control characters, right-to-left marks and a 3000-character token. Each markup 
 script error; a crafted link (URL hash) must not inject anything either.
 """
 
+import shutil
 import time
 import urllib.parse
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from tb_attention_plugin import AttentionWriter, encoding
-from tensorboard_process import tensorboard
+from tensorboard_process import get_json, tensorboard
 from test_browser_tab import Tab
 
 MARKUP = [
@@ -78,7 +79,9 @@ def tab(browser, tmp_path_factory):
     with tensorboard(root) as base:
         context = browser.new_context(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
         page = context.new_page()
-        yield Tab(page, base)
+        tab = Tab(page, base)
+        tab.root, tab.base = root, base
+        yield tab
         context.close()
 
 
@@ -170,3 +173,20 @@ def test_crafted_link_injects_nothing(tab):
     # The tab recovers: a valid view is drawn afterwards.
     tab.show(run=RUNS[0], tag=TAGS[1], step=0, head=1, view="head")
     assert_nothing_injected(tab, baseline)
+
+
+def test_run_deleted_while_shown_gives_way_to_the_remaining_runs(tab):
+    """Runs last: it deletes a run of the module's logdir."""
+    tab.show(run=RUNS[1], tag=TAGS[1], step=0, head=0, view="head")
+    shutil.rmtree(tab.root / RUNS[1])
+    deadline = time.monotonic() + 30
+    while RUNS[1] in [r["run"] for r in get_json(tab.base + "/data/plugin/attention/runs")["runs"]]:
+        assert time.monotonic() < deadline, "TensorBoard still lists the deleted run"
+        time.sleep(0.3)
+    tab.eval("delete document.querySelector('#view').dataset.rendered")
+    tab.frame.click("#reload-button")
+    rendered = tab.wait_for({"run": RUNS[0]})
+    assert rendered["tag"] in TAGS
+    assert option_texts(tab, "#run-select") == sorted([RUNS[0], ESCAPED_RUN])
+    assert tab.eval("document.querySelector('#error').hidden") is True
+    assert tab.errors == [] and tab.dialogs == []
