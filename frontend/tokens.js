@@ -12,14 +12,28 @@
 
 import {patchOfKey} from "./layout.js";
 
+// Right-to-left letters (Hebrew, Arabic, Syriac, Thaana, N'Ko, ...) and direction controls.
+const BIDI = /[\u0590-\u08FF\uFB1D-\uFDFF\uFE70-\uFEFF\u200E\u200F\u202A-\u202E\u2066-\u2069]|\uD802[\uDC00-\uDFFF]|\uD83A[\uDC00-\uDFFF]/;
+
+/**
+ * `text` between FIRST STRONG ISOLATE and POP DIRECTIONAL ISOLATE (both invisible) when it holds
+ * right-to-left letters or direction controls, so that it cannot reorder the words and weights
+ * written next to it ("مرحبا → x  0.25" would otherwise show the weight before the token, and a
+ * U+202E override could show 0.25 as 52.0). Other text is returned as it is.
+ */
+export function isolateBidi(text) {
+  return BIDI.test(text) ? `\u2068${text}\u2069` : text;
+}
+
 /**
  * Label of position `index` on an axis ("query" or "key") of example `example`: the logged
- * token, else "patch (r,c)" / "[prefix i]" for vision probes, else "#index".
+ * token (bidi-isolated, see `isolateBidi`), else "patch (r,c)" / "[prefix i]" for vision
+ * probes, else "#index".
  */
 export function tokenLabel(header, axis, example, index) {
   const lists = header && (axis === "query" ? header.query_tokens : header.key_tokens);
   const list = lists && lists[example];
-  if (list && index >= 0 && index < list.length) return String(list[index]);
+  if (list && index >= 0 && index < list.length) return isolateBidi(String(list[index]));
   const image = header && header.image;
   if (image && Array.isArray(image.grid)) {
     const patch = patchOfKey(index, image);

@@ -8,6 +8,7 @@ control characters, right-to-left marks and a 3000-character token. Each markup 
 script error; a crafted link (URL hash) must not inject anything either.
 """
 
+import re
 import shutil
 import time
 import urllib.parse
@@ -51,6 +52,16 @@ ESCAPED_RUN = 'zz"><svg onload="window.__pwned=10;alert(10)"> \x07'
 DESCRIPTION = '<img src=x onerror="window.__pwned=11;alert(11)"> "quoted" \u202e'
 # Elements the page would gain if any string became HTML.
 INJECTABLE = "img, script, svg, iframe, object, embed, b, i"
+
+
+# What frontend/tokens.js isolateBidi() wraps in FSI ... PDI: right-to-left letters, direction controls.
+BIDI = re.compile("[\u0590-\u08FF\uFB1D-\uFDFF\uFE70-\uFEFF\u200E\u200F\u202A-\u202E\u2066-\u2069"
+                  "\U00010800-\U00010FFF\U0001E800-\U0001EFFF]")
+
+
+def shown(token):
+    """A token as the tab writes it next to other text."""
+    return "\u2068%s\u2069" % token if BIDI.search(token) else token
 
 
 def weights():
@@ -114,20 +125,24 @@ def test_hostile_runs_tags_and_tokens_are_text(tab, artifacts_dir):
             info = tab.eval("document.querySelector('#info').textContent")
             assert info.startswith("%s / %s · step 0" % (run, tag)), info[:200]
             chips = tab.eval("Array.from(document.querySelectorAll('.pinned-summary .chip')).map(c => c.textContent)")
-            assert chips[0] == KEY_TOKENS[3] + " 0.7000"
+            assert chips[0] == shown(KEY_TOKENS[3]) + " 0.7000"
             # Each token sits in its own <bdi>, so right-to-left text cannot move the weights.
             isolated = tab.eval("""Array.from(document.querySelectorAll('.pinned-summary .chip')).map(
                 c => [c.children.length, c.firstElementChild.tagName, c.firstElementChild.textContent])""")
             assert [entry[:2] for entry in isolated] == [[1, "BDI"]] * len(chips)
-            assert sorted(entry[2] for entry in isolated) == sorted(KEY_TOKENS)
-            assert tab.eval("document.querySelector('.pinned-summary strong bdi').textContent") == QUERY_TOKENS[3]
+            assert sorted(entry[2] for entry in isolated) == sorted(map(shown, KEY_TOKENS))
+            assert tab.eval("document.querySelector('.pinned-summary strong bdi').textContent") == shown(QUERY_TOKENS[3])
             assert_nothing_injected(tab, baseline)
     stored = stored_head0()
     for row, col in [(0, 0), (1, 2), (2, 2), (3, 4), (4, 1), (5, 5)]:
-        expected = "%s → %s  %.4f" % (QUERY_TOKENS[row], KEY_TOKENS[col], stored[row, col])
+        # Right-to-left tokens come isolated, so they cannot move the weight after them.
+        expected = "%s → %s  %.4f" % (shown(QUERY_TOKENS[row]), shown(KEY_TOKENS[col]), stored[row, col])
         assert tab.hover_cell(row, col) == expected, (row, col)
     examples = option_texts(tab, "#example-select")
     assert examples == ["0: %s…" % QUERY_TOKENS[0]]
+    assert shown(QUERY_TOKENS[3]) != QUERY_TOKENS[3] and shown(KEY_TOKENS[4]) != KEY_TOKENS[4]
+    tab.hover_cell(3, 4)  # right-to-left query and key: the weight stays at the end
+    tab.page.screenshot(path=str(artifacts_dir / "hostile_tooltip.png"))
     tab.page.mouse.move(1, 1)
     tab.page.screenshot(path=str(artifacts_dir / "hostile_strings.png"))
     assert_nothing_injected(tab, baseline)
