@@ -273,3 +273,20 @@ def test_idle_and_garbage_connections_do_not_block_other_clients(server):
     finally:
         for sock in idle:
             sock.close()
+
+
+@pytest.mark.parametrize("method", ["HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "BREW"])
+def test_other_http_methods_never_get_a_server_error(server, method):
+    host, port = urllib.parse.urlsplit(server).netloc.split(":")
+    query = "?run=train&tag=encoder/layer_0&step=5&example=0&head=0"
+    for route in plugin_routes():
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            connection.request(method, PREFIX + route.replace("*", "index.js") + query,
+                               body=b"run=eval" if method in ("POST", "PUT", "PATCH") else None)
+            response = connection.getresponse()
+            response.read()
+            assert response.status < 500, (method, route, response.status)
+        finally:
+            connection.close()
+    assert get_json(server + PREFIX + "/runs")["runs"]
