@@ -72,7 +72,7 @@ def test_log_directory_removed_during_training_is_created_again(tmp_path):
 # --------------------------------------------------------------------------- the disk fills
 
 CHILD_TRAINING = textwrap.dedent("""
-    import json, os, resource, signal, sys, warnings
+    import json, os, resource, signal, sys
     sys.path.insert(0, {tests!r})
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     if {file_size_limit!r}:
