@@ -12,6 +12,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
+# Keras 3 on the JAX and PyTorch backends writes through the TensorFlow-free writer; the tests
+# exercise both. torch 2.13.0 is pinned because that is the CPU build this machine kind has on
+# disk (a bare "torch" would pull a multi-GB CUDA build).
+.venv/bin/python -m pip install -q jax jaxlib "${TEST_TORCH:-torch==2.13.0}"
 
 # Debian's Chromium for the browser tests (playwright drives it; no browser is downloaded).
 need_apt=()
