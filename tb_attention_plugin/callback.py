@@ -7,6 +7,7 @@ per layer call to `<log_dir>/<subdir>`, for the Attention tab.
 """
 
 import fnmatch
+import json
 import math
 import os
 import warnings
@@ -14,9 +15,18 @@ import warnings
 import keras
 import numpy as np
 
+from tb_attention_plugin import budget as budget_utils
 from tb_attention_plugin import capture
 from tb_attention_plugin import encoding
 from tb_attention_plugin import tokens as token_utils
+
+
+# Below this even one small layer with its tokens may not fit.
+MIN_BYTES_PER_STEP = 64 * 1024
+# Per tag: event and record framing, summary metadata, the header's fixed fields.
+_TAG_OVERHEAD = 2048
+_BLOB_OVERHEAD = 32  # per blob: its length prefix in the tensor proto, a scale in the header
+_SCALAR_BYTES = 160  # one statistics scalar event, its tag included
 
 
 class AttentionLoggerWarning(UserWarning):
@@ -95,6 +105,15 @@ class AttentionLogger(keras.callbacks.Callback):
       max_heads: Number of heads to log per layer (None: all).
       max_tokens: Number of query/key positions to keep (None: all). Vision layers keep
         their whole key axis so that attention can be drawn over the image.
+      max_bytes_per_step: Budget in bytes for one capture (all logged layers of one step),
+        default 4 MiB; None: no budget. Both TensorBoard readers keep every retained step in
+        memory (100 per tag by default), so this bounds their memory too. The size is bounded
+        before encoding, from the shapes (1 byte per value, plus zlib's worst case, headers
+        and images), so the same view is kept at every step. Over budget, the callback keeps,
+        in this order until the capture fits: 1 example; a shorter token window (positions
+        `[0, t)`, down to 64); the first `k` heads; `m` evenly spaced layers (always the
+        first and the last); then a shorter window still. A 12-layer, 12-head model at 512
+        tokens keeps 1 example of 128x128 positions (about 2.4 MB) by default.
       statistics: Also write per-head statistics (entropy, max_weight, mean_distance,
         first_token_share) as scalar summaries `<tag>/<statistic>/head_<h>`.
       subdir: Run subdirectory under `log_dir`.
@@ -134,6 +153,7 @@ class AttentionLogger(keras.callbacks.Callback):
         max_examples=2,
         max_heads=None,
         max_tokens=128,
+        max_bytes_per_step=4 * 2**20,
         statistics=False,
         subdir="train",
         run_eagerly=False,
@@ -150,6 +170,14 @@ class AttentionLogger(keras.callbacks.Callback):
                 raise ValueError("%s must be a positive integer or None, got %r" % (name, value))
         if not isinstance(max_examples, int) or isinstance(max_examples, bool) or max_examples < 1:
             raise ValueError("max_examples must be a positive integer, got %r" % (max_examples,))
+        if max_bytes_per_step is not None and (
+            not isinstance(max_bytes_per_step, int) or isinstance(max_bytes_per_step, bool)
+            or max_bytes_per_step < MIN_BYTES_PER_STEP
+        ):
+            raise ValueError(
+                "max_bytes_per_step must be an integer of at least %d bytes or None (no budget), "
+                "got %r" % (MIN_BYTES_PER_STEP, max_bytes_per_step)
+            )
         if isinstance(layers, str):
             layers = [layers]
         if layers is not None and not all(isinstance(p, str) for p in layers):
@@ -172,6 +200,7 @@ class AttentionLogger(keras.callbacks.Callback):
         self.max_examples = max_examples
         self.max_heads = max_heads
         self.max_tokens = max_tokens
+        self.max_bytes_per_step = max_bytes_per_step
         self.statistics = statistics
         self.layer_patterns = None if layers is None else list(layers)
         self.token_roles = dict(token_roles or {})
@@ -221,6 +250,7 @@ class AttentionLogger(keras.callbacks.Callback):
         self._epoch_base_step = 0
         self._warned = set()
         self._excluded_paths = set()
+        self._views = {}  # (tag, shape) of every record of a capture -> (View, note)
 
     # ----------------------------------------------------------------------- Keras hooks
 
@@ -294,13 +324,30 @@ class AttentionLogger(keras.callbacks.Callback):
             return
         if not records:
             return
-        items = []
+        current = []
         for record in records:
             if step <= self._last_step_by_tag.get(record.tag, -1):
                 self._warn_step_went_back(step)
-                continue
+            else:
+                current.append(record)
+        if not current:
+            return
+        try:
+            view, note = self._view_for(current)
+        except Exception as e:
+            self._warn(
+                ("budget", type(e).__name__),
+                "cannot size the capture at step %d, nothing logged (%s: %s)"
+                % (step, type(e).__name__, e),
+            )
+            return
+        if note:
+            self._warn("reduced", "logging a reduced view: " + note)
+        kept = current if view.layers is None else [current[i] for i in view.layers]
+        items = []
+        for record in kept:
             try:
-                items.append(self._summary_item(record))
+                items.append(self._summary_item(record, view, note, len(kept), len(current)))
             except Exception as e:
                 self._warn(
                     ("prepare", record.tag, type(e).__name__),
@@ -437,60 +484,158 @@ class AttentionLogger(keras.callbacks.Callback):
                            "%s: %s; logged without the image" % (record.tag, e))
             return None
 
-    def _summary_item(self, record):
+    # ------------------------------------------------------------ what a capture keeps
+
+    def _view_for(self, records):
+        """`(View, note)` for these records; chosen once per set of layer shapes."""
+        key = tuple((record.tag, tuple(record.scores.shape)) for record in records)
+        if key not in self._views:
+            if len(self._views) > 16:  # shapes keep changing: do not grow without bound
+                self._views.clear()
+            self._views[key] = self._choose_view(records)
+        return self._views[key]
+
+    def _choose_view(self, records):
+        start = budget_utils.View(
+            examples=min(int(r.scores.shape[0]) for r in records),
+            tokens=self.max_tokens, heads=self.max_heads,
+        )
+        if self.max_bytes_per_step is None:
+            view, met = start, True
+        else:
+            view, met = budget_utils.choose_view(
+                start, [tuple(r.scores.shape) for r in records],
+                lambda candidate: self._view_bytes(records, start, candidate)
+                <= self.max_bytes_per_step,
+            )
+        return view, self._reduction_note(records, start, view, met)
+
+    def _kept_shape(self, record, view, layout):
+        batch, heads, tq, tk = (int(n) for n in record.scores.shape)
+        return (
+            min(batch, view.examples),
+            heads if view.heads is None else min(heads, view.heads),
+            tq if view.tokens is None else min(tq, view.tokens),
+            tk if (view.tokens is None or layout) else min(tk, view.tokens),
+        )
+
+    def _view_bytes(self, records, start, view):
+        """An upper bound of the bytes this view of the records writes, known before encoding."""
+        note = self._reduction_note(records, start, view, True) or ""
+        total = 0
+        kept = records if view.layers is None else [records[i] for i in view.layers]
+        for record in kept:
+            layout = self._image_layout(record)
+            examples, heads, kq, kk = self._kept_shape(record, view, layout)
+            blobs = examples * heads
+            total += blobs * (budget_utils.compress_bound(kq * kk) + _BLOB_OVERHEAD)
+            total += _TAG_OVERHEAD + 2 * len(record.tag) + len(note.encode("utf-8"))
+            query_role, key_role = self._roles(record)
+            for role, length, keep, axis in ((query_role, record.scores.shape[2], kq, "query"),
+                                             (key_role, record.scores.shape[3], kk, "key")):
+                tokens = self._axis_tokens(record, role, examples, int(length), keep, axis)
+                if tokens is not None:
+                    total += len(json.dumps(tokens, ensure_ascii=False).encode("utf-8"))
+            if layout is not None:
+                _, height, width, channels = self._images.shape
+                total += examples * (
+                    budget_utils.compress_bound(height * (width * channels + 1)) + 64
+                )
+            if self.statistics:
+                from tb_attention_plugin import stats
+
+                total += len(stats.STATISTICS) * heads * (_SCALAR_BYTES + len(record.tag))
+        return total
+
+    def _reduction_note(self, records, start, view, met):
+        """What the view drops and how to keep more, in words (None: nothing dropped)."""
+        parts, limits = [], []
+        if self._probe_size > view.examples:
+            parts.append("examples %d of %d" % (view.examples, self._probe_size))
+            if self._probe_size > self.max_examples:
+                limits.append("max_examples=%d" % self.max_examples)
+        kept = records if view.layers is None else [records[i] for i in view.layers]
+        heads_text, positions_text = [], []
+        for record in kept:
+            batch, heads, tq, tk = (int(n) for n in record.scores.shape)
+            _, keep_heads, kq, kk = self._kept_shape(record, view, self._image_layout(record))
+            if keep_heads < heads:
+                heads_text.append("heads %d of %d" % (keep_heads, heads))
+            if kq < tq or kk < tk:
+                positions_text.append("positions %dx%d of %dx%d" % (kq, kk, tq, tk))
+        for texts in (heads_text, positions_text):
+            parts.extend(sorted(set(texts), key=texts.index))
+        if heads_text and self.max_heads is not None and any(
+            self.max_heads < r.scores.shape[1] for r in kept
+        ):
+            limits.append("max_heads=%d" % self.max_heads)
+        if positions_text and self.max_tokens is not None and any(
+            self.max_tokens < max(r.scores.shape[2:]) for r in kept
+        ):
+            limits.append("max_tokens=%d" % self.max_tokens)
+        if len(kept) < len(records):
+            parts.append("layers %d of %d (kept: %s)"
+                         % (len(kept), len(records), ", ".join(r.tag for r in kept)))
+        if not parts:
+            return None
+        arguments = [limit.split("=")[0] + "=" for limit in limits]
+        text = ", ".join(parts)
+        if view != start:
+            text += ("; %s by the budget max_bytes_per_step=%d (%.1f MiB), which the view asked "
+                     "for would exceed" % ("set in part" if limits else "set",
+                                           self.max_bytes_per_step,
+                                           self.max_bytes_per_step / 2**20))
+            if not met:
+                text += " (even this smallest view does not fit; it is logged anyway)"
+            arguments.insert(0, "max_bytes_per_step=")
+        if limits:
+            text += "; limits: " + ", ".join(limits)
+        listed = arguments[0] if len(arguments) == 1 else "%s or %s" % (
+            ", ".join(arguments[:-1]), arguments[-1])
+        text += "; raise %s to log more (None keeps all%s)" % (
+            listed,
+            ", or no budget" if "max_bytes_per_step=" in arguments else "")
+        return text
+
+    def _summary_item(self, record, view, note, kept_layers, layers):
         scores = record.scores
         batch, heads, tq, tk = scores.shape
         layout = self._image_layout(record)
-        keep_heads = heads if self.max_heads is None else min(heads, self.max_heads)
-        keep_tq = tq if self.max_tokens is None else min(tq, self.max_tokens)
-        keep_tk = tk if (self.max_tokens is None or layout) else min(tk, self.max_tokens)
-        weights = scores[:, :keep_heads, :keep_tq, :keep_tk]
+        examples, keep_heads, keep_tq, keep_tk = self._kept_shape(record, view, layout)
+        weights = scores[:examples, :keep_heads, :keep_tq, :keep_tk]
         mask = record.mask
         if mask is not None:
-            mask = mask[:, :keep_heads, :keep_tq, :keep_tk]
+            mask = mask[:examples, :keep_heads, :keep_tq, :keep_tk]
             if mask.all():
                 mask = None
         reduced = None
-        if self._probe_size > batch or keep_heads < heads or keep_tq < tq or keep_tk < tk:
+        if note:
             reduced = {
-                "source_shape": [self._probe_size, heads, tq, tk],
-                "examples": batch,
+                "source_shape": [self._probe_size, int(heads), int(tq), int(tk)],
+                "examples": examples,
                 "heads": keep_heads,
-                "tokens": [0, self.max_tokens] if (keep_tq < tq or keep_tk < tk) else None,
+                "tokens": [0, view.tokens] if (keep_tq < tq or keep_tk < tk) else None,
+                "layers": [kept_layers, layers],
+                "max_bytes_per_step": self.max_bytes_per_step,
+                "note": note,
             }
-            self._warn(
-                "reduced",
-                "logging a reduced view (%s for %s, and possibly other layers); raise "
-                "max_examples=, max_heads= or max_tokens= (None keeps all) to log more"
-                % (self._reduction_text(reduced, batch, heads, tq, tk, keep_tq, keep_tk),
-                   record.tag),
-            )
         query_role, key_role = self._roles(record)
         item = {
             "tag": record.tag,
             "weights": weights,
             "mask": mask,
-            "query_tokens": self._axis_tokens(record, query_role, batch, tq, keep_tq, "query"),
-            "key_tokens": self._axis_tokens(record, key_role, batch, tk, keep_tk, "key"),
+            "query_tokens": self._axis_tokens(record, query_role, examples, tq, keep_tq,
+                                              "query"),
+            "key_tokens": self._axis_tokens(record, key_role, examples, tk, keep_tk, "key"),
             "images": None,
             "image_grid": None,
             "prefix_tokens": None,
             "reduced": reduced,
         }
         if layout is not None:
-            item["images"] = self._images[:batch]
+            item["images"] = self._images[:examples]
             item["image_grid"], item["prefix_tokens"] = layout
         return item
-
-    def _reduction_text(self, reduced, batch, heads, tq, tk, keep_tq, keep_tk):
-        parts = []
-        if self._probe_size > batch:
-            parts.append("examples %d of %d" % (batch, self._probe_size))
-        if reduced["heads"] < heads:
-            parts.append("heads %d of %d" % (reduced["heads"], heads))
-        if keep_tq < tq or keep_tk < tk:
-            parts.append("positions %dx%d of %dx%d" % (keep_tq, keep_tk, tq, tk))
-        return ", ".join(parts)
 
     def _statistics(self, item):
         from tb_attention_plugin import stats

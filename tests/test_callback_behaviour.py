@@ -281,8 +281,10 @@ def test_limits_crop_heads_and_tokens_with_a_note(tmp_path):
         header = step["header"]
         assert header["shape"] == [1, 2, 6, 6]
         assert header["query_tokens"] == [tokens[0][:6]]
-        assert header["reduced"] == {"source_shape": [3, 4, 10, 10], "examples": 1,
-                                     "heads": 2, "tokens": [0, 6]}
+        reduced = dict(header["reduced"])
+        assert reduced.pop("note") in messages[0]
+        assert reduced == {"source_shape": [3, 4, 10, 10], "examples": 1, "heads": 2,
+                           "tokens": [0, 6], "layers": [1, 1], "max_bytes_per_step": 4 * 2**20}
 
 
 def test_defaults_keep_a_12_layer_12_head_128_token_model_small(tmp_path):
@@ -307,8 +309,9 @@ def test_defaults_keep_a_12_layer_12_head_128_token_model_small(tmp_path):
     size = sum(os.path.getsize(f) for f in files)
     attention, _ = helpers.read_logs(tmp_path)
     assert sorted(attention["train"]) == sorted("layer_%d" % i for i in range(12))
-    assert attention["train"]["layer_11"][0]["header"]["shape"] == [2, 12, 128, 128]
-    print("bytes per logged step, 12 layers x 12 heads x 128 tokens x 2 examples: %d" % size)
+    # Two examples could take up to 4.5 MiB (1 byte per value): the 4 MiB budget keeps one.
+    assert attention["train"]["layer_11"][0]["header"]["shape"] == [1, 12, 128, 128]
+    print("bytes per logged step, 12 layers x 12 heads x 128 tokens x 1 example: %d" % size)
     assert size < 4 * 2**20
 
 
@@ -474,7 +477,9 @@ def test_writer_without_tensorflow_writes_the_same_summaries(tmp_path):
     logger = AttentionLogger(str(tmp_path), x[:2], tokens=[["w"] * 8], statistics=True)
     logger.set_model(model)
     records = capture.capture_attention(model, x[:2], capture.find_attention_layers(model)[0])
-    items = [logger._summary_item(record) for record in records.records]
+    view, note = logger._view_for(records.records)
+    count = len(records.records)
+    items = [logger._summary_item(record, view, note, count, count) for record in records.records]
     logger._write_plain(items, {"mha/entropy/head_0": 0.5}, step=7)
     logger.on_train_end()
     attention, scalars = helpers.read_logs(tmp_path)

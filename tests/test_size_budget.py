@@ -1,0 +1,175 @@
+"""AttentionLogger's per-step byte budget on a model of the size users train.
+
+A real Keras model with 12 MultiHeadAttention layers of 12 heads at 512 tokens (tiny key_dim so
+that it runs on CPU) trains through `AttentionLogger` with its default limits and budget. The
+logs are read back through TensorBoard's real data provider.
+"""
+
+import glob
+import os
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import callback_helpers as helpers  # noqa: E402
+from tb_attention_plugin import AttentionLogger  # noqa: E402
+from tb_attention_plugin import encoding  # noqa: E402
+from tb_attention_plugin.callback import AttentionLoggerWarning  # noqa: E402
+
+LAYERS = 12
+HEADS = 12
+LENGTH = 512
+VOCABULARY = 64
+BUDGET = 4 * 2**20  # AttentionLogger's default max_bytes_per_step
+
+
+def build_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((LENGTH,), dtype="int32")
+    # Unit-scale embeddings and kernels give peaky heads, not near-uniform rows.
+    x = keras.layers.Embedding(
+        VOCABULARY, 24, embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0)
+    )(inputs)
+    for i in range(LAYERS):
+        attention = keras.layers.MultiHeadAttention(
+            HEADS, 2, kernel_initializer=keras.initializers.RandomNormal(stddev=0.6),
+            name="layer_%d" % i)
+        x = keras.layers.LayerNormalization()(x + attention(x, x))
+    outputs = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "mse")
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("budget")
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, VOCABULARY, size=(4, LENGTH)).astype("int32")
+    y = rng.normal(size=(4, 1)).astype("float32")
+    tokens = [["w%d_%d" % (example, i) for i in range(LENGTH)] for example in range(2)]
+    model = build_model()
+    logger = AttentionLogger(str(logdir), x[:2], tokens=tokens)  # default limits and budget
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[logger])
+    references = helpers.references_by_tag(model, x[:2], lambda layer: layer.path)
+    ours = [w for w in caught if issubclass(w.category, AttentionLoggerWarning)]
+    return {"logdir": logdir, "warnings": ours, "references": references, "tokens": tokens}
+
+
+def blob_bytes_per_step(logdir):
+    """`{step: bytes of every attention blob of every tag at that step}`, as TensorBoard reads."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={"attention": 0})
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    ctx = context.RequestContext()
+    sequences = provider.read_blob_sequences(
+        ctx, experiment_id="", plugin_name="attention", downsample=1000)
+    sizes = {}
+    for datums in sequences["train"].values():
+        for datum in datums:
+            size = sum(len(provider.read_blob(ctx, blob_key=ref.blob_key))
+                       for ref in datum.values)
+            sizes[datum.step] = sizes.get(datum.step, 0) + size
+    return sizes
+
+
+def test_every_step_stays_under_the_default_budget(trained):
+    sizes = blob_bytes_per_step(trained["logdir"])
+    assert sorted(sizes) == [0, 2]  # training start and epoch end
+    for step, size in sizes.items():
+        assert 0 < size <= BUDGET, (step, size)
+    # The event files (framing, metadata and all) stay within the budget per step too.
+    files = glob.glob(str(trained["logdir"] / "train" / "events.out.tfevents.*"))
+    assert sum(os.path.getsize(f) for f in files) <= len(sizes) * BUDGET
+
+
+def test_the_user_is_told_once_what_was_reduced_and_how_to_log_more(trained):
+    messages = [str(w.message) for w in trained["warnings"]]
+    assert len(messages) == 1, messages
+    message = messages[0]
+    # Two examples at 128x128 could take up to 2 x 12 x 12 x 128 x 128 bytes = 4.5 MiB.
+    for text in ("examples 1 of 2", "positions 128x128 of 512x512", "max_bytes_per_step=4194304",
+                 "max_tokens=128", "raise max_bytes_per_step=", "max_tokens= to log more"):
+        assert text in message, message
+
+
+def test_headers_carry_the_same_note(trained):
+    attention, _ = helpers.read_logs(trained["logdir"])
+    assert sorted(attention["train"]) == sorted("layer_%d" % i for i in range(LAYERS))
+    message = str(trained["warnings"][0].message)
+    for tag, steps in attention["train"].items():
+        for step in steps.values():
+            header = step["header"]
+            assert header["shape"] == [1, HEADS, 128, 128]
+            reduced = header["reduced"]
+            assert message.endswith(reduced["note"]), (tag, reduced["note"])
+            assert {k: v for k, v in reduced.items() if k != "note"} == {
+                "source_shape": [2, HEADS, LENGTH, LENGTH], "examples": 1, "heads": HEADS,
+                "tokens": [0, 128], "layers": [LAYERS, LAYERS], "max_bytes_per_step": BUDGET,
+            }
+            assert header["query_tokens"] == [trained["tokens"][0][:128]]
+            assert header["key_tokens"] == [trained["tokens"][0][:128]]
+
+
+def test_served_values_keep_the_format_precision(trained):
+    attention, _ = helpers.read_logs(trained["logdir"])
+    final = max(attention["train"]["layer_0"])
+    peaks = []
+    for tag, reference in trained["references"].items():
+        stored = attention["train"][tag][final]["weights"]
+        expected = reference[:1, :, :128, :128]
+        assert not np.isnan(stored).any()
+        error = np.abs(stored - expected).max()
+        assert error <= encoding.MAX_ERROR + 1e-6, (tag, error)
+        peaks.append(expected.max())
+    # Peaky heads: the check would be weak if every weight were about 1/512.
+    assert sum(peak > 0.1 for peak in peaks) >= LAYERS // 2, peaks
+
+
+def test_a_small_budget_keeps_one_example_64_positions_one_head_and_spread_layers(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((128,), dtype="int32")
+    x = keras.layers.Embedding(VOCABULARY, 8)(inputs)
+    for i in range(LAYERS):
+        x = keras.layers.LayerNormalization()(
+            x + keras.layers.MultiHeadAttention(4, 2, name="layer_%d" % i)(x, x))
+    model = keras.Model(inputs, x)
+    model.compile("adam", "mse")
+    probe = np.random.default_rng(0).integers(1, VOCABULARY, size=(2, 128)).astype("int32")
+    budget = 64 * 1024  # the smallest allowed
+    logger = AttentionLogger(str(tmp_path), probe, max_bytes_per_step=budget)
+    logger.set_model(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logger.on_train_begin()
+        logger.on_train_end()
+    messages = [str(w.message) for w in caught if issubclass(w.category, AttentionLoggerWarning)]
+    assert len(messages) == 1, messages
+
+    attention, _ = helpers.read_logs(tmp_path)
+    kept = sorted(int(tag.split("_")[1]) for tag in attention["train"])
+    # Examples, then the window down to 64 positions, then heads, then evenly spaced layers.
+    assert kept[0] == 0 and kept[-1] == LAYERS - 1 and 2 < len(kept) < LAYERS, kept
+    gaps = np.diff(kept)
+    assert gaps.max() - gaps.min() <= 1, kept
+    for step in attention["train"].values():
+        header = step[0]["header"]
+        assert header["shape"] == [1, 1, 64, 64]
+        assert header["reduced"]["layers"] == [len(kept), LAYERS]
+        assert messages[0].endswith(header["reduced"]["note"])
+    for text in ("examples 1 of 2", "heads 1 of 4", "positions 64x64 of 128x128",
+                 "layers %d of %d (kept: layer_0, " % (len(kept), LAYERS),
+                 "max_bytes_per_step=65536"):
+        assert text in messages[0], messages[0]
+    assert 0 < blob_bytes_per_step(tmp_path)[0] <= budget
