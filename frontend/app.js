@@ -18,7 +18,7 @@ import {renderHeadView} from "./view_head.js";
 import {renderTiles} from "./view_heads.js";
 import {renderLinesView} from "./view_lines.js";
 import {renderImageView} from "./view_image.js";
-import {tokenLabel} from "./tokens.js";
+import {isolateBidi, tokenLabel} from "./tokens.js";
 import {showRunCompare} from "./view_compare.js";
 import {showStepDiff} from "./view_diff.js";
 import {showStatistics} from "./view_stats.js";
@@ -256,7 +256,7 @@ export class AttentionApp {
         return;
       }
       const tagInfo = this.currentTag();
-      if (tagInfo && tagInfo.error) throw new Error(`${tag}: ${tagInfo.error}`);
+      if (tagInfo && tagInfo.error) throw new Error(`${isolateBidi(tag)}: ${tagInfo.error}`);
       if (reloadSteps || this.stepsKey !== `${run}\0${tag}`) {
         const {steps} = await this.api.steps(run, tag);
         if (stale()) return;
@@ -324,7 +324,7 @@ export class AttentionApp {
   updateInfo(header) {
     const {run, tag, step} = this.state;
     const wall = this.wallTimes && this.wallTimes.get(step);
-    const parts = [`${run} / ${tag}`, `step ${step}`];
+    const parts = [`${isolateBidi(run)} / ${isolateBidi(tag)}`, `step ${step}`];
     if (wall) parts.push(new Date(wall * 1000).toLocaleString());
     parts.push(`shape [${header.shape.join(", ")}] (examples, heads, queries, keys)`);
     if (header.reduced) parts.push(`reduced by the writer: ${JSON.stringify(header.reduced)}`);

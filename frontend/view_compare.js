@@ -11,7 +11,7 @@
 import {mapLimited} from "./api.js";
 import {closestStep, comparedRuns, runsWithTag, sharedMaximum} from "./compare.js";
 import {legendCanvas} from "./heatmap.js";
-import {describeCell} from "./tokens.js";
+import {describeCell, isolateBidi} from "./tokens.js";
 import {element} from "./ui.js";
 import {renderPanels} from "./view_panels.js";
 
@@ -47,7 +47,7 @@ export async function showRunCompare(app, stale, {lut, width}) {
   const {canvas} = renderPanels(app.host, {panels, width}, {
     tooltip: app.tooltip,
     describe: (panel, row, col) =>
-      `${panel.source.run} @${panel.source.step}: ${describeCell(panel.matrix, panel.header, panel.example, row, col).text}`,
+      `${isolateBidi(panel.source.run)} @${panel.source.step}: ${describeCell(panel.matrix, panel.header, panel.example, row, col).text}`,
   });
   return {
     canvas,
