@@ -11,7 +11,7 @@ one-time cost (tracing the probe pass) is counted once per run.
 Prints each epoch's pair, the ratio of the summed wall times (target: <= 1.02) and of the
 median epoch, the ratio of process CPU times, and the time spent inside the callback; on a
 machine shared with other work the wall times of single epochs are noisy, the time inside the
-callback is not.
+callback is not. `main(argv)` also returns these figures (for `bench/run.py`).
 
 Usage:
 
@@ -171,6 +171,15 @@ def main(argv=None):
           "%.4f of plain fit time"
           % (1000 * np.median(first), len(later), 1000 * later[len(later) // 2] if later else 0,
              1000 * TimedAttentionLogger.check_seconds, inside / totals["plain"]))
+    return {
+        "plain seconds": totals["plain"],
+        "logged seconds": totals["logged"],
+        "wall ratio": totals["logged"] / totals["plain"],
+        "median epoch ratio": ratios[len(ratios) // 2],
+        "cpu ratio": cpu_totals["logged"] / cpu_totals["plain"],
+        "callback seconds": inside,
+        "callback share": inside / totals["plain"],
+    }
 
 
 if __name__ == "__main__":
