@@ -75,7 +75,7 @@ class Tab:
             time.sleep(0.05)
 
     def rendered(self):
-        text = self.eval("document.querySelector('#view').dataset.rendered || 'null'")
+        text = self.eval("(document.querySelector('#view')?.dataset.rendered) || 'null'")
         return json.loads(text)
 
     def show(self, timeout=30, **state):
@@ -382,8 +382,10 @@ def test_unreadable_tag_shows_its_error_and_the_rest_still_works(tab):
 
 def test_state_survives_reload_and_lives_in_the_hash(tab):
     tab.show(**TEXT, step=10, head=2, view="heads", example=1, cmap="magma")
-    tab.frame.evaluate("location.reload()")
-    tab.frame.wait_for_selector("#view canvas", timeout=30000)
+    # Mark the old document: right after reload() the old canvas may still be found.
+    tab.frame.evaluate("window.__beforeReload = true; location.reload()")
+    tab.frame.wait_for_function("() => !window.__beforeReload && document.querySelector('#view canvas')",
+                                timeout=30000)
     state = tab.wait_for({"step": 10})
     assert state == {"run": "translate", "tag": "decoder/cross_attention", "step": 10, "example": 1,
                      "head": 2, "view": "heads", "query": None}
