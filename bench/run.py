@@ -1,0 +1,160 @@
+"""Every tb-attention benchmark in one run, side by side, with one table of ratios at the end.
+
+Runs, in this process and one after the other:
+
+- `bench_size.measure`: stored bytes per attention value against float32 `tf.summary.write`
+  of the same tensor, with the format's error;
+- `bench_fit_overhead.main`: `model.fit` with and without `AttentionLogger` at its default
+  cadence (wall time, CPU time, and the time spent inside the callback);
+- `bench_serving.measure`: one 512x512 head of a step of a 100-step, 12-layer x 12-head logdir
+  against TensorBoard's images plugin serving a 512x512 PNG from the same logdir, on the Rust
+  data server and on the Python reader;
+- `bench_memory.measure`: the RSS of the whole `tensorboard` process tree with that logdir
+  loaded against the same logdir without attention, on both readers.
+
+Prints each benchmark's own output, then the table `measure | ours | baseline | ratio | target
+| met?`. About 6 minutes on 2 shared CPU cores; `--quick` shrinks every size (about 3 minutes).
+
+    python bench/run.py [--quick] [--layers 12] [--steps 100] [--epochs 12]
+"""
+
+import argparse
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+BENCH = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import bench_fit_overhead  # noqa: E402
+import bench_memory  # noqa: E402
+import bench_serving  # noqa: E402
+import bench_size  # noqa: E402
+
+
+def _ms(seconds):
+    return "%.2f ms" % (seconds * 1000)
+
+
+def _mb(size):
+    return "%.0f MB" % (size / 1e6)
+
+
+def row(measure, ours, baseline, ratio, target, limit=None, also=True):
+    """One table row; met when `ratio <= limit` and `also` (a second condition) hold."""
+    met = "-" if limit is None else ("yes" if ratio <= limit and also else "NO")
+    return (measure, ours, baseline, "%.3f" % ratio, target, met)
+
+
+def size_rows():
+    rows, bound = bench_size.measure()
+    print("stored size vs float32 tf.summary.write (same tensor, 3 steps each)")
+    for name, values, ratio, error, ours, plain in rows:
+        print("  %-55s ratio %.3f, max error %.5f (bound %.5f)" % (name, ratio, error, bound))
+    return [
+        row("stored bytes/value: " + name,
+            "%.3f B/value (max err %.5f)" % (ours / values, error),
+            "%.3f B/value" % (plain / values), ratio,
+            "<= 0.25, err <= %.5f" % bound, 0.25, also=error <= bound)
+        for name, values, ratio, error, ours, plain in rows
+    ]
+
+
+def fit_rows(epochs, samples):
+    figures = bench_fit_overhead.main(["--epochs", str(epochs), "--samples", str(samples)])
+    plain = figures["plain seconds"]
+    return [
+        row("fit wall time, AttentionLogger defaults (noisy here)",
+            "%.1f s" % figures["logged seconds"], "%.1f s" % plain, figures["wall ratio"],
+            "<= 1.02", 1.02),
+        row("fit CPU time, AttentionLogger defaults", "", "", figures["cpu ratio"], "<= 1.02",
+            1.02),
+        row("fit: time inside the callback (1 + share)",
+            "%.2f s" % figures["callback seconds"], "%.1f s" % plain,
+            1 + figures["callback share"], "<= 1.02", 1.02),
+    ]
+
+
+def serving_and_memory_rows(layers, steps, requests):
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
+        with_attention = pathlib.Path(tmp) / "with"
+        without_attention = pathlib.Path(tmp) / "without"
+        started = time.perf_counter()
+        bench_serving.write_logdir(with_attention, layers, steps)
+        bench_memory.write_logdir_without_attention(without_attention, steps)
+        print("logdir: %d layers x %d heads x %dx%d, %d steps, 1 example: %s of events (%s "
+              "without attention), written in %.0f s"
+              % (layers, bench_serving.HEADS, bench_serving.SIZE, bench_serving.SIZE, steps,
+                 _mb(bench_memory.event_bytes(with_attention)),
+                 _mb(bench_memory.event_bytes(without_attention)),
+                 time.perf_counter() - started))
+        for reader, flags in bench_memory.READERS.items():
+            results = bench_serving.measure(with_attention, flags, layers, steps, requests)
+            images = statistics.median(results["images"])
+            print("serving, %s: %s" % (reader, {
+                key: _ms(statistics.median(value)) if isinstance(value, list) else value
+                for key, value in results.items()}))
+            small = statistics.median(results["images, 128x128 PNG"])
+            cold = statistics.median(results["head (cold)"])
+            cached = statistics.median(results["head (cached)"])
+            rows += [
+                row("serve one 512x512 head, step not asked before (%s)" % reader, _ms(cold),
+                    _ms(images) + " (512x512 PNG)", cold / images, "<= 1.0", 1.0),
+                row("the same against a 128x128 PNG, %d B (%s)"
+                    % (results["small png bytes"], reader), _ms(cold),
+                    _ms(small) + " (128x128 PNG)", cold / small, "-"),
+                row("serve the same head again, plugin LRU (%s)" % reader, _ms(cached),
+                    _ms(images) + " (512x512 PNG)", cached / images, "-"),
+            ]
+        memory = bench_memory.measure(with_attention, without_attention, layers, steps)
+        bench_memory.print_results(memory)
+        for reader, r in memory.items():
+            rows.append(row("tensorboard RSS, logdir with / without attention (%s)" % reader,
+                            _mb(r["with"]), _mb(r["without"]), r["with"] / r["without"],
+                            "-", None))
+            rows.append(row("extra RSS per stored attention byte (%s)" % reader,
+                            _mb(r["with"] - r["without"]), _mb(r["attention bytes"]),
+                            (r["with"] - r["without"]) / r["attention bytes"], "<= 1.25",
+                            1.25))
+    return rows
+
+
+def print_table(rows):
+    header = ("measure", "ours", "baseline", "ratio", "target", "met?")
+    print("\n| " + " | ".join(header) + " |")
+    print("|" + "|".join(" --- " for _ in header) + "|")
+    for cells in rows:
+        print("| " + " | ".join(cells) + " |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="4 layers, 30 steps, 20 requests, 4 epochs of 2000 pairs")
+    parser.add_argument("--layers", type=int, help="serving/memory logdir layers (12)")
+    parser.add_argument("--steps", type=int, help="serving/memory logdir steps (100)")
+    parser.add_argument("--requests", type=int, help="timed requests per serving row (40)")
+    parser.add_argument("--epochs", type=int, help="fit-overhead epochs per variant (12)")
+    parser.add_argument("--samples", type=int, help="fit-overhead training pairs (4000)")
+    args = parser.parse_args()
+    quick = {"layers": 4, "steps": 30, "requests": 20, "epochs": 4, "samples": 2000}
+    full = {"layers": 12, "steps": 100, "requests": 40, "epochs": 12, "samples": 4000}
+    sizes = {k: getattr(args, k) or (quick if args.quick else full)[k] for k in full}
+
+    started = time.perf_counter()
+    rows = size_rows()
+    rows += fit_rows(sizes["epochs"], sizes["samples"])
+    rows += serving_and_memory_rows(sizes["layers"], sizes["steps"], sizes["requests"])
+    print_table(rows)
+    print("\n%s; %s, %d CPU cores; total %.0f s"
+          % (" ".join(["python bench/run.py"] + sys.argv[1:]), platform.machine(),
+             len(os.sched_getaffinity(0)), time.perf_counter() - started))
+
+
+if __name__ == "__main__":
+    main()
