@@ -15,7 +15,6 @@ stored: close to 1.0 means nothing is held decoded or copied twice).
 """
 
 import argparse
-import json
 import os
 import pathlib
 import sys
