@@ -327,7 +327,11 @@ export class AttentionApp {
     const parts = [`${isolateBidi(run)} / ${isolateBidi(tag)}`, `step ${step}`];
     if (wall) parts.push(new Date(wall * 1000).toLocaleString());
     parts.push(`shape [${header.shape.join(", ")}] (examples, heads, queries, keys)`);
-    if (header.reduced) parts.push(`reduced by the writer: ${JSON.stringify(header.reduced)}`);
+    if (header.reduced) {
+      // AttentionLogger explains its reduction in a sentence; other writers may give only keys.
+      const note = typeof header.reduced.note === "string" ? header.reduced.note : JSON.stringify(header.reduced);
+      parts.push(`reduced by the writer: ${isolateBidi(note)}`);
+    }
     this.info.textContent = parts.join(" · ");
   }
 

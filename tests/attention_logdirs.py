@@ -15,6 +15,9 @@ SOURCE = ["i", "have", HOSTILE, "three", "books", "</s>", "<pad>"]
 TEXT_STEPS = [0, 10, 20]
 VISION_GRID = (4, 4)
 VISION_PREFIX = 1
+# What AttentionLogger records when its budget made it drop examples (docs/format.md).
+VISION_REDUCED = {"source_shape": [4, 2, 17, 17], "examples": 1,
+                  "note": "examples 1 of 4; raise max_examples= to log more"}
 
 
 def text_weights(step, heads=3):
@@ -111,7 +114,8 @@ def write_demo_logdir(logdir):
         image = probe_image()
         for step in TEXT_STEPS:
             writer.attention("encoder/layer_0/attention", vision_weights(step), step,
-                             images=image[None], image_grid=VISION_GRID, prefix_tokens=VISION_PREFIX)
+                             images=image[None], image_grid=VISION_GRID, prefix_tokens=VISION_PREFIX,
+                             reduced=VISION_REDUCED)
     return logdir
 
 

@@ -22,6 +22,7 @@ from attention_logdirs import (
     TARGET,
     VISION_GRID,
     VISION_PREFIX,
+    VISION_REDUCED,
     text_mask,
     text_weights,
     write_demo_logdir,
@@ -363,6 +364,14 @@ def test_vision_overlay(tab, artifacts_dir):
     tab.wait_for({"view": "image", "query": 5})
     assert tab.canvas_info()["overlay"]["query"] == 5
     assert "query=5" in tab.eval("location.hash")
+
+
+def test_a_reduced_capture_says_what_the_writer_dropped(tab):
+    tab.show(run="vit", tag="encoder/layer_0/attention", step=10, head=0, view="head")
+    info = tab.eval("document.querySelector('#info').textContent")
+    assert info.endswith("reduced by the writer: " + VISION_REDUCED["note"]), info
+    tab.show(**TEXT, step=10, head=0, view="head")
+    assert "reduced" not in tab.eval("document.querySelector('#info').textContent")
 
 
 def test_unreadable_tag_shows_its_error_and_the_rest_still_works(tab):
