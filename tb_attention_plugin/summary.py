@@ -65,9 +65,6 @@ def attention(
     summary_metadata = metadata.create_summary_metadata(description)
     encode_kwargs = dict(image_grid=image_grid, prefix_tokens=prefix_tokens, reduced=reduced)
 
-    def is_tensor(value):
-        return tf.is_tensor(value) or hasattr(value, "numpy")
-
     def blobs():
         if tf.executing_eagerly():
             return tf.constant(
