@@ -17,16 +17,10 @@ def read_logs(logdir):
     [B, H, Tq, Tk] (NaN = masked), "images" list of uint8 arrays}` and
     `scalars[run][tag] = [(step, value)]`.
     """
+    from readback import decode_weights, provider_for
     from tensorboard import context
-    from tensorboard.backend.event_processing import data_provider
-    from tensorboard.backend.event_processing import plugin_event_multiplexer
 
-    multiplexer = plugin_event_multiplexer.EventMultiplexer(
-        tensor_size_guidance={"attention": 0, "scalars": 0}
-    )
-    multiplexer.AddRunsFromDirectory(str(logdir))
-    multiplexer.Reload()
-    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    provider = provider_for(logdir, keep_every=("attention", "scalars"))
     ctx = context.RequestContext()
     sequences = provider.read_blob_sequences(
         ctx, experiment_id="", plugin_name="attention", downsample=10**6
@@ -38,14 +32,8 @@ def read_logs(logdir):
             for datum in data:
                 blobs = [provider.read_blob(ctx, blob_key=ref.blob_key) for ref in datum.values]
                 header = encoding.decode_header(blobs[0])
-                batch, heads, tq, tk = header["shape"]
-                weights = np.empty((batch, heads, tq, tk), np.float32)
-                for b in range(batch):
-                    for h in range(heads):
-                        index = encoding.payload_index(header, b, h)
-                        codes = encoding.decode_codes(blobs[index], header)
-                        scale = header["scales"][index - 1]
-                        weights[b, h] = encoding.codes_to_weights(codes, scale)
+                weights = decode_weights(header, blobs)
+                batch = header["shape"][0]
                 images = []
                 if header.get("image"):
                     images = [png.decode_png(blobs[encoding.image_index(header, b)])

@@ -9,14 +9,28 @@ from tb_attention_plugin import encoding
 from tb_attention_plugin import metadata
 
 
-def provider_for(logdir):
-    """A `MultiplexerDataProvider` that keeps every attention step (no sampling surprises)."""
+def provider_for(logdir, keep_every=(metadata.PLUGIN_NAME,)):
+    """A `MultiplexerDataProvider` that keeps every step of the `keep_every` plugins (by default
+    attention), so no sampling surprises."""
     multiplexer = plugin_event_multiplexer.EventMultiplexer(
-        tensor_size_guidance={metadata.PLUGIN_NAME: 0}
+        tensor_size_guidance={plugin: 0 for plugin in keep_every}
     )
     multiplexer.AddRunsFromDirectory(str(logdir))
     multiplexer.Reload()
     return data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+
+
+def decode_weights(header, blobs):
+    """The weights of one step: float32 `[B, H, Tq, Tk]`, NaN = masked, from its decoded `header`
+    and all its `blobs` (blob 0 the header)."""
+    batch, heads, tq, tk = header["shape"]
+    weights = np.empty((batch, heads, tq, tk), np.float32)
+    for b in range(batch):
+        for h in range(heads):
+            index = encoding.payload_index(header, b, h)
+            codes = encoding.decode_codes(blobs[index], header)
+            weights[b, h] = encoding.codes_to_weights(codes, header["scales"][index - 1])
+    return weights
 
 
 def read_back(logdir):
@@ -33,13 +47,6 @@ def read_back(logdir):
             for datum in datums:
                 blobs = [provider.read_blob(ctx, blob_key=ref.blob_key) for ref in datum.values]
                 header = encoding.decode_header(blobs[0])
-                batch, heads, tq, tk = header["shape"]
-                weights = np.empty((batch, heads, tq, tk), np.float32)
-                for b in range(batch):
-                    for h in range(heads):
-                        index = encoding.payload_index(header, b, h)
-                        codes = encoding.decode_codes(blobs[index], header)
-                        weights[b, h] = encoding.codes_to_weights(codes, header["scales"][index - 1])
-                entries.append((datum.step, header, weights))
+                entries.append((datum.step, header, decode_weights(header, blobs)))
             result.setdefault(run, {})[tag] = entries
     return result
