@@ -74,7 +74,7 @@ export function drawHeatmap(ctx, matrix, rect, {vmax, lut, dpr = devicePixelRati
 }
 
 /** Draws ImageData scaled to the device-pixel rectangle (dx, dy, dw, dh) without smoothing. */
-function blit(ctx, image, dx, dy, dw, dh) {
+export function blit(ctx, image, dx, dy, dw, dh) {
   const source = scratchImage(image.width, image.height);
   source.getContext("2d").putImageData(image, 0, 0);
   ctx.save();
@@ -179,6 +179,15 @@ export function legendCanvas(lut, vmax, {width = 260, label = "attention weight"
   ctx.imageSmoothingEnabled = true;
   ctx.drawImage(source, 0, 0, 256, 1, bar.x * dpr, bar.y * dpr, bar.width * dpr, bar.height * dpr);
   ctx.restore();
+  drawLegendMarks(ctx, bar, label, (t) => (t * vmax).toPrecision(3));
+  return canvas;
+}
+
+/**
+ * Everything of a legend but its colour bar: `label` above the CSS rectangle `bar`, ticks at its
+ * start, middle and end labelled `tickText(t)` for t = 0, 0.5, 1, and the masked swatch after it.
+ */
+export function drawLegendMarks(ctx, bar, label, tickText) {
   ctx.font = `11px ${FONT_FAMILY}`;
   ctx.fillStyle = "#333";
   ctx.textBaseline = "top";
@@ -187,7 +196,7 @@ export function legendCanvas(lut, vmax, {width = 260, label = "attention weight"
     const x = bar.x + t * bar.width;
     ctx.fillRect(x - 0.5, bar.y + bar.height, 1, 3);
     ctx.textAlign = t === 0 ? "left" : t === 1 ? "right" : "center";
-    ctx.fillText((t * vmax).toPrecision(3), x, bar.y + bar.height + 4);
+    ctx.fillText(tickText(t), x, bar.y + bar.height + 4);
   }
   const swatch = {x: bar.x + bar.width + 16, y: bar.y};
   ctx.fillStyle = `rgb(${MASKED_RGB.join(",")})`;
@@ -195,7 +204,6 @@ export function legendCanvas(lut, vmax, {width = 260, label = "attention weight"
   ctx.fillStyle = "#333";
   ctx.textAlign = "left";
   ctx.fillText("masked", swatch.x + 16, swatch.y);
-  return canvas;
 }
 
 /** `[r, g, b]` of `value` for overlays drawn with fillRect. */

@@ -15,8 +15,8 @@
 
 import {heatmapLayout, cellAt} from "./layout.js";
 import {hiDpiCanvas, drawHeatmap, drawRowLabels, drawColLabels, widestLabel, devicePixelRatio,
-        FONT_FAMILY} from "./heatmap.js";
-import {paintDiverging, MASKED_RGB} from "./colormap.js";
+        FONT_FAMILY, blit, drawLegendMarks} from "./heatmap.js";
+import {paintDiverging} from "./colormap.js";
 import {axisLabels} from "./tokens.js";
 import {localPoint} from "./view_head.js";
 
@@ -88,16 +88,8 @@ export function renderPanels(host, {panels, width}, hooks) {
 function drawDiverging(ctx, matrix, rect, limit, lut, dpr) {
   const image = new ImageData(matrix.cols, matrix.rows);
   paintDiverging(matrix.values, limit, lut, image.data);
-  const source = document.createElement("canvas");
-  source.width = matrix.cols;
-  source.height = matrix.rows;
-  source.getContext("2d").putImageData(image, 0, 0);
-  ctx.save();
-  ctx.setTransform(1, 0, 0, 1, 0, 0);
-  ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(source, 0, 0, matrix.cols, matrix.rows, Math.round(rect.x * dpr), Math.round(rect.y * dpr),
-                Math.round(rect.width * dpr), Math.round(rect.height * dpr));
-  ctx.restore();
+  blit(ctx, image, Math.round(rect.x * dpr), Math.round(rect.y * dpr), Math.round(rect.width * dpr),
+       Math.round(rect.height * dpr));
 }
 
 /** A legend for differences: a bar from -limit through 0 to +limit, plus the masked swatch. */
@@ -109,23 +101,9 @@ export function divergingLegend(lut, limit, {width = 260, label = "change in att
     ctx.fillStyle = `rgb(${lut[i * 3]},${lut[i * 3 + 1]},${lut[i * 3 + 2]})`;
     ctx.fillRect(bar.x + (i / 256) * bar.width, bar.y, bar.width / 256 + 0.5, bar.height);
   }
-  ctx.font = `11px ${FONT_FAMILY}`;
-  ctx.fillStyle = "#333";
-  ctx.textBaseline = "top";
-  ctx.fillText(label, bar.x, 1);
-  for (const t of [0, 0.5, 1]) {
-    const x = bar.x + t * bar.width;
-    ctx.fillRect(x - 0.5, bar.y + bar.height, 1, 3);
-    ctx.textAlign = t === 0 ? "left" : t === 1 ? "right" : "center";
+  drawLegendMarks(ctx, bar, label, (t) => {
     const value = (2 * t - 1) * limit;
-    ctx.fillText(t === 0.5 ? "0" : `${value > 0 ? "+" : "−"}${Math.abs(value).toPrecision(3)}`, x,
-                 bar.y + bar.height + 4);
-  }
-  const swatch = {x: bar.x + bar.width + 16, y: bar.y};
-  ctx.fillStyle = `rgb(${MASKED_RGB.join(",")})`;
-  ctx.fillRect(swatch.x, swatch.y, 12, 12);
-  ctx.fillStyle = "#333";
-  ctx.textAlign = "left";
-  ctx.fillText("masked", swatch.x + 16, swatch.y);
+    return t === 0.5 ? "0" : `${value > 0 ? "+" : "−"}${Math.abs(value).toPrecision(3)}`;
+  });
   return canvas;
 }
