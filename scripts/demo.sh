@@ -20,7 +20,7 @@ fi
 .venv/bin/python -m pip install -q -e .
 
 export TF_CPP_MIN_LOG_LEVEL=3
-.venv/bin/python demo/run_all.py --logdir "$LOGDIR" "$@"
+.venv/bin/python -m demo.run_all --logdir "$LOGDIR" "$@"
 
 if [ "${TB_ATTENTION_NO_SERVER:-0}" != "0" ]; then
   echo "Logs are in $LOGDIR. Start TensorBoard with: .venv/bin/tensorboard --logdir $LOGDIR"
