@@ -18,16 +18,14 @@ The decoder rows are labelled with the token each row PREDICTS (Chinese + `</s>`
 TensorFlow translation tutorial labels its plots; the decoder reads `<s>` + Chinese.
 """
 
-import argparse
-import json
 import os
 import pathlib
-import time
 
 import keras
 import numpy as np
 from keras import ops
 
+from demo import training
 from demo import translation_data
 
 CROSS_ATTENTION_TAG_SUFFIX = "cross_attention"
@@ -225,11 +223,7 @@ def train(logdir, run_name="translation", epochs=None, small=False, learning_rat
 
     Returns the result dictionary.
     """
-    import tb_attention_plugin
-
-    settings = dict(SIZES["small" if small else "full"])
-    if epochs is not None:
-        settings["epochs"] = epochs
+    settings = training.sized_settings(SIZES, small, epochs)
     keras.utils.set_random_seed(seed)
     corpus = translation_data.make_corpus(settings["train_size"], settings["heldout_size"], seed)
     model = build_model(corpus, settings["width"], settings["heads"], settings["layers"],
@@ -243,60 +237,36 @@ def train(logdir, run_name="translation", epochs=None, small=False, learning_rat
     probe_pairs, probe, source_tokens, target_tokens = probe_batch(corpus, probe_examples)
 
     run_dir = pathlib.Path(logdir) / run_name
-    callbacks = [
-        keras.callbacks.TensorBoard(str(run_dir), update_freq="epoch"),
-        tb_attention_plugin.AttentionLogger(
-            str(run_dir),
-            probe=probe,
-            source_tokens=source_tokens,
-            target_tokens=target_tokens,
-            every_n_steps=every_n_steps,
-            max_examples=probe_examples,
-        ),
-    ]
-    started = time.monotonic()
-    model.fit(
+    seconds = training.fit_logged(
+        model,
+        run_dir,
         [train_x[0], train_x[1]],
         train_x[2],
-        validation_data=([heldout_x[0], heldout_x[1]], heldout_x[2]),
-        batch_size=settings["batch_size"],
-        epochs=settings["epochs"],
-        callbacks=callbacks,
-        verbose=verbose,
+        ([heldout_x[0], heldout_x[1]], heldout_x[2]),
+        settings,
+        verbose,
+        probe=probe,
+        source_tokens=source_tokens,
+        target_tokens=target_tokens,
+        every_n_steps=every_n_steps,
+        max_examples=probe_examples,
     )
-    seconds = time.monotonic() - started
-    model.save(run_dir / "model.keras")
 
     examples = corpus.heldout[:3]
     for pair, words in zip(examples, translate(model, corpus, examples)):
         print("%s  ->  %s" % (" ".join(pair.source), " ".join(words)))
-    result = dict(settings, learning_rate=learning_rate, seed=seed, train_seconds=seconds,
-                  probe_examples=probe_examples,
-                  final_loss=float(model.history.history["loss"][-1]))
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
-    return result
+    return training.write_result(run_dir, settings, learning_rate, seed, seconds, probe_examples,
+                                 final_loss=float(model.history.history["loss"][-1]))
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--logdir", default="logs", help="TensorBoard log root")
-    parser.add_argument("--run-name", default="translation", help="run directory under --logdir")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs")
-    parser.add_argument("--small", action="store_true", help="reduced size (CI)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--probe-examples", type=int, default=4,
-                        help="held-out pairs whose attention is logged")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    return training.parse_args(argv, __doc__.split("\n")[0], "translation",
+                               "held-out pairs whose attention is logged")
 
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    args = parse_args(argv)
-    result = train(args.logdir, args.run_name, args.epochs, args.small, args.learning_rate,
-                   args.probe_examples, args.seed)
-    print("trained %s in %.1f s" % (args.run_name, result["train_seconds"]))
-    return result
+    return training.train_from_args(train, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -13,15 +13,14 @@ tensorboard --logdir logs   # open the "Attention" tab
 ```
 """
 
-import argparse
-import json
 import os
 import pathlib
-import time
 
 import keras
 import numpy as np
 from keras import ops
+
+from demo import training
 
 CLASSES = ("square", "disc", "triangle", "cross")
 IMAGE_SIZE = 32
@@ -186,11 +185,7 @@ def train(logdir, run_name="vision", epochs=None, small=False, learning_rate=1e-
 
     Returns the result dictionary.
     """
-    import tb_attention_plugin
-
-    settings = dict(SIZES["small" if small else "full"])
-    if epochs is not None:
-        settings["epochs"] = epochs
+    settings = training.sized_settings(SIZES, small, epochs)
     keras.utils.set_random_seed(seed)
     train_images, train_labels, _ = make_images(settings["train_size"], seed)
     test_images, test_labels, _ = make_images(settings["test_size"], seed + 1)
@@ -203,58 +198,36 @@ def train(logdir, run_name="vision", epochs=None, small=False, learning_rate=1e-
         metrics=["accuracy"],
     )
     run_dir = pathlib.Path(logdir) / run_name
-    callbacks = [
-        keras.callbacks.TensorBoard(str(run_dir), update_freq="epoch"),
-        tb_attention_plugin.AttentionLogger(
-            str(run_dir),
-            probe=probe,
-            images=probe,
-            image_grid=GRID,
-            prefix_tokens=PREFIX_TOKENS,
-            every_n_steps=every_n_steps,
-            max_examples=probe_examples,
-        ),
-    ]
-    started = time.monotonic()
-    model.fit(
+    seconds = training.fit_logged(
+        model,
+        run_dir,
         train_images,
         train_labels,
-        validation_data=(test_images, test_labels),
-        batch_size=settings["batch_size"],
-        epochs=settings["epochs"],
-        callbacks=callbacks,
-        verbose=verbose,
+        (test_images, test_labels),
+        settings,
+        verbose,
+        probe=probe,
+        images=probe,
+        image_grid=GRID,
+        prefix_tokens=PREFIX_TOKENS,
+        every_n_steps=every_n_steps,
+        max_examples=probe_examples,
     )
-    seconds = time.monotonic() - started
-    model.save(run_dir / "model.keras")
     history = model.history.history
-    result = dict(settings, learning_rate=learning_rate, seed=seed, train_seconds=seconds,
-                  probe_examples=probe_examples, test_accuracy=float(history["val_accuracy"][-1]))
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
-    return result
+    return training.write_result(run_dir, settings, learning_rate, seed, seconds, probe_examples,
+                                 test_accuracy=float(history["val_accuracy"][-1]))
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--logdir", default="logs", help="TensorBoard log root")
-    parser.add_argument("--run-name", default="vision", help="run directory under --logdir")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs")
-    parser.add_argument("--small", action="store_true", help="reduced size (CI)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--probe-examples", type=int, default=4,
-                        help="test images whose attention is logged")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    return training.parse_args(argv, __doc__.split("\n")[0], "vision",
+                               "test images whose attention is logged")
 
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    args = parse_args(argv)
-    result = train(args.logdir, args.run_name, args.epochs, args.small, args.learning_rate,
-                   args.probe_examples, args.seed)
-    print("trained %s in %.1f s, test accuracy %.3f"
-          % (args.run_name, result["train_seconds"], result["test_accuracy"]))
-    return result
+    return training.train_from_args(
+        train, parse_args(argv), lambda result: ", test accuracy %.3f" % result["test_accuracy"]
+    )
 
 
 if __name__ == "__main__":
