@@ -16,12 +16,14 @@ app = application.TensorBoardWSGI([plugin])   # GET /data/plugin/attention/runs
 import functools
 import gzip
 import hashlib
+import zlib
 
 import numpy as np
 from tensorboard import errors as tb_errors
 from tensorboard import plugin_util
 from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
+from werkzeug import http
 from werkzeug import wrappers
 
 from tb_attention_plugin import aggregate_routes
@@ -38,8 +40,12 @@ from tb_attention_plugin import wire
 CACHE_SECONDS = 300
 # Answers kept in memory, so that flipping back and forth between heads or steps costs nothing.
 RESPONSE_CACHE_BYTES = 64 * 1024 * 1024
-# Below this, gzip's 18-byte framing outweighs what it saves.
+# Below this, the 6 to 18 bytes of zlib or gzip framing outweigh what compression saves.
 GZIP_MIN_BYTES = 512
+# Content codings of /matrix answers, preferred first: a deflate (zlib) answer of one head is the
+# stored stream with our header in front and a combined checksum, no pass over the codes; gzip
+# needs a CRC-32 over them.
+MATRIX_CODINGS = ("deflate", "gzip")
 
 
 def json_errors(handler):
@@ -171,14 +177,14 @@ class AttentionPlugin(base_plugin.TBPlugin):
         etag = _etag("matrix", eid, run, tag, step, datum.wall_time, example, head)
         if etag in request.if_none_match:
             return _not_modified(request, etag)
-        gzip_ok = _accepts_gzip(request)
-        cache_key = (etag, gzip_ok)
+        coding = _matrix_coding(request)
+        cache_key = (etag, coding)
         cached = self._responses.get(cache_key)
         if cached is None:
             if head == "mean":
-                cached = self._mean_body(ctx, eid, run, tag, datum, example, gzip_ok)
+                cached = self._mean_body(ctx, eid, run, tag, datum, example, coding)
             else:
-                cached = self._head_body(ctx, eid, run, tag, datum, example, head, gzip_ok)
+                cached = self._head_body(ctx, eid, run, tag, datum, example, head, coding)
             self._responses.put(cache_key, cached)
         body, content_encoding = cached
         return http_util.Respond(
@@ -190,25 +196,38 @@ class AttentionPlugin(base_plugin.TBPlugin):
             headers=[("ETag", '"%s"' % etag), ("Vary", "Accept-Encoding")],
         )
 
-    def _head_body(self, ctx, eid, run, tag, datum, example, head, gzip_ok):
-        _, codes, scale, payload = self._reader.header_and_head(
+    def _head_body(self, ctx, eid, run, tag, datum, example, head, coding):
+        # The payload is always inflated first, whatever the coding: that is what finds a
+        # corrupt payload and answers 404 with a message instead of a stream the browser fails
+        # to decode.
+        _, codes, scale, stream = self._reader.header_and_head(
             ctx, eid, run, tag, datum, example, head
         )
-        if gzip_ok and codes.size >= GZIP_MIN_BYTES:
-            return wire.gzip_codes_from_zlib(codes, scale, payload), "gzip"
-        return wire.encode_codes(codes, scale), None
+        if coding is None or codes.size < GZIP_MIN_BYTES:
+            return wire.encode_codes(codes, scale), None
+        if coding == "gzip":
+            return wire.gzip_codes_from_zlib(codes, scale, stream or b""), "gzip"
+        if stream is not None:
+            try:
+                return wire.deflate_codes_from_zlib(*codes.shape, scale, stream), "deflate"
+            except wire.WireError:
+                pass
+        return zlib.compress(wire.encode_codes(codes, scale), 1), "deflate"
 
-    def _mean_body(self, ctx, eid, run, tag, datum, example, gzip_ok):
+    def _mean_body(self, ctx, eid, run, tag, datum, example, coding):
         header = self._reader.header(ctx, eid, run, tag, datum)
         batch = header["shape"][0]
         if example >= batch:
             raise reader_lib.NotFound("example %d out of range (batch %d)" % (example, batch))
         weights = self._reader.example_weights(ctx, eid, run, tag, datum, header, example)
         body = wire.encode_values(mean_over_heads(weights))
-        if gzip_ok and len(body) >= GZIP_MIN_BYTES:
-            compressed = gzip.compress(body, compresslevel=1, mtime=0)
+        if coding is not None and len(body) >= GZIP_MIN_BYTES:
+            if coding == "gzip":
+                compressed = gzip.compress(body, compresslevel=1, mtime=0)
+            else:
+                compressed = zlib.compress(body, 1)
             if len(compressed) < len(body):
-                return compressed, "gzip"
+                return compressed, coding
         return body, None
 
     @json_errors
@@ -277,8 +296,17 @@ def _etag(*parts):
     return hashlib.sha1(repr(parts).encode("utf-8")).hexdigest()[:20]
 
 
-def _accepts_gzip(request):
-    return request.accept_encodings["gzip"] > 0  # quality of gzip, or of "*"; 0 when refused
+def _matrix_coding(request):
+    """The content coding for a /matrix answer: "deflate", "gzip" or None (identity)."""
+    return _coding_for(request.headers.get("Accept-Encoding", ""))
+
+
+@functools.lru_cache(maxsize=64)  # a browser sends the same header every time; parsing is slow
+def _coding_for(accept_encoding):
+    """The client's preferred coding by quality value; between equals, `MATRIX_CODINGS` order."""
+    accepted = http.parse_accept_header(accept_encoding)  # quality of a coding, or of "*"
+    best = max(MATRIX_CODINGS, key=lambda coding: accepted[coding])  # first of equal ones
+    return best if accepted[best] > 0 else None
 
 
 def _not_modified(request, etag, expires=CACHE_SECONDS):

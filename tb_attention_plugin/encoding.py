@@ -403,6 +403,21 @@ def image_index(header, example):
 
 def decode_codes(blob, header):
     """Decompresses one payload blob into `uint8 [Tq, Tk]`; `FormatError` when malformed."""
+    return inflate_codes(blob, header)[0]
+
+
+def inflate_codes(blob, header):
+    """Returns `(codes uint8 [Tq, Tk], whole)` of one payload blob; `FormatError` when malformed.
+
+    `whole` is True when the blob is exactly one zlib stream, nothing after its checksum (zlib
+    has then checked the stored Adler-32 against these codes), so its deflate stream can be
+    handed on as it is.
+
+    >>> blob = encode_step(np.full((2, 2), 0.5, np.float32))[1]
+    >>> codes, whole = inflate_codes(blob, {"shape": [1, 1, 2, 2]})
+    >>> codes.tolist(), whole
+    ([[254, 254], [254, 254]], True)
+    """
     tq, tk = header["shape"][2:]
     expected = tq * tk
     try:
@@ -415,7 +430,7 @@ def decode_codes(blob, header):
             "payload holds %s bytes, expected %d (%dx%d)"
             % (len(raw) if len(raw) <= expected else "more than %d" % expected, expected, tq, tk)
         )
-    return np.frombuffer(raw, np.uint8).reshape(tq, tk)
+    return np.frombuffer(raw, np.uint8).reshape(tq, tk), not inflater.unused_data
 
 
 def codes_to_weights(codes, scale):

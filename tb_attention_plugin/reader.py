@@ -10,8 +10,9 @@ Example (inside a plugin route):
 reader = AttentionReader(context.data_provider)
 ctx, eid = plugin_util.context(environ), plugin_util.experiment_id(environ)
 datum = reader.datum(ctx, eid, "train", "encoder/layer_0", step=100)
-header, codes, scale, _ = reader.header_and_head(ctx, eid, "train", "encoder/layer_0", datum,
-                                                 example=0, head=3)
+header, codes, scale, stream = reader.header_and_head(
+    ctx, eid, "train", "encoder/layer_0", datum, example=0, head=3
+)
 ```
 """
 
@@ -179,7 +180,10 @@ class AttentionReader:
         return header
 
     def header_and_head(self, ctx, experiment_id, run, tag, datum, example, head):
-        """Returns `(header, uint8 codes [Tq, Tk], scale, stored zlib payload)` of one head.
+        """Returns `(header, uint8 codes [Tq, Tk], scale, stream)` of one head.
+
+        `stream` is the stored payload when it is exactly one zlib stream whose checksum zlib
+        verified against `codes` (its deflate blocks can be served as they are), else None.
 
         When the header is not cached yet, its blob and the head's payload blob are read at the
         same time, the payload's index being predicted from the tag's last known shape (layers
@@ -204,18 +208,20 @@ class AttentionReader:
             payload = speculative[1].result()
         else:
             payload = self._read(ctx, datum, index)
-        return (header,) + self._decode_head(run, tag, datum, header, example, head, payload)
+        codes, scale, whole = self._decode_head(run, tag, datum, header, example, head, payload)
+        return header, codes, scale, (payload if whole else None)
 
     def _decode_head(self, run, tag, datum, header, example, head, payload):
+        """`(codes, scale, whole)`; see `encoding.inflate_codes`."""
         index = encoding.payload_index(header, example, head)
         try:
-            codes = encoding.decode_codes(payload, header)
+            codes, whole = encoding.inflate_codes(payload, header)
         except encoding.FormatError as e:
             raise Unreadable(
                 "run %r tag %r step %d example %d head %d cannot be read: %s"
                 % (run, tag, datum.step, example, head, e)
             ) from None
-        return codes, header["scales"][index - 1], payload
+        return codes, header["scales"][index - 1], whole
 
     def example_weights(self, ctx, experiment_id, run, tag, datum, header, example):
         """Returns float32 `[heads, Tq, Tk]` weights of one example, NaN where masked."""

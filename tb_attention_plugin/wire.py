@@ -137,3 +137,55 @@ def gzip_codes_from_zlib(codes, scale, zlib_payload):
     crc = zlib.crc32(raw_codes, zlib.crc32(header))
     trailer = struct.pack("<II", crc, (len(header) + len(raw_codes)) & 0xFFFFFFFF)
     return _GZIP_MEMBER_HEADER + stored_block + payload[2:-4] + trailer
+
+
+def deflate_codes_from_zlib(rows, cols, scale, zlib_payload):
+    """Returns the body for `Content-Encoding: deflate` (RFC 1950 zlib) of a stored head's codes.
+
+    `zlib_payload` must be exactly `zlib.compress(codes)` of `rows x cols` codes, nothing after
+    it, its checksum already verified (`encoding.inflate_codes` says so). The answer is the
+    payload's own zlib header, our 20-byte wire header as one uncompressed ("stored") deflate
+    block, the payload's deflate blocks as they are, and the Adler-32 of header + codes combined
+    arithmetically from the header's and the stored one: no pass over the codes at all.
+
+    >>> import numpy as np
+    >>> codes = np.array([[254, 0], [127, 255]], np.uint8)
+    >>> body = deflate_codes_from_zlib(2, 2, 0.5, zlib.compress(codes.tobytes()))
+    >>> zlib.decompress(body) == encode_codes(codes, 0.5)
+    True
+    """
+    payload = bytes(zlib_payload)
+    if not _is_plain_zlib(payload):
+        raise WireError("payload is not a plain zlib stream")
+    header = _header(DTYPE_CODES, rows, cols, scale)
+    stored_block = b"\x00" + struct.pack("<HH", len(header), len(header) ^ 0xFFFF) + header
+    checksum = _adler32_combine(
+        zlib.adler32(header), struct.unpack(">I", payload[-4:])[0], rows * cols
+    )
+    return payload[:2] + stored_block + payload[2:-4] + struct.pack(">I", checksum)
+
+
+def _is_plain_zlib(payload):
+    """A zlib header for deflate without a preset dictionary, room for a trailer."""
+    return (
+        len(payload) >= 6
+        and payload[0] & 0x0F == 8  # deflate
+        and (payload[0] << 8 | payload[1]) % 31 == 0
+        and not payload[1] & 0x20  # no preset dictionary
+    )
+
+
+_ADLER_BASE = 65521
+
+
+def _adler32_combine(first, second, second_length):
+    """Adler-32 of A + B from adler32(A), adler32(B) and len(B) (zlib's adler32_combine).
+
+    With a = 1 + sum of bytes and b = sum of the running a's: a(AB) = a(A) + a(B) - 1 and
+    b(AB) = b(A) + b(B) + len(B) * (a(A) - 1), all modulo 65521.
+    """
+    a1, b1 = first & 0xFFFF, first >> 16
+    a2, b2 = second & 0xFFFF, second >> 16
+    a = (a1 + a2 - 1) % _ADLER_BASE
+    b = (b1 + b2 + second_length * (a1 - 1)) % _ADLER_BASE
+    return b << 16 | a

@@ -62,6 +62,8 @@ ENCODER_MASK[1, ..., 5:] = False  # example 1 has two padded keys
 VIT = softmax((2, 4, 5), seed=2)  # rank 3: one example, 2x2 patches + class token
 VIT_IMAGE = np.random.default_rng(3).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
 SAMPLED_STEPS = loader.DEFAULT_SAMPLES + 20
+# Large enough to be compressed on the wire (GZIP_MIN_BYTES): 2 heads of 40x40, causal.
+LARGE = np.where(np.tril(np.ones((40, 40), bool)), softmax((2, 40, 40), seed=4), np.nan)
 
 
 def masked(weights, mask):
@@ -109,6 +111,14 @@ def logdir(tmp_path_factory):
         bad_payload = encoding.encode_step(ENCODER[0])  # 3 heads, head 1 corrupted
         bad_payload[2] = b"not zlib at all"
         writer.write_blobs("broken/bad_payload", bad_payload, 20)
+        large = encoding.encode_step(np.nan_to_num(LARGE), mask=~np.isnan(LARGE))
+        writer.write_blobs("large/causal", large, 20)
+        trailing = list(large)
+        trailing[2] += b"junk"  # head 1: valid zlib followed by bytes that are not part of it
+        writer.write_blobs("large/trailing_bytes", trailing, 20)
+        flipped = list(large)
+        flipped[2] = flipped[2][:40] + bytes([flipped[2][40] ^ 0x10]) + flipped[2][41:]
+        writer.write_blobs("broken/large_flipped_byte", flipped, 20)
     write_raw_event(root / "train", "broken/future_metadata", encoding.encode_step(VIT), 20,
                     b'{"version": 2}')
     with tba.AttentionWriter(root / "sampled") as writer:
@@ -436,6 +446,59 @@ def test_matrix_is_gzipped_for_clients_that_accept_it_and_revalidates_with_etag(
     assert again.status_code == 304 and again.get_data() == b""
     other_head = get(client, "/matrix", headers={"If-None-Match": etag}, **dict(params, head=1))
     assert other_head.status_code == 200 and other_head.headers["ETag"] != etag
+
+
+@pytest.mark.parametrize("head", ["0", "1", "mean"])
+@pytest.mark.parametrize("tag", ["large/causal", "large/trailing_bytes"])
+def test_deflate_and_gzip_answers_decode_to_exactly_the_identity_answer(client, tag, head):
+    import zlib
+
+    params = dict(run="train", tag=tag, step=20, example=0, head=head)
+    plain = get(client, "/matrix", **params)
+    assert plain.status_code == 200 and "Content-Encoding" not in plain.headers
+    expected = LARGE[int(head)] if head != "mean" else attention_plugin.mean_over_heads(LARGE)
+    np.testing.assert_allclose(wire.decode(plain.get_data()).weights(), expected, atol=0.002)
+    browser = get(client, "/matrix", headers={"Accept-Encoding": "gzip, deflate, br, zstd"},
+                  **params)
+    assert browser.headers["Content-Encoding"] == "deflate"
+    assert browser.headers["Vary"] == "Accept-Encoding"
+    assert zlib.decompress(browser.get_data()) == plain.get_data()  # zlib format, RFC 1950
+    zipped = get(client, "/matrix", headers={"Accept-Encoding": "gzip"}, **params)
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(zipped.get_data()) == plain.get_data()
+    preferred = get(client, "/matrix", headers={"Accept-Encoding": "deflate;q=0.5, gzip"}, **params)
+    assert preferred.headers["Content-Encoding"] == "gzip"
+    refused = get(client, "/matrix", headers={"Accept-Encoding": "deflate;q=0, gzip;q=0"}, **params)
+    assert "Content-Encoding" not in refused.headers and refused.get_data() == plain.get_data()
+
+
+@pytest.mark.parametrize("encodings", ["", "gzip", "gzip, deflate, br, zstd"])
+def test_corrupt_large_payload_is_404_whatever_the_client_accepts(client, encodings):
+    params = dict(run="train", tag="broken/large_flipped_byte", step=20, example=0)
+    for head in (1, "mean"):
+        response = get(client, "/matrix", headers={"Accept-Encoding": encodings},
+                       **dict(params, head=head))
+        assert response.status_code == 404 and response.mimetype == "application/json"
+        body = response.get_data()
+        if response.headers.get("Content-Encoding") == "gzip":  # JSON is gzipped when accepted
+            body = gzip.decompress(body)
+        assert "head 1 cannot be read" in json.loads(body)["error"]
+    intact = get(client, "/matrix", headers={"Accept-Encoding": encodings}, **dict(params, head=0))
+    assert intact.status_code == 200
+
+
+def test_deflate_answer_reuses_stored_compression():
+    import zlib
+
+    codes = np.full((300, 300), 7, np.uint8)  # 90000 codes: past Adler-32's modulus 65521
+    codes[:, 150:] = wire.MASKED
+    codes[::7, ::3] = 200
+    for level in range(10):
+        body = wire.deflate_codes_from_zlib(300, 300, 0.5, zlib.compress(codes.tobytes(), level))
+        assert zlib.decompress(body) == wire.encode_codes(codes, 0.5), level
+    assert len(body) < 4000
+    with pytest.raises(wire.WireError):
+        wire.deflate_codes_from_zlib(300, 300, 0.5, b"\x1f\x8b not zlib")
 
 
 def test_large_matrix_gzip_reuses_stored_compression(tmp_path):
