@@ -22,6 +22,7 @@ import threading
 
 import numpy as np
 from tensorboard import errors as tb_errors
+from tensorboard.backend.event_processing import data_provider as multiplexer_provider
 from tensorboard.data import provider
 
 from tb_attention_plugin import encoding
@@ -33,6 +34,8 @@ _LIST_ALL = 1 << 30
 # Blobs read at once. The Rust data server answers a lone `read_blob` of a blob between about
 # 1 KB and 64 KB only after ~40 ms (TCP delayed acknowledgement; see bench/bench_serving.py),
 # while several reads in flight share that wait: so reads that one answer needs go out together.
+# The Python reader (`--load_fast=false`) reads in process, holding the GIL: there threads only
+# add hand-offs, and reads run one after the other on the request's thread.
 _CONCURRENT_READS = 8
 
 
@@ -77,9 +80,17 @@ class AttentionReader:
         self._index_lock = threading.Lock()
         self._inflight = {}  # header key -> Future of the read in progress
         self._inflight_lock = threading.Lock()
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=_CONCURRENT_READS, thread_name_prefix="tb-attention-read"
-        )
+        self._pool = None
+        if not isinstance(data_provider, multiplexer_provider.MultiplexerDataProvider):
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=_CONCURRENT_READS, thread_name_prefix="tb-attention-read"
+            )
+
+    def _map(self, function, items):
+        """`[function(item) for item in items]`, concurrently when reads gain from it."""
+        if self._pool is None:
+            return [function(item) for item in items]
+        return list(self._pool.map(function, items))
 
     def list_tags(self, ctx, experiment_id):
         """Returns a `TagSummary` for every attention tag of every run, sorted by run and tag."""
@@ -103,7 +114,7 @@ class AttentionReader:
                 return None, str(e)
 
         run_tags = [(run, tag) for run in sorted(listing) for tag in sorted(listing[run])]
-        headers = self._pool.map(lambda run_tag: newest_header(*run_tag), run_tags)
+        headers = self._map(lambda run_tag: newest_header(*run_tag), run_tags)
         summaries = []
         for (run, tag), (header, error) in zip(run_tags, headers):
             series = listing[run][tag]
@@ -185,15 +196,15 @@ class AttentionReader:
         `stream` is the stored payload when it is exactly one zlib stream whose checksum zlib
         verified against `codes` (its deflate blocks can be served as they are), else None.
 
-        When the header is not cached yet, its blob and the head's payload blob are read at the
-        same time, the payload's index being predicted from the tag's last known shape (layers
-        keep their shape across steps); a wrong prediction costs one more read, never a wrong
-        answer.
+        When the header is not cached yet and reads run concurrently, its blob and the head's
+        payload blob are read at the same time, the payload's index being predicted from the
+        tag's last known shape (layers keep their shape across steps); a wrong prediction costs
+        one more read, never a wrong answer.
         """
         header_key = (experiment_id, run, tag, datum.step, datum.wall_time)
         guess = self._shapes.get((experiment_id, run, tag))
         speculative = None
-        if self._headers.get(header_key) is None and guess is not None:
+        if self._pool is not None and self._headers.get(header_key) is None and guess is not None:
             guessed = {"shape": list(guess), "image": len(datum.values) > 1 + guess[0] * guess[1]}
             if encoding.blob_count(guessed) == len(datum.values):
                 try:
@@ -227,7 +238,7 @@ class AttentionReader:
         """Returns float32 `[heads, Tq, Tk]` weights of one example, NaN where masked."""
         heads = range(header["shape"][1])
         indexes = [self._payload_index(header, example, head) for head in heads]
-        payloads = list(self._pool.map(lambda index: self._read(ctx, datum, index), indexes))
+        payloads = self._map(lambda index: self._read(ctx, datum, index), indexes)
         weights = []
         for head, payload in zip(heads, payloads):
             codes, scale, _ = self._decode_head(run, tag, datum, header, example, head, payload)
