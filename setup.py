@@ -15,7 +15,7 @@ setuptools.setup(
     else "",
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     # The frontend lives at the repository root (frontend/) and is installed as the
     # sub-package tb_attention_plugin.frontend, so an installed wheel serves it.
     packages=["tb_attention_plugin", "tb_attention_plugin.frontend"],
