@@ -276,13 +276,24 @@ class AttentionPlugin(base_plugin.TBPlugin):
 def mean_over_heads(weights):
     """Mean of `[heads, Tq, Tk]` weights over the heads that attend each position.
 
-    A position masked in some heads averages the others; it is NaN (masked) only where every
-    head masks it. Heads of one layer share the padding and causal masks in practice, so this
-    equals the plain mean wherever anything is attended.
+    `weights` is an array or any sequence of float32 `[Tq, Tk]` heads (NaN = masked); they are
+    summed one head at a time in float64, without stacking them. A position masked in some heads
+    averages the others; it is NaN (masked) only where every head masks it. Heads of one layer
+    share the padding and causal masks in practice, so this equals the plain mean wherever
+    anything is attended.
+
+    >>> nan = float("nan")
+    >>> mean_over_heads(np.array([[[0.25, nan]], [[0.75, nan]]], np.float32)).tolist()
+    [[0.5, nan]]
     """
-    attended = ~np.isnan(weights)
-    count = attended.sum(axis=0)
-    total = np.where(attended, weights, 0.0).sum(axis=0, dtype=np.float64)
+    total = count = None
+    for head in weights:
+        attended = ~np.isnan(head)
+        if total is None:
+            total = np.zeros(head.shape, np.float64)
+            count = np.zeros(head.shape, np.int64)
+        total += np.where(attended, head, np.float32(0))
+        count += attended
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / count
     return np.where(count > 0, mean, np.nan).astype(np.float32)

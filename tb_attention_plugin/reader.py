@@ -20,7 +20,6 @@ import concurrent.futures
 import dataclasses
 import threading
 
-import numpy as np
 from tensorboard import errors as tb_errors
 from tensorboard.backend.event_processing import data_provider as multiplexer_provider
 from tensorboard.data import provider
@@ -235,7 +234,8 @@ class AttentionReader:
         return codes, header["scales"][index - 1], whole
 
     def example_weights(self, ctx, experiment_id, run, tag, datum, header, example):
-        """Returns float32 `[heads, Tq, Tk]` weights of one example, NaN where masked."""
+        """Returns one example's weights as a list of float32 `[Tq, Tk]`, one per head, NaN
+        where masked (`np.stack` it for `[heads, Tq, Tk]`)."""
         heads = range(header["shape"][1])
         indexes = [self._payload_index(header, example, head) for head in heads]
         payloads = self._map(lambda index: self._read(ctx, datum, index), indexes)
@@ -243,7 +243,7 @@ class AttentionReader:
         for head, payload in zip(heads, payloads):
             codes, scale, _ = self._decode_head(run, tag, datum, header, example, head, payload)
             weights.append(encoding.codes_to_weights(codes, scale))
-        return np.stack(weights)
+        return weights
 
     def image_png(self, ctx, experiment_id, run, tag, datum, header, example):
         """Returns the PNG bytes of one example's probe image; `NotFound` if there is none."""

@@ -339,6 +339,19 @@ def test_mean_over_heads_is_float32_and_masked_like_the_heads(client):
     assert np.nanmax(np.abs(values - expected)) <= encoding.MAX_ERROR
 
 
+def test_mean_over_heads_of_a_list_of_heads_equals_the_stacked_float64_mean():
+    weights = softmax((5, 30, 30), seed=7)
+    weights[:3][:, np.triu_indices(30, 1)[0], np.triu_indices(30, 1)[1]] = np.nan
+    weights[:, 4, 9] = np.nan  # masked in every head
+    attended = ~np.isnan(weights)
+    total = np.where(attended, weights, 0.0).sum(axis=0, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = (total / attended.sum(axis=0)).astype(np.float32)
+    for heads in (weights, list(weights)):
+        np.testing.assert_array_equal(attention_plugin.mean_over_heads(heads), expected)
+    assert np.isnan(expected[4, 9]) and not np.isnan(expected[0, 5])
+
+
 def test_mean_over_heads_ignores_heads_that_mask_a_position():
     weights = np.array([[[0.2, np.nan]], [[0.4, np.nan]], [[np.nan, np.nan]]], np.float32)
     mean = attention_plugin.mean_over_heads(weights)
