@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorboard import context as tb_context
 from tensorboard.backend import application
-from tensorboard.backend.event_processing import data_ingester
 from tensorboard.backend.event_processing import data_provider
 from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
@@ -37,22 +36,15 @@ from tb_attention_plugin import metadata
 from tb_attention_plugin import png
 from tb_attention_plugin import static_files
 from tb_attention_plugin import wire
+from plugin_client import PREFIX, get, get_json, production_plugin, wsgi_client
+from synthetic import as_rank4, softmax_weights
 
-PREFIX = "/data/plugin/attention"
 CJK_QUERY = ["<s>", "我", "看见", "三", "辆", "红色", "汽车", "</s>"]
 CJK_KEY = ["i", "see", "three", "red", "cars", ".", "<pad>"]
 
 
 def softmax(shape, seed):
-    logits = np.random.default_rng(seed).normal(size=shape).astype(np.float32) * 2
-    e = np.exp(logits - logits.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def as_rank4(weights):
-    while weights.ndim < 4:
-        weights = weights[np.newaxis]
-    return weights
+    return softmax_weights(shape, seed, sharpness=2.0)
 
 
 # What the logdirs hold: (run, tag) -> {step: (weights [B, H, Tq, Tk] with NaN where masked)}.
@@ -156,42 +148,9 @@ TF_OP_WEIGHTS = {
 }
 
 
-def production_flags():
-    """The flags `tensorboard` would have with no --samples_per_plugin, after our loader."""
-    flags = argparse.Namespace(samples_per_plugin={})
-    loader.AttentionLoader().fix_flags(flags)
-    return flags
-
-
 @pytest.fixture(scope="module")
 def client(logdir):
-    flags = production_flags()
-    tensor_size_guidance = dict(data_ingester.DEFAULT_TENSOR_SIZE_GUIDANCE)
-    tensor_size_guidance.update(flags.samples_per_plugin)
-    multiplexer = plugin_event_multiplexer.EventMultiplexer(
-        size_guidance=data_ingester.DEFAULT_SIZE_GUIDANCE,
-        tensor_size_guidance=tensor_size_guidance,
-    )
-    multiplexer.AddRunsFromDirectory(str(logdir))
-    multiplexer.Reload()
-    context = base_plugin.TBContext(
-        data_provider=data_provider.MultiplexerDataProvider(multiplexer, str(logdir)),
-        logdir=str(logdir),
-        sampling_hints=flags.samples_per_plugin,
-    )
-    plugin = loader.AttentionLoader().load(context)
-    return werkzeug_test.Client(application.TensorBoardWSGI([plugin]))
-
-
-def get(client, route, headers=None, **params):
-    return client.get(PREFIX + route, query_string=params, headers=headers or {})
-
-
-def get_json(client, route, **params):
-    response = get(client, route, **params)
-    assert response.status_code == 200, response.get_data()[:300]
-    assert response.mimetype == "application/json"
-    return json.loads(response.get_data())
+    return wsgi_client(production_plugin(logdir))
 
 
 def get_matrix(client, **params):

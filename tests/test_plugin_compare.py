@@ -14,18 +14,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tensorboard.backend import application
-from tensorboard.backend.event_processing import data_ingester
-from tensorboard.backend.event_processing import data_provider
-from tensorboard.backend.event_processing import plugin_event_multiplexer
-from tensorboard.plugins import base_plugin
-from werkzeug import test as werkzeug_test
 
 import tb_attention_plugin as tba
-from tb_attention_plugin import loader
 from tb_attention_plugin import wire
+from plugin_client import PREFIX, get, get_json, production_plugin, wsgi_client
 
-PREFIX = "/data/plugin/attention"
 TOKENS = ["<cls>", "a", "b"]
 UNIFORM = np.full((2, 3, 3), 1 / 3, np.float32)  # 2 heads
 IDENTITY = np.broadcast_to(np.eye(3, dtype=np.float32), (2, 3, 3)).copy()
@@ -68,37 +61,12 @@ def logdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def plugin(logdir):
-    flags = __import__("argparse").Namespace(samples_per_plugin={})
-    loader.AttentionLoader().fix_flags(flags)
-    guidance = dict(data_ingester.DEFAULT_TENSOR_SIZE_GUIDANCE)
-    guidance.update(flags.samples_per_plugin)
-    multiplexer = plugin_event_multiplexer.EventMultiplexer(
-        size_guidance=data_ingester.DEFAULT_SIZE_GUIDANCE, tensor_size_guidance=guidance
-    )
-    multiplexer.AddRunsFromDirectory(str(logdir))
-    multiplexer.Reload()
-    context = base_plugin.TBContext(
-        data_provider=data_provider.MultiplexerDataProvider(multiplexer, str(logdir)),
-        logdir=str(logdir),
-        sampling_hints=flags.samples_per_plugin,
-    )
-    return loader.AttentionLoader().load(context)
+    return production_plugin(logdir)
 
 
 @pytest.fixture(scope="module")
 def client(plugin):
-    return werkzeug_test.Client(application.TensorBoardWSGI([plugin]))
-
-
-def get(client, route, headers=None, **params):
-    return client.get(PREFIX + route, query_string=params, headers=headers or {})
-
-
-def get_json(client, route, **params):
-    response = get(client, route, **params)
-    assert response.status_code == 200, response.get_data()[:300]
-    assert response.mimetype == "application/json"
-    return json.loads(response.get_data())
+    return wsgi_client(plugin)
 
 
 def matrix(client, **params):

@@ -7,21 +7,10 @@ import tensorflow as tf
 import tb_attention_plugin as tba
 from tb_attention_plugin import encoding
 from readback import read_back
+from synthetic import as_rank4, softmax_weights
 
 CJK_QUERY = ["<s>", "我", "看见", "三", "辆", "红色", "的", "汽车"]
 CJK_KEY = ["i", "see", "three", "red", "cars", "。", "<pad>"]
-
-
-def softmax_weights(shape, seed=0):
-    logits = np.random.default_rng(seed).normal(size=shape).astype(np.float32) * 3
-    e = np.exp(logits - logits.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def as_rank4(weights):
-    while weights.ndim < 4:
-        weights = weights[np.newaxis]
-    return weights
 
 
 @pytest.mark.parametrize(
