@@ -14,46 +14,19 @@ apps = {"/stats": routes.serve_stats, "/rollout": routes.serve_rollout}
 ```
 """
 
-import functools
-import hashlib
 
-from tensorboard import errors as tb_errors
-from tensorboard import plugin_util
 from tensorboard.backend import http_util
-from werkzeug import wrappers
 
 from tb_attention_plugin import aggregates
 from tb_attention_plugin import lru_cache
-from tb_attention_plugin import reader as reader_lib
 from tb_attention_plugin import request_args
+from tb_attention_plugin import route_util
 from tb_attention_plugin import wire
 
-# Same reasoning as the plugin's /matrix answers: a step never changes once written, and the
-# ETag (which includes every layer's wall time) changes when a restarted run rewrites it.
-CACHE_SECONDS = 300
+# The ETag includes every layer's wall time, so a restarted run's rewrite gets a new one.
+CACHE_SECONDS = route_util.CACHE_SECONDS
 ROLLOUT_CACHE_BYTES = 32 * 1024 * 1024
 MAX_ROLLOUT_TAGS = 256
-
-
-def _json_errors(handler):
-    """WSGI app of `handler` that answers 400/404 with `{"error": ...}` for bad requests."""
-
-    @functools.wraps(handler)
-    def wrapper(self, request):
-        try:
-            return handler(self, request)
-        except request_args.BadRequest as e:
-            return _error(request, 400, str(e))
-        except reader_lib.NotFound as e:  # Unreadable is a NotFound too
-            return _error(request, 404, str(e))
-        except tb_errors.PublicError as e:  # aggregates: InvalidArgument 400, NotFound 404
-            return _error(request, e.http_code, str(e))
-
-    return wrappers.Request.application(wrapper)
-
-
-def _error(request, code, message):
-    return http_util.Respond(request, {"error": message}, "application/json", code=code)
 
 
 class AggregateRoutes:
@@ -74,10 +47,10 @@ class AggregateRoutes:
             max_entries=512, max_bytes=ROLLOUT_CACHE_BYTES, size_of=len
         )
 
-    @_json_errors
+    @route_util.json_errors
     def serve_stats(self, request):
         """`GET /stats?run=R&tag=T[&example=E]`: per-head statistics of every retained step."""
-        ctx, eid = _context(request)
+        ctx, eid = route_util.request_context(request)
         args = request_args.QueryArgs(request)
         run, tag = args.string("run"), args.string("tag")
         example = args.integer("example", default=None, minimum=0)
@@ -86,10 +59,10 @@ class AggregateRoutes:
         )
         return http_util.Respond(request, body, "application/json")
 
-    @_json_errors
+    @route_util.json_errors
     def serve_rollout(self, request):
         """`GET /rollout?run=R&tag=T1&tag=T2...&step=S&example=E[&residual=0]` (wire dtype 2)."""
-        ctx, eid = _context(request)
+        ctx, eid = route_util.request_context(request)
         args = request_args.QueryArgs(request)
         run, step = args.string("run"), args.integer("step")
         example = args.integer("example", minimum=0)
@@ -100,14 +73,9 @@ class AggregateRoutes:
             )
         tags = _tags(request)
         wall_times = tuple(self._reader.datum(ctx, eid, run, tag, step).wall_time for tag in tags)
-        etag = hashlib.sha1(
-            repr(("rollout", eid, run, tags, step, wall_times, example, residual)).encode("utf-8")
-        ).hexdigest()[:20]
+        etag = route_util.etag("rollout", eid, run, tags, step, wall_times, example, residual)
         if etag in request.if_none_match:
-            return http_util.Respond(
-                request, b"", "application/octet-stream", code=304, expires=CACHE_SECONDS,
-                headers=[("ETag", '"%s"' % etag)],
-            )
+            return route_util.not_modified(request, etag)
         body = self._rollouts.get(etag)
         if body is None:
             result = aggregates.rollout(
@@ -136,7 +104,3 @@ def _tags(request):
     if len(set(tags)) != len(tags):
         raise request_args.BadRequest("a 'tag' is given twice: each layer once, bottom first")
     return tuple(tags)
-
-
-def _context(request):
-    return plugin_util.context(request.environ), plugin_util.experiment_id(request.environ)

@@ -19,25 +19,23 @@ import hashlib
 import zlib
 
 import numpy as np
-from tensorboard import errors as tb_errors
-from tensorboard import plugin_util
 from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import http
-from werkzeug import wrappers
 
 from tb_attention_plugin import aggregate_routes
 from tb_attention_plugin import lru_cache
 from tb_attention_plugin import metadata
 from tb_attention_plugin import reader as reader_lib
 from tb_attention_plugin import request_args
+from tb_attention_plugin import route_util
 from tb_attention_plugin import static_files
 from tb_attention_plugin import wire
 
 # A step's data never changes once written, so the browser may reuse answers for a while without
 # asking. Not forever: a restarted run can rewrite a step number (the ETag, which includes the
 # step's wall time, then changes and the next revalidation fetches the new data).
-CACHE_SECONDS = 300
+CACHE_SECONDS = route_util.CACHE_SECONDS
 # Answers kept in memory, so that flipping back and forth between heads or steps costs nothing.
 RESPONSE_CACHE_BYTES = 64 * 1024 * 1024
 # Below this, the 6 to 18 bytes of zlib or gzip framing outweigh what compression saves.
@@ -46,29 +44,6 @@ GZIP_MIN_BYTES = 512
 # stored stream with our header in front and a combined checksum, no pass over the codes; gzip
 # needs a CRC-32 over them.
 MATRIX_CODINGS = ("deflate", "gzip")
-
-
-def json_errors(handler):
-    """Wraps a route handler `(self, request) -> Response` into a WSGI app with JSON errors.
-
-    `request_args.BadRequest` and TensorBoard's `InvalidArgumentError` become 400;
-    `reader.NotFound` (and `Unreadable`) and TensorBoard's `NotFoundError` become 404.
-    """
-
-    @functools.wraps(handler)
-    def wrapper(self, request):
-        try:
-            return handler(self, request)
-        except (request_args.BadRequest, tb_errors.InvalidArgumentError) as e:
-            return error_response(request, 400, str(e))
-        except (reader_lib.NotFound, tb_errors.NotFoundError) as e:
-            return error_response(request, 404, str(e))
-
-    return wrappers.Request.application(wrapper)
-
-
-def error_response(request, code, message):
-    return http_util.Respond(request, {"error": message}, "application/json", code=code)
 
 
 class AttentionPlugin(base_plugin.TBPlugin):
@@ -117,9 +92,9 @@ class AttentionPlugin(base_plugin.TBPlugin):
     def frontend_metadata(self):
         return base_plugin.FrontendMetadata(es_module_path="/static/index.js", tab_name="Attention")
 
-    @json_errors
+    @route_util.json_errors
     def _serve_runs(self, request):
-        ctx, eid = _context(request)
+        ctx, eid = route_util.request_context(request)
         runs = {}
         for summary in self._reader.list_tags(ctx, eid):
             header = summary.header or {}
@@ -137,24 +112,24 @@ class AttentionPlugin(base_plugin.TBPlugin):
         body = {"runs": [{"run": run, "tags": tags} for run, tags in runs.items()]}
         return http_util.Respond(request, body, "application/json")
 
-    @json_errors
+    @route_util.json_errors
     def _serve_steps(self, request):
-        ctx, eid = _context(request)
+        ctx, eid = route_util.request_context(request)
         args = request_args.QueryArgs(request)
         run, tag = args.string("run"), args.string("tag")
         datums = self._reader.steps(ctx, eid, run, tag)
         body = {"steps": [{"step": d.step, "wall_time": d.wall_time} for d in datums]}
         return http_util.Respond(request, body, "application/json")
 
-    @json_errors
+    @route_util.json_errors
     def _serve_step(self, request):
-        ctx, eid = _context(request)
+        ctx, eid = route_util.request_context(request)
         args = request_args.QueryArgs(request)
         run, tag, step = args.string("run"), args.string("tag"), args.integer("step")
         datum = self._reader.datum(ctx, eid, run, tag, step)
-        etag = _etag("step", eid, run, tag, step, datum.wall_time)
+        etag = route_util.etag("step", eid, run, tag, step, datum.wall_time)
         if etag in request.if_none_match:
-            return _not_modified(request, etag)
+            return route_util.not_modified(request, etag)
         header = self._reader.header(ctx, eid, run, tag, datum)
         body = {"step": step, "wall_time": datum.wall_time}
         body.update((k, v) for k, v in header.items() if k not in ("scales", "version", "encoding"))
@@ -166,17 +141,17 @@ class AttentionPlugin(base_plugin.TBPlugin):
             headers=[("ETag", '"%s"' % etag)],
         )
 
-    @json_errors
+    @route_util.json_errors
     def _serve_matrix(self, request):
-        ctx, eid = _context(request)
+        ctx, eid = route_util.request_context(request)
         args = request_args.QueryArgs(request)
         run, tag, step = args.string("run"), args.string("tag"), args.integer("step")
         example = args.integer("example", minimum=0)
         head = args.integer_or("head", "mean", minimum=0)
         datum = self._reader.datum(ctx, eid, run, tag, step)
-        etag = _etag("matrix", eid, run, tag, step, datum.wall_time, example, head)
+        etag = route_util.etag("matrix", eid, run, tag, step, datum.wall_time, example, head)
         if etag in request.if_none_match:
-            return _not_modified(request, etag)
+            return route_util.not_modified(request, etag)
         coding = _matrix_coding(request)
         cache_key = (etag, coding)
         cached = self._responses.get(cache_key)
@@ -230,16 +205,16 @@ class AttentionPlugin(base_plugin.TBPlugin):
                 return compressed, coding
         return body, None
 
-    @json_errors
+    @route_util.json_errors
     def _serve_image(self, request):
-        ctx, eid = _context(request)
+        ctx, eid = route_util.request_context(request)
         args = request_args.QueryArgs(request)
         run, tag, step = args.string("run"), args.string("tag"), args.integer("step")
         example = args.integer("example", minimum=0)
         datum = self._reader.datum(ctx, eid, run, tag, step)
-        etag = _etag("image", eid, run, tag, step, datum.wall_time, example)
+        etag = route_util.etag("image", eid, run, tag, step, datum.wall_time, example)
         if etag in request.if_none_match:
-            return _not_modified(request, etag)
+            return route_util.not_modified(request, etag)
         cached = self._responses.get((etag, False))
         if cached is None:
             header = self._reader.header(ctx, eid, run, tag, datum)
@@ -253,7 +228,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
             headers=[("ETag", '"%s"' % etag)],
         )
 
-    @json_errors
+    @route_util.json_errors
     def _serve_static(self, request):
         # TensorBoard has already moved --path_prefix and /experiment/<id> out of the path.
         marker = "/data/plugin/%s/static/" % self.plugin_name
@@ -266,7 +241,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
         content = file_path.read_bytes()
         etag = hashlib.sha1(content).hexdigest()[:20]
         if etag in request.if_none_match:
-            return _not_modified(request, etag, expires=0)
+            return route_util.not_modified(request, etag, expires=0)
         # No max-age: a changed frontend (reinstall, development) shows up on the next reload.
         return http_util.Respond(
             request, content, content_type, headers=[("ETag", '"%s"' % etag)]
@@ -299,14 +274,6 @@ def mean_over_heads(weights):
     return np.where(count > 0, mean, np.nan).astype(np.float32)
 
 
-def _context(request):
-    return plugin_util.context(request.environ), plugin_util.experiment_id(request.environ)
-
-
-def _etag(*parts):
-    return hashlib.sha1(repr(parts).encode("utf-8")).hexdigest()[:20]
-
-
 def _matrix_coding(request):
     """The content coding for a /matrix answer: "deflate", "gzip" or None (identity)."""
     return _coding_for(request.headers.get("Accept-Encoding", ""))
@@ -318,14 +285,3 @@ def _coding_for(accept_encoding):
     accepted = http.parse_accept_header(accept_encoding)  # quality of a coding, or of "*"
     best = max(MATRIX_CODINGS, key=lambda coding: accepted[coding])  # first of equal ones
     return best if accepted[best] > 0 else None
-
-
-def _not_modified(request, etag, expires=CACHE_SECONDS):
-    return http_util.Respond(
-        request,
-        b"",
-        "application/octet-stream",
-        code=304,
-        expires=expires,
-        headers=[("ETag", '"%s"' % etag)],
-    )
