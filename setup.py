@@ -20,7 +20,7 @@ setuptools.setup(
     # sub-package tb_attention_plugin.frontend, so an installed wheel serves it.
     packages=["tb_attention_plugin", "tb_attention_plugin.frontend"],
     package_dir={"tb_attention_plugin.frontend": "frontend"},
-    package_data={"tb_attention_plugin.frontend": ["*.js", "*.css", "*.html", "*.md"]},
+    package_data={"tb_attention_plugin.frontend": ["*.js", "*.css", "*.html", "*.md", "lib/*.js", "views/*.js"]},
     install_requires=[
         "tensorboard>=2.16",
         "tensorflow>=2.16",

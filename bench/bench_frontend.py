@@ -47,11 +47,11 @@ TARGETS_MS = {
 # Runs in the tab's iframe: imports the tab's own modules (same URLs as the running tab).
 DRAW_SCRIPT = """
 async ({repeats}) => {
-  const {AttentionApi} = await import("./static/api.js");
-  const {decodeMatrix, maxValue} = await import("./static/decode.js");
-  const {colormap} = await import("./static/colormap.js");
-  const {renderHeadView} = await import("./static/view_head.js");
-  const {renderTiles} = await import("./static/view_heads.js");
+  const {AttentionApi} = await import("./static/lib/api.js");
+  const {decodeMatrix, maxValue} = await import("./static/lib/decode.js");
+  const {colormap} = await import("./static/lib/colormap.js");
+  const {renderHeadView} = await import("./static/views/head.js");
+  const {renderTiles} = await import("./static/views/heads.js");
   const api = new AttentionApi("./");
   const lut = colormap("viridis");
   const hooks = {tooltip: {show() {}, hide() {}}, pinRow() {}, pick() {}};

@@ -8,21 +8,21 @@
  *   await app.start();
  */
 
-import {AttentionApi, mapLimited} from "./api.js";
-import {colormap, COLORMAP_NAMES, tileScales} from "./colormap.js";
-import {maxValue} from "./decode.js";
-import {legendCanvas} from "./heatmap.js";
-import {DEFAULT_STATE, decodeState, encodeState, mergeState, nearestStep, VIEWS} from "./state.js";
-import {element, fillSelect, Tooltip, downloadCanvas, safeFilename, loadImage} from "./ui.js";
-import {renderHeadView} from "./view_head.js";
-import {renderTiles} from "./view_heads.js";
-import {renderLinesView} from "./view_lines.js";
-import {renderImageView} from "./view_image.js";
-import {isolateBidi, tokenLabel} from "./tokens.js";
-import {showRunCompare} from "./view_compare.js";
-import {showStepDiff} from "./view_diff.js";
-import {showStatistics} from "./view_stats.js";
-import {showRollout} from "./view_rollout.js";
+import {AttentionApi, mapLimited} from "./lib/api.js";
+import {colormap, COLORMAP_NAMES, tileScales} from "./lib/colormap.js";
+import {maxValue} from "./lib/decode.js";
+import {legendCanvas} from "./lib/heatmap.js";
+import {DEFAULT_STATE, decodeState, encodeState, mergeState, nearestStep, VIEWS} from "./lib/state.js";
+import {element, fillSelect, Tooltip, downloadCanvas, safeFilename, loadImage} from "./lib/dom.js";
+import {renderHeadView} from "./views/head.js";
+import {renderTiles} from "./views/heads.js";
+import {renderLinesView} from "./views/lines.js";
+import {renderImageView} from "./views/image.js";
+import {isolateBidi, tokenLabel} from "./lib/tokens.js";
+import {showRunCompare} from "./views/compare.js";
+import {showStepDiff} from "./views/diff.js";
+import {showStatistics} from "./views/stats.js";
+import {showRollout} from "./views/rollout.js";
 
 const STORAGE_KEY = "tb-attention:view-state";
 const POLL_MS = 15000;

@@ -54,7 +54,7 @@ DESCRIPTION = '<img src=x onerror="window.__pwned=11;alert(11)"> "quoted" \u202e
 INJECTABLE = "img, script, svg, iframe, object, embed, b, i"
 
 
-# What frontend/tokens.js isolateBidi() wraps in FSI ... PDI: right-to-left letters, direction controls.
+# What frontend/lib/tokens.js isolateBidi() wraps in FSI ... PDI: right-to-left letters, direction controls.
 BIDI = re.compile("[\u0590-\u08FF\uFB1D-\uFDFF\uFE70-\uFEFF\u200E\u200F\u202A-\u202E\u2066-\u2069"
                   "\U00010800-\U00010FFF\U0001E800-\U0001EFFF]")
 

@@ -2,7 +2,7 @@
 // tooltip, so they cannot reorder the weights written next to them.
 import test from "node:test";
 import assert from "node:assert/strict";
-import {describeCell, isolateBidi, tokenLabel} from "../../frontend/tokens.js";
+import {describeCell, isolateBidi, tokenLabel} from "../../frontend/lib/tokens.js";
 
 const FSI = "\u2068";
 const PDI = "\u2069";

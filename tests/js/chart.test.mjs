@@ -1,7 +1,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import {chartAt, chartGrid, chartPoints, chartRect, chartScales, formatStatistic, linearScale,
-        nearestPoint, valueDomain} from "../../frontend/chart.js";
+        nearestPoint, valueDomain} from "../../frontend/lib/chart.js";
 
 test("linearScale maps and inverts", () => {
   const s = linearScale([0, 200], [10, 110]);

@@ -1,6 +1,6 @@
 import test from "node:test";
 import assert from "node:assert/strict";
-import {colormap, colorAt, colorIndex, cssColor, paintValues, COLORMAP_NAMES, MASKED_RGB} from "../../frontend/colormap.js";
+import {colormap, colorAt, colorIndex, cssColor, paintValues, COLORMAP_NAMES, MASKED_RGB} from "../../frontend/lib/colormap.js";
 
 // Reference colours of matplotlib's tables (entries 0, 128 and 255), as 8-bit sRGB.
 const REFERENCE = {
@@ -62,7 +62,7 @@ test("paintValues writes LUT colours and greys out NaN (masked), not zero", () =
 });
 
 test("tileScales: per head, shared across heads, or fixed", async () => {
-  const {tileScales} = await import("../../frontend/colormap.js");
+  const {tileScales} = await import("../../frontend/lib/colormap.js");
   const m = (...v) => ({values: Float32Array.from(v)});
   const matrices = [m(0.1, 0.4), m(0.8, NaN), null, m(0, NaN)];
   assert.deepEqual(tileScales(matrices, "head").map((v) => +v.toFixed(3)), [0.4, 0.8, 1, 1]);
@@ -71,7 +71,7 @@ test("tileScales: per head, shared across heads, or fixed", async () => {
 });
 
 test("diverging map: blue below zero, near-white at zero, red above, grey when masked", async () => {
-  const {divergingLut, divergingIndex, paintDiverging} = await import("../../frontend/colormap.js");
+  const {divergingLut, divergingIndex, paintDiverging} = await import("../../frontend/lib/colormap.js");
   const lut = divergingLut();
   assert.equal(lut.length, 768);
   assert.deepEqual(Array.from(lut.slice(0, 3)), [5, 48, 97]);          // RdBu's darkest blue

@@ -1,7 +1,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import {closestStep, comparedRuns, differenceMatrix, layerFamily, rolloutStack, runsWithTag,
-        sharedMaximum} from "../../frontend/compare.js";
+        sharedMaximum} from "../../frontend/lib/compare.js";
 
 const matrix = (rows, cols, values) => ({rows, cols, values: Float32Array.from(values)});
 
@@ -78,7 +78,7 @@ test("rolloutStack orders one stack's square layers bottom first and leaves othe
 });
 
 test("maskLike masks the rollout where the bottom layer is masked", async () => {
-  const {maskLike} = await import("../../frontend/compare.js");
+  const {maskLike} = await import("../../frontend/lib/compare.js");
   const rollout = matrix(2, 2, [0.6, 0.4, 0, 1]);
   const bottom = matrix(2, 2, [0.5, 0.5, NaN, NaN]);
   const masked = maskLike(rollout, bottom);

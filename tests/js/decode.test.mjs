@@ -1,6 +1,6 @@
 import test from "node:test";
 import assert from "node:assert/strict";
-import {decodeMatrix, maxValue, matrixRow, WireFormatError} from "../../frontend/decode.js";
+import {decodeMatrix, maxValue, matrixRow, WireFormatError} from "../../frontend/lib/decode.js";
 import {wireBuffer, float32Payload} from "./wire.mjs";
 
 test("uint8 codes decode to code * scale / 254 with 255 as NaN", () => {

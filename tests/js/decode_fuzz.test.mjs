@@ -2,7 +2,7 @@
 // consistent matrix or throw WireFormatError, never anything else. Bounded: a few thousand cases.
 import test from "node:test";
 import assert from "node:assert/strict";
-import {decodeMatrix, WireFormatError, HEADER_BYTES, MAX_CELLS} from "../../frontend/decode.js";
+import {decodeMatrix, WireFormatError, HEADER_BYTES, MAX_CELLS} from "../../frontend/lib/decode.js";
 import {wireBuffer, float32Payload} from "./wire.mjs";
 
 /** mulberry32: a small seeded PRNG, so a failure reproduces from its seed. */

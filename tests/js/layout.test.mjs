@@ -1,7 +1,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import {heatmapLayout, cellAt, cellCenter, rowLabelAt, colLabelAt, labelStride, fitLabel,
-        tileGrid, tileOrigin, tileAt, patchOfKey, keyOfPoint, lineLayout, lineTokenAt} from "../../frontend/layout.js";
+        tileGrid, tileOrigin, tileAt, patchOfKey, keyOfPoint, lineLayout, lineTokenAt} from "../../frontend/lib/layout.js";
 
 test("heatmap cells are whole device pixels at fractional devicePixelRatio", () => {
   for (const dpr of [1, 1.25, 1.5, 2, 3]) {
@@ -85,7 +85,7 @@ test("line view rows", () => {
 });
 
 test("patchWeights puts a query's key weights on the patch grid, prefix keys left out", async () => {
-  const {patchWeights} = await import("../../frontend/layout.js");
+  const {patchWeights} = await import("../../frontend/lib/layout.js");
   const image = {grid: [2, 2], prefix_tokens: 1};
   // 2 queries x 5 keys ([cls] + 4 patches); query 1 row = [0.1, 0.2, NaN, 0.3, 0.4].
   const matrix = {rows: 2, cols: 5, values: Float32Array.from([0, 0, 0, 0, 0, 0.1, 0.2, NaN, 0.3, 0.4])};

@@ -1,6 +1,6 @@
 import test from "node:test";
 import assert from "node:assert/strict";
-import {resample} from "../../frontend/resample.js";
+import {resample} from "../../frontend/lib/resample.js";
 
 const round = (a) => Array.from(a).map((v) => (Number.isNaN(v) ? "masked" : +v.toFixed(4)));
 

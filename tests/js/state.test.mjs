@@ -1,6 +1,6 @@
 import test from "node:test";
 import assert from "node:assert/strict";
-import {encodeState, decodeState, DEFAULT_STATE, mergeState} from "../../frontend/state.js";
+import {encodeState, decodeState, DEFAULT_STATE, mergeState} from "../../frontend/lib/state.js";
 
 test("state survives an encode/decode round trip, including unicode and slashes", () => {
   const state = {...DEFAULT_STATE, run: "训练 run&1", tag: "decoder/layer_0/cross#attn", step: 1200,
@@ -23,7 +23,7 @@ test("invalid entries are dropped, not passed on", () => {
 });
 
 test("nearestStep keeps a logged step, else the newest before it, else the oldest", async () => {
-  const {nearestStep} = await import("../../frontend/state.js");
+  const {nearestStep} = await import("../../frontend/lib/state.js");
   assert.equal(nearestStep([0, 10, 20], 10), 10);
   assert.equal(nearestStep([0, 10, 20], 15), 10);
   assert.equal(nearestStep([5, 10], 2), 5);

@@ -1,6 +1,6 @@
 import test from "node:test";
 import assert from "node:assert/strict";
-import {describeCell, tokenLabel, axisLabels, topKeys, formatWeight} from "../../frontend/tokens.js";
+import {describeCell, tokenLabel, axisLabels, topKeys, formatWeight} from "../../frontend/lib/tokens.js";
 
 const header = {
   shape: [1, 1, 2, 3],

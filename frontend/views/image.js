@@ -9,11 +9,11 @@
  *                          scale: "head", width: 900}, {tooltip, pickQuery});
  */
 
-import {patchOfKey, keyOfPoint, patchWeights} from "./layout.js";
-import {hiDpiCanvas, FONT_FAMILY, lutColor} from "./heatmap.js";
-import {maxValue} from "./decode.js";
-import {tokenLabel, formatWeight} from "./tokens.js";
-import {localPoint} from "./view_head.js";
+import {patchOfKey, keyOfPoint, patchWeights} from "../lib/layout.js";
+import {hiDpiCanvas, FONT_FAMILY, lutColor} from "../lib/heatmap.js";
+import {maxValue} from "../lib/decode.js";
+import {tokenLabel, formatWeight} from "../lib/tokens.js";
+import {localPoint} from "../lib/dom.js";
 
 /** Opacity of the weight colours over the greyscale probe image (constant, so colours match the legend). */
 export const OVERLAY_ALPHA = 0.7;

@@ -11,11 +11,11 @@
  *   const {canvas, legend, rendered} = await showStepDiff(app, stale, {lut, width});
  */
 
-import {closestStep, differenceMatrix, sharedMaximum} from "./compare.js";
-import {divergingLut} from "./colormap.js";
-import {describeCell, formatWeight, tokenLabel} from "./tokens.js";
-import {element, fillSelect} from "./ui.js";
-import {divergingLegend, renderPanels} from "./view_panels.js";
+import {closestStep, differenceMatrix, sharedMaximum} from "../lib/compare.js";
+import {divergingLut} from "../lib/colormap.js";
+import {describeCell, formatWeight, tokenLabel} from "../lib/tokens.js";
+import {element, fillSelect} from "../lib/dom.js";
+import {divergingLegend, renderPanels} from "../lib/panels.js";
 
 export async function showStepDiff(app, stale, {lut, width}) {
   const {run, tag, step, example, head, scale} = app.state;

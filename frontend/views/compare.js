@@ -8,12 +8,12 @@
  *   const {canvas, legend, rendered} = await showRunCompare(app, stale, {lut, width});
  */
 
-import {mapLimited} from "./api.js";
-import {closestStep, comparedRuns, runsWithTag, sharedMaximum} from "./compare.js";
-import {legendCanvas} from "./heatmap.js";
-import {describeCell, isolateBidi} from "./tokens.js";
-import {element} from "./ui.js";
-import {renderPanels} from "./view_panels.js";
+import {mapLimited} from "../lib/api.js";
+import {closestStep, comparedRuns, runsWithTag, sharedMaximum} from "../lib/compare.js";
+import {legendCanvas} from "../lib/heatmap.js";
+import {describeCell, isolateBidi} from "../lib/tokens.js";
+import {element} from "../lib/dom.js";
+import {renderPanels} from "../lib/panels.js";
 
 /** Steps of (run, tag), fetched once per refresh of the run list (app.tagSteps). */
 export async function stepsOf(app, run, tag) {

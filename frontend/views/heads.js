@@ -8,11 +8,11 @@
  *                          lut, scale: "head", width: 900}, {tooltip, pickHead: (head) => ...});
  */
 
-import {tileGrid, tileOrigin, tileAt, heatmapLayout, cellAt} from "./layout.js";
-import {hiDpiCanvas, drawHeatmap, devicePixelRatio, FONT_FAMILY} from "./heatmap.js";
-import {describeCell} from "./tokens.js";
-import {tileScales} from "./colormap.js";
-import {localPoint} from "./view_head.js";
+import {tileGrid, tileOrigin, tileAt, heatmapLayout, cellAt} from "../lib/layout.js";
+import {hiDpiCanvas, drawHeatmap, devicePixelRatio, FONT_FAMILY} from "../lib/heatmap.js";
+import {describeCell} from "../lib/tokens.js";
+import {tileScales} from "../lib/colormap.js";
+import {localPoint} from "../lib/dom.js";
 
 const LABEL_HEIGHT = 16;
 

@@ -18,7 +18,7 @@ import {hiDpiCanvas, drawHeatmap, drawRowLabels, drawColLabels, widestLabel, dev
         FONT_FAMILY, blit, drawLegendMarks} from "./heatmap.js";
 import {paintDiverging} from "./colormap.js";
 import {axisLabels} from "./tokens.js";
-import {localPoint} from "./view_head.js";
+import {localPoint} from "../lib/dom.js";
 
 const LABEL_CAP = 110;  // CSS px of a token label; the full token is in the tooltip
 const GAP = 28;

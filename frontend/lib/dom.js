@@ -92,3 +92,9 @@ export function loadImage(url) {
     image.src = url;
   });
 }
+
+/** Mouse position in the canvas's CSS pixels. */
+export function localPoint(canvas, event) {
+  const rect = canvas.getBoundingClientRect();
+  return {x: event.clientX - rect.left, y: event.clientY - rect.top};
+}

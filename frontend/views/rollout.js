@@ -9,12 +9,12 @@
  *   const {canvas, legend, rendered} = await showRollout(app, stale, {lut, width, hooks});
  */
 
-import {maskLike, rolloutStack} from "./compare.js";
-import {maxValue} from "./decode.js";
-import {legendCanvas} from "./heatmap.js";
-import {element, loadImage} from "./ui.js";
-import {renderHeadView} from "./view_head.js";
-import {renderImageView} from "./view_image.js";
+import {maskLike, rolloutStack} from "../lib/compare.js";
+import {maxValue} from "../lib/decode.js";
+import {legendCanvas} from "../lib/heatmap.js";
+import {element, loadImage} from "../lib/dom.js";
+import {renderHeadView} from "./head.js";
+import {renderImageView} from "./image.js";
 
 export async function showRollout(app, stale, {lut, width, hooks}) {
   const {run, tag, step, example, scale, residual} = app.state;

@@ -8,10 +8,11 @@
  *                  {tooltip, pinRow: (row) => ...});
  */
 
-import {heatmapLayout, cellAt, rowLabelAt, colLabelAt} from "./layout.js";
+import {heatmapLayout, cellAt, rowLabelAt, colLabelAt} from "../lib/layout.js";
 import {hiDpiCanvas, drawHeatmap, drawRowLabels, drawColLabels, drawPinnedRow, widestLabel,
-        devicePixelRatio} from "./heatmap.js";
-import {axisLabels, describeCell, topKeys, formatWeight} from "./tokens.js";
+        devicePixelRatio} from "../lib/heatmap.js";
+import {axisLabels, describeCell, topKeys, formatWeight} from "../lib/tokens.js";
+import {localPoint} from "../lib/dom.js";
 
 const LABEL_CAP = 150;  // CSS px: longer labels are truncated, full text on hover
 
@@ -90,10 +91,4 @@ function isolated(text) {
   const node = document.createElement("bdi");
   node.textContent = text;
   return node;
-}
-
-/** Mouse position in the canvas's CSS pixels. */
-export function localPoint(canvas, event) {
-  const rect = canvas.getBoundingClientRect();
-  return {x: event.clientX - rect.left, y: event.clientY - rect.top};
 }

@@ -10,10 +10,10 @@
  */
 
 import {chartAt, chartGrid, chartPoints, chartRect, chartScales, formatStatistic, nearestPoint,
-        valueDomain} from "./chart.js";
-import {FONT_FAMILY, hiDpiCanvas} from "./heatmap.js";
-import {element} from "./ui.js";
-import {localPoint} from "./view_head.js";
+        valueDomain} from "../lib/chart.js";
+import {FONT_FAMILY, hiDpiCanvas} from "../lib/heatmap.js";
+import {element} from "../lib/dom.js";
+import {localPoint} from "../lib/dom.js";
 
 export const STATISTICS = Object.freeze([
   {name: "entropy", label: "entropy", help: "normalised: 1 = uniform over the unmasked keys, 0 = one key"},

@@ -9,10 +9,10 @@
  *                   {tooltip, pinRow});
  */
 
-import {lineLayout, lineTokenAt, fitLabel} from "./layout.js";
-import {hiDpiCanvas, FONT_FAMILY, lutColor} from "./heatmap.js";
-import {axisLabels, formatWeight} from "./tokens.js";
-import {localPoint} from "./view_head.js";
+import {lineLayout, lineTokenAt, fitLabel} from "../lib/layout.js";
+import {hiDpiCanvas, FONT_FAMILY, lutColor} from "../lib/heatmap.js";
+import {axisLabels, formatWeight} from "../lib/tokens.js";
+import {localPoint} from "../lib/dom.js";
 
 const LABEL_WIDTH = 150;
 const MAX_HEIGHT = 8000;  // CSS px: canvases far taller than this fail in browsers
