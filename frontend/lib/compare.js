@@ -11,7 +11,11 @@
  *   rolloutStack(run.tags, "encoder/layer_3/self_attention");  // layer_0 ... layer_N tags
  */
 
-/** The step of the ascending `steps` closest to `wanted` (the earlier one on a tie); null if none. */
+/**
+ * The step of the ascending `steps` closest to `wanted` on either side (the earlier one on a
+ * tie); the newest for no `wanted`; null if none. state.js `latestStepAtOrBefore` never looks
+ * after `wanted`.
+ */
 export function closestStep(steps, wanted) {
   if (!steps.length) return null;
   if (wanted === null || wanted === undefined) return steps[steps.length - 1];

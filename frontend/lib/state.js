@@ -83,8 +83,13 @@ export function mergeState(base, partial) {
   return {...base, ...partial};
 }
 
-/** The newest of the ascending `steps` that is <= `wanted`, else the oldest; null for no steps. */
-export function nearestStep(steps, wanted) {
+/**
+ * The newest of the ascending `steps` that is <= `wanted`, else the oldest; the newest for no
+ * `wanted`; null for no steps. Never a step after `wanted` when there is one before it (the
+ * model overview shows each layer as it was at the chosen step); compare.js `closestStep`
+ * looks on either side.
+ */
+export function latestStepAtOrBefore(steps, wanted) {
   if (!steps.length) return null;
   if (wanted === null || wanted === undefined) return steps[steps.length - 1];
   let best = null;

@@ -1,18 +1,62 @@
 /**
- * View (1): one head large, query tokens down the left, key tokens along the top. Hover shows
- * query, key and exact weight; clicking a cell or a query label pins that query's row.
+ * View "head" (1): one head large, query tokens down the left, key tokens along the top. Hover
+ * shows query, key and exact weight; clicking a cell or a query label pins that query's row.
+ * `renderHeadView` draws it (also used by the rollout view and bench/bench_frontend.py).
  *
- * Example:
+ * Example (the view protocol, frontend/README.md; the app calls it):
  *
+ *   const data = await head.load(state, source);
+ *   const {canvas, legend} = head.render(host, data, state, {width, lut, tooltip, set});
+ *
+ *   // the drawing alone:
  *   renderHeadView(host, {matrix, header, example: 0, lut, vmax, pinned: null, width: 900},
  *                  {tooltip, pinRow: (row) => ...});
  */
 
 import {heatmapLayout, cellAt, rowLabelAt, colLabelAt} from "../lib/layout.js";
 import {hiDpiCanvas, drawHeatmap, drawRowLabels, drawColLabels, drawPinnedRow, widestLabel,
-        devicePixelRatio} from "../lib/heatmap.js";
+        devicePixelRatio, legendCanvas} from "../lib/heatmap.js";
 import {axisLabels, describeCell, topKeys, formatWeight} from "../lib/tokens.js";
 import {localPoint} from "../lib/dom.js";
+import {mapLimited} from "../lib/api.js";
+import {tileScales} from "../lib/colormap.js";
+import {maxValue} from "../lib/decode.js";
+
+/** The matrix the state picks (its run, tag, step, example and head). */
+export function matrixParams({run, tag, step, example, head}) {
+  return {run, tag, step, example, head};
+}
+
+/**
+ * Loads the state's step header and matrix, and the top of its colour scale: 1 (fixed), the
+ * largest weight of any head of the layer (shared across heads) or the matrix's own.
+ */
+export async function loadHead(state, source) {
+  const {run, tag, step, example, head, scale} = state;
+  const [header, matrix] = await Promise.all([source.header(run, tag, step), source.matrix(matrixParams(state))]);
+  let vmax = maxValue(matrix.values) || 1;
+  if (scale === "unit") {
+    vmax = 1;
+  } else if (scale === "shared" && head !== "mean") {
+    const all = await mapLimited(Array.from({length: header.shape[1]}, (_, h) => h), 6,
+                                 (h) => source.matrix({run, tag, step, example, head: h}));
+    vmax = tileScales(all, "shared")[0];
+  }
+  return {header, matrix, vmax};
+}
+
+export default {
+  key: "head",
+  label: "One head",
+  prefetch: (state, source) => source.matrix(matrixParams(state)),
+  load: loadHead,
+  render(host, {header, matrix, vmax}, state, ui) {
+    const {canvas} = renderHeadView(host, {matrix, header, example: state.example, lut: ui.lut, vmax,
+                                           pinned: state.query, width: ui.width},
+                                    {tooltip: ui.tooltip, pinRow: (row) => ui.set({query: row})});
+    return {canvas, legend: legendCanvas(ui.lut, vmax)};
+  },
+};
 
 const LABEL_CAP = 150;  // CSS px: longer labels are truncated, full text on hover
 

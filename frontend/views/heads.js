@@ -1,18 +1,50 @@
 /**
- * View (2): every head of a layer as small multiples, plus the mean over heads; clicking a
- * tile opens that head large. Also used by view (3), the model overview (layers x heads).
+ * View "heads" (2): every head of a layer as small multiples, plus the mean over heads; clicking
+ * a tile opens that head large. `renderTiles` draws any grid of tiles (also view "model", the
+ * layers x heads overview, and bench/bench_frontend.py).
  *
- * Example:
+ * Example (the view protocol, frontend/README.md; the app calls it):
  *
- *   renderHeadsView(host, {tiles: [{label: "head 0", matrix, head: 0}, ...], header, example,
- *                          lut, scale: "head", width: 900}, {tooltip, pickHead: (head) => ...});
+ *   const data = await heads.load(state, source);
+ *   const {canvas, legend} = heads.render(host, data, state, {width, lut, tooltip, set});
+ *
+ *   // the drawing alone:
+ *   renderTiles(host, {tiles: [{label: "head 0", matrix}, ...], lut, scale: "head", width: 900},
+ *               {tooltip, pick: (index) => ...});
  */
 
 import {tileGrid, tileOrigin, tileAt, heatmapLayout, cellAt} from "../lib/layout.js";
-import {hiDpiCanvas, drawHeatmap, devicePixelRatio, FONT_FAMILY} from "../lib/heatmap.js";
+import {hiDpiCanvas, drawHeatmap, devicePixelRatio, FONT_FAMILY, legendCanvas} from "../lib/heatmap.js";
 import {describeCell} from "../lib/tokens.js";
 import {tileScales} from "../lib/colormap.js";
 import {localPoint} from "../lib/dom.js";
+import {mapLimited} from "../lib/api.js";
+
+export default {
+  key: "heads",
+  label: "All heads",
+  async load(state, source) {
+    const {run, tag, step, example} = state;
+    const header = await source.header(run, tag, step);
+    const keys = [...Array.from({length: header.shape[1]}, (_, h) => h), "mean"];
+    const matrices = await mapLimited(keys, 6, (head) => source.matrix({run, tag, step, example, head}));
+    return {header, keys, matrices};
+  },
+  render(host, {header, keys, matrices}, state, ui) {
+    const tiles = keys.map((h, i) => ({label: h === "mean" ? "mean of heads" : `head ${h}`, matrix: matrices[i],
+                                       selected: h === state.head}));
+    const {canvas} = renderTiles(host, {tiles, lut: ui.lut, scale: state.scale, width: ui.width,
+                                        headerFor: () => header, exampleFor: () => state.example},
+                                 {tooltip: ui.tooltip, pick: (index) => ui.set({view: "head", head: keys[index]})});
+    return {canvas, legend: tilesLegend(ui.lut, state.scale, matrices)};
+  },
+};
+
+/** The legend of a tile grid: per-head scales show fractions of each tile's maximum. */
+export function tilesLegend(lut, scale, matrices) {
+  if (scale === "head") return legendCanvas(lut, 1, {label: "fraction of each tile's maximum"});
+  return legendCanvas(lut, tileScales(matrices, scale)[0]);
+}
 
 const LABEL_HEIGHT = 16;
 

@@ -1,31 +1,63 @@
 /**
- * View (5), for vision probes: the attention of one query (default the class token, query 0)
- * over the key patches, drawn as a translucent patch-grid overlay on the probe image. Clicking
- * a patch makes it the query (self-attention over patches).
+ * View "image" (5), for vision probes: the attention of one query (default the class token,
+ * query 0) over the key patches, drawn as a translucent patch-grid overlay on the probe image.
+ * Clicking a patch makes it the query (self-attention over patches). `renderImageView` draws it
+ * (also used by the rollout view).
  *
- * Example:
+ * Example (the view protocol, frontend/README.md; the app calls it):
  *
+ *   const data = await image.load(state, source);
+ *   const {canvas, legend} = image.render(host, data, state, {width, lut, tooltip, set});
+ *
+ *   // the drawing alone:
  *   renderImageView(host, {matrix, header, example, image: htmlImageElement, query: 0, lut,
  *                          scale: "head", width: 900}, {tooltip, pickQuery});
  */
 
 import {patchOfKey, keyOfPoint, patchWeights} from "../lib/layout.js";
-import {hiDpiCanvas, FONT_FAMILY, lutColor} from "../lib/heatmap.js";
+import {hiDpiCanvas, FONT_FAMILY, legendCanvas, lutColor} from "../lib/heatmap.js";
 import {maxValue} from "../lib/decode.js";
 import {tokenLabel, formatWeight} from "../lib/tokens.js";
-import {localPoint} from "../lib/dom.js";
+import {element, localPoint} from "../lib/dom.js";
+import {matrixParams} from "./head.js";
+
+export default {
+  key: "image",
+  label: "Image overlay",
+  prefetch: (state, source) => source.matrix(matrixParams(state)),
+  async load(state, source) {
+    const {run, tag, step, example} = state;
+    const header = await source.header(run, tag, step);
+    if (!header.image) return {header, matrix: null, image: null};
+    const [matrix, image] = await Promise.all([source.matrix(matrixParams(state)),
+                                               source.image({run, tag, step, example})]);
+    return {header, matrix, image};
+  },
+  render(host, {header, matrix, image}, state, ui) {
+    if (!header.image) {
+      host.replaceChildren(element("p", {className: "empty"},
+        `${state.tag} has no probe images: the image overlay is for vision probes (logged with images=...).`));
+      return {canvas: null, legend: null};
+    }
+    const {canvas, vmax} = renderImageView(host, {matrix, header, example: state.example, image,
+                                                  query: state.query ?? 0, lut: ui.lut, scale: state.scale,
+                                                  width: ui.width},
+                                           {tooltip: ui.tooltip, pickQuery: (row) => ui.set({query: row})});
+    return {canvas, legend: legendCanvas(ui.lut, vmax)};
+  },
+};
 
 /** Opacity of the weight colours over the greyscale probe image (constant, so colours match the legend). */
 export const OVERLAY_ALPHA = 0.7;
 
 export function renderImageView(host, data, hooks) {
-  const {matrix, header, example, image: element, lut, scale} = data;
+  const {matrix, header, example, image: picture, lut, scale} = data;
   const image = header.image;
   const query = Math.min(data.query ?? 0, matrix.rows - 1);
   const weights = patchWeights(matrix, image, query);
   const vmax = scale === "unit" ? 1 : maxValue(weights) || 1;
   const side = Math.max(160, Math.min(data.width / 2 - 30, 480));
-  const aspect = (image.height || element.naturalHeight || 1) / (image.width || element.naturalWidth || 1);
+  const aspect = (image.height || picture.naturalHeight || 1) / (image.width || picture.naturalWidth || 1);
   const drawW = side;
   const drawH = Math.round(side * aspect);
   const gap = 24;
@@ -39,9 +71,9 @@ export function renderImageView(host, data, hooks) {
   ctx.imageSmoothingEnabled = false;  // probe images are small: show their pixels
   const plain = {x: 0, y: top, width: drawW, height: drawH};
   const overlay = {x: drawW + gap, y: top, width: drawW, height: drawH};
-  ctx.drawImage(element, plain.x, plain.y, plain.width, plain.height);
+  ctx.drawImage(picture, plain.x, plain.y, plain.width, plain.height);
   // Under the colours the image is grey: its own hues would mix with the colour map's.
-  ctx.drawImage(greyscale(element), overlay.x, overlay.y, overlay.width, overlay.height);
+  ctx.drawImage(greyscale(picture), overlay.x, overlay.y, overlay.width, overlay.height);
   const [gridRows, gridCols] = image.grid;
   const patchW = overlay.width / gridCols;
   const patchH = overlay.height / gridRows;

@@ -1,18 +1,36 @@
 /**
- * View (4), for text: query tokens in a left column, key tokens in a right column, one line per
- * (query, key) pair with opacity proportional to the weight. Hovering a query token shows only
- * its lines; clicking pins it.
+ * View "lines" (4), for text: query tokens in a left column, key tokens in a right column, one
+ * line per (query, key) pair with opacity proportional to the weight. Hovering a query token
+ * shows only its lines; clicking pins it. Loads what view "head" loads.
  *
- * Example:
+ * Example (the view protocol, frontend/README.md; the app calls it):
  *
+ *   const data = await lines.load(state, source);
+ *   const {canvas, legend} = lines.render(host, data, state, {width, lut, tooltip, set});
+ *
+ *   // the drawing alone:
  *   renderLinesView(host, {matrix, header, example, lut, vmax, pinned: null, width: 700},
  *                   {tooltip, pinRow});
  */
 
 import {lineLayout, lineTokenAt, fitLabel} from "../lib/layout.js";
-import {hiDpiCanvas, FONT_FAMILY, lutColor} from "../lib/heatmap.js";
+import {hiDpiCanvas, FONT_FAMILY, legendCanvas, lutColor} from "../lib/heatmap.js";
 import {axisLabels, formatWeight} from "../lib/tokens.js";
 import {localPoint} from "../lib/dom.js";
+import {loadHead, matrixParams} from "./head.js";
+
+export default {
+  key: "lines",
+  label: "Token lines",
+  prefetch: (state, source) => source.matrix(matrixParams(state)),
+  load: loadHead,
+  render(host, {header, matrix, vmax}, state, ui) {
+    const {canvas} = renderLinesView(host, {matrix, header, example: state.example, lut: ui.lut, vmax,
+                                            pinned: state.query, width: ui.width},
+                                     {tooltip: ui.tooltip, pinRow: (row) => ui.set({query: row})});
+    return {canvas, legend: legendCanvas(ui.lut, vmax)};
+  },
+};
 
 const LABEL_WIDTH = 150;
 const MAX_HEIGHT = 8000;  // CSS px: canvases far taller than this fail in browsers

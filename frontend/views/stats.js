@@ -1,19 +1,19 @@
 /**
- * Per-head statistics over training: for each statistic (rows) and head (columns) a small line
- * chart across the logged steps, with the current step marked. Clicking a chart moves the tab
+ * View "stats", per-head statistics over training: for each statistic (rows) and head (columns)
+ * a small line chart across the logged steps, with the current step marked. Clicking a chart moves the tab
  * to the step of the nearest point. The numbers come from `/stats` (computed and cached on the
  * server), averaged over the probe examples.
  *
- * Example (called by app.js for view "stats"):
+ * Example (the view protocol, frontend/README.md; the app calls it):
  *
- *   const {canvas, legend, rendered} = await showStatistics(app, stale, {width});
+ *   const data = await stats.load(state, source);
+ *   const {canvas, rendered} = stats.render(host, data, state, {width, lut, tooltip, set});
  */
 
 import {chartAt, chartGrid, chartPoints, chartRect, chartScales, formatStatistic, nearestPoint,
         valueDomain} from "../lib/chart.js";
 import {FONT_FAMILY, hiDpiCanvas} from "../lib/heatmap.js";
-import {element} from "../lib/dom.js";
-import {localPoint} from "../lib/dom.js";
+import {element, localPoint} from "../lib/dom.js";
 
 export const STATISTICS = Object.freeze([
   {name: "entropy", label: "entropy", help: "normalised: 1 = uniform over the unmasked keys, 0 = one key"},
@@ -24,19 +24,35 @@ export const STATISTICS = Object.freeze([
 const LINE = "#1a73e8";
 const CURRENT = "#e8710a";
 
-export async function showStatistics(app, stale, {width}) {
-  const {run, tag, step} = app.state;
-  const body = await app.api.stats(run, tag);
-  if (stale()) return null;
+export default {
+  key: "stats",
+  label: "Head statistics over training",
+  usesHead: false,  // every head is drawn
+  async load(state, source) {
+    const {run, tag, step} = state;
+    const [body, header] = await Promise.all([source.stats(run, tag), source.header(run, tag, step)]);
+    return {body, header};
+  },
+  render(host, {body, header}, state, ui) {
+    return renderStatistics(host, body, {tag: state.tag, step: state.step, vision: Boolean(header.image),
+                                         width: ui.width, tooltip: ui.tooltip,
+                                         pickStep: (step) => ui.set({step})});
+  },
+};
+
+/**
+ * Draws the charts of a `/stats` answer into `host`; `pickStep(step)` runs on a click on a point
+ * of another step. Returns `{canvas, legend: null, rendered: {statsSteps}}`.
+ */
+export function renderStatistics(host, body, {tag, step, vision, width, tooltip, pickStep}) {
   const heads = body.heads || 0;
   const steps = body.steps;
   if (!heads || !steps.length) {
     const reasons = (body.errors || []).map((e) => `step ${e.step}: ${e.error}`).join("; ");
-    app.host.replaceChildren(element("p", {className: "empty"},
+    host.replaceChildren(element("p", {className: "empty"},
       `No readable steps of ${tag} to compute statistics from${reasons ? ` (${reasons})` : ""}.`));
     return {canvas: null, legend: null, rendered: {statsSteps: 0}};
   }
-  const vision = Boolean(app.header && app.header.image);
   const grid = chartGrid({rows: STATISTICS.length, columns: Math.max(1, heads), width, left: 150, top: 22});
   const {canvas, ctx} = hiDpiCanvas(grid.width + 8, grid.height + 4);
   canvas.className = "view-canvas stats-canvas";
@@ -86,15 +102,15 @@ export async function showStatistics(app, stale, {width}) {
   canvas.addEventListener("mousemove", (event) => {
     const found = chartUnder(event);
     const point = found && nearestPoint(found.chart.points, found.x, found.y);
-    if (!point) return app.tooltip.hide();
-    app.tooltip.show(`${found.chart.name} · head ${found.chart.head} · step ${point.step}: ` +
+    if (!point) return tooltip.hide();
+    tooltip.show(`${found.chart.name} · head ${found.chart.head} · step ${point.step}: ` +
                      `${formatStatistic(point.value)}  (click to show this step)`, event);
   });
-  canvas.addEventListener("mouseleave", () => app.tooltip.hide());
+  canvas.addEventListener("mouseleave", () => tooltip.hide());
   canvas.addEventListener("click", (event) => {
     const found = chartUnder(event);
     const point = found && nearestPoint(found.chart.points, found.x, found.y);
-    if (point && point.step !== app.state.step) app.set({step: point.step});
+    if (point && point.step !== step) pickStep(point.step);
   });
 
   const notes = [`${steps.length} logged step${steps.length === 1 ? "" : "s"}, mean over the probe examples; ` +
@@ -102,7 +118,7 @@ export async function showStatistics(app, stale, {width}) {
   for (const e of body.errors || []) notes.push(`step ${e.step} left out: ${e.error}`);
   const help = element("ul", {className: "stats-help"},
     ...STATISTICS.map((s) => element("li", {}, element("strong", {}, s.label), `: ${s.help}`)));
-  app.host.replaceChildren(element("p", {className: "hint", id: "stats-note"}, notes.join(" ")), canvas, help);
+  host.replaceChildren(element("p", {className: "hint", id: "stats-note"}, notes.join(" ")), canvas, help);
   return {canvas, legend: null, rendered: {statsSteps: steps.length}};
 }
 

@@ -22,13 +22,13 @@ test("invalid entries are dropped, not passed on", () => {
   assert.deepEqual(decodeState(undefined), {});
 });
 
-test("nearestStep keeps a logged step, else the newest before it, else the oldest", async () => {
-  const {nearestStep} = await import("../../frontend/lib/state.js");
-  assert.equal(nearestStep([0, 10, 20], 10), 10);
-  assert.equal(nearestStep([0, 10, 20], 15), 10);
-  assert.equal(nearestStep([5, 10], 2), 5);
-  assert.equal(nearestStep([5, 10], null), 10);
-  assert.equal(nearestStep([], 3), null);
+test("latestStepAtOrBefore keeps a logged step, else the newest before it, else the oldest", async () => {
+  const {latestStepAtOrBefore} = await import("../../frontend/lib/state.js");
+  assert.equal(latestStepAtOrBefore([0, 10, 20], 10), 10);
+  assert.equal(latestStepAtOrBefore([0, 10, 20], 15), 10);
+  assert.equal(latestStepAtOrBefore([5, 10], 2), 5);
+  assert.equal(latestStepAtOrBefore([5, 10], null), 10);
+  assert.equal(latestStepAtOrBefore([], 3), null);
 });
 
 test("compared runs, reference step and rollout residual round-trip through the hash", () => {

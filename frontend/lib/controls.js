@@ -1,0 +1,140 @@
+/**
+ * The tab's controls: pickers (run, layer, example, head, view, colour map, scale), the step
+ * slider with play, reload, save and the permalink, the info line and the error box. It shows
+ * what it is given and reports what the user does through callbacks; it keeps no state.
+ *
+ * Example:
+ *
+ *   const controls = new Controls(container, {
+ *     views: [{value: "head", label: "One head"}],
+ *     set: (partial, options) => ..., stepAt: (index) => ..., moveStep: (delta) => ...,
+ *     togglePlay: () => ..., reload: () => ..., save: () => ...,
+ *   });
+ *   controls.showSteps([0, 100, 200], 100);
+ */
+
+import {COLORMAP_NAMES} from "./colormap.js";
+import {element, fillSelect} from "./dom.js";
+import {tokenLabel} from "./tokens.js";
+
+const SCALE_LABELS = {head: "per head", shared: "shared across heads", unit: "fixed 0–1"};
+
+export class Controls {
+  /** Appends the controls to `container`; `actions`: the callbacks of the example above. */
+  constructor(container, actions) {
+    const control = (label, input) => element("label", {className: "control"}, element("span", {}, label), input);
+    this.runSelect = element("select", {id: "run-select", title: "Run"});
+    this.tagSelect = element("select", {id: "tag-select", title: "Layer (tag)"});
+    this.exampleSelect = element("select", {id: "example-select", title: "Probe example"});
+    this.headSelect = element("select", {id: "head-select", title: "Head"});
+    this.viewSelect = element("select", {id: "view-select", title: "View"});
+    this.cmapSelect = element("select", {id: "cmap-select", title: "Colour map"});
+    this.scaleSelect = element("select", {id: "scale-select", title: "Colour scale"});
+    fillSelect(this.viewSelect, actions.views);
+    fillSelect(this.cmapSelect, COLORMAP_NAMES.map((v) => ({value: v, label: v})));
+    fillSelect(this.scaleSelect, Object.entries(SCALE_LABELS).map(([value, label]) => ({value, label})));
+    this.slider = element("input", {id: "step-slider", type: "range", min: "0", max: "0", step: "1", value: "0",
+                                    title: "Step (arrow keys move one logged step)"});
+    this.stepLabel = element("span", {id: "step-label", className: "step-label"});
+    this.playButton = element("button", {id: "play-button", type: "button", title: "Play through the steps"}, "▶ Play");
+    this.reloadButton = element("button", {id: "reload-button", type: "button", title: "Reload runs and steps"}, "⟳ Reload");
+    this.saveButton = element("button", {id: "save-button", type: "button", title: "Download the current view as PNG"}, "Save PNG");
+    this.permalink = element("a", {id: "permalink", target: "_blank", rel: "noopener",
+                                   title: "This view on a page of its own; the link reopens it"}, "Link to this view");
+
+    const pickers = element("div", {className: "toolbar"},
+      control("Run", this.runSelect), control("Layer", this.tagSelect), control("Example", this.exampleSelect),
+      control("Head", this.headSelect), control("View", this.viewSelect), control("Colours", this.cmapSelect),
+      control("Scale", this.scaleSelect));
+    const stepper = element("div", {className: "toolbar stepper"},
+      this.playButton, element("span", {className: "control"}, element("span", {}, "Step"), this.slider), this.stepLabel,
+      this.reloadButton, this.saveButton, this.permalink);
+    this.info = element("div", {id: "info", className: "info"});
+    this.errorBox = element("div", {id: "error", className: "error", role: "alert", hidden: true});
+    container.append(pickers, stepper, this.info, this.errorBox);
+
+    const {set} = actions;
+    this.runSelect.addEventListener("change", () => set({run: this.runSelect.value, query: null}, {reloadSteps: true}));
+    this.tagSelect.addEventListener("change", () => set({tag: this.tagSelect.value, query: null}, {reloadSteps: true}));
+    this.exampleSelect.addEventListener("change", () => set({example: Number(this.exampleSelect.value)}));
+    this.headSelect.addEventListener("change", () => {
+      const value = this.headSelect.value;
+      set({head: value === "mean" ? "mean" : Number(value)});
+    });
+    this.viewSelect.addEventListener("change", () => set({view: this.viewSelect.value}));
+    this.cmapSelect.addEventListener("change", () => set({cmap: this.cmapSelect.value}));
+    this.scaleSelect.addEventListener("change", () => set({scale: this.scaleSelect.value}));
+    this.slider.addEventListener("input", () => actions.stepAt(Number(this.slider.value)));
+    this.playButton.addEventListener("click", () => actions.togglePlay());
+    this.reloadButton.addEventListener("click", () => actions.reload());
+    this.saveButton.addEventListener("click", () => actions.save());
+    document.addEventListener("keydown", (event) => this.onKey(event, actions.moveStep));
+  }
+
+  /** Arrow keys move one logged step, except where they mean something else (pickers, inputs). */
+  onKey(event, moveStep) {
+    const target = event.target;
+    if (target === this.slider) return;  // the range input moves itself
+    if (target && (target.tagName === "SELECT" || target.tagName === "INPUT" || target.isContentEditable)) return;
+    if (event.key === "ArrowRight") moveStep(1);
+    else if (event.key === "ArrowLeft") moveStep(-1);
+    else return;
+    event.preventDefault();
+  }
+
+  /** The run and layer pickers; unreadable layers say so. */
+  showRunsAndTags(runs, tags, state) {
+    fillSelect(this.runSelect, runs.map((r) => ({value: r.run, label: r.run})), state.run);
+    fillSelect(this.tagSelect, tags.map((t) => ({
+      value: t.tag, label: t.error ? `${t.tag} (unreadable)` : t.tag, title: t.error || t.description || t.tag,
+    })), state.tag);
+  }
+
+  /** The slider over `steps` at `step`, and its label. */
+  showSteps(steps, step) {
+    const index = Math.max(0, steps.indexOf(step));
+    this.slider.max = String(Math.max(0, steps.length - 1));
+    this.slider.value = String(index);
+    this.slider.disabled = steps.length < 2;
+    this.stepLabel.textContent = step === null ? "no steps" : `step ${step} (${index + 1} of ${steps.length})`;
+  }
+
+  /** The example and head pickers of a step `header`, and the state's view, colours and scale. */
+  showPickers(header, state, {usesHead = true} = {}) {
+    const [examples, heads] = header.shape;
+    fillSelect(this.exampleSelect, Array.from({length: examples}, (_, b) => {
+      const first = tokenLabel(header, "query", b, 0);
+      return {value: b, label: header.query_tokens ? `${b}: ${first}…` : String(b)};
+    }), state.example);
+    fillSelect(this.headSelect, [{value: "mean", label: "mean of heads"},
+      ...Array.from({length: heads}, (_, h) => ({value: h, label: `head ${h}`}))], state.head);
+    this.headSelect.disabled = !usesHead;
+    this.viewSelect.value = state.view;
+    this.cmapSelect.value = state.cmap;
+    this.scaleSelect.value = state.scale;
+  }
+
+  showPlaying(playing) {
+    this.playButton.textContent = playing ? "⏸ Pause" : "▶ Play";
+  }
+
+  showPermalink(href) {
+    this.permalink.href = href;
+  }
+
+  showInfo(text) {
+    this.info.textContent = text;
+  }
+
+  /** Shows `error` (an Error or text) in the error box, or hides the box for none. */
+  showError(error) {
+    if (!error) {
+      this.errorBox.hidden = true;
+      this.errorBox.textContent = "";
+      return;
+    }
+    this.errorBox.hidden = false;
+    this.errorBox.textContent = error instanceof Error ? error.message : String(error);
+    console.error(error);
+  }
+}
