@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing import data_ingester
 from tensorboard.backend.event_processing import data_provider
 from tensorboard.backend.event_processing import plugin_event_multiplexer
 
-from tb_attention_plugin import aggregates
+from tb_attention_plugin.server import aggregates
 from tb_attention_plugin import encoding
 from tb_attention_plugin.stats import attention_rollout
 from tb_attention_plugin.stats import example_statistics

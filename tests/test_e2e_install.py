@@ -21,8 +21,8 @@ import pytest
 
 import tb_attention_plugin as tba
 from tb_attention_plugin import encoding
-from tb_attention_plugin import loader
-from tb_attention_plugin import wire
+from tb_attention_plugin.server import loader
+from tb_attention_plugin.server import wire_format
 from tensorboard_process import get_json, http_get, tensorboard
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -93,7 +93,8 @@ def outside_checkout(tmp_path, monkeypatch):
 
 def test_fresh_environment_has_the_wheel_and_no_tensorflow(fresh_python, outside_checkout):
     code = (
-        "import importlib.util, json, tb_attention_plugin.loader as l, tb_attention_plugin as t;"
+        "import importlib.util, json, tb_attention_plugin.server.loader as l,"
+        " tb_attention_plugin as t;"
         "print(json.dumps([t.__file__, importlib.util.find_spec('tensorflow') is None,"
         " sorted(p.name for p in __import__('pathlib').Path(t.__file__).parent.joinpath("
         "'frontend').glob('*.js'))]))"
@@ -166,7 +167,7 @@ def test_installed_plugin_serves_all_steps_by_default(fresh_python, logdir, outs
                 {"run": "train", "tag": TAG, "step": step, "example": 0, "head": head})
             status, headers, body = http_get(base + PLUGIN + "/matrix?" + query)
             assert status == 200 and headers["Content-Type"] == "application/octet-stream"
-            values = wire.decode(body).weights()
+            values = wire_format.decode(body).weights()
             assert np.abs(values - weights_at(step)[0, head]).max() <= encoding.MAX_ERROR + 1e-7
 
         status, headers, body = http_get(base + PLUGIN + "/static/index.js")

@@ -17,11 +17,11 @@ apps = {"/stats": routes.serve_stats, "/rollout": routes.serve_rollout}
 
 from tensorboard.backend import http_util
 
-from tb_attention_plugin import aggregates
-from tb_attention_plugin import lru_cache
-from tb_attention_plugin import request_args
-from tb_attention_plugin import route_util
-from tb_attention_plugin import wire
+from tb_attention_plugin.server import aggregates
+from tb_attention_plugin.server import bounded_cache
+from tb_attention_plugin.server import request_args
+from tb_attention_plugin.server import route_util
+from tb_attention_plugin.server import wire_format
 
 # The ETag includes every layer's wall time, so a restarted run's rewrite gets a new one.
 CACHE_SECONDS = route_util.CACHE_SECONDS
@@ -43,7 +43,7 @@ class AggregateRoutes:
         # Per-step statistics of every tag asked for: a repeated /stats reads no blobs, a grown
         # run computes only its new steps.
         self.statistics_cache = aggregates.StepStatisticsCache()
-        self._rollouts = lru_cache.LRUCache(
+        self._rollouts = bounded_cache.LRUCache(
             max_entries=512, max_bytes=ROLLOUT_CACHE_BYTES, size_of=len
         )
 
@@ -81,7 +81,7 @@ class AggregateRoutes:
             result = aggregates.rollout(
                 self._provider, ctx, eid, run, tags, step, example, residual=residual == "1"
             )
-            body = wire.encode_values(result["matrix"])
+            body = wire_format.encode_values(result["matrix"])
             self._rollouts.put(etag, body)
         return http_util.Respond(
             request, body, "application/octet-stream", expires=CACHE_SECONDS,

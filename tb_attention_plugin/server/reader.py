@@ -25,8 +25,8 @@ from tensorboard.backend.event_processing import data_provider as multiplexer_pr
 from tensorboard.data import provider
 
 from tb_attention_plugin import encoding
-from tb_attention_plugin import lru_cache
 from tb_attention_plugin import metadata
+from tb_attention_plugin.server import bounded_cache
 
 # Enough to list every retained step whatever --samples_per_plugin says (0 = keep all).
 _LIST_ALL = 1 << 30
@@ -73,9 +73,9 @@ class AttentionReader:
     def __init__(self, data_provider, downsample=None):
         self._provider = data_provider
         self._downsample = downsample if downsample else _LIST_ALL
-        self._indexes = lru_cache.LRUCache(max_entries=256)
-        self._headers = lru_cache.LRUCache(max_entries=4096)
-        self._shapes = lru_cache.LRUCache(max_entries=4096)  # (eid, run, tag) -> newest shape seen
+        self._indexes = bounded_cache.LRUCache(max_entries=256)
+        self._headers = bounded_cache.LRUCache(max_entries=4096)
+        self._shapes = bounded_cache.LRUCache(max_entries=4096)  # (eid, run, tag) -> newest shape seen
         self._index_lock = threading.Lock()
         self._inflight = {}  # header key -> Future of the read in progress
         self._inflight_lock = threading.Lock()

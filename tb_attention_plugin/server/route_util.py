@@ -18,8 +18,8 @@ from tensorboard import plugin_util
 from tensorboard.backend import http_util
 from werkzeug import wrappers
 
-from tb_attention_plugin import reader as reader_lib
-from tb_attention_plugin import request_args
+from tb_attention_plugin.server import reader as reader_lib
+from tb_attention_plugin.server import request_args
 
 # A step never changes once written; the ETag (which includes the wall time) changes when a
 # restarted run rewrites it, so browsers may keep an answer this long without asking.

@@ -23,14 +23,14 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import http
 
-from tb_attention_plugin import aggregate_routes
-from tb_attention_plugin import lru_cache
 from tb_attention_plugin import metadata
-from tb_attention_plugin import reader as reader_lib
-from tb_attention_plugin import request_args
-from tb_attention_plugin import route_util
-from tb_attention_plugin import static_files
-from tb_attention_plugin import wire
+from tb_attention_plugin.server import aggregate_routes
+from tb_attention_plugin.server import bounded_cache
+from tb_attention_plugin.server import reader as reader_lib
+from tb_attention_plugin.server import request_args
+from tb_attention_plugin.server import route_util
+from tb_attention_plugin.server import static_files
+from tb_attention_plugin.server import wire_format
 
 # A step's data never changes once written, so the browser may reuse answers for a while without
 # asking. Not forever: a restarted run can rewrite a step number (the ETag, which includes the
@@ -63,7 +63,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
         self._data_provider = context.data_provider
         downsample = (context.sampling_hints or {}).get(self.plugin_name)
         self._reader = reader_lib.AttentionReader(context.data_provider, downsample)
-        self._responses = lru_cache.LRUCache(
+        self._responses = bounded_cache.LRUCache(
             max_entries=4096,
             max_bytes=RESPONSE_CACHE_BYTES,
             size_of=lambda entry: len(entry[0]),
@@ -179,15 +179,15 @@ class AttentionPlugin(base_plugin.TBPlugin):
             ctx, eid, run, tag, datum, example, head
         )
         if coding is None or codes.size < GZIP_MIN_BYTES:
-            return wire.encode_codes(codes, scale), None
+            return wire_format.encode_codes(codes, scale), None
         if coding == "gzip":
-            return wire.gzip_codes_from_zlib(codes, scale, stream or b""), "gzip"
+            return wire_format.gzip_codes_from_zlib(codes, scale, stream or b""), "gzip"
         if stream is not None:
             try:
-                return wire.deflate_codes_from_zlib(*codes.shape, scale, stream), "deflate"
-            except wire.WireError:
+                return wire_format.deflate_codes_from_zlib(*codes.shape, scale, stream), "deflate"
+            except wire_format.WireError:
                 pass
-        return zlib.compress(wire.encode_codes(codes, scale), 1), "deflate"
+        return zlib.compress(wire_format.encode_codes(codes, scale), 1), "deflate"
 
     def _mean_body(self, ctx, eid, run, tag, datum, example, coding):
         header = self._reader.header(ctx, eid, run, tag, datum)
@@ -195,7 +195,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
         if example >= batch:
             raise reader_lib.NotFound("example %d out of range (batch %d)" % (example, batch))
         weights = self._reader.example_weights(ctx, eid, run, tag, datum, header, example)
-        body = wire.encode_values(mean_over_heads(weights))
+        body = wire_format.encode_values(mean_over_heads(weights))
         if coding is not None and len(body) >= GZIP_MIN_BYTES:
             if coding == "gzip":
                 compressed = gzip.compress(body, compresslevel=1, mtime=0)
