@@ -72,11 +72,13 @@ def all_layers(provider, tags, cache):
     from tensorboard import context as tb_context
 
     from tb_attention_plugin.server import aggregates
+    from tb_attention_plugin.server import reader as reader_lib
 
     ctx = tb_context.RequestContext()
+    reader = reader_lib.AttentionReader(provider)
     started = time.perf_counter()
     results = [
-        aggregates.tag_statistics(provider, ctx, "", "train", tag, cache=cache) for tag in tags
+        aggregates.tag_statistics(reader, ctx, "", "train", tag, cache=cache) for tag in tags
     ]
     return time.perf_counter() - started, results
 

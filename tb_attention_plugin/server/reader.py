@@ -27,6 +27,7 @@ from tensorboard.data import provider
 from tb_attention_plugin import encoding
 from tb_attention_plugin import metadata
 from tb_attention_plugin.server import bounded_cache
+from tb_attention_plugin.server.errors import NotFound, Unreadable
 
 # Enough to list every retained step whatever --samples_per_plugin says (0 = keep all).
 _LIST_ALL = 1 << 30
@@ -36,14 +37,6 @@ _LIST_ALL = 1 << 30
 # The Python reader (`--load_fast=false`) reads in process, holding the GIL: there threads only
 # add hand-offs, and reads run one after the other on the request's thread.
 _CONCURRENT_READS = 8
-
-
-class NotFound(Exception):
-    """No such run, tag, step, example or head (HTTP 404)."""
-
-
-class Unreadable(NotFound):
-    """The data exists but cannot be read: corrupt, or written by a newer format version."""
 
 
 @dataclasses.dataclass(frozen=True)
