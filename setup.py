@@ -30,7 +30,9 @@ setuptools.setup(
             "*.html",
             "*.md",
             "lib/*.js",
+            "lib/*.md",
             "views/*.js",
+            "views/*.md",
         ]
     },
     install_requires=[

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+import zipfile
 
 import numpy as np
 import pytest
@@ -60,6 +61,24 @@ def wheel(tmp_path_factory):
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)])
     (built,) = out.glob("tb_attention-*.whl")
     return built
+
+
+def test_wheel_carries_every_python_module_and_frontend_file(wheel):
+    """find_packages picks up every package (server/, logger/, ...) and package_data every
+    frontend file, also in the frontend's subfolders (lib/, views/)."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    package = REPO / "tb_attention_plugin"
+    modules = {p.relative_to(REPO).as_posix() for p in package.rglob("*.py")
+               if "__pycache__" not in p.parts}
+    assert "tb_attention_plugin/server/loader.py" in modules
+    assert modules <= names, sorted(modules - names)
+    front = REPO / "frontend"
+    frontend = {"tb_attention_plugin/frontend/" + p.relative_to(front).as_posix()
+                for p in front.rglob("*") if p.is_file() and "node_modules" not in p.parts
+                and p.suffix in (".js", ".css", ".html", ".md")}
+    assert "tb_attention_plugin/frontend/index.js" in frontend
+    assert frontend <= names, sorted(frontend - names)
 
 
 @pytest.fixture(scope="module")

@@ -29,11 +29,11 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from werkzeug import test as werkzeug_test
 
 import tb_attention_plugin as tba
-from tb_attention_plugin.server import plugin as attention_plugin
 from tb_attention_plugin import encoding
-from tb_attention_plugin.server import loader
 from tb_attention_plugin import metadata
 from tb_attention_plugin import png
+from tb_attention_plugin.server import loader
+from tb_attention_plugin.server import plugin as attention_plugin
 from tb_attention_plugin.server import static_files
 from tb_attention_plugin.server import wire_format
 from plugin_client import PREFIX, get, get_json, production_plugin, wsgi_client
@@ -578,6 +578,50 @@ def test_static_resolve_stays_inside_its_root(tmp_path):
     assert static_files.resolve(root, "style.css")[1] == "text/css"
     for bad in ("../secret.js", "link.js", "sub/../app.js", "", "app.js/", "/app.js"):
         assert static_files.resolve(root, bad) is None, bad
+
+
+def test_static_route_serves_nested_frontend_files_and_refuses_escapes(
+    logdir, tmp_path, monkeypatch
+):
+    """`/static/lib/decode.js`, `/static/views/head.js`: the frontend's subfolders are served by
+    their path, and a nested path cannot climb out of the frontend folder."""
+    front = tmp_path / "front"
+    (front / "lib").mkdir(parents=True)
+    (front / "views").mkdir()
+    (front / "index.js").write_text("export {};")
+    (front / "lib" / "decode.js").write_text("export const decode = 1;")
+    (front / "views" / "head.js").write_text("export const head = 2;")
+    (front / "lib" / ".hidden.js").write_text("hidden")
+    (tmp_path / "secret.js").write_text("secret")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "x.js").write_text("outside")
+    (front / "escape").symlink_to(tmp_path / "outside", target_is_directory=True)
+    monkeypatch.setattr(static_files, "frontend_root", lambda: front)
+    client = wsgi_client(production_plugin(logdir))
+    for path in ("lib/decode.js", "views/head.js"):
+        response = get(client, "/static/" + path)
+        assert response.status_code == 200, (path, response.get_data()[:300])
+        assert response.mimetype == "text/javascript"
+        assert response.get_data() == (front / path).read_bytes()
+        etag = response.headers["ETag"]
+        revalidated = get(client, "/static/" + path, headers={"If-None-Match": etag})
+        assert revalidated.status_code == 304
+    for bad in ("lib/../../secret.js", "lib/%2e%2e/%2e%2e/secret.js", "lib/..%2F..%2Fsecret.js",
+                "lib//decode.js", "lib/./decode.js", "lib/.hidden.js", "lib/", "lib",
+                "escape/x.js", "views/../lib/decode.js"):
+        assert_error(client.get(PREFIX + "/static/" + bad), 404, "no frontend file")
+
+
+def test_static_route_serves_every_file_of_the_real_frontend(client):
+    root = static_files.frontend_root()
+    files = [p for p in root.rglob("*") if p.is_file() and static_files.resolve(
+        root, p.relative_to(root).as_posix())]
+    assert any(p.name == "index.js" for p in files)
+    for path in files:
+        relative = path.relative_to(root).as_posix()
+        response = get(client, "/static/" + relative)
+        assert response.status_code == 200, relative
+        assert response.get_data() == path.read_bytes(), relative
 
 
 QUERY_NAMES = st.sampled_from(["run", "tag", "step", "example", "head", "residual", "x"])
