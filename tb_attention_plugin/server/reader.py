@@ -68,7 +68,8 @@ class AttentionReader:
         self._downsample = downsample if downsample else _LIST_ALL
         self._indexes = bounded_cache.LRUCache(max_entries=256)
         self._headers = bounded_cache.LRUCache(max_entries=4096)
-        self._shapes = bounded_cache.LRUCache(max_entries=4096)  # (eid, run, tag) -> newest shape seen
+        # (eid, run, tag) -> the newest shape seen
+        self._shapes = bounded_cache.LRUCache(max_entries=4096)
         self._index_lock = threading.Lock()
         self._inflight = {}  # header key -> Future of the read in progress
         self._inflight_lock = threading.Lock()
