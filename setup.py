@@ -16,11 +16,25 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    # The frontend lives at the repository root (frontend/) and is installed as the
-    # sub-package tb_attention_plugin.frontend, so an installed wheel serves it.
-    packages=["tb_attention_plugin", "tb_attention_plugin.frontend"],
+    # Every Python package under tb_attention_plugin/ (server/, logger/, ...). The frontend lives
+    # at the repository root (frontend/) and is installed as the sub-package
+    # tb_attention_plugin.frontend, with its lib/ and views/ folders, so an installed wheel
+    # serves it.
+    packages=setuptools.find_packages(include=["tb_attention_plugin", "tb_attention_plugin.*"])
+    + ["tb_attention_plugin.frontend"],
     package_dir={"tb_attention_plugin.frontend": "frontend"},
-    package_data={"tb_attention_plugin.frontend": ["*.js", "*.css", "*.html", "*.md", "lib/*.js", "views/*.js"]},
+    package_data={
+        "tb_attention_plugin.frontend": [
+            "*.js",
+            "*.css",
+            "*.html",
+            "*.md",
+            "lib/*.js",
+            "lib/*.md",
+            "views/*.js",
+            "views/*.md",
+        ]
+    },
     install_requires=[
         "tensorboard>=2.16",
         "tensorflow>=2.16",
@@ -34,7 +48,7 @@ setuptools.setup(
     },
     entry_points={
         "tensorboard_plugins": [
-            "attention = tb_attention_plugin.loader:AttentionLoader",
+            "attention = tb_attention_plugin.server.loader:AttentionLoader",
         ],
     },
     classifiers=[

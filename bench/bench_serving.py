@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from tb_attention_plugin import encoding  # noqa: E402
 from tb_attention_plugin import metadata  # noqa: E402
-from tb_attention_plugin import wire  # noqa: E402
+from tb_attention_plugin.server import wire_format  # noqa: E402
 from tensorboard_process import tensorboard  # noqa: E402
 
 SIZE = 512
@@ -164,7 +164,7 @@ def measure(logdir, flags, layers, steps, requests):
         results["mean (cold)"] = [get(matrix_url(base, s, "mean"))[0] for s in chosen[:10]]
         plain = get_plain(matrix_url(base, pairs[0][0], pairs[0][1]))
         assert cold[0][1] == plain  # the compressed answer decodes to exactly the plain one
-        check = wire.decode(plain)
+        check = wire_format.decode(plain)
         assert (check.rows, check.cols) == (SIZE, SIZE)
     return results
 

@@ -71,12 +71,14 @@ def load_provider(logdir):
 def all_layers(provider, tags, cache):
     from tensorboard import context as tb_context
 
-    from tb_attention_plugin import aggregates
+    from tb_attention_plugin.server import aggregates
+    from tb_attention_plugin.server import reader as reader_lib
 
     ctx = tb_context.RequestContext()
+    reader = reader_lib.AttentionReader(provider)
     started = time.perf_counter()
     results = [
-        aggregates.tag_statistics(provider, ctx, "", "train", tag, cache=cache) for tag in tags
+        aggregates.tag_statistics(reader, ctx, "", "train", tag, cache=cache) for tag in tags
     ]
     return time.perf_counter() - started, results
 
@@ -96,7 +98,7 @@ def plugin_client(provider, logdir):
     from tensorboard.plugins import base_plugin
     from werkzeug import test as werkzeug_test
 
-    from tb_attention_plugin import loader
+    from tb_attention_plugin.server import loader
 
     context = base_plugin.TBContext(data_provider=provider, logdir=logdir)
     plugin = loader.AttentionLoader().load(context)
@@ -112,7 +114,7 @@ def main():
     parser.add_argument("--examples", type=int, default=2)
     args = parser.parse_args()
 
-    from tb_attention_plugin import aggregates
+    from tb_attention_plugin.server import aggregates
 
     tags = ["encoder/layer_%d/self_attention" % layer for layer in range(args.layers)]
     with tempfile.TemporaryDirectory(prefix="bench_stats_") as logdir:

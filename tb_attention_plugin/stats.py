@@ -1,8 +1,8 @@
-"""Per-head attention statistics, attention rollout and step differences (numpy only).
+"""Per-head attention statistics and attention rollout (numpy only).
 
 Everything here works on float32 weights in which NaN marks a masked position (padding, a
 causal future key, a `mask` entry of `False`), as `encoding.codes_to_weights` returns them.
-Nothing here reads files: `aggregates.py` feeds these functions from TensorBoard's data
+Nothing here reads files: `server/aggregates.py` feeds these functions from TensorBoard's data
 provider, and the Keras callback calls `head_statistics` on the probe's scores.
 
 Example:
@@ -16,16 +16,9 @@ Example:
 [1.0, 0.25, 0.25, 1.25]
 """
 
-import collections
-
 import numpy as np
 
 STATISTICS = ("entropy", "max_weight", "mean_distance", "first_token_share")
-
-Difference = collections.namedtuple("Difference", ["values", "limit"])
-Difference.__doc__ = """`values`: float32 `a - b`, NaN where either is masked; `limit`: the
-symmetric colour range `[-limit, limit]` (largest absolute difference, 1.0 when there is none)."""
-
 
 def _as_batch(weights):
     """Returns float32 `[B, H, Tq, Tk]` from `[H, Tq, Tk]` or `[B, H, Tq, Tk]`."""
@@ -265,35 +258,3 @@ def attention_rollout(layers, residual=True):
         matrix = np.divide(matrix, row_sum, out=np.zeros_like(matrix), where=row_sum > 0)
         rollout = matrix @ rollout
     return rollout.astype(np.float32)
-
-
-def difference(a, b):
-    """Element-wise `a - b` of two attention matrices (e.g. step S minus reference step R).
-
-    Args:
-      a, b: arrays of the same shape; NaN = masked.
-
-    Returns:
-      `Difference(values, limit)`: `values` float32, NaN where `a` or `b` is masked, positive
-      where `a` attends more; `limit = max |values|` over unmasked entries (1.0 when they are
-      all equal or all masked) so that a diverging colour map spans `[-limit, limit]` with 0 in
-      the middle.
-
-    Example:
-
-    ```python
-    later = np.array([[0.75, 0.25], [np.nan, 1.0]], np.float32)
-    earlier = np.array([[0.5, 0.5], [0.5, 1.0]], np.float32)
-    values, limit = difference(later, earlier)  # [[0.25, -0.25], [nan, 0.]], 0.25
-    ```
-    """
-    a = np.asarray(a, dtype=np.float32)
-    b = np.asarray(b, dtype=np.float32)
-    if a.shape != b.shape:
-        raise ValueError(
-            "cannot compare attention of shape %s with shape %s" % (a.shape, b.shape)
-        )
-    values = a - b  # NaN propagates: masked in either stays masked
-    finite = values[~np.isnan(values)]
-    largest = float(np.abs(finite).max()) if finite.size else 0.0
-    return Difference(values, largest if largest > 0 else 1.0)

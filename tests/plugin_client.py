@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.plugins import base_plugin
 from werkzeug import test as werkzeug_test
 
-from tb_attention_plugin import loader
+from tb_attention_plugin.server import loader
 
 PREFIX = "/data/plugin/attention"
 

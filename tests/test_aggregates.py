@@ -9,8 +9,9 @@ from tensorboard.backend.event_processing import data_ingester
 from tensorboard.backend.event_processing import data_provider
 from tensorboard.backend.event_processing import plugin_event_multiplexer
 
-from tb_attention_plugin import aggregates
 from tb_attention_plugin import encoding
+from tb_attention_plugin.server import aggregates
+from tb_attention_plugin.server import reader as reader_lib
 from tb_attention_plugin.stats import attention_rollout
 from tb_attention_plugin.stats import example_statistics
 from tb_attention_plugin.stats import head_statistics
@@ -130,7 +131,9 @@ def logged(tmp_path_factory):
 
 
 def call(function, provider, *args, **kwargs):
-    return function(provider, tb_context.RequestContext(), "", "train", *args, **kwargs)
+    """`function(reader, ctx, experiment_id, "train", ...)`, read through the plugin's reader."""
+    reader = reader_lib.AttentionReader(provider)
+    return function(reader, tb_context.RequestContext(), "", "train", *args, **kwargs)
 
 
 @pytest.mark.parametrize("tag", ENCODER + [VIT, CROSS])

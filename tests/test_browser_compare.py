@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from readback import read_back
-from tb_attention_plugin import AttentionWriter, wire
+from tb_attention_plugin import AttentionWriter
+from tb_attention_plugin.server import wire_format
 from tensorboard_process import http_get, tensorboard
 from test_browser_tab import VIRIDIS, Tab, close
 
@@ -90,7 +91,7 @@ def tab(browser, server):
 def api_matrix(server, **params):
     status, _, body = http_get(server + "/data/plugin/attention/matrix?" + urllib.parse.urlencode(params))
     assert status == 200, body[:300]
-    return wire.decode(body).weights()
+    return wire_format.decode(body).weights()
 
 
 def api_json(server, route, params):
@@ -242,7 +243,7 @@ def api_rollout(server, tags, **params):
     query = [("tag", t) for t in tags] + list(params.items())
     status, _, body = http_get(server + "/data/plugin/attention/rollout?" + urllib.parse.urlencode(query))
     assert status == 200, body[:300]
-    return wire.decode(body).weights()
+    return wire_format.decode(body).weights()
 
 
 def test_rollout_map_for_text(tab, server, artifacts_dir):

@@ -15,14 +15,15 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+import zipfile
 
 import numpy as np
 import pytest
 
 import tb_attention_plugin as tba
 from tb_attention_plugin import encoding
-from tb_attention_plugin import loader
-from tb_attention_plugin import wire
+from tb_attention_plugin.server import loader
+from tb_attention_plugin.server import wire_format
 from tensorboard_process import get_json, http_get, tensorboard
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -62,6 +63,24 @@ def wheel(tmp_path_factory):
     return built
 
 
+def test_wheel_carries_every_python_module_and_frontend_file(wheel):
+    """find_packages picks up every package (server/, logger/, ...) and package_data every
+    frontend file, also in the frontend's subfolders (lib/, views/)."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    package = REPO / "tb_attention_plugin"
+    modules = {p.relative_to(REPO).as_posix() for p in package.rglob("*.py")
+               if "__pycache__" not in p.parts}
+    assert "tb_attention_plugin/server/loader.py" in modules
+    assert modules <= names, sorted(modules - names)
+    front = REPO / "frontend"
+    frontend = {"tb_attention_plugin/frontend/" + p.relative_to(front).as_posix()
+                for p in front.rglob("*") if p.is_file() and "node_modules" not in p.parts
+                and p.suffix in (".js", ".css", ".html", ".md")}
+    assert "tb_attention_plugin/frontend/index.js" in frontend
+    assert frontend <= names, sorted(frontend - names)
+
+
 @pytest.fixture(scope="module")
 def fresh_python(wheel, tmp_path_factory):
     """A new virtualenv with only the wheel (no dependencies) and `tensorboard` in it."""
@@ -93,7 +112,8 @@ def outside_checkout(tmp_path, monkeypatch):
 
 def test_fresh_environment_has_the_wheel_and_no_tensorflow(fresh_python, outside_checkout):
     code = (
-        "import importlib.util, json, tb_attention_plugin.loader as l, tb_attention_plugin as t;"
+        "import importlib.util, json, tb_attention_plugin.server.loader as l,"
+        " tb_attention_plugin as t;"
         "print(json.dumps([t.__file__, importlib.util.find_spec('tensorflow') is None,"
         " sorted(p.name for p in __import__('pathlib').Path(t.__file__).parent.joinpath("
         "'frontend').glob('*.js'))]))"
@@ -166,7 +186,7 @@ def test_installed_plugin_serves_all_steps_by_default(fresh_python, logdir, outs
                 {"run": "train", "tag": TAG, "step": step, "example": 0, "head": head})
             status, headers, body = http_get(base + PLUGIN + "/matrix?" + query)
             assert status == 200 and headers["Content-Type"] == "application/octet-stream"
-            values = wire.decode(body).weights()
+            values = wire_format.decode(body).weights()
             assert np.abs(values - weights_at(step)[0, head]).max() <= encoding.MAX_ERROR + 1e-7
 
         status, headers, body = http_get(base + PLUGIN + "/static/index.js")

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from attention_logdirs import FUTURE_TAG, write_future_version_tag
-from tb_attention_plugin import AttentionWriter, encoding, wire
+from tb_attention_plugin import AttentionWriter, encoding
+from tb_attention_plugin.server import wire_format
 from tensorboard_process import get_json, http_get, tensorboard
 
 QUERY, KEY = list("abcd"), list("vwxyz")
@@ -125,7 +126,7 @@ def steps_of(base, run, tag="layer"):
 def assert_head_served(base, run, step, head, expected, example=0, tag="layer"):
     status, body = call(base, "/matrix", run=run, tag=tag, step=step, example=example, head=head)
     assert status == 200, (run, step, head, body)
-    served = wire.decode(body).weights()
+    served = wire_format.decode(body).weights()
     assert served.shape == expected.shape
     assert np.abs(served - expected).max() <= encoding.MAX_ERROR + 1e-7, (run, step, head)
 

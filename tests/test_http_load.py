@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorboard.plugins import base_plugin
 
-from tb_attention_plugin import AttentionWriter, attention_plugin, encoding, png, static_files, wire
+from tb_attention_plugin import AttentionWriter, encoding, png
+from tb_attention_plugin.server import plugin as attention_plugin, static_files, wire_format
 from tensorboard_process import get_json, http_get, tensorboard
 
 PREFIX = "/data/plugin/attention"
@@ -119,7 +120,7 @@ def assert_answer(status, headers, body, *errors):
     if content_type.startswith("application/json"):
         assert isinstance(json.loads(body), dict)
     elif content_type.startswith("application/octet-stream"):
-        wire.decode(body)
+        wire_format.decode(body)
     else:
         assert content_type.startswith("image/png"), content_type
         png.decode_png(body)
@@ -180,7 +181,7 @@ def expected_requests():
 
     def matrix_check(expected):
         return lambda body: np.testing.assert_allclose(
-            wire.decode(body).weights(), expected, atol=encoding.MAX_ERROR + 1e-6)
+            wire_format.decode(body).weights(), expected, atol=encoding.MAX_ERROR + 1e-6)
 
     def step_check(run, tag, step):
         def check(body):
@@ -268,7 +269,7 @@ def test_idle_and_garbage_connections_do_not_block_other_clients(server):
         status, _, body = http_get(server + PREFIX + "/matrix?run=train&tag=decoder/cross&step=5&example=0&head=1",
                                    timeout=20)
         assert status == 200
-        np.testing.assert_allclose(wire.decode(body).weights(), weights("train", "decoder/cross", 5)[0, 1],
+        np.testing.assert_allclose(wire_format.decode(body).weights(), weights("train", "decoder/cross", 5)[0, 1],
                                    atol=encoding.MAX_ERROR + 1e-6)
     finally:
         for sock in idle:

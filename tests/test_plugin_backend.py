@@ -29,13 +29,13 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from werkzeug import test as werkzeug_test
 
 import tb_attention_plugin as tba
-from tb_attention_plugin import attention_plugin
 from tb_attention_plugin import encoding
-from tb_attention_plugin import loader
 from tb_attention_plugin import metadata
 from tb_attention_plugin import png
-from tb_attention_plugin import static_files
-from tb_attention_plugin import wire
+from tb_attention_plugin.server import loader
+from tb_attention_plugin.server import plugin as attention_plugin
+from tb_attention_plugin.server import static_files
+from tb_attention_plugin.server import wire_format
 from plugin_client import PREFIX, get, get_json, production_plugin, wsgi_client
 from synthetic import as_rank4, softmax_weights
 
@@ -157,7 +157,7 @@ def get_matrix(client, **params):
     response = get(client, "/matrix", **params)
     assert response.status_code == 200, response.get_data()[:300]
     assert response.mimetype == "application/octet-stream"
-    return wire.decode(response.get_data())
+    return wire_format.decode(response.get_data())
 
 
 def assert_error(response, status, *words):
@@ -177,9 +177,9 @@ def tags_of(client):
 
 def test_loader_is_import_light_and_sets_a_default_the_user_can_override():
     code = (
-        "import sys, tb_attention_plugin.loader;"
+        "import sys, tb_attention_plugin.server.loader;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'tensorflow', 'keras')"
-        " or m == 'tb_attention_plugin.attention_plugin'))"
+        " or m == 'tb_attention_plugin.server.plugin'))"
     )
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               check=True, timeout=120).stdout
@@ -264,7 +264,7 @@ def test_matrix_serves_every_head_within_the_encoding_error(client):
             for head in range(3):
                 matrix = get_matrix(client, run="train", tag="encoder/self_attention",
                                     step=step, example=example, head=head)
-                assert matrix.dtype == wire.DTYPE_CODES
+                assert matrix.dtype == wire_format.DTYPE_CODES
                 assert (matrix.rows, matrix.cols) == (8, 7)
                 values = matrix.weights()
                 want = expected[example, head]
@@ -290,7 +290,7 @@ def test_matrix_serves_what_the_tf_op_wrote(client, tag):
 def test_mean_over_heads_is_float32_and_masked_like_the_heads(client):
     matrix = get_matrix(client, run="train", tag="encoder/self_attention", step=20, example=1,
                         head="mean")
-    assert matrix.dtype == wire.DTYPE_FLOAT32 and matrix.scale == 1.0
+    assert matrix.dtype == wire_format.DTYPE_FLOAT32 and matrix.scale == 1.0
     expected = masked(ENCODER * 0.8, ENCODER_MASK)[1].mean(axis=0)  # NaN stays NaN
     values = matrix.weights()
     np.testing.assert_array_equal(np.isnan(values), np.isnan(expected))
@@ -387,7 +387,7 @@ def test_concurrent_requests_for_one_step_share_one_header_read(logdir):
     with concurrent.futures.ThreadPoolExecutor(len(params)) as pool:
         responses = list(pool.map(fetch, params))
     for query, response in zip(params, responses):
-        values = wire.decode(response.get_data()).weights()
+        values = wire_format.decode(response.get_data()).weights()
         written = TF_OP_WEIGHTS["graph/rank4"](2)[query["example"], query["head"]]
         assert np.abs(values - written).max() <= encoding.MAX_ERROR + 1e-7
     assert len(counting.blob_keys_read) == len(set(counting.blob_keys_read)) == 1 + len(params)
@@ -431,7 +431,7 @@ def test_deflate_and_gzip_answers_decode_to_exactly_the_identity_answer(client, 
     plain = get(client, "/matrix", **params)
     assert plain.status_code == 200 and "Content-Encoding" not in plain.headers
     expected = LARGE[int(head)] if head != "mean" else attention_plugin.mean_over_heads(LARGE)
-    np.testing.assert_allclose(wire.decode(plain.get_data()).weights(), expected, atol=0.002)
+    np.testing.assert_allclose(wire_format.decode(plain.get_data()).weights(), expected, atol=0.002)
     browser = get(client, "/matrix", headers={"Accept-Encoding": "gzip, deflate, br, zstd"},
                   **params)
     assert browser.headers["Content-Encoding"] == "deflate"
@@ -465,26 +465,26 @@ def test_deflate_answer_reuses_stored_compression():
     import zlib
 
     codes = np.full((300, 300), 7, np.uint8)  # 90000 codes: past Adler-32's modulus 65521
-    codes[:, 150:] = wire.MASKED
+    codes[:, 150:] = wire_format.MASKED
     codes[::7, ::3] = 200
     for level in range(10):
-        body = wire.deflate_codes_from_zlib(300, 300, 0.5, zlib.compress(codes.tobytes(), level))
-        assert zlib.decompress(body) == wire.encode_codes(codes, 0.5), level
+        body = wire_format.deflate_codes_from_zlib(300, 300, 0.5, zlib.compress(codes.tobytes(), level))
+        assert zlib.decompress(body) == wire_format.encode_codes(codes, 0.5), level
     assert len(body) < 4000
-    with pytest.raises(wire.WireError):
-        wire.deflate_codes_from_zlib(300, 300, 0.5, b"\x1f\x8b not zlib")
+    with pytest.raises(wire_format.WireError):
+        wire_format.deflate_codes_from_zlib(300, 300, 0.5, b"\x1f\x8b not zlib")
 
 
 def test_large_matrix_gzip_reuses_stored_compression(tmp_path):
     codes = np.full((300, 300), 7, np.uint8)
-    codes[:, 150:] = wire.MASKED
+    codes[:, 150:] = wire_format.MASKED
     import zlib
 
-    zipped = wire.gzip_codes_from_zlib(codes, 0.5, zlib.compress(codes.tobytes(), 6))
-    assert gzip.decompress(zipped) == wire.encode_codes(codes, 0.5)
+    zipped = wire_format.gzip_codes_from_zlib(codes, 0.5, zlib.compress(codes.tobytes(), 6))
+    assert gzip.decompress(zipped) == wire_format.encode_codes(codes, 0.5)
     assert len(zipped) < 2000
-    refused = wire.gzip_codes_from_zlib(codes, 0.5, zlib.compress(codes.tobytes()) + b"junk")
-    assert gzip.decompress(refused) == wire.encode_codes(codes, 0.5)
+    refused = wire_format.gzip_codes_from_zlib(codes, 0.5, zlib.compress(codes.tobytes()) + b"junk")
+    assert gzip.decompress(refused) == wire_format.encode_codes(codes, 0.5)
 
 
 @pytest.mark.parametrize(
@@ -580,6 +580,50 @@ def test_static_resolve_stays_inside_its_root(tmp_path):
         assert static_files.resolve(root, bad) is None, bad
 
 
+def test_static_route_serves_nested_frontend_files_and_refuses_escapes(
+    logdir, tmp_path, monkeypatch
+):
+    """`/static/lib/decode.js`, `/static/views/head.js`: the frontend's subfolders are served by
+    their path, and a nested path cannot climb out of the frontend folder."""
+    front = tmp_path / "front"
+    (front / "lib").mkdir(parents=True)
+    (front / "views").mkdir()
+    (front / "index.js").write_text("export {};")
+    (front / "lib" / "decode.js").write_text("export const decode = 1;")
+    (front / "views" / "head.js").write_text("export const head = 2;")
+    (front / "lib" / ".hidden.js").write_text("hidden")
+    (tmp_path / "secret.js").write_text("secret")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "x.js").write_text("outside")
+    (front / "escape").symlink_to(tmp_path / "outside", target_is_directory=True)
+    monkeypatch.setattr(static_files, "frontend_root", lambda: front)
+    client = wsgi_client(production_plugin(logdir))
+    for path in ("lib/decode.js", "views/head.js"):
+        response = get(client, "/static/" + path)
+        assert response.status_code == 200, (path, response.get_data()[:300])
+        assert response.mimetype == "text/javascript"
+        assert response.get_data() == (front / path).read_bytes()
+        etag = response.headers["ETag"]
+        revalidated = get(client, "/static/" + path, headers={"If-None-Match": etag})
+        assert revalidated.status_code == 304
+    for bad in ("lib/../../secret.js", "lib/%2e%2e/%2e%2e/secret.js", "lib/..%2F..%2Fsecret.js",
+                "lib//decode.js", "lib/./decode.js", "lib/.hidden.js", "lib/", "lib",
+                "escape/x.js", "views/../lib/decode.js"):
+        assert_error(client.get(PREFIX + "/static/" + bad), 404, "no frontend file")
+
+
+def test_static_route_serves_every_file_of_the_real_frontend(client):
+    root = static_files.frontend_root()
+    files = [p for p in root.rglob("*") if p.is_file() and static_files.resolve(
+        root, p.relative_to(root).as_posix())]
+    assert any(p.name == "index.js" for p in files)
+    for path in files:
+        relative = path.relative_to(root).as_posix()
+        response = get(client, "/static/" + relative)
+        assert response.status_code == 200, relative
+        assert response.get_data() == path.read_bytes(), relative
+
+
 QUERY_NAMES = st.sampled_from(["run", "tag", "step", "example", "head", "residual", "x"])
 QUERY_VALUES = st.one_of(
     st.sampled_from(["train", "tf_op", "encoder/self_attention", "vit/block_0",
@@ -604,7 +648,7 @@ def test_random_query_strings_only_ever_get_200_400_or_404(client, route, pairs,
     if response.status_code != 200:
         assert isinstance(json.loads(response.get_data())["error"], str)
     elif route in ("/matrix", "/rollout"):
-        wire.decode(response.get_data())
+        wire_format.decode(response.get_data())
     elif route == "/image":
         assert response.mimetype == "image/png"
     else:
@@ -637,7 +681,7 @@ def test_valid_queries_with_one_parameter_changed_get_200_400_or_404(client, rou
     if response.status_code != 200:
         assert isinstance(json.loads(response.get_data())["error"], str)
     elif route == "/matrix":
-        assert wire.decode(response.get_data()).rows == 8
+        assert wire_format.decode(response.get_data()).rows == 8
     elif route == "/image":
         assert response.get_data().startswith(b"\x89PNG")
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tb_attention_plugin as tba
-from tb_attention_plugin import wire
+from tb_attention_plugin.server import wire_format
 from plugin_client import PREFIX, get, get_json, production_plugin, wsgi_client
 
 TOKENS = ["<cls>", "a", "b"]
@@ -72,7 +72,7 @@ def client(plugin):
 def matrix(client, **params):
     response = get(client, "/matrix", **params)
     assert response.status_code == 200, response.get_data()[:300]
-    return wire.decode(response.get_data()).weights()
+    return wire_format.decode(response.get_data()).weights()
 
 
 def rollout(client, tags, **params):
@@ -175,15 +175,15 @@ def test_rollout_matches_hand_computed_values(client):
     # 1/6 elsewhere, the identity layer keeps it. Without it, uniform 1/3 everywhere.
     response = rollout(client, ["stack/layer_0", "stack/layer_1"], run="run_a", step=10, example=0)
     assert response.status_code == 200 and response.mimetype == "application/octet-stream"
-    decoded = wire.decode(response.get_data())
-    assert decoded.dtype == wire.DTYPE_FLOAT32 and (decoded.rows, decoded.cols) == (3, 3)
+    decoded = wire_format.decode(response.get_data())
+    assert decoded.dtype == wire_format.DTYPE_FLOAT32 and (decoded.rows, decoded.cols) == (3, 3)
     expected = np.full((3, 3), 1 / 6) + np.eye(3) / 2
     assert np.allclose(decoded.weights(), expected, atol=0.005)
-    plain = wire.decode(rollout(client, ["stack/layer_0", "stack/layer_1"], run="run_a", step=10,
+    plain = wire_format.decode(rollout(client, ["stack/layer_0", "stack/layer_1"], run="run_a", step=10,
                                 example=0, residual="0").get_data())
     assert np.allclose(plain.weights(), 1 / 3, atol=0.005)
     # Order matters only through the product: identity first, uniform on top gives the same here.
-    reverse = wire.decode(rollout(client, ["stack/layer_1", "stack/layer_0"], run="run_a", step=10,
+    reverse = wire_format.decode(rollout(client, ["stack/layer_1", "stack/layer_0"], run="run_a", step=10,
                                   example=0).get_data())
     assert np.allclose(reverse.weights(), expected, atol=0.005)
 

@@ -1,4 +1,4 @@
-"""Per-head statistics, rollout and differences on small matrices whose answers are worked out
+"""Per-head statistics and rollout on small matrices whose answers are worked out
 by hand in the comments (natural logarithms; ln 2 = 0.693147, ln 3 = 1.098612)."""
 
 import math
@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from tb_attention_plugin.stats import attention_rollout
-from tb_attention_plugin.stats import difference
 from tb_attention_plugin.stats import example_statistics
 from tb_attention_plugin.stats import head_statistics
 
@@ -193,17 +192,3 @@ def test_rollout_validates_its_layers():
         attention_rollout([square, np.full((2, 2), 0.5, np.float32)])
     with pytest.raises(ValueError, match="negative or infinite"):
         attention_rollout([-square])
-
-
-def test_difference_signs_masks_and_symmetric_range():
-    later = np.array([[0.75, 0.25], [NAN, 1.0]], np.float32)
-    earlier = np.array([[0.5, 0.5], [0.5, NAN]], np.float32)
-    values, limit = difference(later, earlier)
-    assert values[0, 0] == pytest.approx(0.25)  # attends more later: positive
-    assert values[0, 1] == pytest.approx(-0.25)  # attends less later: negative
-    assert np.isnan(values[1, 0]) and np.isnan(values[1, 1])  # masked in either
-    assert limit == pytest.approx(0.25)
-    same = difference(earlier, earlier)
-    assert same.limit == 1.0 and same.values[0, 0] == 0.0
-    with pytest.raises(ValueError, match="cannot compare"):
-        difference(later, later[:, :1])

@@ -23,14 +23,15 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import http
 
-from tb_attention_plugin import aggregate_routes
-from tb_attention_plugin import lru_cache
 from tb_attention_plugin import metadata
-from tb_attention_plugin import reader as reader_lib
-from tb_attention_plugin import request_args
-from tb_attention_plugin import route_util
-from tb_attention_plugin import static_files
-from tb_attention_plugin import wire
+from tb_attention_plugin.server import aggregate_routes
+from tb_attention_plugin.server import bounded_cache
+from tb_attention_plugin.server import errors
+from tb_attention_plugin.server import reader as reader_lib
+from tb_attention_plugin.server import request_args
+from tb_attention_plugin.server import route_util
+from tb_attention_plugin.server import static_files
+from tb_attention_plugin.server import wire_format
 
 # A step's data never changes once written, so the browser may reuse answers for a while without
 # asking. Not forever: a restarted run can rewrite a step number (the ETag, which includes the
@@ -63,13 +64,13 @@ class AttentionPlugin(base_plugin.TBPlugin):
         self._data_provider = context.data_provider
         downsample = (context.sampling_hints or {}).get(self.plugin_name)
         self._reader = reader_lib.AttentionReader(context.data_provider, downsample)
-        self._responses = lru_cache.LRUCache(
+        self._responses = bounded_cache.LRUCache(
             max_entries=4096,
             max_bytes=RESPONSE_CACHE_BYTES,
             size_of=lambda entry: len(entry[0]),
         )
         self._frontend_root = static_files.frontend_root()
-        self._aggregates = aggregate_routes.AggregateRoutes(context.data_provider, self._reader)
+        self._aggregates = aggregate_routes.AggregateRoutes(self._reader)
 
     def get_plugin_apps(self):
         return {
@@ -128,18 +129,15 @@ class AttentionPlugin(base_plugin.TBPlugin):
         run, tag, step = args.string("run"), args.string("tag"), args.integer("step")
         datum = self._reader.datum(ctx, eid, run, tag, step)
         etag = route_util.etag("step", eid, run, tag, step, datum.wall_time)
-        if etag in request.if_none_match:
-            return route_util.not_modified(request, etag)
-        header = self._reader.header(ctx, eid, run, tag, datum)
-        body = {"step": step, "wall_time": datum.wall_time}
-        body.update((k, v) for k, v in header.items() if k not in ("scales", "version", "encoding"))
-        return http_util.Respond(
-            request,
-            body,
-            "application/json",
-            expires=CACHE_SECONDS,
-            headers=[("ETag", '"%s"' % etag)],
-        )
+
+        def build():  # the header is cached by the reader: no answer cache needed
+            header = self._reader.header(ctx, eid, run, tag, datum)
+            body = {"step": step, "wall_time": datum.wall_time}
+            hidden = ("scales", "version", "encoding")
+            body.update((k, v) for k, v in header.items() if k not in hidden)
+            return body, None
+
+        return route_util.etagged(request, etag, "application/json", build)
 
     @route_util.json_errors
     def _serve_matrix(self, request):
@@ -150,25 +148,16 @@ class AttentionPlugin(base_plugin.TBPlugin):
         head = args.integer_or("head", "mean", minimum=0)
         datum = self._reader.datum(ctx, eid, run, tag, step)
         etag = route_util.etag("matrix", eid, run, tag, step, datum.wall_time, example, head)
-        if etag in request.if_none_match:
-            return route_util.not_modified(request, etag)
         coding = _matrix_coding(request)
-        cache_key = (etag, coding)
-        cached = self._responses.get(cache_key)
-        if cached is None:
+
+        def build():
             if head == "mean":
-                cached = self._mean_body(ctx, eid, run, tag, datum, example, coding)
-            else:
-                cached = self._head_body(ctx, eid, run, tag, datum, example, head, coding)
-            self._responses.put(cache_key, cached)
-        body, content_encoding = cached
-        return http_util.Respond(
-            request,
-            body,
-            "application/octet-stream",
-            expires=CACHE_SECONDS,
-            content_encoding=content_encoding,
-            headers=[("ETag", '"%s"' % etag), ("Vary", "Accept-Encoding")],
+                return self._mean_body(ctx, eid, run, tag, datum, example, coding)
+            return self._head_body(ctx, eid, run, tag, datum, example, head, coding)
+
+        return route_util.etagged(
+            request, etag, "application/octet-stream", build, cache=self._responses,
+            cache_key=(etag, coding), headers=[("Vary", "Accept-Encoding")],
         )
 
     def _head_body(self, ctx, eid, run, tag, datum, example, head, coding):
@@ -179,23 +168,23 @@ class AttentionPlugin(base_plugin.TBPlugin):
             ctx, eid, run, tag, datum, example, head
         )
         if coding is None or codes.size < GZIP_MIN_BYTES:
-            return wire.encode_codes(codes, scale), None
+            return wire_format.encode_codes(codes, scale), None
         if coding == "gzip":
-            return wire.gzip_codes_from_zlib(codes, scale, stream or b""), "gzip"
+            return wire_format.gzip_codes_from_zlib(codes, scale, stream or b""), "gzip"
         if stream is not None:
             try:
-                return wire.deflate_codes_from_zlib(*codes.shape, scale, stream), "deflate"
-            except wire.WireError:
+                return wire_format.deflate_codes_from_zlib(*codes.shape, scale, stream), "deflate"
+            except wire_format.WireError:
                 pass
-        return zlib.compress(wire.encode_codes(codes, scale), 1), "deflate"
+        return zlib.compress(wire_format.encode_codes(codes, scale), 1), "deflate"
 
     def _mean_body(self, ctx, eid, run, tag, datum, example, coding):
         header = self._reader.header(ctx, eid, run, tag, datum)
         batch = header["shape"][0]
         if example >= batch:
-            raise reader_lib.NotFound("example %d out of range (batch %d)" % (example, batch))
+            raise errors.NotFound("example %d out of range (batch %d)" % (example, batch))
         weights = self._reader.example_weights(ctx, eid, run, tag, datum, header, example)
-        body = wire.encode_values(mean_over_heads(weights))
+        body = wire_format.encode_values(mean_over_heads(weights))
         if coding is not None and len(body) >= GZIP_MIN_BYTES:
             if coding == "gzip":
                 compressed = gzip.compress(body, compresslevel=1, mtime=0)
@@ -213,20 +202,12 @@ class AttentionPlugin(base_plugin.TBPlugin):
         example = args.integer("example", minimum=0)
         datum = self._reader.datum(ctx, eid, run, tag, step)
         etag = route_util.etag("image", eid, run, tag, step, datum.wall_time, example)
-        if etag in request.if_none_match:
-            return route_util.not_modified(request, etag)
-        cached = self._responses.get((etag, False))
-        if cached is None:
+
+        def build():
             header = self._reader.header(ctx, eid, run, tag, datum)
-            cached = (self._reader.image_png(ctx, eid, run, tag, datum, header, example), None)
-            self._responses.put((etag, False), cached)
-        return http_util.Respond(
-            request,
-            cached[0],
-            "image/png",
-            expires=CACHE_SECONDS,
-            headers=[("ETag", '"%s"' % etag)],
-        )
+            return self._reader.image_png(ctx, eid, run, tag, datum, header, example), None
+
+        return route_util.etagged(request, etag, "image/png", build, cache=self._responses)
 
     @route_util.json_errors
     def _serve_static(self, request):
@@ -236,15 +217,13 @@ class AttentionPlugin(base_plugin.TBPlugin):
         relative = path[len(marker) :] if path.startswith(marker) else ""
         found = static_files.resolve(self._frontend_root, relative)
         if found is None:
-            raise reader_lib.NotFound("no frontend file %r" % relative[:200])
+            raise errors.NotFound("no frontend file %r" % relative[:200])
         file_path, content_type = found
         content = file_path.read_bytes()
         etag = hashlib.sha1(content).hexdigest()[:20]
-        if etag in request.if_none_match:
-            return route_util.not_modified(request, etag, expires=0)
         # No max-age: a changed frontend (reinstall, development) shows up on the next reload.
-        return http_util.Respond(
-            request, content, content_type, headers=[("ETag", '"%s"' % etag)]
+        return route_util.etagged(
+            request, etag, content_type, lambda: (content, None), expires=0
         )
 
 

@@ -39,6 +39,6 @@ class AttentionLoader(base_plugin.TBLoader):
             samples.setdefault(PLUGIN_NAME, DEFAULT_SAMPLES)
 
     def load(self, context):
-        from tb_attention_plugin.attention_plugin import AttentionPlugin
+        from tb_attention_plugin.server.plugin import AttentionPlugin
 
         return AttentionPlugin(context)

@@ -25,8 +25,9 @@ from tensorboard.backend.event_processing import data_provider as multiplexer_pr
 from tensorboard.data import provider
 
 from tb_attention_plugin import encoding
-from tb_attention_plugin import lru_cache
 from tb_attention_plugin import metadata
+from tb_attention_plugin.server import bounded_cache
+from tb_attention_plugin.server.errors import NotFound, Unreadable
 
 # Enough to list every retained step whatever --samples_per_plugin says (0 = keep all).
 _LIST_ALL = 1 << 30
@@ -36,14 +37,6 @@ _LIST_ALL = 1 << 30
 # The Python reader (`--load_fast=false`) reads in process, holding the GIL: there threads only
 # add hand-offs, and reads run one after the other on the request's thread.
 _CONCURRENT_READS = 8
-
-
-class NotFound(Exception):
-    """No such run, tag, step, example or head (HTTP 404)."""
-
-
-class Unreadable(NotFound):
-    """The data exists but cannot be read: corrupt, or written by a newer format version."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +66,10 @@ class AttentionReader:
     def __init__(self, data_provider, downsample=None):
         self._provider = data_provider
         self._downsample = downsample if downsample else _LIST_ALL
-        self._indexes = lru_cache.LRUCache(max_entries=256)
-        self._headers = lru_cache.LRUCache(max_entries=4096)
-        self._shapes = lru_cache.LRUCache(max_entries=4096)  # (eid, run, tag) -> newest shape seen
+        self._indexes = bounded_cache.LRUCache(max_entries=256)
+        self._headers = bounded_cache.LRUCache(max_entries=4096)
+        # (eid, run, tag) -> the newest shape seen
+        self._shapes = bounded_cache.LRUCache(max_entries=4096)
         self._index_lock = threading.Lock()
         self._inflight = {}  # header key -> Future of the read in progress
         self._inflight_lock = threading.Lock()

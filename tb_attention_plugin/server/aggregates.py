@@ -1,15 +1,16 @@
-"""Statistics over a logged run and attention rollout, read through TensorBoard's data provider.
+"""Statistics over a logged run and attention rollout, read through `reader.AttentionReader`.
 
-The plugin backend calls these from its `/stats` and `/rollout` routes. Only
-`read_blob_sequences` and `read_blob` of `context.data_provider` are used, so both the Rust data
-server and the Python reader (`--load_fast=false`) work; payloads are decoded with numpy straight
-from the blobs (`encoding.decode_header`, `decode_codes`, `codes_to_weights`).
+The plugin backend calls these from its `/stats` and `/rollout` routes. Every blob is read by the
+plugin's one read path (`reader.py`: step index, header checks, payload decoding, its caches and
+its messages), so both the Rust data server and the Python reader (`--load_fast=false`) work and
+a step that `/matrix` cannot read is unreadable here for the same reason, in the same words.
 
-API (errors are `tensorboard.errors.PublicError`s carrying their HTTP code: answer
-`{"error": str(e)}` with `e.http_code`):
+API (errors are `errors.BadRequest` (400) and `errors.NotFound` (404), which are
+`tensorboard.errors.PublicError`s carrying their HTTP code: answer `{"error": str(e)}` with
+`e.http_code`):
 
 ```
-tag_statistics(provider, ctx, experiment_id, run, tag, example=None, cache=None) -> dict
+tag_statistics(reader, ctx, experiment_id, run, tag, example=None, cache=None) -> dict
 {
   "run": "train", "tag": "encoder/layer_0/self_attention",
   "example": null,                # null: each step's statistics averaged over its examples
@@ -23,10 +24,10 @@ tag_statistics(provider, ctx, experiment_id, run, tag, example=None, cache=None)
   },
   "errors": [{"step": 300, "error": "run 'train' tag ... step 300 cannot be read: ..."}]
 }
-  NotFoundError (404): no such run/tag, or `example` beyond a step's examples.
-  InvalidArgumentError (400): `example` not a non-negative int.
+  NotFound (404): no such run/tag, or `example` beyond a step's examples.
+  BadRequest (400): `example` not a non-negative int.
 
-rollout(provider, ctx, experiment_id, run, tags, step, example, residual=True) -> dict
+rollout(reader, ctx, experiment_id, run, tags, step, example, residual=True) -> dict
 {
   "run": "train", "step": 500, "example": 0,
   "tags": ["encoder/layer_0/self_attention", "encoder/layer_1/self_attention"],
@@ -36,9 +37,9 @@ rollout(provider, ctx, experiment_id, run, tags, step, example, residual=True) -
   "image": {"grid": [14, 14], "prefix_tokens": 1, ...} or null,  # the bottom layer's
   "matrix": float32 numpy array [T, T]     # serve as /matrix wire format dtype 2 (NaN-free)
 }
-  NotFoundError (404): unknown tag, a tag without that step, example out of range, unreadable.
-  InvalidArgumentError (400): no tags or repeated tags, a layer that is not square, layers of
-    different sizes or different tokens, bad step/example types.
+  NotFound (404): unknown tag, a tag without that step, example out of range, unreadable.
+  BadRequest (400): no tags, more than MAX_ROLLOUT_TAGS or repeated tags, a layer that is not
+    square, layers of different sizes or different tokens, bad step/example types.
 ```
 
 Statistics are example-averaged by default because the chart shows how a head behaves on the
@@ -52,7 +53,7 @@ Example (inside a plugin route):
 ```python
 ctx, eid = plugin_util.context(environ), plugin_util.experiment_id(environ)
 try:
-    body = aggregates.tag_statistics(self._data_provider, ctx, eid, run, tag)
+    body = aggregates.tag_statistics(self._reader, ctx, eid, run, tag)
 except tensorboard.errors.PublicError as e:
     return http_util.Respond(request, {"error": str(e)}, "application/json", code=e.http_code)
 ```
@@ -63,16 +64,12 @@ import math
 import threading
 
 import numpy as np
-from tensorboard import errors
-from tensorboard.data import provider as tb_provider
 
-from tb_attention_plugin import encoding
-from tb_attention_plugin import metadata
 from tb_attention_plugin import stats
+from tb_attention_plugin.server.errors import BadRequest, NotFound, Unreadable
 
-# Lists every retained step whatever --samples_per_plugin says.
-_ALL_STEPS = 1 << 30
-_MAX_ROLLOUT_LAYERS = 1024
+# Most layers in one rollout (docs/http_api.md): a deeper stack is not a real model's.
+MAX_ROLLOUT_TAGS = 256
 
 
 class StepStatisticsCache:
@@ -126,11 +123,11 @@ class StepStatisticsCache:
 STEP_STATISTICS = StepStatisticsCache()
 
 
-def tag_statistics(provider, ctx, experiment_id, run, tag, example=None, cache=None):
+def tag_statistics(reader, ctx, experiment_id, run, tag, example=None, cache=None):
     """Per-head statistics of every retained step of one tag (JSON shape in the module doc).
 
     Args:
-      provider: a TensorBoard `DataProvider` (`context.data_provider`).
+      reader: the plugin's `reader.AttentionReader` over `context.data_provider`.
       ctx: the request context (`plugin_util.context(environ)`).
       experiment_id: `plugin_util.experiment_id(environ)`.
       run, tag: the time series.
@@ -144,7 +141,7 @@ def tag_statistics(provider, ctx, experiment_id, run, tag, example=None, cache=N
     if example is not None:
         example = _index_argument(example, "example")
     cache = STEP_STATISTICS if cache is None else cache
-    datums = _datums(provider, ctx, experiment_id, run, [tag])[tag]
+    datums = reader.steps(ctx, experiment_id, run, tag)
     steps, unreadable, heads = [], [], None
     values = {name: [] for name in stats.STATISTICS}
     for datum in datums:
@@ -152,8 +149,10 @@ def tag_statistics(provider, ctx, experiment_id, run, tag, example=None, cache=N
         per_example = cache.get(key, datum.wall_time)
         if per_example is None:
             try:
-                per_example = _step_statistics(provider, ctx, run, tag, datum)
-            except errors.NotFoundError as e:  # dropped by the reader since it was listed
+                per_example = _step_statistics(reader, ctx, experiment_id, run, tag, datum)
+            except Unreadable as e:  # corrupt or from a newer format: the same until rewritten
+                per_example = str(e)
+            except NotFound as e:  # dropped by the reader since it was listed: not cached
                 unreadable.append({"step": datum.step, "error": str(e)})
                 continue
             cache.put(key, datum.wall_time, per_example)
@@ -166,10 +165,7 @@ def tag_statistics(provider, ctx, experiment_id, run, tag, example=None, cache=N
         elif example < batch:
             per_head = {name: array[example] for name, array in per_example.items()}
         else:
-            raise errors.NotFoundError(
-                "run %r tag %r step %d has %d example(s); there is no example %d"
-                % (run, tag, datum.step, batch, example)
-            )
+            raise _no_example(run, tag, datum.step, batch, example)
         steps.append(datum.step)
         for name in stats.STATISTICS:
             values[name].append(_json_floats(per_head[name]))
@@ -184,14 +180,14 @@ def tag_statistics(provider, ctx, experiment_id, run, tag, example=None, cache=N
     }
 
 
-def rollout(provider, ctx, experiment_id, run, tags, step, example, residual=True):
+def rollout(reader, ctx, experiment_id, run, tags, step, example, residual=True):
     """Attention rollout of one example through a stack of self-attention layers.
 
     Each tag's heads are averaged (masked = 0), then `stats.attention_rollout` multiplies the
     layers bottom-up.
 
     Args:
-      provider, ctx, experiment_id, run: as for `tag_statistics`.
+      reader, ctx, experiment_id, run: as for `tag_statistics`.
       tags: the stack's tags, bottom layer first (e.g. `encoder/layer_0/...` to `layer_5/...`).
       step, example: which step and which probe example.
       residual: add the residual identity term (`0.5 * A + 0.5 * I`).
@@ -201,46 +197,40 @@ def rollout(provider, ctx, experiment_id, run, tags, step, example, residual=Tru
     """
     step = _index_argument(step, "step")
     example = _index_argument(example, "example")
-    if isinstance(tags, str) or not tags:
-        raise errors.InvalidArgumentError("rollout needs a list of one or more tags")
-    tags = list(tags)
-    if len(set(tags)) != len(tags):
-        raise errors.InvalidArgumentError("rollout tags must not repeat: %r" % (tags,))
-    if len(tags) > _MAX_ROLLOUT_LAYERS:
-        raise errors.InvalidArgumentError("rollout takes at most %d tags" % _MAX_ROLLOUT_LAYERS)
-    datums = _datums(provider, ctx, experiment_id, run, tags)
+    tags = rollout_tags(tags)
+    datums = [reader.datum(ctx, experiment_id, run, tag, step) for tag in tags]
     layers, first_header = [], None
-    for tag in tags:
-        datum = next((d for d in datums[tag] if d.step == step), None)
-        if datum is None:
-            raise errors.NotFoundError("run %r tag %r has no step %d" % (run, tag, step))
-        header, weights = _read_example(provider, ctx, run, tag, datum, example)
+    for tag, datum in zip(tags, datums):
+        header = reader.header(ctx, experiment_id, run, tag, datum)
+        if example >= header["shape"][0]:
+            raise _no_example(run, tag, step, header["shape"][0], example)
         tq, tk = header["shape"][2:]
         if tq != tk:
-            raise errors.InvalidArgumentError(
+            raise BadRequest(
                 "tag %r is not self-attention ([%d, %d]): rollout needs square layers"
                 % (tag, tq, tk)
             )
         if first_header is None:
             first_header = header
         elif tk != first_header["shape"][3]:
-            raise errors.InvalidArgumentError(
+            raise BadRequest(
                 "tag %r has %d tokens but %r has %d: a rollout stack shares one token axis"
                 % (tag, tk, tags[0], first_header["shape"][3])
             )
         elif _tokens(header, example) and _tokens(first_header, example) and (
             _tokens(header, example) != _tokens(first_header, example)
         ):
-            raise errors.InvalidArgumentError(
+            raise BadRequest(
                 "tag %r attends over other tokens than %r: not one stack" % (tag, tags[0])
             )
-        layers.append(np.nan_to_num(weights, nan=0.0).mean(axis=0))
+        weights = reader.example_weights(ctx, experiment_id, run, tag, datum, header, example)
+        layers.append(np.nan_to_num(np.stack(weights), nan=0.0).mean(axis=0))
     matrix = stats.attention_rollout(layers, residual=residual)
     return {
         "run": run,
         "step": step,
         "example": example,
-        "tags": tags,
+        "tags": list(tags),
         "residual": bool(residual),
         "shape": list(matrix.shape),
         "tokens": _tokens(first_header, example),
@@ -249,12 +239,40 @@ def rollout(provider, ctx, experiment_id, run, tags, step, example, residual=Tru
     }
 
 
+def rollout_tags(tags):
+    """Checks a rollout's tags (bottom layer first) and returns them as a tuple.
+
+    Raises `BadRequest` for none, more than `MAX_ROLLOUT_TAGS`, or a tag given twice.
+
+    >>> rollout_tags(["layer_0", "layer_1"])
+    ('layer_0', 'layer_1')
+    """
+    if isinstance(tags, str) or not tags:
+        raise BadRequest("rollout needs one or more tags: give one 'tag' per layer, bottom first")
+    tags = tuple(tags)
+    if len(tags) > MAX_ROLLOUT_TAGS:
+        raise BadRequest(
+            "rollout takes at most %d tags (one 'tag' per layer), got %d"
+            % (MAX_ROLLOUT_TAGS, len(tags))
+        )
+    if len(set(tags)) != len(tags):
+        raise BadRequest(
+            "a 'tag' is given twice; rollout tags must not repeat: each layer once, bottom first"
+        )
+    return tags
+
+
 def _index_argument(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise errors.InvalidArgumentError(
-            "%s must be a non-negative integer, got %r" % (name, value)
-        )
+        raise BadRequest("%s must be a non-negative integer, got %r" % (name, value))
     return int(value)
+
+
+def _no_example(run, tag, step, batch, example):
+    return NotFound(
+        "run %r tag %r step %d has %d example(s); there is no example %d"
+        % (run, tag, step, batch, example)
+    )
 
 
 def _tokens(header, example):
@@ -262,75 +280,15 @@ def _tokens(header, example):
     return None if tokens is None else tokens[example]
 
 
-def _datums(provider, ctx, experiment_id, run, tags):
-    """Returns `{tag: [BlobSequenceDatum ascending by step]}`; NotFoundError for a missing tag."""
-    sequences = provider.read_blob_sequences(
-        ctx,
-        experiment_id=experiment_id,
-        plugin_name=metadata.PLUGIN_NAME,
-        downsample=_ALL_STEPS,
-        run_tag_filter=tb_provider.RunTagFilter(runs=[run], tags=tags),
+def _step_statistics(reader, ctx, experiment_id, run, tag, datum):
+    """`stats.example_statistics` of one stored step; `Unreadable` when it cannot be read."""
+    header = reader.header(ctx, experiment_id, run, tag, datum)
+    weights = np.stack(
+        [
+            np.stack(reader.example_weights(ctx, experiment_id, run, tag, datum, header, b))
+            for b in range(header["shape"][0])
+        ]
     )
-    found = sequences.get(run, {})
-    result = {}
-    for tag in tags:
-        if tag not in found:
-            raise errors.NotFoundError("no attention data for run %r tag %r" % (run, tag))
-        result[tag] = sorted(found[tag], key=lambda datum: datum.step)
-    return result
-
-
-def _read_blob(provider, ctx, datum, index):
-    if index >= len(datum.values):
-        raise encoding.FormatError("step has %d blobs, needs blob %d" % (len(datum.values), index))
-    return provider.read_blob(ctx, blob_key=datum.values[index].blob_key)
-
-
-def _read_header(provider, ctx, datum):
-    header = encoding.decode_header(_read_blob(provider, ctx, datum, 0))
-    if encoding.blob_count(header) > len(datum.values):
-        raise encoding.FormatError(
-            "step header describes %d blobs but the step has %d"
-            % (encoding.blob_count(header), len(datum.values))
-        )
-    return header
-
-
-def _decode_heads(provider, ctx, datum, header, example):
-    """float32 `[H, Tq, Tk]` of one example, NaN where masked."""
-    heads, tq, tk = header["shape"][1:]
-    weights = np.empty((heads, tq, tk), np.float32)
-    for head in range(heads):
-        index = encoding.payload_index(header, example, head)
-        codes = encoding.decode_codes(_read_blob(provider, ctx, datum, index), header)
-        weights[head] = encoding.codes_to_weights(codes, header["scales"][index - 1])
-    return weights
-
-
-def _read_example(provider, ctx, run, tag, datum, example):
-    """Returns `(header, float32 [H, Tq, Tk])`; NotFoundError when missing or unreadable."""
-    try:
-        header = _read_header(provider, ctx, datum)
-        if example >= header["shape"][0]:
-            raise errors.NotFoundError(
-                "run %r tag %r step %d has %d example(s); there is no example %d"
-                % (run, tag, datum.step, header["shape"][0], example)
-            )
-        return header, _decode_heads(provider, ctx, datum, header, example)
-    except encoding.FormatError as e:
-        raise errors.NotFoundError(
-            "run %r tag %r step %d cannot be read: %s" % (run, tag, datum.step, e)
-        ) from None
-
-
-def _step_statistics(provider, ctx, run, tag, datum):
-    """`stats.example_statistics` of one stored step, or the message why it cannot be read."""
-    try:
-        header = _read_header(provider, ctx, datum)
-        batch = header["shape"][0]
-        weights = np.stack([_decode_heads(provider, ctx, datum, header, b) for b in range(batch)])
-    except encoding.FormatError as e:
-        return "run %r tag %r step %d cannot be read: %s" % (run, tag, datum.step, e)
     image = header.get("image")
     tq, tk = header["shape"][2:]
     if image is None:

@@ -9,42 +9,37 @@ is not served here: the tab subtracts two `/matrix` answers it already fetches f
 Example (how `AttentionPlugin` mounts them):
 
 ```python
-routes = AggregateRoutes(context.data_provider, reader)
+routes = AggregateRoutes(reader)
 apps = {"/stats": routes.serve_stats, "/rollout": routes.serve_rollout}
 ```
 """
 
-
 from tensorboard.backend import http_util
 
-from tb_attention_plugin import aggregates
-from tb_attention_plugin import lru_cache
-from tb_attention_plugin import request_args
-from tb_attention_plugin import route_util
-from tb_attention_plugin import wire
+from tb_attention_plugin.server import aggregates
+from tb_attention_plugin.server import bounded_cache
+from tb_attention_plugin.server import request_args
+from tb_attention_plugin.server import route_util
+from tb_attention_plugin.server import wire_format
+from tb_attention_plugin.server.errors import BadRequest
 
-# The ETag includes every layer's wall time, so a restarted run's rewrite gets a new one.
-CACHE_SECONDS = route_util.CACHE_SECONDS
 ROLLOUT_CACHE_BYTES = 32 * 1024 * 1024
-MAX_ROLLOUT_TAGS = 256
 
 
 class AggregateRoutes:
     """Handlers of `/stats` and `/rollout`, with their own caches.
 
     Args:
-      data_provider: TensorBoard's `context.data_provider`.
-      reader: the plugin's `reader.AttentionReader` (step lists and wall times).
+      reader: the plugin's `reader.AttentionReader`, through which every blob is read.
     """
 
-    def __init__(self, data_provider, reader):
-        self._provider = data_provider
+    def __init__(self, reader):
         self._reader = reader
         # Per-step statistics of every tag asked for: a repeated /stats reads no blobs, a grown
         # run computes only its new steps.
         self.statistics_cache = aggregates.StepStatisticsCache()
-        self._rollouts = lru_cache.LRUCache(
-            max_entries=512, max_bytes=ROLLOUT_CACHE_BYTES, size_of=len
+        self._rollouts = bounded_cache.LRUCache(
+            max_entries=512, max_bytes=ROLLOUT_CACHE_BYTES, size_of=lambda entry: len(entry[0])
         )
 
     @route_util.json_errors
@@ -55,7 +50,7 @@ class AggregateRoutes:
         run, tag = args.string("run"), args.string("tag")
         example = args.integer("example", default=None, minimum=0)
         body = aggregates.tag_statistics(
-            self._provider, ctx, eid, run, tag, example=example, cache=self.statistics_cache
+            self._reader, ctx, eid, run, tag, example=example, cache=self.statistics_cache
         )
         return http_util.Respond(request, body, "application/json")
 
@@ -68,39 +63,27 @@ class AggregateRoutes:
         example = args.integer("example", minimum=0)
         residual = args.string("residual", default="1")
         if residual not in ("0", "1"):
-            raise request_args.BadRequest(
-                "parameter 'residual' must be 0 or 1, got %r" % residual[:100]
-            )
+            raise BadRequest("parameter 'residual' must be 0 or 1, got %r" % residual[:100])
         tags = _tags(request)
+        # The ETag includes every layer's wall time, so a restarted run's rewrite gets a new one.
         wall_times = tuple(self._reader.datum(ctx, eid, run, tag, step).wall_time for tag in tags)
         etag = route_util.etag("rollout", eid, run, tags, step, wall_times, example, residual)
-        if etag in request.if_none_match:
-            return route_util.not_modified(request, etag)
-        body = self._rollouts.get(etag)
-        if body is None:
+
+        def build():
             result = aggregates.rollout(
-                self._provider, ctx, eid, run, tags, step, example, residual=residual == "1"
+                self._reader, ctx, eid, run, tags, step, example, residual=residual == "1"
             )
-            body = wire.encode_values(result["matrix"])
-            self._rollouts.put(etag, body)
-        return http_util.Respond(
-            request, body, "application/octet-stream", expires=CACHE_SECONDS,
-            headers=[("ETag", '"%s"' % etag)],
+            return wire_format.encode_values(result["matrix"]), None
+
+        return route_util.etagged(
+            request, etag, "application/octet-stream", build, cache=self._rollouts
         )
 
 
 def _tags(request):
     """The repeated `tag` parameter, bottom layer first; 400 when missing, empty or repeated."""
-    tags = request.args.getlist("tag")
-    if not tags:
-        raise request_args.BadRequest("missing parameter 'tag' (give one per layer, bottom first)")
-    if len(tags) > MAX_ROLLOUT_TAGS:
-        raise request_args.BadRequest(
-            "at most %d 'tag' parameters, got %d" % (MAX_ROLLOUT_TAGS, len(tags))
-        )
+    tags = aggregates.rollout_tags(request.args.getlist("tag"))
     for tag in tags:
         if not tag or len(tag) > 4096:
-            raise request_args.BadRequest("every 'tag' must be 1 to 4096 characters")
-    if len(set(tags)) != len(tags):
-        raise request_args.BadRequest("a 'tag' is given twice: each layer once, bottom first")
-    return tuple(tags)
+            raise BadRequest("every 'tag' must be 1 to 4096 characters")
+    return tags

@@ -1,7 +1,7 @@
 """Strict parsing of query-string parameters for the plugin's HTTP routes.
 
-Every problem raises `BadRequest` with a message naming the parameter, which the routes answer
-with HTTP 400 and `{"error": message}`.
+Every problem raises `errors.BadRequest` with a message naming the parameter, which the routes
+answer with HTTP 400 and `{"error": message}`.
 
 Example:
 
@@ -13,14 +13,12 @@ Example:
 
 import re
 
+from tb_attention_plugin.server.errors import BadRequest
+
 _INTEGER = re.compile(r"-?[0-9]{1,19}\Z")
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _MAX_STRING = 4096
 _REQUIRED = object()
-
-
-class BadRequest(Exception):
-    """A missing, repeated or malformed parameter (HTTP 400)."""
 
 
 class QueryArgs:

@@ -1,7 +1,8 @@
 """Finds the frontend's files for `/static/<path>`, refusing anything outside the frontend folder.
 
-An installed wheel carries the frontend as the package `tb_attention_plugin.frontend`; a source
-checkout (editable install) has it at the repository root, `frontend/`.
+An installed wheel carries the frontend as the package `tb_attention_plugin.frontend` (beside
+this `server/` package); a source checkout (editable install) has it at the repository root,
+`frontend/`. Files in subfolders (`lib/decode.js`, `views/head.js`) are served by their path.
 
 Example:
 
@@ -25,7 +26,7 @@ CONTENT_TYPES = {
 
 def frontend_root():
     """The installed frontend package folder if present, else the checkout's `frontend/`."""
-    package = pathlib.Path(__file__).resolve().parent
+    package = pathlib.Path(__file__).resolve().parent.parent  # tb_attention_plugin/
     installed = package / "frontend"
     if installed.is_dir():
         return installed
