@@ -654,7 +654,7 @@ def changes(steps, heads, thresholds=None, entropy_floor=ENTROPY_FLOOR, entropy_
       thresholds: overrides of `ROLE_THRESHOLDS`.
 
     Returns:
-      a list of `Change`: a role that is a head's role at the last step and was not at the first
+      a list of `Change`, ordered by step, then layer (numbered layers first), then head: a role that is a head's role at the last step and was not at the first
       ("became a previous-token head at step S", S its `emergence_step`); a role held at the
       first step and not at the last ("stopped being a monotonic head at step S", S the largest
       fall); entropy-collapse and max-logit alarms.
@@ -703,7 +703,12 @@ def changes(steps, heads, thresholds=None, entropy_floor=ENTROPY_FLOOR, entropy_
                 text = "%s: max logit passed %g at step %d (%.4g)" % (
                     name, alarm.reference, alarm.step, alarm.value)
                 found.append(Change(alarm.step, layer, head, alarm.kind, text))
-    found.sort(key=lambda change: (change.step, str(change.layer), change.head, change.kind))
+    def order(change):  # by step, then numbered layers before named ones, then head
+        numbered = isinstance(change.layer, (int, np.integer))
+        layer = (0, int(change.layer), "") if numbered else (1, 0, str(change.layer))
+        return change.step, layer, change.head, change.kind
+
+    found.sort(key=order)
     return found
 
 
