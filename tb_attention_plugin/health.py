@@ -185,17 +185,41 @@ def _monotonic(rows, band):
 
 def _js_rows(rows, valid):
     """Sum over examples of the mean Jensen-Shannon divergence (bits) of two heads' rows:
-    returns (total [H, H], examples [H, H])."""
+    returns (total [H, H], examples [H, H]).
+
+    JS(p, q) = (sum p log2 p + sum q log2 q) / 2 - sum m log2 m with m = (p + q) / 2, and
+    sum m log2 m = (sum s log2 s) / 2 - 1 for s = p + q (rows summing to 1). When nothing is
+    attended above the diagonal (causal attention), only the lower triangle is compared.
+    """
     p = rows.p
-    b, h, _, _ = p.shape
-    plogp = (p * np.log2(p + _TINY)).sum(axis=-1, dtype=np.float32)  # [B, H, Tq]
+    b, h, tq, tk = p.shape
+    above = np.triu_indices(tq, k=1) if tq == tk else None
+    if above is not None and not rows.attended[..., above[0], above[1]].any():
+        queries, keys = np.tril_indices(tq)
+        flat = p[:, :, queries, keys]  # [B, H, Tq (Tq + 1) / 2], rows one after the other
+        starts = np.concatenate([[0], np.cumsum(np.arange(1, tq))])
+
+        def row_sums(x):
+            return np.add.reduceat(x, starts, axis=-1)
+    else:
+        flat = p.reshape(b, h, tq * tk)
+
+        def row_sums(x):
+            return x.reshape(x.shape[:-1] + (tq, tk)).sum(axis=-1)
+
+    plogp = row_sums(flat * np.log2(flat + _TINY))  # [B, H, Tq]
     total = np.zeros((h, h))
     examples = np.zeros((h, h), np.int64)
+    pair_sum = np.empty((b, h - 1, flat.shape[-1]), np.float32)
+    scratch = np.empty_like(pair_sum)
     for first in range(h - 1):
         others = slice(first + 1, h)
-        m = 0.5 * (p[:, first : first + 1] + p[:, others])  # [B, H - first - 1, Tq, Tk]
-        mlogm = (m * np.log2(m + _TINY)).sum(axis=-1, dtype=np.float32)
-        js = 0.5 * (plogp[:, first : first + 1] + plogp[:, others]) - mlogm
+        s, t = pair_sum[:, : h - first - 1], scratch[:, : h - first - 1]
+        np.add(flat[:, first : first + 1], flat[:, others], out=s)
+        s += _TINY
+        np.log2(s, out=t)
+        t *= s
+        js = 0.5 * (plogp[:, first : first + 1] + plogp[:, others]) - (0.5 * row_sums(t) - 1.0)
         both = valid[:, first : first + 1] & valid[:, others]
         per_example = _row_mean(np.maximum(js, 0), both)  # [B, H - first - 1]
         present = ~np.isnan(per_example)

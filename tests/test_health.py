@@ -320,6 +320,18 @@ def test_js_divergence_hand_values():
     np.testing.assert_allclose(d, d.T)
 
 
+def test_causal_heads_compare_the_same_with_the_future_masked_or_zero():
+    rng = np.random.default_rng(3)
+    weights, _ = random_block(rng, 3, 4, 7)  # causal, NaN above the diagonal, some padding
+    zeros = np.where(np.isnan(weights), 0, weights)
+    mask = ~np.isnan(weights)
+    mask[..., np.triu_indices(7, k=1)[0], np.triu_indices(7, k=1)[1]] = True  # future attended
+    mask[..., 0, 1:] = False  # ... except for query 0, which stays a one-key (skipped) row
+    # NaN future: only the lower triangle is compared; zero future: the full rows are.
+    np.testing.assert_allclose(js_divergence(weights), js_divergence(zeros, mask=mask),
+                               rtol=1e-5, atol=1e-7)
+
+
 def test_heads_built_alike_cluster_together():
     rng = np.random.default_rng(0)
     t = 10
