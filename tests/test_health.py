@@ -199,6 +199,26 @@ def test_uniform_cross_attention_is_not_monotonic():
     assert [k for k, _ in one_head(matrix, cross=True)["sinks"]] == [7]
 
 
+def test_padded_cross_attention_gives_the_unpadded_answer():
+    # 6 target tokens over 8 source tokens, padded to 9 x 10 (NaN rows and keys).
+    matrix = np.zeros((6, 8), np.float32)
+    for i in range(6):
+        matrix[i, round(i * 8 / 6)] = 0.7
+        matrix[i, 7] += 0.3  # every target token also reads the last source token
+    padded = np.full((9, 10), NAN, np.float32)
+    padded[:6, :8] = matrix
+    plain, with_padding = one_head(matrix, cross=True), one_head(padded, cross=True)
+    # Path keys round(i * 8 / 6) = 0, 1, 3, 4, 5, 7. Rows 0..3 get 0.7 on the path. The best
+    # path moves row 4 from key 5 to key 6, whose band 5..7 holds 0.7 + 0.3; row 5 at key 7
+    # holds 1.0: (4 * 0.7 + 1.0 + 1.0) / 6 = 0.8.
+    assert plain["monotonic"] == pytest.approx(0.8)
+    assert with_padding["monotonic"] == pytest.approx(0.8)
+    # Source token 7 is a sink: alpha_7 = (5 * 0.3 + 1.0) / 6 over all 6 real queries.
+    assert [k for k, _ in with_padding["sinks"]] == [7]
+    assert with_padding["sinks"][0][1] == pytest.approx(2.5 / 6)
+    assert np.isnan(with_padding["sink_alpha"][8:]).all()  # padded keys: no alpha
+
+
 def test_masked_and_padded_rows_give_the_unpadded_answer():
     head = np.eye(4, k=-1, dtype=np.float32)
     head[0, 0] = 1.0
