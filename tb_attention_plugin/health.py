@@ -172,12 +172,15 @@ def _monotonic(rows, band):
     upper = np.minimum(np.arange(tk) + band + 1, tk)
     lower = np.maximum(np.arange(tk) - band, 0)
     on_band = cumulative[..., upper] - cumulative[..., lower]  # mass of keys j-band..j+band
+    # Padded rows add nothing (their p is 0 anyway; the mask makes it explicit). Query-major
+    # and contiguous, so that each step of the loop reads one block.
+    on_band = np.ascontiguousarray(
+        np.moveaxis(on_band * rows.valid[..., np.newaxis], 2, 0), dtype=np.float32
+    )
     score = np.zeros((b, h, tk), np.float32)
     for i in range(tq):
-        best_before = np.maximum.accumulate(score, axis=-1)  # path may stay or move right
-        score = np.where(
-            rows.valid[:, :, i, np.newaxis], best_before + on_band[:, :, i], best_before
-        )
+        np.maximum.accumulate(score, axis=-1, out=score)  # the path may stay or move right
+        score += on_band[i]
     count = rows.valid.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, score.max(axis=-1) / np.maximum(count, 1), np.nan)
