@@ -251,6 +251,9 @@ class HeadHealth:
         induction score.
       repeat_start: first query position of the second copy (default `repeat_offset`; pass
         `L + 1` when a BOS token was prepended to the probe).
+      causal: True to mask every key after its query (`k > i`). Keras returns 0, not NaN, at
+        masked positions: pass `causal=True` or the `mask`, or a causal row counts its future
+        keys as seen (entropy is normalised by the wrong count).
       cross: True for cross-attention (queries and keys are different sequences): scores
         monotonicity instead of previous-token / diagonal / induction, and sinks over all queries.
       similarity: also accumulate the head-by-head Jensen-Shannon divergence (`H^2 / 2` row
@@ -271,8 +274,9 @@ class HeadHealth:
     ```
     """
 
-    def __init__(self, repeat_offset=None, repeat_start=None, cross=False, similarity=True,
-                 sink_min_queries=SINK_MIN_QUERIES, monotonic_band=MONOTONIC_BAND):
+    def __init__(self, repeat_offset=None, repeat_start=None, causal=False, cross=False,
+                 similarity=True, sink_min_queries=SINK_MIN_QUERIES,
+                 monotonic_band=MONOTONIC_BAND):
         if repeat_offset is not None:
             repeat_offset = int(repeat_offset)
             if repeat_offset < 3:
@@ -292,6 +296,9 @@ class HeadHealth:
                 % (self.repeat_start, repeat_offset)
             )
         self.cross = bool(cross)
+        self.causal = bool(causal)
+        if self.causal and self.cross:
+            raise ValueError("causal applies to self-attention: cross must be False")
         self.similarity = bool(similarity)
         self.sink_min_queries = int(sink_min_queries)
         self.monotonic_band = int(monotonic_band)
@@ -347,6 +354,9 @@ class HeadHealth:
                 "a block of shape [*, %d, %d, %d] does not match the first block's [*, %d, %d, %d]"
                 % ((h, tq, tk) + self.shape)
             )
+        if self.causal:
+            future = np.triu(np.ones((tq, tk), bool), k=1)
+            mask = ~future if mask is None else _mask_for(mask, weights.shape) & ~future
         rows = _Rows(weights, mask)
 
         normalised, nats = _entropies(rows)

@@ -238,6 +238,19 @@ def test_masked_and_padded_rows_give_the_unpadded_answer():
     assert expected["diagonal"] == pytest.approx(0.25)  # row 0 only
 
 
+def test_causal_option_masks_a_zero_future():
+    head = previous_token_head(6)
+    zeros = np.nan_to_num(head)  # how Keras returns causal scores: 0, not NaN, in the future
+    as_nan, as_zeros = one_head(head), one_head(zeros, causal=True)
+    for name in ("entropy", "entropy_nats", "previous_token", "diagonal", "first_token"):
+        assert as_zeros[name] == pytest.approx(as_nan[name], abs=1e-7), name
+    np.testing.assert_allclose(as_zeros["sink_alpha"], as_nan["sink_alpha"])
+    # Without it, row 0 has 6 "visible" keys and counts: diagonal 1/6 instead of 0.
+    assert one_head(zeros)["diagonal"] == pytest.approx(1 / 6)
+    with pytest.raises(ValueError, match="causal applies to self-attention"):
+        HeadHealth(causal=True, cross=True)
+
+
 def test_keras_shaped_mask_gets_its_head_axis():
     weights = np.full((2, 3, 4, 4), 0.25, np.float32)
     mask = np.ones((2, 4, 4), bool)  # Keras MultiHeadAttention's [B, Tq, Tk]
