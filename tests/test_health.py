@@ -540,3 +540,10 @@ def test_bad_input_gets_a_clear_error():
     streamed = HeadHealth().update(eye)
     with pytest.raises(ValueError, match="does not match the first block"):
         streamed.update(np.eye(5, dtype=np.float32)[None, None])
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    outcome = doctest.testmod(health, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert outcome.attempted >= 15 and outcome.failed == 0
