@@ -535,7 +535,10 @@ def induction_probe(vocab_size, length, batch=64, seed=0, reserved_ids=(0,)):
         raise ValueError("batch must be >= 1, got %d" % batch)
     if vocab_size < 1:
         raise ValueError("vocab_size must be >= 1, got %d" % vocab_size)
-    allowed = np.setdiff1d(np.arange(vocab_size), np.asarray(list(reserved_ids), dtype=np.int64))
+    keep = np.ones(vocab_size, bool)
+    reserved = np.asarray(list(reserved_ids), dtype=np.int64)
+    keep[reserved[(reserved >= 0) & (reserved < vocab_size)]] = False
+    allowed = np.flatnonzero(keep)
     if allowed.size < 2:
         raise ValueError(
             "vocab_size %d with reserved_ids %r leaves %d token(s) to draw from: need at least 2"
@@ -543,7 +546,8 @@ def induction_probe(vocab_size, length, batch=64, seed=0, reserved_ids=(0,)):
         )
     rng = np.random.default_rng(seed)
     distinct = allowed.size >= length
-    first = np.stack([rng.choice(allowed, size=length, replace=not distinct) for _ in range(batch)])
+    picks = [rng.choice(allowed.size, size=length, replace=not distinct) for _ in range(batch)]
+    first = allowed[np.stack(picks)]
     return np.concatenate([first, first], axis=1).astype(np.int32), length
 
 
