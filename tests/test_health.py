@@ -547,3 +547,24 @@ def test_docstring_examples_run():
 
     outcome = doctest.testmod(health, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert outcome.attempted >= 15 and outcome.failed == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_measures_stay_in_their_ranges_on_random_heads(seed):
+    rng = np.random.default_rng(seed)
+    b, h, t = 3, 3, int(rng.integers(4, 12))
+    weights, logits = random_block(rng, b, h, t, causal_mask=bool(seed % 2))
+    weights[0, 0] = NAN  # an example in which head 0 has no row at all
+    result = head_health(weights, logits=logits, repeat_offset=3 if t >= 4 else None)
+    for name in ("entropy", "previous_token", "diagonal", "first_token", "induction"):
+        values = result[name]
+        assert not np.isnan(values).any(), name  # the other examples still count
+        assert ((values >= -1e-6) & (values <= 1 + 1e-6)).all(), (name, values)
+    assert (result["entropy_nats"] <= math.log(t) + 1e-5).all()
+    divergence = result["divergence"]
+    assert ((divergence >= 0) & (divergence <= 1 + 1e-6)).all()
+    np.testing.assert_allclose(divergence, divergence.T)
+    alpha = result["sink_alpha"]
+    assert ((alpha[~np.isnan(alpha)] >= 0) & (alpha[~np.isnan(alpha)] <= 1 + 1e-6)).all()
+    cross = head_health(weights[..., : t - 1, :], cross=True)["monotonic"]
+    assert ((cross > 0) & (cross <= 1 + 1e-6)).all()
