@@ -11,6 +11,9 @@ Jensen-Shannon similarity (the only measure quadratic in heads).
 
     python bench/bench_health.py [--layers 12] [--heads 12] [--examples 64] [--tokens 128]
                                  [--d-model 768] [--block 16] [--repeats 2]
+
+`measure(...)` returns the same figures as a dict, for bench/run.py. About 12 minutes at the
+default size on 2 shared cores (the forward pass dominates).
 """
 
 import argparse
@@ -73,6 +76,46 @@ def time_measures(args, offset, layers):
     return times
 
 
+def measure(layers=12, heads=12, examples=64, tokens=128, d_model=768, vocab=1000, block=16,
+            repeats=2):
+    """Times both sides, alternating; returns a dict of seconds (best of `repeats`) and ratios:
+    `forward_wall`, `forward_cpu`, `measures_wall`, `measures_cpu`, `similarity_wall`,
+    `ratio_wall`, `ratio_cpu` (for bench/run.py's table)."""
+    if tokens % 2:
+        raise ValueError("tokens must be even (an induction probe is two copies)")
+    args = argparse.Namespace(layers=layers, heads=heads, examples=examples, tokens=tokens,
+                              d_model=d_model, vocab=vocab, block=block)
+    from tb_attention_plugin import induction_probe
+
+    ids, offset = induction_probe(vocab, tokens // 2, batch=examples)
+    model = build_model(args)
+    model.predict(ids, batch_size=len(ids), verbose=0)  # build and trace, not timed
+
+    # Distinct attention per layer would hold 12 x 2 x 50 MB; the cost of the measures does
+    # not depend on the values, so three sharpness levels are cycled over the layers.
+    rng = np.random.default_rng(0)
+    shape = (examples, heads, tokens, tokens)
+    variants = [attention_like(rng, shape, sharpness) for sharpness in (0.5, 1.5, 3.0)]
+    attention = [variants[layer % len(variants)] for layer in range(layers)]
+
+    forwards, measures = [], []
+    for _ in range(repeats):  # alternate, so that both see the same machine load
+        forwards.append(time_forward(model, ids))
+        measures.append(time_measures(args, offset, attention))
+    (forward, forward_cpu), (full, cheap, full_cpu) = min(forwards), min(measures)
+    return {
+        "offset": offset,
+        "forward_wall": forward,
+        "forward_cpu": forward_cpu,
+        "measures_wall": full,
+        "measures_cpu": full_cpu,
+        "similarity_wall": full - cheap,
+        "without_similarity_wall": cheap,
+        "ratio_wall": full / forward,
+        "ratio_cpu": full_cpu / forward_cpu,
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=12)
@@ -86,38 +129,22 @@ def main():
     args = parser.parse_args()
     if args.tokens % 2:
         parser.error("--tokens must be even (an induction probe is two copies)")
-
-    from tb_attention_plugin import induction_probe
-
-    ids, offset = induction_probe(args.vocab, args.tokens // 2, batch=args.examples)
-    model = build_model(args)
-    model.predict(ids, batch_size=len(ids), verbose=0)  # build and trace, not timed
-
-    # Distinct attention per layer would hold 12 x 2 x 50 MB; the cost of the measures does
-    # not depend on the values, so three sharpness levels are cycled over the layers.
-    rng = np.random.default_rng(0)
-    shape = (args.examples, args.heads, args.tokens, args.tokens)
-    variants = [attention_like(rng, shape, sharpness) for sharpness in (0.5, 1.5, 3.0)]
-    layers = [variants[layer % len(variants)] for layer in range(args.layers)]
-
-    forwards, measures = [], []
-    for _ in range(args.repeats):  # alternate, so that both see the same machine load
-        forwards.append(time_forward(model, ids))
-        measures.append(time_measures(args, offset, layers))
-    (forward, forward_cpu), (full, cheap, full_cpu) = min(forwards), min(measures)
+    r = measure(args.layers, args.heads, args.examples, args.tokens, args.d_model, args.vocab,
+                args.block, args.repeats)
     print("probe: %d sequences x %d tokens (induction probe, L = %d); best of %d runs; %d CPUs"
-          % (args.examples, args.tokens, offset, args.repeats, os.cpu_count()))
+          % (args.examples, args.tokens, r["offset"], args.repeats, os.cpu_count()))
     print("forward pass, %d layers x %d heads, d_model %d:   %7.2f s wall, %7.2f s CPU"
-          % (args.layers, args.heads, args.d_model, forward, forward_cpu))
+          % (args.layers, args.heads, args.d_model, r["forward_wall"], r["forward_cpu"]))
     print("head-health measures, all layers, with similarity: %7.2f s wall, %7.2f s CPU"
-          " (blocks of %d)" % (full, full_cpu, args.block))
-    print("  of which Jensen-Shannon similarity:              %7.2f s wall" % (full - cheap))
+          " (blocks of %d)" % (r["measures_wall"], r["measures_cpu"], args.block))
+    print("  of which Jensen-Shannon similarity:              %7.2f s wall" % r["similarity_wall"])
     print("ratio measures / forward pass: %.2fx wall (target <= 1.5x: %s), %.2fx CPU; "
           "without similarity %.2fx wall"
-          % (full / forward, "yes" if full / forward <= 1.5 else "NO", full_cpu / forward_cpu,
-             cheap / forward))
+          % (r["ratio_wall"], "yes" if r["ratio_wall"] <= 1.5 else "NO", r["ratio_cpu"],
+             r["without_similarity_wall"] / r["forward_wall"]))
     print("(the forward pass uses every core, the measures one: with more cores or an "
           "accelerator the ratio grows; see docs/health.md, 'Cost per capture')")
+
 
 if __name__ == "__main__":
     main()
