@@ -23,6 +23,7 @@ _LAZY = {
     "attention": ("tb_attention_plugin.summary", "attention"),
     "AttentionWriter": ("tb_attention_plugin.writer", "AttentionWriter"),
     "AttentionLogger": ("tb_attention_plugin.callback", "AttentionLogger"),
+    "induction_probe": ("tb_attention_plugin.health", "induction_probe"),
 }
 
 __all__ = sorted(_LAZY)
