@@ -184,7 +184,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
             return wire.gzip_codes_from_zlib(codes, scale, stream or b""), "gzip"
         if stream is not None:
             try:
-                return wire.deflate_codes_from_zlib(*codes.shape, scale, stream), "deflate"
+                return wire.deflate_stored_codes(codes, scale, stream), "deflate"
             except wire.WireError:
                 pass
         return zlib.compress(wire.encode_codes(codes, scale), 1), "deflate"
