@@ -284,6 +284,7 @@ def v2_levels():
 
 
 _V2_LEVELS = v2_levels()
+_CHUNK_VALUES = 1 << 20  # values quantised at a time (a few MiB of float32 temporaries)
 # Between the last log level and the first linear one, round in the log domain.
 _V2_LINEAR_EDGE = math.sqrt(_V2_LEVELS[LOG_LEVELS] * _V2_LEVELS[LOG_LEVELS + 1])
 
@@ -337,8 +338,12 @@ def quantize(matrix, mask=None, version=None):
     if version != 2:
         raise ValueError("cannot write format version %r" % (version,))
     if scale > 0:
-        x = np.minimum(np.asarray(matrix, np.float32) / scale, np.float32(1))
-        codes = _levels_v2(x)
+        matrix = np.asarray(matrix, np.float32)
+        codes = np.empty(matrix.shape, np.uint16)
+        rows = max(1, _CHUNK_VALUES // max(1, matrix.shape[-1]))  # bounded temporaries
+        for start in range(0, matrix.shape[0], rows):
+            x = np.minimum(matrix[start:start + rows] / scale, np.float32(1))
+            codes[start:start + rows] = _levels_v2(x)
     else:
         codes = np.zeros(matrix.shape, np.uint16)
     if mask is not None:
