@@ -405,7 +405,8 @@ def encode_step(
 
     Nothing is written here: all validation happens before a writer touches a file.
     `version` is the format version to write: `metadata.FORMAT_VERSION` (2) unless given; 1
-    writes the old linear codes (for tests of reading old data).
+    writes the old linear codes (for tests of reading old data). No payload is larger than
+    `payload_bound(Tq * Tk)`: a step whose faithful codes would be is written as version 1.
     """
     array, rank, source_dtype = normalize_weights(weights)
     batch, heads, tq, tk = array.shape
@@ -419,12 +420,14 @@ def encode_step(
     version = metadata.FORMAT_VERSION if version is None else version
     if version not in ENCODINGS:
         raise ValueError("cannot write format version %r" % (version,))
-    payloads, scales = [], []
-    for b in range(batch):
-        for h in range(heads):
-            codes, scale = quantize(array[b, h], None if mask is None else mask[b, h], version)
-            payloads.append(zlib.compress(pack_codes(codes), 6))
-            scales.append(scale)
+    payloads, scales = _encode_payloads(array, mask, version)
+    if version == 2 and max(len(p) for p in payloads) > payload_bound(tq * tk):
+        # Faithful codes of weights spread evenly over [0, scale] (uniform random numbers, not
+        # a softmax head) can take more than a byte per value; a payload never exceeds what one
+        # byte per value compresses to at worst (size budgets count on it), so such a step is
+        # written with version 1's linear codes.
+        version = 1
+        payloads, scales = _encode_payloads(array, mask, version)
     header = {
         "version": version,
         "shape": [batch, heads, tq, tk],
@@ -439,6 +442,22 @@ def encode_step(
     }
     header_blob = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return [header_blob] + payloads + image_blobs
+
+
+def payload_bound(values):
+    """The most bytes a payload of `values` weights takes, in either version: zlib's
+    compressBound of one byte per value (`encode_step` keeps version 2 payloads within it)."""
+    return values + (values >> 12) + (values >> 14) + (values >> 25) + 13
+
+
+def _encode_payloads(array, mask, version):
+    payloads, scales = [], []
+    for b in range(array.shape[0]):
+        for h in range(array.shape[1]):
+            codes, scale = quantize(array[b, h], None if mask is None else mask[b, h], version)
+            payloads.append(zlib.compress(pack_codes(codes), 6))
+            scales.append(scale)
+    return payloads, scales
 
 
 def _is_int(value):

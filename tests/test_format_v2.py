@@ -176,3 +176,22 @@ def test_row_entropy_within_one_percent_at_8192_tokens(kind):
     decoded = encoding.codes_to_weights(encoding.decode_codes(blobs[1], header), header["scales"][0])
     assert len(blobs[1]) / weights.size <= 1.0
     check_faithful(decoded, weights, mask, header["scales"][0])
+
+
+def test_no_payload_exceeds_one_byte_per_value_at_worst():
+    """Size budgets count on `payload_bound`: weights spread evenly over [0, scale] (uniform
+    random numbers) would take about 1.1 bytes per value as faithful codes, so that step is
+    written as version 1; a softmax step of the same size stays version 2."""
+    rng = np.random.default_rng(5)
+    spread = rng.random((2, 256, 256)).astype(np.float32)
+    blobs = encoding.encode_step(spread)
+    header = encoding.decode_header(blobs[0])
+    assert header["version"] == 1 and header["encoding"] == "u8-zlib"
+    for i, blob in enumerate(blobs[1:]):
+        assert len(blob) <= encoding.payload_bound(256 * 256)
+        decoded = encoding.codes_to_weights(encoding.decode_codes(blob, header), header["scales"][i])
+        assert np.abs(decoded - spread[i]).max() <= encoding.MAX_ERROR
+    faithful = zlib.compress(encoding.pack_codes(encoding.quantize(spread[0])[0]), 6)
+    assert len(faithful) > encoding.payload_bound(256 * 256)  # the case is real
+    softmax, _ = attention_head("bidirectional", 256)
+    assert encoding.decode_header(encoding.encode_step(softmax)[0])["version"] == 2
