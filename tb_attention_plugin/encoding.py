@@ -61,6 +61,9 @@ V2_LEVELS = 1 + LOG_LEVELS + (LEVELS - LINEAR_FROM + 1)  # 441 levels, u = 0 .. 
 V2_MASKED = V2_LEVELS  # level index of a masked position in decoded uint16 codes
 ESCAPE = 254
 MAX_RELATIVE_ERROR = math.exp(LOG_STEP / 2) - 1  # 0.0279, for weights >= LOG_FLOOR * scale
+# A head of up to 64 values takes at most 2 bytes per value before zlib: this slack keeps
+# small heads version 2 within `payload_bound`.
+PAYLOAD_SLACK = 64
 # Weights a little outside [0, 1] are float rounding (fp16 softmax); further out is a user error.
 RANGE_TOLERANCE = 1e-3
 # One step's tensor must stay far below TensorBoard's 256 MiB gRPC response limit.
@@ -445,9 +448,15 @@ def encode_step(
 
 
 def payload_bound(values):
-    """The most bytes a payload of `values` weights takes, in either version: zlib's
-    compressBound of one byte per value (`encode_step` keeps version 2 payloads within it)."""
-    return values + (values >> 12) + (values >> 14) + (values >> 25) + 13
+    """The most bytes a payload of `values` weights takes, in either version, known before
+    encoding (size budgets count on it): zlib's compressBound of one byte per value, plus
+    `PAYLOAD_SLACK` for the extension bytes of small version 2 heads. `encode_step` keeps
+    every version 2 payload within it.
+
+    >>> payload_bound(16), payload_bound(1 << 20)
+    (93, 1048973)
+    """
+    return values + (values >> 12) + (values >> 14) + (values >> 25) + 13 + PAYLOAD_SLACK
 
 
 def _encode_payloads(array, mask, version):
