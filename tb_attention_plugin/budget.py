@@ -1,8 +1,9 @@
 """The per-capture byte budget of `AttentionLogger`: which part of a capture to keep.
 
 A capture is every logged layer at one step. Its size is bounded BEFORE encoding from the
-shapes alone: a stored value is one byte (u8 codes, see docs/format.md), zlib never grows a
-payload by more than `compress_bound`, and headers and images are counted from what they will
+shapes alone: a head's payload is at most `encoding.payload_bound` bytes (about one byte per
+value, see docs/format.md), zlib never grows a PNG by more than `compress_bound`, and headers
+and images are counted from what they will
 hold. The bound does not depend on the weights, so the same view (the same layers, heads and
 positions) is chosen at every step and steps stay comparable; measuring after encoding would
 keep more on peaky steps and less on diffuse ones, and encode work only to throw it away.

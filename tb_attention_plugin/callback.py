@@ -528,7 +528,7 @@ class AttentionLogger(keras.callbacks.Callback):
             layout = self._image_layout(record)
             examples, heads, kq, kk = self._kept_shape(record, view, layout)
             blobs = examples * heads
-            total += blobs * (budget_utils.compress_bound(kq * kk) + _BLOB_OVERHEAD)
+            total += blobs * (encoding.payload_bound(kq * kk) + _BLOB_OVERHEAD)
             total += _TAG_OVERHEAD + 2 * len(record.tag) + len(note.encode("utf-8"))
             query_role, key_role = self._roles(record)
             for role, length, keep, axis in ((query_role, record.scores.shape[2], kq, "query"),

@@ -4,6 +4,12 @@ See docs/format.md for the layout. Every writer (TensorFlow summary op, TensorFl
 Keras callback) goes through `encode_step`; every reader goes through `decode_header` and
 `decode_codes`.
 
+Format version 2 (written since) stores "faithful" log-linear codes (`u8-loglin-zlib`): every
+weight of at least 1e-6 of its head's largest decodes within 2.8% of its value and within
+`scale / 508` of it. Version 1 (`u8-zlib`, linear codes) is still read. `decode_codes` returns
+uint8 codes for a version 1 payload and uint16 level indices for a version 2 payload;
+`codes_to_weights` turns either into weights.
+
 Example:
 
 >>> import numpy as np
@@ -15,6 +21,8 @@ Example:
 >>> weights = codes_to_weights(decode_codes(blobs[1], header), header["scales"][0])
 >>> bool(abs(weights - 1 / 3).max() < 0.002)
 True
+>>> header["version"], header["encoding"], str(decode_codes(blobs[1], header).dtype)
+(2, 'u8-loglin-zlib', 'uint16')
 """
 
 import json
@@ -27,10 +35,35 @@ import numpy as np
 from tb_attention_plugin import metadata
 from tb_attention_plugin import png
 
-ENCODING = "u8-zlib"
-MASKED = 255
-LEVELS = 254  # codes 0..254 carry weights; 255 is "masked"
-MAX_ERROR = 1.0 / (2 * LEVELS)  # for weights in [0, 1]
+ENCODING_V1 = "u8-zlib"
+ENCODING_V2 = "u8-loglin-zlib"
+ENCODING = ENCODING_V2  # what writers write now
+ENCODINGS = {1: ENCODING_V1, 2: ENCODING_V2}  # format version -> payload encoding
+MASKED = 255  # the masked code of both versions' stored bytes
+LEVELS = 254  # v1: codes 0..254 carry weights code * scale / 254; 255 is "masked"
+# Both versions: |decoded - weight| <= scale * MAX_ERROR <= MAX_ERROR for weights in [0, 1].
+MAX_ERROR = 1.0 / (2 * LEVELS)
+
+# Version 2 codes (docs/format.md, "Payload encoding u8-loglin-zlib"). With x = weight / scale,
+# the decoded levels, ascending, indexed by a level index u:
+#   u = 0                       exactly 0
+#   u = 1 .. LOG_LEVELS         LOG_FLOOR * r**(u - 1), r = (LINEAR_FROM / 254 / LOG_FLOOR)**(1/203)
+#                               (log domain, ratio r = 1.0566: at most 2.8% relative error)
+#   u = LOG_LEVELS + 1 .. 440   (u - LOG_LEVELS - 1 + LINEAR_FROM) / 254
+#                               (linear, v1's grid from 18/254 up: at most scale/508 absolute)
+# Stored bytes: one primary byte per value (u itself when u < ESCAPE, ESCAPE for u >= ESCAPE,
+# MASKED), then one extension byte `u - ESCAPE` per escaped value, in row-major order.
+LOG_FLOOR = 1e-6
+LINEAR_FROM = 18
+LOG_LEVELS = 203
+LOG_STEP = math.log(LINEAR_FROM / LEVELS / LOG_FLOOR) / LOG_LEVELS  # ln r
+V2_LEVELS = 1 + LOG_LEVELS + (LEVELS - LINEAR_FROM + 1)  # 441 levels, u = 0 .. 440
+V2_MASKED = V2_LEVELS  # level index of a masked position in decoded uint16 codes
+ESCAPE = 254
+MAX_RELATIVE_ERROR = math.exp(LOG_STEP / 2) - 1  # 0.0279, for weights >= LOG_FLOOR * scale
+# A head of up to 64 values takes at most 2 bytes per value before zlib: this slack keeps
+# small heads version 2 within `payload_bound`.
+PAYLOAD_SLACK = 64
 # Weights a little outside [0, 1] are float rounding (fp16 softmax); further out is a user error.
 RANGE_TOLERANCE = 1e-3
 # One step's tensor must stay far below TensorBoard's 256 MiB gRPC response limit.
@@ -241,17 +274,123 @@ def normalize_images(images, batch, key_length, grid=None, prefix_tokens=None):
     return [png.encode_png(np.ascontiguousarray(image)) for image in array], info
 
 
-def quantize(matrix, mask=None):
-    """Quantises one `[Tq, Tk]` float32 matrix. Returns `(uint8 codes, float scale)`."""
+def v2_levels():
+    """The 441 decoded levels of format version 2 as float64 fractions of the scale, ascending.
+
+    >>> levels = v2_levels()
+    >>> len(levels), float(levels[0]), float(levels[1]), float(levels[-1])
+    (441, 0.0, 1e-06, 1.0)
+    """
+    log_part = LOG_FLOOR * np.exp(LOG_STEP * np.arange(LOG_LEVELS, dtype=np.float64))
+    linear_part = np.arange(LINEAR_FROM, LEVELS + 1, dtype=np.float64) / LEVELS
+    return np.concatenate([[0.0], log_part, linear_part])
+
+
+_V2_LEVELS = v2_levels()
+_CHUNK_VALUES = 1 << 20  # values quantised at a time (a few MiB of float32 temporaries)
+# Between the last log level and the first linear one, round in the log domain.
+_V2_LINEAR_EDGE = math.sqrt(_V2_LEVELS[LOG_LEVELS] * _V2_LEVELS[LOG_LEVELS + 1])
+
+
+def v2_table(scale):
+    """Float32 weights of the 442 version 2 level indices at `scale` (index 441: NaN, masked).
+
+    `v2_table(scale)[codes]` is `codes_to_weights(codes, scale)` for decoded version 2 codes.
+    """
+    table = np.empty(V2_LEVELS + 1, np.float32)
+    table[:V2_LEVELS] = _V2_LEVELS * np.float64(np.float32(scale))
+    table[V2_MASKED] = np.nan
+    return table
+
+
+def _levels_v2(x):
+    """Nearest version 2 level index of fractions `x` in [0, 1] (float32 array) as uint16."""
+    with np.errstate(divide="ignore"):
+        log_index = np.rint(np.log(np.maximum(x, np.float32(1e-30)) / np.float32(LOG_FLOOR))
+                            * np.float32(1 / LOG_STEP)) + 1
+    np.clip(log_index, 1, LOG_LEVELS, out=log_index)
+    linear_index = np.rint(x * np.float32(LEVELS)) + (LOG_LEVELS + 1 - LINEAR_FROM)
+    np.clip(linear_index, LOG_LEVELS + 1, V2_LEVELS - 1, out=linear_index)
+    index = np.where(x >= np.float32(_V2_LINEAR_EDGE), linear_index, log_index)
+    index[x < np.float32(LOG_FLOOR / 2)] = 0
+    return index.astype(np.uint16)
+
+
+def quantize(matrix, mask=None, version=None):
+    """Quantises one `[Tq, Tk]` float32 matrix. Returns `(codes, float scale)`.
+
+    Version 2 (the default, `metadata.FORMAT_VERSION`): uint16 level indices, `V2_MASKED`
+    where masked. Version 1: uint8 linear codes, 255 where masked (kept to write version 1
+    data for tests). `codes_to_weights(codes, scale)` decodes both.
+
+    >>> codes, scale = quantize(np.array([[1.0, 0.01, 1e-5, 0.0]], np.float32))
+    >>> [round(float(w), 7) for w in codes_to_weights(codes, scale)[0]]
+    [1.0, 0.0097783, 1.01e-05, 0.0]
+    """
+    version = metadata.FORMAT_VERSION if version is None else version
     attended = matrix if mask is None else matrix[mask]
     scale = np.float32(attended.max()) if attended.size else np.float32(0.0)
+    if version == 1:
+        if scale > 0:
+            codes = np.rint(matrix * (np.float32(LEVELS) / scale)).astype(np.uint8)
+        else:
+            codes = np.zeros(matrix.shape, np.uint8)
+        if mask is not None:
+            codes[~mask] = MASKED
+        return codes, float(scale)
+    if version != 2:
+        raise ValueError("cannot write format version %r" % (version,))
     if scale > 0:
-        codes = np.rint(matrix * (np.float32(LEVELS) / scale)).astype(np.uint8)
+        matrix = np.asarray(matrix, np.float32)
+        codes = np.empty(matrix.shape, np.uint16)
+        rows = max(1, _CHUNK_VALUES // max(1, matrix.shape[-1]))  # bounded temporaries
+        for start in range(0, matrix.shape[0], rows):
+            x = np.minimum(matrix[start:start + rows] / scale, np.float32(1))
+            codes[start:start + rows] = _levels_v2(x)
     else:
-        codes = np.zeros(matrix.shape, np.uint8)
+        codes = np.zeros(matrix.shape, np.uint16)
     if mask is not None:
-        codes[~mask] = MASKED
+        codes[~mask] = V2_MASKED
     return codes, float(scale)
+
+
+def pack_codes(codes):
+    """The stored (and wire) bytes of codes: v1 uint8 codes as they are; v2 uint16 level
+    indices as one primary byte per value, then one extension byte per escaped value.
+
+    >>> list(pack_codes(np.array([[0, 253, 254, 440, 441]], np.uint16)))
+    [0, 253, 254, 254, 255, 0, 186]
+    """
+    codes = np.asarray(codes)
+    if codes.dtype == np.uint8:
+        return np.ascontiguousarray(codes).tobytes()
+    if codes.dtype != np.uint16:
+        raise TypeError("codes must be uint8 (version 1) or uint16 (version 2), got %s" % codes.dtype)
+    flat = codes.ravel()
+    primary = np.minimum(flat, ESCAPE).astype(np.uint8)
+    primary[flat == V2_MASKED] = MASKED
+    extension = flat[(flat >= ESCAPE) & (flat != V2_MASKED)] - ESCAPE
+    return primary.tobytes() + extension.astype(np.uint8).tobytes()
+
+
+def unpack_v2(raw, rows, cols):
+    """Inverse of `pack_codes` for version 2 bytes; `FormatError` when their length is wrong."""
+    cells = rows * cols
+    primary = np.frombuffer(raw, np.uint8, count=min(cells, len(raw)))
+    escaped = primary == ESCAPE
+    escapes = int(np.count_nonzero(escaped))
+    if len(raw) != cells + escapes:
+        raise FormatError(
+            "payload holds %d bytes, expected %d (%dx%d codes and %d extension bytes)"
+            % (len(raw), cells + escapes, rows, cols, escapes)
+        )
+    codes = primary.astype(np.uint16)
+    codes[primary == MASKED] = V2_MASKED
+    extension = np.frombuffer(raw, np.uint8, offset=cells).astype(np.uint16)
+    if escapes and int(extension.max()) > V2_LEVELS - 1 - ESCAPE:
+        raise FormatError("payload extension byte %d is beyond the last level" % int(extension.max()))
+    codes[escaped] = extension + ESCAPE
+    return codes.reshape(rows, cols)
 
 
 def encode_step(
@@ -263,10 +402,14 @@ def encode_step(
     image_grid=None,
     prefix_tokens=None,
     reduced=None,
+    version=None,
 ):
     """Validates and encodes one step of one tag. Returns the list of blobs (bytes).
 
     Nothing is written here: all validation happens before a writer touches a file.
+    `version` is the format version to write: `metadata.FORMAT_VERSION` (2) unless given; 1
+    writes the old linear codes (for tests of reading old data). No payload is larger than
+    `payload_bound(Tq * Tk)`: a step whose faithful codes would be is written as version 1.
     """
     array, rank, source_dtype = normalize_weights(weights)
     batch, heads, tq, tk = array.shape
@@ -277,18 +420,23 @@ def encode_step(
     image_blobs, image_info = [], None
     if images is not None:
         image_blobs, image_info = normalize_images(images, batch, tk, image_grid, prefix_tokens)
-    payloads, scales = [], []
-    for b in range(batch):
-        for h in range(heads):
-            codes, scale = quantize(array[b, h], None if mask is None else mask[b, h])
-            payloads.append(zlib.compress(codes.tobytes(), 6))
-            scales.append(scale)
+    version = metadata.FORMAT_VERSION if version is None else version
+    if version not in ENCODINGS:
+        raise ValueError("cannot write format version %r" % (version,))
+    payloads, scales = _encode_payloads(array, mask, version)
+    if version == 2 and max(len(p) for p in payloads) > payload_bound(tq * tk):
+        # Faithful codes of weights spread evenly over [0, scale] (uniform random numbers, not
+        # a softmax head) can take more than a byte per value; a payload never exceeds what one
+        # byte per value compresses to at worst (size budgets count on it), so such a step is
+        # written with version 1's linear codes.
+        version = 1
+        payloads, scales = _encode_payloads(array, mask, version)
     header = {
-        "version": metadata.FORMAT_VERSION,
+        "version": version,
         "shape": [batch, heads, tq, tk],
         "source_rank": rank,
         "source_dtype": source_dtype,
-        "encoding": ENCODING,
+        "encoding": ENCODINGS[version],
         "scales": scales,
         "query_tokens": query_tokens,
         "key_tokens": key_tokens,
@@ -297,6 +445,28 @@ def encode_step(
     }
     header_blob = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return [header_blob] + payloads + image_blobs
+
+
+def payload_bound(values):
+    """The most bytes a payload of `values` weights takes, in either version, known before
+    encoding (size budgets count on it): zlib's compressBound of one byte per value, plus
+    `PAYLOAD_SLACK` for the extension bytes of small version 2 heads. `encode_step` keeps
+    every version 2 payload within it.
+
+    >>> payload_bound(16), payload_bound(1 << 20)
+    (93, 1048973)
+    """
+    return values + (values >> 12) + (values >> 14) + (values >> 25) + 13 + PAYLOAD_SLACK
+
+
+def _encode_payloads(array, mask, version):
+    payloads, scales = [], []
+    for b in range(array.shape[0]):
+        for h in range(array.shape[1]):
+            codes, scale = quantize(array[b, h], None if mask is None else mask[b, h], version)
+            payloads.append(zlib.compress(pack_codes(codes), 6))
+            scales.append(scale)
+    return payloads, scales
 
 
 def _is_int(value):
@@ -333,8 +503,10 @@ def decode_header(blob):
             "step written in format version %r; this tb-attention reads version(s) %s: upgrade "
             "tb-attention" % (version, sorted(metadata.SUPPORTED_VERSIONS))
         )
-    if header.get("encoding") != ENCODING:
-        raise FormatError("unknown payload encoding %r" % header.get("encoding"))
+    if header.get("encoding") != ENCODINGS[version]:
+        raise FormatError(
+            "unknown payload encoding %r for format version %d" % (header.get("encoding"), version)
+        )
     shape = header.get("shape")
     if (
         not isinstance(shape, list)
@@ -402,39 +574,64 @@ def image_index(header, example):
 
 
 def decode_codes(blob, header):
-    """Decompresses one payload blob into `uint8 [Tq, Tk]`; `FormatError` when malformed."""
+    """Decompresses one payload blob into codes `[Tq, Tk]` (uint8 for a version 1 header,
+    uint16 level indices for version 2); `FormatError` when malformed."""
     return inflate_codes(blob, header)[0]
 
 
 def inflate_codes(blob, header):
-    """Returns `(codes uint8 [Tq, Tk], whole)` of one payload blob; `FormatError` when malformed.
+    """Returns `(codes [Tq, Tk], whole)` of one payload blob; `FormatError` when malformed.
 
-    `whole` is True when the blob is exactly one zlib stream, nothing after its checksum (zlib
-    has then checked the stored Adler-32 against these codes), so its deflate stream can be
-    handed on as it is.
+    `codes` are uint8 for a version 1 header (or one without `version`), uint16 level indices
+    for version 2. `whole` is True when the blob is exactly one zlib stream, nothing after its
+    checksum (zlib has then checked the stored Adler-32 against these codes), so its deflate
+    stream can be handed on as it is.
 
-    >>> blob = encode_step(np.full((2, 2), 0.5, np.float32))[1]
+    >>> blob = encode_step(np.full((2, 2), 0.5, np.float32), version=1)[1]
     >>> codes, whole = inflate_codes(blob, {"shape": [1, 1, 2, 2]})
     >>> codes.tolist(), whole
     ([[254, 254], [254, 254]], True)
     """
     tq, tk = header["shape"][2:]
-    expected = tq * tk
+    cells = tq * tk
+    faithful = header.get("version", 1) >= 2
+    # Bounded (no zip bombs): version 2 holds at most one extension byte per value.
+    limit = 2 * cells if faithful else cells
     try:
         inflater = zlib.decompressobj()
-        raw = inflater.decompress(bytes(blob), expected + 1)  # bounded: no zip bombs
+        raw = inflater.decompress(bytes(blob), limit + 1)
     except zlib.error as e:
         raise FormatError("payload is not valid zlib data: %s" % e) from None
-    if len(raw) != expected or not inflater.eof:
+    if len(raw) > limit or not inflater.eof or len(raw) < cells:
         raise FormatError(
-            "payload holds %s bytes, expected %d (%dx%d)"
-            % (len(raw) if len(raw) <= expected else "more than %d" % expected, expected, tq, tk)
+            "payload holds %s bytes, expected %s (%dx%d)"
+            % (
+                len(raw) if len(raw) <= limit else "more than %d" % limit,
+                cells if not faithful else "%d to %d" % (cells, limit),
+                tq,
+                tk,
+            )
         )
-    return np.frombuffer(raw, np.uint8).reshape(tq, tk), not inflater.unused_data
+    if faithful:
+        codes = unpack_v2(raw, tq, tk)
+    elif len(raw) != cells:
+        raise FormatError("payload holds %d bytes, expected %d (%dx%d)" % (len(raw), cells, tq, tk))
+    else:
+        codes = np.frombuffer(raw, np.uint8).reshape(tq, tk)
+    return codes, not inflater.unused_data
 
 
 def codes_to_weights(codes, scale):
-    """Dequantises codes into float32 weights, NaN where masked."""
+    """Dequantises codes into float32 weights, NaN where masked.
+
+    uint8 codes are version 1 (`code * scale / 254`, 255 masked); uint16 codes are version 2
+    level indices (`v2_table(scale)[codes]`, `V2_MASKED` masked).
+    """
+    codes = np.asarray(codes)
+    if codes.dtype == np.uint16:
+        if codes.size and int(codes.max()) > V2_MASKED:
+            raise FormatError("level index %d is beyond the last level" % int(codes.max()))
+        return v2_table(scale)[codes]
     weights = codes.astype(np.float32) * (np.float32(scale) / np.float32(LEVELS))
     weights[codes == MASKED] = np.nan
     return weights

@@ -9,9 +9,9 @@ import json
 from tensorboard.compat.proto import summary_pb2
 
 PLUGIN_NAME = "attention"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: faithful log-linear codes (docs/format.md); 1: linear codes
 # Versions this reader understands. A step written by a newer writer is reported, not guessed at.
-SUPPORTED_VERSIONS = frozenset({1})
+SUPPORTED_VERSIONS = frozenset({1, 2})
 
 
 def create_summary_metadata(description=None):

@@ -219,7 +219,7 @@ def test_grown_run_computes_only_new_steps_and_reports_unreadable_ones(tmp_path)
 
     write_step(writer, "layer", softmax_with_mask(rng, (1, 2, 4, 4), mask), 4)
     future = encoding.encode_step(softmax_with_mask(rng, (1, 2, 4, 4), mask))
-    future[0] = future[0].replace(b'"version":1', b'"version":99')
+    future[0] = future[0].replace(b'"version":2', b'"version":99')
     writer.write_blobs("layer", future, 5)
     writer.close()
     multiplexer.Reload()

@@ -29,7 +29,8 @@ def header_with(**changes):
         (b"", "not UTF-8 JSON"),
         (b"\xff\xfe", "not UTF-8 JSON"),
         (b"[1, 2]", "not a JSON object"),
-        (header_with(version=2), "format version 2"),
+        (header_with(version=3), "format version 3"),
+        (header_with(version=1), "unknown payload encoding 'u8-loglin-zlib' for format version 1"),
         (header_with(version=None), "format version None"),
         (header_with(encoding="f16"), "unknown payload encoding"),
         (header_with(shape=[2, 3, 5]), "4 positive integers"),
@@ -51,14 +52,16 @@ def test_malformed_headers_are_rejected(blob, words):
         encoding.decode_header(blob)
 
 
-def test_short_oversized_and_corrupt_payloads_are_rejected():
-    blobs = good_step()
+@pytest.mark.parametrize("version,limit", [(1, 30), (2, 60)])
+def test_short_oversized_and_corrupt_payloads_are_rejected(version, limit):
+    blobs = encoding.encode_step(WEIGHTS, version=version)
     header = encoding.decode_header(blobs[0])
+    assert header["version"] == version
     good = encoding.decode_codes(blobs[1], header)
     assert good.shape == (5, 6)
     with pytest.raises(encoding.FormatError, match="expected 30"):
         encoding.decode_codes(zlib.compress(bytes(29)), header)
-    with pytest.raises(encoding.FormatError, match="more than 30"):
+    with pytest.raises(encoding.FormatError, match="more than %d" % limit):
         encoding.decode_codes(zlib.compress(bytes(10_000_000)), header)  # a zip bomb stops early
     with pytest.raises(encoding.FormatError, match="zlib"):
         encoding.decode_codes(b"not zlib at all", header)
@@ -83,7 +86,7 @@ def test_random_header_bytes_never_escape_format_error(blob):
         header = encoding.decode_header(blob)
     except encoding.FormatError:
         return
-    assert header["version"] in (1,)
+    assert header["version"] in (1, 2)
 
 
 @settings(max_examples=300, deadline=None)

@@ -112,7 +112,7 @@ def logdir(tmp_path_factory):
         flipped[2] = flipped[2][:40] + bytes([flipped[2][40] ^ 0x10]) + flipped[2][41:]
         writer.write_blobs("broken/large_flipped_byte", flipped, 20)
     write_raw_event(root / "train", "broken/future_metadata", encoding.encode_step(VIT), 20,
-                    b'{"version": 2}')
+                    b'{"version": 3}')
     with tba.AttentionWriter(root / "sampled") as writer:
         for step in range(SAMPLED_STEPS):
             writer.attention("tiny", np.full((2, 2), 0.5, np.float32), step)
@@ -264,12 +264,13 @@ def test_matrix_serves_every_head_within_the_encoding_error(client):
             for head in range(3):
                 matrix = get_matrix(client, run="train", tag="encoder/self_attention",
                                     step=step, example=example, head=head)
-                assert matrix.dtype == wire_format.DTYPE_CODES
+                assert matrix.dtype == wire_format.DTYPE_FAITHFUL  # format v2 codes, as stored
                 assert (matrix.rows, matrix.cols) == (8, 7)
                 values = matrix.weights()
                 want = expected[example, head]
                 np.testing.assert_array_equal(np.isnan(values), np.isnan(want))
                 assert np.nanmax(np.abs(values - want)) <= encoding.MAX_ERROR + 1e-7
+                assert np.nanmax(np.abs(values - want) / want) <= encoding.MAX_RELATIVE_ERROR
 
 
 @pytest.mark.parametrize("tag", sorted(TF_OP_WEIGHTS))
@@ -473,6 +474,18 @@ def test_deflate_answer_reuses_stored_compression():
     assert len(body) < 4000
     with pytest.raises(wire_format.WireError):
         wire_format.deflate_codes_from_zlib(300, 300, 0.5, b"\x1f\x8b not zlib")
+    # Format v2 codes: primary bytes plus extension bytes, dtype 3, the same reuse.
+    faithful = np.full((300, 300), 150, np.uint16)
+    faithful[:, 150:] = encoding.V2_MASKED
+    faithful[::7, ::3] = 300  # escaped: an extension byte each
+    faithful[::5, 1::3] = 254  # escaped with extension byte 0
+    stored = encoding.pack_codes(faithful)
+    assert len(stored) > faithful.size
+    for level in range(10):
+        body = wire_format.deflate_stored_codes(faithful, 0.5, zlib.compress(stored, level))
+        assert zlib.decompress(body) == wire_format.encode_codes(faithful, 0.5), level
+    decoded = wire_format.decode(zlib.decompress(body))
+    assert decoded.dtype == wire_format.DTYPE_FAITHFUL and np.array_equal(decoded.data, faithful)
 
 
 def test_large_matrix_gzip_reuses_stored_compression(tmp_path):
@@ -485,6 +498,10 @@ def test_large_matrix_gzip_reuses_stored_compression(tmp_path):
     assert len(zipped) < 2000
     refused = wire_format.gzip_codes_from_zlib(codes, 0.5, zlib.compress(codes.tobytes()) + b"junk")
     assert gzip.decompress(refused) == wire_format.encode_codes(codes, 0.5)
+    faithful, scale = encoding.quantize(np.linspace(0, 0.5, 90000, dtype=np.float32).reshape(300, 300))
+    zipped = wire_format.gzip_codes_from_zlib(faithful, scale, zlib.compress(encoding.pack_codes(faithful)))
+    assert gzip.decompress(zipped) == wire_format.encode_codes(faithful, scale)
+    assert np.array_equal(wire_format.decode(gzip.decompress(zipped)).data, faithful)
 
 
 @pytest.mark.parametrize(

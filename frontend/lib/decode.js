@@ -2,8 +2,10 @@
  * Decodes the binary answer of `GET ./matrix` (the wire format of docs/format.md and the team
  * contract) into a matrix of weights.
  *
- * Layout (little-endian): "TBAT" magic, u8 version (1), u8 dtype (1 = uint8 codes, 2 = float32),
- * u16 reserved, u32 rows, u32 cols, f32 scale, then rows*cols codes or floats.
+ * Layout (little-endian): "TBAT" magic, u8 version (1), u8 dtype (1 = uint8 linear codes of
+ * format v1, 2 = float32, 3 = faithful codes of format v2), u16 reserved, u32 rows, u32 cols,
+ * f32 scale, then rows*cols codes or floats; for dtype 3 rows*cols primary bytes followed by one
+ * extension byte per primary byte 254 (docs/format.md, "u8-loglin-zlib").
  *
  * Example:
  *
@@ -17,8 +19,18 @@ export const WIRE_VERSION = 1;
 export const HEADER_BYTES = 20;
 export const DTYPE_CODES = 1;
 export const DTYPE_FLOAT32 = 2;
+export const DTYPE_FAITHFUL = 3;
 export const MASKED_CODE = 255;
 export const LEVELS = 254;
+// Faithful codes (format v2), the same constants as tb_attention_plugin/encoding.py.
+export const LOG_FLOOR = 1e-6;
+export const LINEAR_FROM = 18;
+export const LOG_LEVELS = 203;
+export const LOG_STEP = Math.log(LINEAR_FROM / LEVELS / LOG_FLOOR) / LOG_LEVELS;
+export const ESCAPE = 254;
+/** Level indices 0..440; a primary byte 254 is followed (after all primary bytes) by `u - 254`. */
+export const V2_LEVELS = 1 + LOG_LEVELS + (LEVELS - LINEAR_FROM + 1);
+export const MAX_EXTENSION = V2_LEVELS - 1 - ESCAPE;
 /** Largest matrix the viewer accepts (4096 x 4096); anything bigger is a corrupt header. */
 export const MAX_CELLS = 4096 * 4096;
 
@@ -36,6 +48,28 @@ function asBytes(buffer) {
     return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
   }
   throw new WireFormatError(`expected an ArrayBuffer, got ${Object.prototype.toString.call(buffer)}`);
+}
+
+/**
+ * The weight of every format v2 level index 0..440 at `scale`, as a Float32Array (441 entries):
+ * 0 is exactly 0; 1..203 are `1e-6 * r**(u - 1) * scale` (log domain, r = 1.0566); 204..440
+ * are `(u - 186) / 254 * scale` (v1's linear grid from 18/254 up).
+ *
+ *   faithfulLevels(1)[1] === Math.fround(1e-6);  faithfulLevels(0.5)[440] === 0.5
+ */
+export function faithfulLevels(scale) {
+  const levels = new Float32Array(V2_LEVELS);
+  for (let u = 1; u <= LOG_LEVELS; u++) levels[u] = LOG_FLOOR * Math.exp(LOG_STEP * (u - 1)) * scale;
+  for (let u = LOG_LEVELS + 1; u < V2_LEVELS; u++) {
+    levels[u] = ((u - LOG_LEVELS - 1 + LINEAR_FROM) / LEVELS) * scale;
+  }
+  return levels;
+}
+
+function countEscapes(bytes, start, cells) {
+  let escapes = 0;
+  for (let i = start, end = start + cells; i < end; i++) if (bytes[i] === ESCAPE) escapes++;
+  return escapes;
 }
 
 /**
@@ -59,7 +93,9 @@ export function decodeMatrix(buffer) {
     throw new WireFormatError(`wire version ${version} is not supported (this viewer reads version ${WIRE_VERSION})`);
   }
   const dtype = view.getUint8(5);
-  if (dtype !== DTYPE_CODES && dtype !== DTYPE_FLOAT32) throw new WireFormatError(`unknown dtype ${dtype}`);
+  if (dtype !== DTYPE_CODES && dtype !== DTYPE_FLOAT32 && dtype !== DTYPE_FAITHFUL) {
+    throw new WireFormatError(`unknown dtype ${dtype}`);
+  }
   const rows = view.getUint32(8, true);
   const cols = view.getUint32(12, true);
   const scale = view.getFloat32(16, true);
@@ -67,8 +103,11 @@ export function decodeMatrix(buffer) {
   if (rows * cols > MAX_CELLS) throw new WireFormatError(`matrix ${rows}x${cols} is larger than ${MAX_CELLS} cells`);
   if (!Number.isFinite(scale) || scale < 0) throw new WireFormatError(`invalid scale ${scale}`);
   const cells = rows * cols;
-  const itemBytes = dtype === DTYPE_CODES ? 1 : 4;
-  const expected = HEADER_BYTES + cells * itemBytes;
+  const itemBytes = dtype === DTYPE_FLOAT32 ? 4 : 1;
+  let expected = HEADER_BYTES + cells * itemBytes;
+  if (dtype === DTYPE_FAITHFUL && bytes.length >= expected) {
+    expected += countEscapes(bytes, HEADER_BYTES, cells);  // one extension byte per escape
+  }
   if (bytes.length !== expected) {
     throw new WireFormatError(
       `matrix ${rows}x${cols} needs ${expected} bytes, the answer has ${bytes.length}`);
@@ -79,6 +118,28 @@ export function decodeMatrix(buffer) {
     for (let i = 0; i < cells; i++) {
       const code = bytes[HEADER_BYTES + i];
       values[i] = code === MASKED_CODE ? NaN : code * step;
+    }
+  } else if (dtype === DTYPE_FAITHFUL) {
+    // The browser maps codes to weights through tables: 256 entries for the primary byte
+    // (254 = escape, 255 = masked) and one per extension byte.
+    const levels = faithfulLevels(scale);
+    const primary = new Float32Array(256);
+    primary.set(levels.subarray(0, ESCAPE));
+    primary[ESCAPE] = NaN;
+    primary[MASKED_CODE] = NaN;
+    let next = HEADER_BYTES + cells;
+    for (let i = 0; i < cells; i++) {
+      const code = bytes[HEADER_BYTES + i];
+      if (code !== ESCAPE) {
+        values[i] = primary[code];
+        continue;
+      }
+      const extension = bytes[next++];
+      if (extension > MAX_EXTENSION) {
+        throw new WireFormatError(
+          `extension byte ${extension} at row ${Math.floor(i / cols)}, column ${i % cols} is beyond the last level`);
+      }
+      values[i] = levels[ESCAPE + extension];
     }
   } else {
     for (let i = 0; i < cells; i++) {

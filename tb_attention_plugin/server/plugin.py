@@ -173,7 +173,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
             return wire_format.gzip_codes_from_zlib(codes, scale, stream or b""), "gzip"
         if stream is not None:
             try:
-                return wire_format.deflate_codes_from_zlib(*codes.shape, scale, stream), "deflate"
+                return wire_format.deflate_stored_codes(codes, scale, stream), "deflate"
             except wire_format.WireError:
                 pass
         return zlib.compress(wire_format.encode_codes(codes, scale), 1), "deflate"

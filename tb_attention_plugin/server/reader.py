@@ -184,7 +184,8 @@ class AttentionReader:
         return header
 
     def header_and_head(self, ctx, experiment_id, run, tag, datum, example, head):
-        """Returns `(header, uint8 codes [Tq, Tk], scale, stream)` of one head.
+        """Returns `(header, codes [Tq, Tk], scale, stream)` of one head (codes as
+        `encoding.decode_codes` gives them: uint8 for a format v1 step, uint16 for v2).
 
         `stream` is the stored payload when it is exactly one zlib stream whose checksum zlib
         verified against `codes` (its deflate blocks can be served as they are), else None.

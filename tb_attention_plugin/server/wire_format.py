@@ -5,17 +5,20 @@ Layout (little-endian), also in docs/http_api.md:
 ```
 offset 0  4 bytes  magic "TBAT"
 offset 4  u8       wire version = 1
-offset 5  u8       dtype: 1 = uint8 codes (255 = masked, value = code*scale/254),
-                          2 = float32 values (NaN = masked)
+offset 5  u8       dtype: 1 = uint8 linear codes of format v1 (255 = masked,
+                              value = code*scale/254),
+                          2 = float32 values (NaN = masked),
+                          3 = faithful codes of format v2 (docs/format.md, u8-loglin-zlib)
 offset 6  u16      reserved, 0
 offset 8  u32      rows (Tq)
 offset 12 u32      cols (Tk)
-offset 16 f32      scale (dtype 1; 1.0 for dtype 2)
-offset 20          payload: rows*cols bytes (dtype 1) or rows*cols*4 bytes (dtype 2)
+offset 16 f32      scale (dtypes 1 and 3; 1.0 for dtype 2)
+offset 20          payload: rows*cols bytes (dtype 1), rows*cols*4 bytes (dtype 2), or
+                   rows*cols primary bytes + one extension byte per primary 254 (dtype 3)
 ```
 
-One head goes out as the stored codes (dtype 1), so the server never re-quantises; a mean over
-heads is no longer on the 254-level grid of one scale and goes out as float32 (dtype 2).
+One head goes out as the stored codes (dtype 1 or 3, as the step was written), so the server
+never re-quantises; a mean over heads is on no code grid and goes out as float32 (dtype 2).
 
 Example:
 
@@ -35,10 +38,13 @@ import zlib
 
 import numpy as np
 
+from tb_attention_plugin import encoding
+
 MAGIC = b"TBAT"
 WIRE_VERSION = 1
 DTYPE_CODES = 1
 DTYPE_FLOAT32 = 2
+DTYPE_FAITHFUL = 3
 MASKED = 255
 LEVELS = 254
 HEADER = struct.Struct("<4sBBHIIf")  # 20 bytes
@@ -52,7 +58,8 @@ class WireError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class WireMatrix:
-    """A decoded /matrix answer: `data` is uint8 codes (dtype 1) or float32 values (dtype 2)."""
+    """A decoded /matrix answer: `data` is uint8 codes (dtype 1), float32 values (dtype 2) or
+    uint16 level indices of format version 2 (dtype 3)."""
 
     dtype: int
     rows: int
@@ -64,6 +71,8 @@ class WireMatrix:
         """Returns float32 `[rows, cols]` weights, NaN where masked."""
         if self.dtype == DTYPE_FLOAT32:
             return self.data
+        if self.dtype == DTYPE_FAITHFUL:
+            return encoding.codes_to_weights(self.data, self.scale)
         weights = self.data.astype(np.float32) * (np.float32(self.scale) / np.float32(LEVELS))
         weights[self.data == MASKED] = np.nan
         return weights
@@ -73,11 +82,19 @@ def _header(dtype, rows, cols, scale):
     return HEADER.pack(MAGIC, WIRE_VERSION, dtype, 0, rows, cols, scale)
 
 
+def codes_dtype(codes):
+    """The wire dtype of decoded codes: 1 for v1 uint8 codes, 3 for v2 uint16 level indices."""
+    return DTYPE_FAITHFUL if np.asarray(codes).dtype == np.uint16 else DTYPE_CODES
+
+
 def encode_codes(codes, scale):
-    """Encodes uint8 codes `[rows, cols]` (as stored, 255 = masked) with their scale."""
-    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    """Encodes codes `[rows, cols]` as `encoding.decode_codes` returns them (v1 uint8 codes,
+    255 = masked: dtype 1; v2 uint16 level indices: dtype 3, packed as stored) with their scale."""
+    codes = np.asarray(codes)
+    if codes.dtype != np.uint16:
+        codes = codes.astype(np.uint8, copy=False)
     rows, cols = codes.shape
-    return _header(DTYPE_CODES, rows, cols, scale) + codes.tobytes()
+    return _header(codes_dtype(codes), rows, cols, scale) + encoding.pack_codes(codes)
 
 
 def encode_values(values):
@@ -97,9 +114,15 @@ def decode(body):
         raise WireError("bad magic %r" % magic)
     if version != WIRE_VERSION:
         raise WireError("unknown wire version %d" % version)
-    item = {DTYPE_CODES: 1, DTYPE_FLOAT32: 4}.get(dtype)
+    item = {DTYPE_CODES: 1, DTYPE_FLOAT32: 4, DTYPE_FAITHFUL: 1}.get(dtype)
     if item is None:
         raise WireError("unknown dtype %d" % dtype)
+    if dtype == DTYPE_FAITHFUL:
+        try:
+            data = encoding.unpack_v2(body[HEADER.size:], rows, cols)
+        except encoding.FormatError as e:
+            raise WireError(str(e)) from None
+        return WireMatrix(dtype=dtype, rows=rows, cols=cols, scale=float(scale), data=data)
     if len(body) != HEADER.size + rows * cols * item:
         raise WireError(
             "payload is %d bytes, expected %d for %dx%d"
@@ -119,9 +142,11 @@ def gzip_codes_from_zlib(codes, scale, zlib_payload):
     followed by the payload's own deflate blocks: no recompression, only a CRC-32 over the codes.
     Falls back to compressing afresh when the payload is not a plain zlib stream of `codes`.
     """
-    codes = np.ascontiguousarray(codes, dtype=np.uint8)
-    raw_codes = codes.tobytes()
-    header = _header(DTYPE_CODES, codes.shape[0], codes.shape[1], scale)
+    codes = np.asarray(codes)
+    if codes.dtype != np.uint16:
+        codes = codes.astype(np.uint8, copy=False)
+    raw_codes = encoding.pack_codes(codes)
+    header = _header(codes_dtype(codes), codes.shape[0], codes.shape[1], scale)
     payload = bytes(zlib_payload)
     plain_zlib = (
         len(payload) >= 6
@@ -139,10 +164,31 @@ def gzip_codes_from_zlib(codes, scale, zlib_payload):
     return _GZIP_MEMBER_HEADER + stored_block + payload[2:-4] + trailer
 
 
-def deflate_codes_from_zlib(rows, cols, scale, zlib_payload):
+def deflate_stored_codes(codes, scale, zlib_payload):
+    """`deflate_codes_from_zlib` for a head's decoded codes (v1 uint8 or v2 uint16) and the
+    stored payload they were inflated from (`encoding.inflate_codes` said it is whole).
+
+    >>> import numpy as np
+    >>> codes, scale = encoding.quantize(np.array([[1.0, 0.5], [1e-4, 0.0]], np.float32))
+    >>> stored = zlib.compress(encoding.pack_codes(codes))
+    >>> zlib.decompress(deflate_stored_codes(codes, scale, stored)) == encode_codes(codes, scale)
+    True
+    """
+    codes = np.asarray(codes)
+    length = codes.size
+    if codes.dtype == np.uint16:  # v2: one extension byte per escaped value
+        length += int(np.count_nonzero((codes >= encoding.ESCAPE) & (codes != encoding.V2_MASKED)))
+    return deflate_codes_from_zlib(
+        codes.shape[0], codes.shape[1], scale, zlib_payload, codes_dtype(codes), length
+    )
+
+
+def deflate_codes_from_zlib(rows, cols, scale, zlib_payload, dtype=DTYPE_CODES, length=None):
     """Returns the body for `Content-Encoding: deflate` (RFC 1950 zlib) of a stored head's codes.
 
-    `zlib_payload` must be exactly `zlib.compress(codes)` of `rows x cols` codes, nothing after
+    `length` is the payload's inflated length (default `rows * cols`, v1 codes); `dtype` the
+    wire dtype of those bytes. `zlib_payload` must be exactly `zlib.compress(codes)` of `rows x
+    cols` codes (and a v2 payload's extension bytes), nothing after
     it, its checksum already verified (`encoding.inflate_codes` says so). The answer is the
     payload's own zlib header, our 20-byte wire header as one uncompressed ("stored") deflate
     block, the payload's deflate blocks as they are, and the Adler-32 of header + codes combined
@@ -157,10 +203,11 @@ def deflate_codes_from_zlib(rows, cols, scale, zlib_payload):
     payload = bytes(zlib_payload)
     if not _is_plain_zlib(payload):
         raise WireError("payload is not a plain zlib stream")
-    header = _header(DTYPE_CODES, rows, cols, scale)
+    header = _header(dtype, rows, cols, scale)
     stored_block = b"\x00" + struct.pack("<HH", len(header), len(header) ^ 0xFFFF) + header
     checksum = _adler32_combine(
-        zlib.adler32(header), struct.unpack(">I", payload[-4:])[0], rows * cols
+        zlib.adler32(header), struct.unpack(">I", payload[-4:])[0],
+        rows * cols if length is None else length,
     )
     return payload[:2] + stored_block + payload[2:-4] + struct.pack(">I", checksum)
 

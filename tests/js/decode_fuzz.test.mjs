@@ -3,7 +3,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import {decodeMatrix, WireFormatError, HEADER_BYTES, MAX_CELLS} from "../../frontend/lib/decode.js";
-import {wireBuffer, float32Payload} from "./wire.mjs";
+import {wireBuffer, float32Payload, faithfulPayload} from "./wire_format.mjs";
 
 /** mulberry32: a small seeded PRNG, so a failure reproduces from its seed. */
 function prng(seed) {
@@ -20,9 +20,14 @@ function prng(seed) {
 function goodBuffer(random) {
   const rows = 1 + Math.floor(random() * 6);
   const cols = 1 + Math.floor(random() * 6);
-  if (random() < 0.5) {
+  const kind = random();
+  if (kind < 0.35) {
     const codes = Uint8Array.from({length: rows * cols}, () => Math.floor(random() * 256));
     return wireBuffer({rows, cols, scale: random(), payload: codes});
+  }
+  if (kind < 0.7) {  // format v2 level indices 0..441 (441 = masked), many escaped
+    const levels = Array.from({length: rows * cols}, () => Math.floor(random() * 442));
+    return wireBuffer({dtype: 3, rows, cols, scale: random(), payload: faithfulPayload(levels)});
   }
   const values = Array.from({length: rows * cols}, () => (random() < 0.1 ? NaN : random()));
   return wireBuffer({dtype: 2, rows, cols, payload: float32Payload(values)});
@@ -67,17 +72,26 @@ function randomBytes(random) {
 function checkDecoded(buffer, matrix) {
   assert.ok(matrix.rows >= 1 && matrix.cols >= 1 && matrix.rows * matrix.cols <= MAX_CELLS);
   assert.equal(matrix.values.length, matrix.rows * matrix.cols);
-  assert.equal(buffer.byteLength, HEADER_BYTES + matrix.values.length * (matrix.dtype === 1 ? 1 : 4));
+  const cells = matrix.values.length;
+  if (matrix.dtype === 3) {
+    // One primary byte per value and one extension byte per primary 254.
+    const primary = new Uint8Array(buffer instanceof ArrayBuffer ? buffer : buffer.buffer, HEADER_BYTES, cells);
+    const escapes = primary.reduce((n, code) => n + (code === 254 ? 1 : 0), 0);
+    assert.equal(buffer.byteLength, HEADER_BYTES + cells + escapes);
+  } else {
+    assert.equal(buffer.byteLength, HEADER_BYTES + cells * (matrix.dtype === 1 ? 1 : 4));
+  }
   assert.ok(Number.isFinite(matrix.scale) && matrix.scale >= 0);
   for (const value of matrix.values) {
     // Every weight is masked (NaN) or a finite non-negative number the colour scale can place.
     assert.ok(Number.isNaN(value) || (Number.isFinite(value) && value >= 0), `value ${value}`);
     if (matrix.dtype === 1 && !Number.isNaN(value)) assert.ok(value <= matrix.scale * (255 / 254) + 1e-6);
+    if (matrix.dtype === 3 && !Number.isNaN(value)) assert.ok(value <= Math.fround(matrix.scale) * (1 + 1e-6));
   }
 }
 
 test("mutated and random buffers decode consistently or throw WireFormatError", () => {
-  const outcomes = {decoded: 0, rejected: 0};
+  const outcomes = {decoded: 0, rejected: 0, faithful: 0};
   for (let seed = 1; seed <= 4000; seed++) {
     const random = prng(seed);
     const buffer = seed % 4 === 0 ? randomBytes(random) : mutate(goodBuffer(random), random);
@@ -97,9 +111,11 @@ test("mutated and random buffers decode consistently or throw WireFormatError", 
       throw error;
     }
     outcomes.decoded++;
+    if (matrix.dtype === 3) outcomes.faithful++;
   }
   // Both branches are exercised, or the fuzzing proves nothing.
   assert.ok(outcomes.decoded > 200 && outcomes.rejected > 1000, JSON.stringify(outcomes));
+  assert.ok(outcomes.faithful > 100, JSON.stringify(outcomes));
 });
 
 test("float32 answers with infinite or negative weights are rejected", () => {

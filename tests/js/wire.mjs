@@ -1,4 +1,5 @@
-// Builds /matrix answers in the wire format for the decoder tests.
+// Builds /matrix answers in the wire format for the decoder tests (dtype 3: pass the payload,
+// primary bytes then extension bytes, or use faithfulPayload).
 export function wireBuffer({magic = "TBAT", version = 1, dtype = 1, rows, cols, scale = 1, payload}) {
   const itemBytes = dtype === 2 ? 4 : 1;
   const length = payload === undefined ? rows * cols * itemBytes : payload.byteLength;
@@ -20,4 +21,11 @@ export function float32Payload(values) {
   const view = new DataView(bytes.buffer);
   values.forEach((v, i) => view.setFloat32(i * 4, v, true));
   return bytes;
+}
+
+/** Primary bytes and extension bytes (format v2, wire dtype 3) of level indices 0..440, 441 = masked. */
+export function faithfulPayload(levels) {
+  const primary = levels.map((u) => (u === 441 ? 255 : Math.min(u, 254)));
+  const extension = levels.filter((u) => u >= 254 && u !== 441).map((u) => u - 254);
+  return Uint8Array.from([...primary, ...extension]);
 }
