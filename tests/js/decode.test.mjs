@@ -2,7 +2,7 @@ import test from "node:test";
 import assert from "node:assert/strict";
 import {readFileSync} from "node:fs";
 import {decodeMatrix, faithfulLevels, maxValue, matrixRow, WireFormatError} from "../../frontend/lib/decode.js";
-import {wireBuffer, float32Payload, faithfulPayload} from "./wire_format.mjs";
+import {wireBuffer, float32Payload, faithfulPayload} from "./wire.mjs";
 
 /** The level of format v2 index u at `scale`, from docs/format.md's definition. */
 function level(u, scale) {

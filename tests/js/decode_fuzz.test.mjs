@@ -3,7 +3,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import {decodeMatrix, WireFormatError, HEADER_BYTES, MAX_CELLS} from "../../frontend/lib/decode.js";
-import {wireBuffer, float32Payload, faithfulPayload} from "./wire_format.mjs";
+import {wireBuffer, float32Payload, faithfulPayload} from "./wire.mjs";
 
 /** mulberry32: a small seeded PRNG, so a failure reproduces from its seed. */
 function prng(seed) {
