@@ -196,3 +196,19 @@ def test_no_payload_exceeds_one_byte_per_value_at_worst():
     assert len(faithful) > encoding.payload_bound(256 * 256)  # the case is real
     softmax, _ = attention_head("bidirectional", 256)
     assert encoding.decode_header(encoding.encode_step(softmax)[0])["version"] == 2
+
+
+def test_the_tensorflow_summary_op_writes_faithful_codes(tmp_path):
+    """The TF op (as AttentionLogger and model code call it) goes through the same encoder."""
+    import tensorflow as tf
+
+    from readback import read_back
+
+    weights, mask = attention_head("causal", 1024, seed=7)
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default(step=3):
+        tba.attention("layer", tf.constant(weights), mask=tf.constant(mask))
+    writer.close()
+    (step, header, stored), = read_back(tmp_path)["."]["layer"]
+    assert step == 3 and header["version"] == 2 and header["encoding"] == "u8-loglin-zlib"
+    check_faithful(stored[0, 0], weights, mask, header["scales"][0])
