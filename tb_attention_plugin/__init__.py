@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "attention": ("tb_attention_plugin.summary", "attention"),
     "AttentionWriter": ("tb_attention_plugin.writer", "AttentionWriter"),
-    "AttentionLogger": ("tb_attention_plugin.callback", "AttentionLogger"),
+    "AttentionLogger": ("tb_attention_plugin.logger.callback", "AttentionLogger"),
 }
 
 __all__ = sorted(_LAZY)

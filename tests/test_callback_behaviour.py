@@ -16,8 +16,8 @@ import pytest  # noqa: E402
 
 import callback_helpers as helpers  # noqa: E402
 from tb_attention_plugin import AttentionLogger  # noqa: E402
-from tb_attention_plugin import capture  # noqa: E402
-from tb_attention_plugin.callback import AttentionLoggerWarning  # noqa: E402
+from tb_attention_plugin.logger import capture  # noqa: E402
+from tb_attention_plugin.logger.callback import AttentionLoggerWarning  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

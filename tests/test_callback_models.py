@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tb_attention_plugin import AttentionLogger  # noqa: E402
-from tb_attention_plugin.callback import AttentionLoggerWarning  # noqa: E402
+from tb_attention_plugin.logger.callback import AttentionLoggerWarning  # noqa: E402
 import callback_helpers as helpers  # noqa: E402
 
 VOCABULARY = ["<pad>"] + ["w%d" % i for i in range(1, 40)]
@@ -447,7 +447,7 @@ def test_keras_hub_vit(tmp_path):
                                   rng.integers(1, len(VOCABULARY), size=(2, 6)))),
 ])
 def test_traced_capture_equals_eager_capture(build, probe):
-    from tb_attention_plugin import capture
+    from tb_attention_plugin.logger import capture
 
     keras.utils.set_random_seed(0)
     model = build()

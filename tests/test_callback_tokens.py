@@ -8,7 +8,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tb_attention_plugin import tokens  # noqa: E402
+from tb_attention_plugin.logger import tokens  # noqa: E402
 
 
 def test_vocabulary_list_maps_ids_and_marks_unknown_ids():

@@ -15,10 +15,10 @@ import warnings
 import keras
 import numpy as np
 
-from tb_attention_plugin import budget as budget_utils
-from tb_attention_plugin import capture
+from tb_attention_plugin.logger import budget as budget_utils
+from tb_attention_plugin.logger import capture
 from tb_attention_plugin import encoding
-from tb_attention_plugin import tokens as token_utils
+from tb_attention_plugin.logger import tokens as token_utils
 
 
 # Below this even one small layer with its tokens may not fit.
