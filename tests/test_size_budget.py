@@ -16,9 +16,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import callback_helpers as helpers  # noqa: E402
-from tb_attention_plugin import AttentionLogger  # noqa: E402
+from tb_attention_plugin import AttentionLogger, AttentionLoggerWarning  # noqa: E402
 from tb_attention_plugin import encoding  # noqa: E402
-from tb_attention_plugin.logger.callback import AttentionLoggerWarning  # noqa: E402
 
 LAYERS = 12
 HEADS = 12
