@@ -40,6 +40,8 @@ import json
 
 import numpy as np
 
+from tb_attention_plugin import stats
+
 TOKEN_FLOOR = 64
 DEFAULT_BYTES_PER_STEP = 4 * 2**20
 # Below this even one small layer with its tokens may not fit.
@@ -188,8 +190,6 @@ def capture_bytes(calls, view, note=None, images_shape=None, statistics=False):
       images_shape: `(batch, height, width, channels)` of the probe images, or None.
       statistics: Whether per-head statistics scalars are written too.
     """
-    from tb_attention_plugin import stats
-
     note_bytes = len((note or "").encode("utf-8"))
     total = 0
     for call in _kept_calls(calls, view):

@@ -118,8 +118,6 @@ class AttentionLogger(keras.callbacks.Callback):
         run_eagerly=False,
     ):
         super().__init__()
-        if probe is None:
-            raise ValueError("probe is required: a small batch of model inputs")
         self.options = options_utils.check_options(
             log_dir, update_freq=update_freq, layers=layers, token_roles=token_roles,
             image_grid=image_grid, prefix_tokens=prefix_tokens, max_examples=max_examples,
@@ -128,7 +126,7 @@ class AttentionLogger(keras.callbacks.Callback):
         )
         self.log_dir = self.options.log_dir
         self.update_freq = update_freq
-        self.probe = probe_utils.Probe(probe, max_examples, images=images,
+        self.probe = probe_utils.Probe(probe, self.options.limits.max_examples, images=images,
                                        image_grid=self.options.image_grid,
                                        prefix_tokens=self.options.prefix_tokens)
         self._token_lists = token_utils.resolve_tokens(self.probe.inputs, tokens=tokens,

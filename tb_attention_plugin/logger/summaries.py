@@ -19,6 +19,8 @@ import math
 
 import numpy as np
 
+from tb_attention_plugin import stats
+
 from tb_attention_plugin.logger import budget
 
 
@@ -112,8 +114,6 @@ def summary_item(call, view, note, kept_layers, layers, probe_size, images=None,
 
 def head_statistics(item):
     """`{"<tag>/<statistic>/head_<h>": value}` of an item (NaN statistics left out)."""
-    from tb_attention_plugin import stats
-
     weights = item.weights if item.mask is None else np.where(item.mask, item.weights, np.nan)
     grid, prefix = item.image_grid, item.prefix_tokens or 0
     if grid is not None and weights.shape[-2] != weights.shape[-1]:

@@ -144,13 +144,12 @@ def _as_token_lists(tokens, name):
 
 
 def _by_role(value, name):
-    """`{role: value}` from a `tokens=`/`vocabulary=` argument: one value or a source/target dict."""
+    """`{role: value}` of a `tokens=` or `vocabulary=` argument: one value or a dict by role."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         return {TOKENS: value}
-    unknown = sorted(str(key) for key in value if key not in DICT_ROLES)
-    if unknown or not value:
+    if not value or any(key not in DICT_ROLES for key in value):
         raise ValueError(
             '%s as a dict takes the keys "source" and "target" (encoder-decoder models), got %s'
             % (name, ", ".join(repr(key) for key in value) if value else "an empty dict")
