@@ -8,7 +8,7 @@ HERE = pathlib.Path(__file__).parent
 
 setuptools.setup(
     name="tb-attention",
-    version="0.1.0",
+    version="0.2.0",
     description="Attention heatmaps for TensorBoard: per step, layer and head, with real tokens.",
     long_description=(HERE / "README.md").read_text(encoding="utf-8")
     if (HERE / "README.md").exists()

@@ -139,12 +139,12 @@ def main(argv=None):
     print("model: 6 attention layers (width 64, 4 heads), %d steps per epoch; %d run(s) of %d "
           "epochs per variant, interleaved epoch by epoch"
           % (steps_per_epoch, args.repeats, args.epochs))
-    print("AttentionLogger defaults: every_n_steps=100, on_epoch_end=True, max_examples=2")
+    print("AttentionLogger defaults: update_freq=100 (and each epoch end), max_examples=2")
     for repeat in range(args.repeats):
         # One training run, cut into one-epoch fit calls so that the two variants alternate
         # often (load from other processes hits both alike). The logger keeps its state
         # across the calls, so it captures exactly what one long fit would.
-        logger = TimedAttentionLogger(logdir, probe, subdir="run_%d" % repeat)
+        logger = TimedAttentionLogger(os.path.join(logdir, "run_%d" % repeat), probe)
         for epoch in range(args.epochs):
             order = ("plain", "logged") if epoch % 2 == 0 else ("logged", "plain")
             times = {}

@@ -7,7 +7,7 @@ Example, inside a demo's `train`:
 settings = training.sized_settings(SIZES, small, epochs)
 ...
 seconds = training.fit_logged(model, run_dir, x, y, (test_x, test_y), settings, verbose,
-                              probe=probe, every_n_steps=50, max_examples=4)
+                              probe=probe, update_freq=50, max_examples=4)
 return training.write_result(run_dir, settings, learning_rate, seed, seconds, 4,
                              test_accuracy=0.9)
 ```

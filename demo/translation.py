@@ -215,7 +215,7 @@ SIZES = {
 
 
 def train(logdir, run_name="translation", epochs=None, small=False, learning_rate=1e-3,
-          probe_examples=4, seed=0, every_n_steps=50, verbose=2):
+          probe_examples=4, seed=0, update_freq=50, verbose=2):
     """Trains the translator and logs loss and attention under `<logdir>/<run_name>`.
 
     Saves the model as `<logdir>/<run_name>/model.keras` and a summary (settings, final loss,
@@ -246,9 +246,8 @@ def train(logdir, run_name="translation", epochs=None, small=False, learning_rat
         settings,
         verbose,
         probe=probe,
-        source_tokens=source_tokens,
-        target_tokens=target_tokens,
-        every_n_steps=every_n_steps,
+        tokens={"source": source_tokens, "target": target_tokens},
+        update_freq=update_freq,
         max_examples=probe_examples,
     )
 

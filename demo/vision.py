@@ -177,7 +177,7 @@ SIZES = {
 
 
 def train(logdir, run_name="vision", epochs=None, small=False, learning_rate=1e-3,
-          probe_examples=4, seed=0, every_n_steps=50, verbose=2):
+          probe_examples=4, seed=0, update_freq=50, verbose=2):
     """Trains the ViT and logs loss, accuracy and attention under `<logdir>/<run_name>`.
 
     The probe images are the first `probe_examples` test images; the run directory also gets
@@ -210,7 +210,7 @@ def train(logdir, run_name="vision", epochs=None, small=False, learning_rate=1e-
         images=probe,
         image_grid=GRID,
         prefix_tokens=PREFIX_TOKENS,
-        every_n_steps=every_n_steps,
+        update_freq=update_freq,
         max_examples=probe_examples,
     )
     history = model.history.history

@@ -4,7 +4,10 @@ Public API (imported lazily, so that TensorBoard's plugin loader stays light):
 
 - `attention(name, weights, step=None, ...)`: the TensorFlow summary op.
 - `AttentionWriter(logdir)`: the same summaries without TensorFlow (JAX, PyTorch, numpy).
-- `AttentionLogger(log_dir, probe=...)`: a Keras callback that logs every attention layer.
+- `AttentionLogger(log_dir="logs", probe=...)`: a Keras callback that logs every attention
+  layer to `<log_dir>/train`.
+- `AttentionLoggerWarning`: the warning it gives for what it could not log (importing it does
+  not import Keras).
 
 Example:
 
@@ -17,12 +20,13 @@ model.fit(x, y, callbacks=[tba.AttentionLogger("logs", probe=x[:2])])
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "attention": ("tb_attention_plugin.summary", "attention"),
     "AttentionWriter": ("tb_attention_plugin.writer", "AttentionWriter"),
-    "AttentionLogger": ("tb_attention_plugin.callback", "AttentionLogger"),
+    "AttentionLogger": ("tb_attention_plugin.logger.callback", "AttentionLogger"),
+    "AttentionLoggerWarning": ("tb_attention_plugin.logger.problems", "AttentionLoggerWarning"),
     "induction_probe": ("tb_attention_plugin.health", "induction_probe"),
 }
 

@@ -50,7 +50,7 @@ def read_logs(logdir):
 
 
 def attention_layers(model):
-    from tb_attention_plugin import capture
+    from tb_attention_plugin.logger import capture
 
     classes = tuple(capture.attention_classes())
     return [

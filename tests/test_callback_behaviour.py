@@ -15,9 +15,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import callback_helpers as helpers  # noqa: E402
-from tb_attention_plugin import AttentionLogger  # noqa: E402
-from tb_attention_plugin import capture  # noqa: E402
-from tb_attention_plugin.callback import AttentionLoggerWarning  # noqa: E402
+from tb_attention_plugin import AttentionLogger, AttentionLoggerWarning  # noqa: E402
+from tb_attention_plugin.logger import capture  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,7 +68,7 @@ def test_cadence_with_steps_per_execution_over_two_fit_calls(tmp_path):
     model = small_model()
     model.compile("adam", "mse", steps_per_execution=3)
     x, y = data(30)
-    logger = AttentionLogger(str(tmp_path), x[:2], every_n_steps=4)
+    logger = AttentionLogger(str(tmp_path), x[:2], update_freq=4)
     _, caught = fit_recording_warnings(model, x, y, [logger], batch_size=3, epochs=1)
     _, caught2 = fit_recording_warnings(model, x, y, [logger], batch_size=3, epochs=1)
     # 10 batches per epoch, run 3 at a time: the optimizer step after each execution is
@@ -86,7 +85,7 @@ def test_coexists_with_keras_tensorboard_update_freq(tmp_path):
     model = small_model()
     x, y = data(20)
     tensorboard = keras.callbacks.TensorBoard(str(tmp_path), update_freq=2)
-    logger = AttentionLogger(str(tmp_path), x[:2], every_n_steps=3)
+    logger = AttentionLogger(str(tmp_path), x[:2], update_freq=3)
     _, caught = fit_recording_warnings(model, x, y, [tensorboard, logger], batch_size=4, epochs=2)
     attention, scalars = helpers.read_logs(tmp_path)
     # Odd steps (3, 9) survive TensorBoard's global record_if(step % 2 == 0).
@@ -103,7 +102,7 @@ def test_unwritable_log_dir_warns_once_and_training_completes(tmp_path):
     blocker.write_text("a file where the log directory should be")
     model = small_model()
     x, y = data(16)
-    logger = AttentionLogger(str(blocker / "logs"), x[:2], every_n_steps=1)
+    logger = AttentionLogger(str(blocker / "logs"), x[:2], update_freq=1)
     history, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=2)
     assert len(history.history["loss"]) == 2
     assert len(caught) == 1, [str(w.message) for w in caught]
@@ -142,12 +141,12 @@ def test_broken_layer_warns_once_others_are_logged(tmp_path, broken_class, reaso
     layers = [keras.layers.MultiHeadAttention(2, 4, name="good"), broken_class(2, 4, name="bad")]
     model = small_model(layers)
     x, y = data(16)
-    logger = AttentionLogger(str(tmp_path), x[:2], every_n_steps=1, run_eagerly=run_eagerly)
+    logger = AttentionLogger(str(tmp_path), x[:2], update_freq=1, run_eagerly=run_eagerly)
     history, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=2)
     assert len(history.history["loss"]) == 2
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and "bad" in messages[0] and reason in messages[0], messages
-    assert (logger._compiled is None) == run_eagerly
+    assert (logger._probe_capture.compiled is None) == run_eagerly
     attention, _ = helpers.read_logs(tmp_path)
     assert sorted(attention["train"]) == ["good"]
     assert sorted(attention["train"]["good"]) == list(range(9))
@@ -164,7 +163,7 @@ def test_log_dir_removed_during_training_is_created_again(tmp_path):
 
     model = small_model()
     x, y = data(16)
-    logger = AttentionLogger(str(tmp_path), x[:2], every_n_steps=2)
+    logger = AttentionLogger(str(tmp_path), x[:2], update_freq=2)
     history, caught = fit_recording_warnings(model, x, y, [RemoveLogDir(), logger],
                                              batch_size=4, epochs=2)
     assert len(history.history["loss"]) == 2
@@ -178,7 +177,7 @@ def test_log_dir_removed_during_training_is_created_again(tmp_path):
 def test_probe_that_does_not_fit_the_model_warns_once(tmp_path):
     model = small_model()
     x, y = data(16)
-    logger = AttentionLogger(str(tmp_path), np.zeros((2, 3, 3), "int32"), every_n_steps=1)
+    logger = AttentionLogger(str(tmp_path), np.zeros((2, 3, 3), "int32"), update_freq=1)
     history, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=2)
     assert len(history.history["loss"]) == 2
     assert len(caught) == 1 and "capturing attention failed" in str(caught[0].message)
@@ -193,7 +192,7 @@ def test_unreadable_attention_layers_are_named_in_one_warning(tmp_path):
     model = small_model([keras.layers.MultiHeadAttention(2, 4, name="mha"),
                          HomemadeAttention(name="homemade")])
     x, y = data(8)
-    logger = AttentionLogger(str(tmp_path), x[:2], every_n_steps=1)
+    logger = AttentionLogger(str(tmp_path), x[:2], update_freq=1)
     _, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=1)
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and "homemade (HomemadeAttention)" in messages[0], messages
@@ -206,7 +205,7 @@ def test_model_without_attention_warns_once(tmp_path):
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
     model.compile("adam", "mse")
     x, y = data(8)
-    logger = AttentionLogger(str(tmp_path), x[:2].astype("float32"), every_n_steps=1)
+    logger = AttentionLogger(str(tmp_path), x[:2].astype("float32"), update_freq=1)
     history, caught = fit_recording_warnings(model, x.astype("float32"), y, [logger],
                                              batch_size=4, epochs=2)
     assert len(history.history["loss"]) == 2
@@ -255,7 +254,7 @@ def test_layer_selection_by_pattern(tmp_path):
               keras.layers.MultiHeadAttention(2, 4, name="decoder_attention")]
     model = small_model(layers)
     x, y = data(8)
-    logger = AttentionLogger(str(tmp_path), x[:2], layers="decoder*", every_n_steps=None)
+    logger = AttentionLogger(str(tmp_path), x[:2], layers="decoder*", update_freq="epoch")
     fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=1)
     attention, _ = helpers.read_logs(tmp_path)
     assert sorted(attention["train"]) == ["decoder_attention"]
@@ -270,7 +269,7 @@ def test_limits_crop_heads_and_tokens_with_a_note(tmp_path):
     x, y = data(8, length=10)
     tokens = [["t%d" % i for i in range(10)]]
     logger = AttentionLogger(str(tmp_path), x[:3], tokens=tokens, max_examples=1, max_heads=2,
-                             max_tokens=6, every_n_steps=None)
+                             max_tokens=6, update_freq="epoch")
     _, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=2)
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1, messages
@@ -324,7 +323,7 @@ def test_mixed_precision_scores_are_float32(tmp_path):
     try:
         model = small_model()
         x, y = data(8)
-        logger = AttentionLogger(str(tmp_path), x[:2], every_n_steps=None)
+        logger = AttentionLogger(str(tmp_path), x[:2], update_freq="epoch")
         _, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=1)
         references = helpers.references_by_tag(model, x[:2], lambda layer: layer.path)
     finally:
@@ -341,19 +340,40 @@ def test_mixed_precision_scores_are_float32(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"probe": None}, "probe is required"),
-    ({"every_n_steps": 0}, "every_n_steps must be a positive integer"),
+    ({"update_freq": 0}, "update_freq must be a positive integer"),
     ({"max_examples": 0}, "max_examples must be a positive integer"),
     ({"token_roles": {"*": ("source", "nope")}}, "token_roles"),
     ({"vocabulary": ["a", "b"], "probe": np.zeros((2, 4, 4, 3), "float32")},
      "holds no integer token-id array"),
     ({"images": np.zeros((2, 4, 4, 5))}, r"images must have shape \[batch, height, width"),
     ({"images": np.zeros((1, 4, 4, 3))}, "images holds 1 examples, the probe logs 2"),
+    ({"update_freq": "steps"}, "update_freq must be a positive integer"),
+    ({"update_freq": True}, "update_freq must be a positive integer"),
+    ({"tokens": {"encoder": ["a", "b", "c", "d"]}},
+     'tokens as a dict takes the keys "source" and "target"'),
+    ({"vocabulary": {"source": ["a"], "decoder": ["b"]}},
+     'vocabulary as a dict takes the keys "source" and "target"'),
+    ({"prefix_tokens": -1}, "prefix_tokens must be a non-negative integer"),
 ])
 def test_bad_arguments_are_clear_errors(kwargs, message):
     arguments = {"log_dir": "logs", "probe": np.zeros((2, 4), "int32")}
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
         AttentionLogger(**arguments)
+
+
+def test_update_freq_names_and_the_warning_class_without_keras():
+    probe = np.zeros((2, 4), "int32")
+    assert AttentionLogger("logs", probe, update_freq="batch").options.update_steps == 1
+    assert AttentionLogger("logs", probe, update_freq="epoch").options.update_steps is None
+    assert AttentionLogger(probe=probe).options.run_dir == os.path.join("logs", "train")
+    # The warning class is public and importing it does not import Keras or TensorFlow.
+    code = ("import sys, tb_attention_plugin as tba;"
+            "assert issubclass(tba.AttentionLoggerWarning, UserWarning);"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow')))")
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, timeout=120).stdout
+    assert imported.strip() == "[]"
 
 
 # ------------------------------------------------------------------------- other backends
@@ -371,7 +391,7 @@ BACKEND_SCRIPT = textwrap.dedent("""
     x = np.random.randint(1, 20, (8, 6)); y = np.zeros((8, 1), "float32")
     before = model.predict(x, verbose=0)
     model.fit(x, y, batch_size=4, epochs=2, verbose=0,
-              callbacks=[AttentionLogger(sys.argv[1], x[:2], every_n_steps=1)])
+              callbacks=[AttentionLogger(sys.argv[1], x[:2], update_freq=1)])
     assert not [k for k in model.get_layer("mha").__dict__ if k in ("call", "_compute_attention")]
 """)
 
@@ -398,7 +418,7 @@ def test_model_checkpoint_and_saving_are_unaffected(tmp_path):
     model = small_model()
     x, y = data(16)
     checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "model.keras"))
-    logger = AttentionLogger(str(tmp_path / "logs"), x[:2], every_n_steps=1)
+    logger = AttentionLogger(str(tmp_path / "logs"), x[:2], update_freq=1)
     _, caught = fit_recording_warnings(model, x, y, [logger, checkpoint], batch_size=4,
                                        epochs=2)
     assert not caught
@@ -416,8 +436,8 @@ def test_token_roles_override_and_tokens_that_do_not_fit(tmp_path):
     model = small_model(layers, length=4)
     x, y = data(8, length=4)
     source, target = ["s0", "s1", "s2", "s3"], ["t0", "t1", "t2", "t3"]
-    logger = AttentionLogger(str(tmp_path), x[:1], source_tokens=source, target_tokens=target,
-                             token_roles={"sec*": ("target", "source")}, every_n_steps=None)
+    logger = AttentionLogger(str(tmp_path), x[:1], tokens={"source": source, "target": target},
+                             token_roles={"sec*": ("target", "source")}, update_freq="epoch")
     _, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=1)
     assert not caught
     attention, _ = helpers.read_logs(tmp_path)
@@ -427,7 +447,7 @@ def test_token_roles_override_and_tokens_that_do_not_fit(tmp_path):
     assert (second["query_tokens"], second["key_tokens"]) == ([target], [source])
 
     logger = AttentionLogger(str(tmp_path / "short"), x[:1], tokens=["only", "three", "tokens"],
-                             every_n_steps=None)
+                             update_freq="epoch")
     _, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=1)
     messages = sorted(str(w.message) for w in caught)
     assert len(messages) == 4, messages  # one per (layer, axis)
@@ -446,7 +466,7 @@ def test_given_patch_grid_for_a_non_square_image(tmp_path):
     model.compile("adam", "mse")
     pixels = np.random.default_rng(0).integers(0, 256, size=(4, 8, 16, 3)).astype("uint8")
     logger = AttentionLogger(str(tmp_path), pixels[:2].astype("float32"), images=pixels[:2],
-                             image_grid=(2, 4), every_n_steps=None)
+                             image_grid=(2, 4), update_freq="epoch")
     _, caught = fit_recording_warnings(model, pixels.astype("float32"), np.zeros((4, 1)),
                                        [logger], batch_size=2, epochs=1)
     assert not caught
@@ -460,7 +480,7 @@ def test_given_patch_grid_for_a_non_square_image(tmp_path):
 def test_new_optimizer_going_back_in_steps_warns_once_and_never_repeats_a_step(tmp_path):
     model = small_model()
     x, y = data(16)
-    logger = AttentionLogger(str(tmp_path), x[:2], every_n_steps=2)
+    logger = AttentionLogger(str(tmp_path), x[:2], update_freq=2)
     fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=2)
     model.compile("adam", "mse")  # a new optimizer: its step starts at 0 again
     _, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=3)
@@ -477,10 +497,8 @@ def test_writer_without_tensorflow_writes_the_same_summaries(tmp_path):
     logger = AttentionLogger(str(tmp_path), x[:2], tokens=[["w"] * 8], statistics=True)
     logger.set_model(model)
     records = capture.capture_attention(model, x[:2], capture.find_attention_layers(model)[0])
-    view, note = logger._view_for(records.records)
-    count = len(records.records)
-    items = [logger._summary_item(record, view, note, count, count) for record in records.records]
-    logger._write_plain(items, {"mha/entropy/head_0": 0.5}, step=7)
+    items = logger._summary_items(records.records)
+    logger._writer.write_plain(items, {"mha/entropy/head_0": 0.5}, step=7)
     logger.on_train_end()
     attention, scalars = helpers.read_logs(tmp_path)
     step = attention["train"]["mha"][7]

@@ -14,8 +14,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tb_attention_plugin import AttentionLogger  # noqa: E402
-from tb_attention_plugin.callback import AttentionLoggerWarning  # noqa: E402
+from tb_attention_plugin import AttentionLogger, AttentionLoggerWarning  # noqa: E402
 import callback_helpers as helpers  # noqa: E402
 
 VOCABULARY = ["<pad>"] + ["w%d" % i for i in range(1, 40)]
@@ -66,12 +65,12 @@ def fit_twice(build, x, y, tmp_path, fit_kwargs=None, **logger_kwargs):
     model = build()
     flash_before = {id(layer): layer.__dict__.get("_flash_attention")
                     for layer in helpers.attention_layers(model)}
-    logger = AttentionLogger(str(tmp_path), every_n_steps=2, **logger_kwargs)
+    logger = AttentionLogger(str(tmp_path), update_freq=2, **logger_kwargs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(x, y, callbacks=[logger], **fit_kwargs)
     # The probe ran as a traced graph (the fast path), not the eager fallback.
-    assert logger._compiled is not None and not logger._compiled_failed
+    assert logger._probe_capture.compiled is not None and not logger._probe_capture.compiled_failed
     attention, scalars = helpers.read_logs(tmp_path)
     return {
         "model": model,
@@ -248,7 +247,7 @@ def translator(tmp_path_factory):
     labels = rng.integers(0, len(TARGET_VOCABULARY), size=(24, 6))
     return fit_twice(build_translator, (source, target), labels,
                      tmp_path_factory.mktemp("translator"), probe=(source[:2], target[:2]),
-                     source_vocabulary=VOCABULARY, target_vocabulary=TARGET_VOCABULARY)
+                     vocabulary={"source": VOCABULARY, "target": TARGET_VOCABULARY})
 
 
 def test_translator_scores_match_and_training_is_untouched(translator):
@@ -447,7 +446,7 @@ def test_keras_hub_vit(tmp_path):
                                   rng.integers(1, len(VOCABULARY), size=(2, 6)))),
 ])
 def test_traced_capture_equals_eager_capture(build, probe):
-    from tb_attention_plugin import capture
+    from tb_attention_plugin.logger import capture
 
     keras.utils.set_random_seed(0)
     model = build()

@@ -8,7 +8,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tb_attention_plugin import tokens  # noqa: E402
+from tb_attention_plugin.logger import tokens  # noqa: E402
 
 
 def test_vocabulary_list_maps_ids_and_marks_unknown_ids():
@@ -53,9 +53,9 @@ def test_find_token_ids_in_probes():
 
 def test_resolve_tokens_prefers_explicit_lists():
     ids = np.array([[1, 2], [2, 1]])
-    result = tokens.resolve_tokens((ids, ids), source_tokens=["x", "y"],
-                                   source_vocabulary=["a", "b", "c"],
-                                   target_vocabulary=["A", "B", "C"])
+    result = tokens.resolve_tokens((ids, ids), tokens={"source": ["x", "y"]},
+                                   vocabulary={"source": ["a", "b", "c"],
+                                               "target": ["A", "B", "C"]})
     assert result == {"source": [["x", "y"]], "target": [["B", "C"], ["C", "B"]]}
 
 

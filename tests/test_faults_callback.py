@@ -51,7 +51,7 @@ CHILD_TRAINING = textwrap.dedent("""
     from test_callback_behaviour import data, fit_recording_warnings, small_model
     model = small_model()
     x, y = data(16)
-    logger = AttentionLogger({log_dir!r}, x[:2], every_n_steps=1)
+    logger = AttentionLogger({log_dir!r}, x[:2], update_freq=1)
     history, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=3)
     helpers.assert_unpatched(model)
     print(json.dumps({{"epochs": len(history.history["loss"]),
@@ -134,8 +134,7 @@ def test_nan_scores_of_the_first_layer_cost_only_that_layer(tmp_path):
     model = small_model([NaNScores(2, 4, name="diverged"),
                          keras.layers.MultiHeadAttention(2, 4, name="healthy")])
     x, y = data(16)
-    logger = AttentionLogger(str(tmp_path), x[:2], every_n_steps=2, on_epoch_end=False,
-                             run_eagerly=True)
+    logger = AttentionLogger(str(tmp_path), x[:2], update_freq=2, run_eagerly=True)
     history, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=2)
     assert len(history.history["loss"]) == 2
     messages = [str(w.message) for w in caught]
@@ -154,7 +153,7 @@ def test_transient_layer_failure_warns_once_and_other_layers_keep_logging(tmp_pa
     model = small_model([FailsOnce(2, 4, name="flaky"),
                          keras.layers.MultiHeadAttention(2, 4, name="steady")])
     x, y = data(16)
-    logger = AttentionLogger(str(tmp_path), x[:2], every_n_steps=1, run_eagerly=True)
+    logger = AttentionLogger(str(tmp_path), x[:2], update_freq=1, run_eagerly=True)
     history, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=2)
     assert len(history.history["loss"]) == 2
     messages = [str(w.message) for w in caught]
@@ -195,7 +194,7 @@ def test_ctrl_c_mid_capture_stops_training_and_leaves_a_clean_model(tmp_path, ru
     CtrlC.calls, CtrlC.at = 0, interrupt_at
     model = small_model([CtrlC(2, 4, name="mha")])
     x, y = data(16)
-    logger = AttentionLogger(str(tmp_path), x[:2], every_n_steps=1, run_eagerly=run_eagerly)
+    logger = AttentionLogger(str(tmp_path), x[:2], update_freq=1, run_eagerly=run_eagerly)
     with pytest.raises(KeyboardInterrupt):
         model.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=[logger])
     helpers.assert_unpatched(model)

@@ -16,9 +16,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import callback_helpers as helpers  # noqa: E402
-from tb_attention_plugin import AttentionLogger  # noqa: E402
+from tb_attention_plugin import AttentionLogger, AttentionLoggerWarning  # noqa: E402
 from tb_attention_plugin import encoding  # noqa: E402
-from tb_attention_plugin.callback import AttentionLoggerWarning  # noqa: E402
 
 LAYERS = 12
 HEADS = 12
@@ -173,3 +172,38 @@ def test_a_small_budget_keeps_one_example_64_positions_one_head_and_spread_layer
                  "max_bytes_per_step=65536"):
         assert text in messages[0], messages[0]
     assert 0 < blob_bytes_per_step(tmp_path)[0] <= budget
+
+
+def test_the_bound_holds_for_the_event_file_with_tokens_images_and_statistics(tmp_path):
+    # budget.capture_bytes is known before encoding; what the writer then puts on disk for the
+    # same capture (tokens, a patch-layout image, statistics scalars included) must not exceed it.
+    from tb_attention_plugin.logger import budget, summaries, writing
+    from tb_attention_plugin.logger.problems import Problems
+
+    rng = np.random.default_rng(0)
+
+    def softmax(shape):
+        logits = rng.normal(size=shape) * 4
+        weights = np.exp(logits - logits.max(-1, keepdims=True))
+        return (weights / weights.sum(-1, keepdims=True)).astype("float32")
+
+    words = [["wörd_%d" % i for i in range(20)]] * 2
+    images = rng.integers(0, 256, size=(2, 8, 8, 3)).astype("uint8")
+    calls = [
+        summaries.LayerCall("text/mha", softmax((2, 3, 20, 20)), None, words, words, None),
+        summaries.LayerCall("vit/mha", softmax((2, 3, 17, 17)), None, None, None, ([4, 4], 1)),
+    ]
+    sizer = budget.Budget(budget.Limits(max_bytes_per_step=None), probe_size=2,
+                          images_shape=images.shape, statistics=True)
+    view, note = sizer.view_for(calls)
+    assert (view.examples, view.tokens, note) == (2, 128, None)
+    items = [summaries.summary_item(call, view, note, 2, 2, 2, images=images) for call in calls]
+    scalars = {}
+    for item in items:
+        scalars.update(summaries.head_statistics(item))
+    writer = writing.RunWriter(str(tmp_path), Problems())
+    assert writer.write_plain(items, scalars, step=1) == ["text/mha", "vit/mha"]
+    writer.flush()
+    written = sum(os.path.getsize(path) for path in glob.glob(str(tmp_path / "*")))
+    bound = budget.capture_bytes(calls, view, note, images.shape, statistics=True)
+    assert 0 < written <= bound, (written, bound)

@@ -1,4 +1,9 @@
-"""Token strings for the probe: from lists the user gives, or from token ids and a vocabulary.
+"""Token strings for the attention axes: from lists the user gives, or ids and a vocabulary.
+
+Tokens have a role: `"tokens"` for single-sequence models, `"source"` and `"target"` for
+encoder-decoder models. `resolve_tokens` turns the `AttentionLogger`'s `tokens=` and
+`vocabulary=` arguments into `{role: one token list per example}`; `roles_for` says which roles
+a layer's query and key axes take, and `tokens_for` cuts a role's lists to fit an axis.
 
 Example:
 
@@ -6,8 +11,12 @@ Example:
 to_strings = vocabulary_lookup(["<pad>", "i", "like", "tea"])
 to_strings(np.array([[1, 2, 3, 0]]))   # [["i", "like", "tea", "<pad>"]]
 find_token_ids({"token_ids": ids, "padding_mask": mask})   # {"tokens": ids}
+lists = resolve_tokens((source_ids, target_ids), vocabulary={"source": en, "target": zh})
+roles_for("decoder/cross", cross=True, causal=False, token_lists=lists)  # ("target", "source")
 ```
 """
+
+import fnmatch
 
 import numpy as np
 
@@ -16,8 +25,10 @@ SOURCE = "source"
 TARGET = "target"
 TOKENS = "tokens"
 ROLES = (SOURCE, TARGET, TOKENS)
+# The roles a dict in `tokens=` or `vocabulary=` may name.
+DICT_ROLES = (SOURCE, TARGET)
 # The AttentionLogger argument that holds each role's tokens, for messages.
-ARGUMENT_NAMES = {SOURCE: "source_tokens", TARGET: "target_tokens", TOKENS: "tokens"}
+ARGUMENT_NAMES = {SOURCE: 'tokens["source"]', TARGET: 'tokens["target"]', TOKENS: "tokens"}
 
 
 def _vocabulary_list(vocabulary):
@@ -132,24 +143,79 @@ def _as_token_lists(tokens, name):
     return result
 
 
-def resolve_tokens(probe, tokens=None, source_tokens=None, target_tokens=None,
-                   source_vocabulary=None, target_vocabulary=None):
+def _by_role(value, name):
+    """`{role: value}` of a `tokens=` or `vocabulary=` argument: one value or a dict by role."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        return {TOKENS: value}
+    if not value or any(key not in DICT_ROLES for key in value):
+        raise ValueError(
+            '%s as a dict takes the keys "source" and "target" (encoder-decoder models), got %s'
+            % (name, ", ".join(repr(key) for key in value) if value else "an empty dict")
+        )
+    return {role: v for role, v in value.items() if v is not None}
+
+
+def resolve_tokens(probe, tokens=None, vocabulary=None):
     """Returns `{role: list of token lists}` for the roles that have tokens.
 
-    Explicit lists win; otherwise ids found in `probe` are looked up in the vocabularies
-    (`source_vocabulary` for single-sequence ids and sources, `target_vocabulary` for targets).
+    Args:
+      probe: The probe batch (its integer `[B, T]` arrays are looked up in `vocabulary`).
+      tokens: One list for all examples, a list per example (role `"tokens"`), or a dict
+        `{"source": ..., "target": ...}` of those.
+      vocabulary: One vocabulary (list of strings, `StringLookup`, `TextVectorization`) for
+        every role, or a dict `{"source": ..., "target": ...}` of them; single-sequence ids are
+        looked up in `"source"`.
+
+    Explicit lists win, role by role; ids found in `probe` fill the other roles. Raises
+    `ValueError` when a vocabulary is given and no role gets tokens (no ids in the probe).
     """
     result = {}
-    for role, value in ((TOKENS, tokens), (SOURCE, source_tokens), (TARGET, target_tokens)):
-        lists = _as_token_lists(value, role + "_tokens" if role != TOKENS else "tokens")
-        if lists is not None:
-            result[role] = lists
-    vocabularies = {TOKENS: source_vocabulary, SOURCE: source_vocabulary, TARGET: target_vocabulary}
-    if any(v is not None for v in vocabularies.values()):
+    for role, value in _by_role(tokens, "tokens").items():
+        result[role] = _as_token_lists(value, ARGUMENT_NAMES[role])
+    vocabularies = _by_role(vocabulary, "vocabulary")
+    if TOKENS in vocabularies:  # one vocabulary for every role
+        vocabularies = dict.fromkeys(ROLES, vocabularies[TOKENS])
+    elif SOURCE in vocabularies:
+        vocabularies[TOKENS] = vocabularies[SOURCE]
+    if vocabularies:
         for role, ids in find_token_ids(probe).items():
-            if role not in result and vocabularies[role] is not None:
+            if role not in result and vocabularies.get(role) is not None:
                 result[role] = vocabulary_lookup(vocabularies[role])(ids)
+        if not result:
+            raise ValueError(
+                "a vocabulary was given but the probe holds no integer token-id array [B, T]; "
+                "pass tokens= instead"
+            )
     return result
+
+
+def roles_for(tag, cross, causal, token_lists, token_roles=()):
+    """`(query_role, key_role)` of a layer call.
+
+    The first `(pattern, roles)` of `token_roles` whose fnmatch pattern matches `tag` decides;
+    otherwise single-sequence tokens serve both axes, and with source and target tokens
+    cross-attention is (target, source), causal self-attention (target, target) and other
+    self-attention (source, source).
+    """
+    for pattern, roles in token_roles:
+        if fnmatch.fnmatchcase(tag, pattern):
+            return tuple(roles)
+    if TOKENS in token_lists and not (SOURCE in token_lists or TARGET in token_lists):
+        return TOKENS, TOKENS
+    if cross:
+        return TARGET, SOURCE
+    if causal:
+        return TARGET, TARGET
+    return SOURCE, SOURCE
+
+
+def axis_tokens(token_lists, role, batch, length):
+    """`tokens_for` a layer axis of `role`, falling back to single-sequence tokens."""
+    if role not in token_lists and TOKENS in token_lists:
+        role = TOKENS
+    return tokens_for(token_lists, role, batch, length)
 
 
 def tokens_for(token_lists, role, batch, length, keep=None):

@@ -7,6 +7,8 @@ call. The shadows ask the original methods for scores, record them together with
 was applied, and return what the caller expected. Afterwards every layer is restored exactly,
 also when the pass raises, so compiled training steps never see them. On TensorFlow,
 `CompiledCapture` traces that patched pass once into a graph and reruns the graph.
+`ProbeCapture` is what the `AttentionLogger` runs at each capture: layers found once, the
+traced pass where it works, the eager pass elsewhere, broken layers left out.
 
 Example:
 
@@ -493,3 +495,86 @@ class CompiledCapture:
             calls[id(site)] = calls[id(site)][:index] + [entry] + calls[id(site)][index + 1:]
         problems = dict(self._problems)
         return CaptureResult(_records_from_calls(calls, problems, self._sites), problems)
+
+
+class ProbeCapture:
+    """The `AttentionLogger`'s capture: one probe, layers found once, traced where it can be.
+
+    At the first call it finds the attention layers (reporting layers that look like attention
+    but cannot be read, and a model without any). On TensorFlow it runs `CompiledCapture`
+    unless `run_eagerly` (or the model's own `run_eagerly`) asks for the eager pass, and falls
+    back to `capture_attention` for good when tracing fails. Layers whose scores cannot be read
+    are reported once and left out of later captures.
+
+    Example:
+
+    ```python
+    probe_capture = ProbeCapture(probe_batch, patterns=["decoder*"], problems=Problems())
+    records = probe_capture(model)   # a list of AttentionRecord, each call
+    ```
+    """
+
+    def __init__(self, inputs, patterns=None, run_eagerly=False, problems=None):
+        self.inputs = inputs
+        self.patterns = None if patterns is None else list(patterns)
+        self.run_eagerly = run_eagerly
+        self.compiled = None  # the CompiledCapture, once traced
+        self.compiled_failed = False
+        self._problems = problems
+        self._sites = None
+        self._excluded_paths = set()
+
+    def __call__(self, model):
+        if not model.built:
+            # An unbuilt model would be traced symbolically (no values): build it eagerly.
+            model(self.inputs, training=False)
+        if self._sites is None:
+            self._sites = self._find_sites(model)
+        sites = [s for s in self._sites if s.path not in self._excluded_paths]
+        if not sites:
+            return []
+        result = self._compiled_capture(model, sites)
+        if result is None:
+            result = capture_attention(model, self.inputs, sites)
+        if result.problems:
+            self._excluded_paths.update(result.problems)
+            self._problems.warn(
+                ("problems", tuple(sorted(result.problems))),
+                "skipping attention layers whose scores cannot be read: %s"
+                % "; ".join("%s: %s" % item for item in sorted(result.problems.items())),
+            )
+        return result.records
+
+    def _find_sites(self, model):
+        sites, unreadable = find_attention_layers(model, self.patterns)
+        if unreadable:
+            self._problems.warn(
+                "unreadable",
+                "skipping layers that look like attention but are not Keras "
+                "MultiHeadAttention/GroupedQueryAttention/Attention/AdditiveAttention: %s"
+                % ", ".join(unreadable),
+            )
+        if not sites:
+            self._problems.warn(
+                "no layers",
+                "found no attention layers%s in model %r; nothing is logged"
+                % ("" if self.patterns is None else " matching %s" % self.patterns, model.name),
+            )
+        return sites
+
+    def _compiled_capture(self, model, sites):
+        """The traced capture's result on TensorFlow, or None where the eager pass must run."""
+        import keras
+
+        if (self.run_eagerly or self.compiled_failed or getattr(model, "run_eagerly", False)
+                or keras.backend.backend() != "tensorflow"):
+            return None
+        try:
+            if self.compiled is None:
+                # Sites found broken while tracing stay in the graph (in their plain mode).
+                self.compiled = CompiledCapture(model, self.inputs, sites)
+            return self.compiled()
+        except Exception:
+            # Some models cannot be traced from outside fit; the eager pass still works.
+            self.compiled, self.compiled_failed = None, True
+            return None

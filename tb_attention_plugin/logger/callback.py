@@ -1,0 +1,297 @@
+"""`AttentionLogger`: a Keras callback that logs every attention layer's scores to TensorBoard.
+
+The hooks decide when to capture; one capture runs capture -> view -> summaries -> write,
+each step in its own module (`capture.py`, `budget.py`, `summaries.py`, `writing.py`) and each
+failure one `AttentionLoggerWarning` (`problems.py`).
+"""
+
+import keras
+import numpy as np
+
+from tb_attention_plugin.logger import budget
+from tb_attention_plugin.logger import capture
+from tb_attention_plugin.logger import options as options_utils
+from tb_attention_plugin.logger import probe as probe_utils
+from tb_attention_plugin.logger import summaries
+from tb_attention_plugin.logger import tokens as token_utils
+from tb_attention_plugin.logger import writing
+from tb_attention_plugin.logger.problems import Problems
+
+
+class AttentionLogger(keras.callbacks.Callback):
+    """Logs the attention scores of every attention layer of a Keras model to TensorBoard.
+
+    The callback finds `keras.layers.MultiHeadAttention` (and subclasses such as keras-hub's
+    `CachedMultiHeadAttention`), `GroupedQueryAttention`, `Attention` and `AdditiveAttention`
+    layers at any depth by itself. To read them it runs the model once on `probe`, in
+    inference mode (`training=False`), before training, every `update_freq` optimizer steps
+    and at each epoch end; training, the model's outputs and saved models are unaffected.
+    Each layer call becomes one tag of the Attention tab, named after the layer path (a layer
+    called twice gives `<path>/call_0` and `<path>/call_1`).
+
+    Problems (an unwritable directory, a layer that returns no scores, tokens that do not fit)
+    become one `tb_attention_plugin.AttentionLoggerWarning` each; training never stops because
+    of this callback.
+
+    Each capture is bounded by `max_bytes_per_step`, from the shapes alone, so the same view
+    is kept at every step. Over budget it keeps, in this order until the capture fits: one
+    example, a shorter token window, fewer heads, fewer layers (see `logger/budget.py`).
+
+    Args:
+      log_dir: The same root directory as `keras.callbacks.TensorBoard`'s `log_dir`; the
+        summaries go to its training run, `<log_dir>/train`. Defaults to `"logs"`.
+      probe: Required. A small fixed batch of model inputs (array, tuple/list or dict of
+        arrays), as the model is called with. Only its first `max_examples` examples are run.
+      tokens: Token strings for the attention axes: one list for every example, or one list
+        per example, for single-sequence models; for encoder-decoder models a dict
+        `{"source": ..., "target": ...}` of those. Cross-attention then shows
+        (target, source), causal self-attention (target, target), other self-attention
+        (source, source). Defaults to `None` (from `vocabulary`, or no tokens).
+      vocabulary: Maps the probe's integer token ids (`[B, T]` arrays) to strings when
+        `tokens` does not give them: a list of strings, `keras.layers.StringLookup` or
+        `keras.layers.TextVectorization`, or a dict `{"source": ..., "target": ...}` of them
+        for encoder-decoder models. Two id arrays in the probe (or dict keys naming
+        encoder/decoder or source/target) are source and target. Defaults to `None`.
+      token_roles: `{layer path pattern: (query_role, key_role)}` with roles `"source"`,
+        `"target"` or `"tokens"`, overriding the choice above for the layers it matches.
+        Defaults to `None`.
+      images: Probe images `[B, height, width, channels]` to draw attention over (Vision
+        Transformers). Defaults to `None`: the probe itself when it is such an image batch.
+      image_grid: `(rows, cols)` of the patch grid. Defaults to `None`: inferred for square
+        grids.
+      prefix_tokens: Number of non-patch positions (a class token) before the patches.
+        Defaults to `None`: inferred with the grid (1, else 0).
+      layers: An fnmatch pattern, or a list of them, on layer paths (or names) selecting the
+        layers to log, e.g. `"decoder*"`. Defaults to `None`: every attention layer.
+      update_freq: `"epoch"`, `"batch"` or an integer, as in `keras.callbacks.TensorBoard`:
+        an integer `N` captures whenever the optimizer step crosses a multiple of `N`
+        (`"batch"` is 1), `"epoch"` only at epoch ends. There is always one capture before
+        training and one at each epoch end. Defaults to `100`.
+      max_examples: Number of probe examples to run and log. Defaults to `2`.
+      max_heads: Number of heads to log per layer. Defaults to `None`: all.
+      max_tokens: Number of query and key positions to keep (the first ones). Vision layers
+        keep their whole key axis, so that attention can be drawn over the image. Defaults
+        to `128`; `None` keeps all.
+      max_bytes_per_step: Budget in bytes for one capture (all logged layers of one step),
+        at least 64 KiB. Both TensorBoard readers keep every retained step in memory (100 per
+        tag by default), so this bounds their memory too. A 12-layer, 12-head model at 512
+        tokens keeps 1 example of 128x128 positions (about 2.4 MB). What a capture drops is
+        said in one warning and in the tab. Defaults to `4 * 2**20` (4 MiB); `None`: no budget.
+      statistics: Also write per-head statistics (entropy, max_weight, mean_distance,
+        first_token_share) as scalar summaries `<tag>/<statistic>/head_<h>`, for the Scalars
+        tab. Defaults to `False`.
+      run_eagerly: On TensorFlow the probe pass is traced once into a graph (a few ms per
+        capture instead of tens); `True` runs it eagerly every time, as the other backends
+        and models compiled with `run_eagerly=True` do. Defaults to `False`.
+
+    Example:
+
+    ```python
+    import tb_attention_plugin as tba
+
+    logger = tba.AttentionLogger(
+        "logs", probe=(source_ids[:2], target_ids[:2]),
+        vocabulary={"source": english_vocabulary, "target": chinese_vocabulary},
+        update_freq=100)
+    model.fit(dataset, epochs=5, callbacks=[keras.callbacks.TensorBoard("logs"), logger])
+    ```
+    """
+
+    def __init__(
+        self,
+        log_dir="logs",
+        probe=None,
+        *,
+        tokens=None,
+        vocabulary=None,
+        token_roles=None,
+        images=None,
+        image_grid=None,
+        prefix_tokens=None,
+        layers=None,
+        update_freq=100,
+        max_examples=2,
+        max_heads=None,
+        max_tokens=128,
+        max_bytes_per_step=budget.DEFAULT_BYTES_PER_STEP,
+        statistics=False,
+        run_eagerly=False,
+    ):
+        super().__init__()
+        self.options = options_utils.check_options(
+            log_dir, update_freq=update_freq, layers=layers, token_roles=token_roles,
+            image_grid=image_grid, prefix_tokens=prefix_tokens, max_examples=max_examples,
+            max_heads=max_heads, max_tokens=max_tokens, max_bytes_per_step=max_bytes_per_step,
+            statistics=statistics, run_eagerly=run_eagerly,
+        )
+        self.log_dir = self.options.log_dir
+        self.update_freq = update_freq
+        self.probe = probe_utils.Probe(probe, self.options.limits.max_examples, images=images,
+                                       image_grid=self.options.image_grid,
+                                       prefix_tokens=self.options.prefix_tokens)
+        self._token_lists = token_utils.resolve_tokens(self.probe.inputs, tokens=tokens,
+                                                       vocabulary=vocabulary)
+        self._problems = Problems()
+        self._probe_capture = capture.ProbeCapture(
+            self.probe.inputs, patterns=self.options.layers, run_eagerly=self.options.run_eagerly,
+            problems=self._problems)
+        self._budget = budget.Budget(
+            self.options.limits, self.probe.size,
+            images_shape=None if self.probe.images is None else self.probe.images.shape,
+            statistics=self.options.statistics)
+        self._writer = writing.RunWriter(self.options.run_dir, self._problems)
+        self._last_step_by_tag = {}
+        self._last_logged_step = None
+        self._cadence_mark = None
+        self._epoch_base_step = 0
+
+    # ----------------------------------------------------------------------- Keras hooks
+
+    def on_train_begin(self, logs=None):
+        self._capture_at_current_step()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.options.update_steps:
+            self._epoch_base_step = self._current_step()
+
+    def on_train_batch_end(self, batch, logs=None):
+        every = self.options.update_steps
+        if not every:
+            return
+        # Counted, not read: reading the step variable costs more than a small model's step
+        # fraction we can afford per batch, and on JAX it forces a state sync. `batch` is the
+        # last batch index of the execution (steps_per_execution); the capture itself reads
+        # the real step.
+        step = self._epoch_base_step + int(batch) + 1
+        mark, self._cadence_mark = self._cadence_mark, step
+        if mark is not None and step // every > mark // every:
+            self._capture_and_write(self._current_step())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._capture_at_current_step()
+
+    def on_train_end(self, logs=None):
+        self._writer.flush()
+
+    # ------------------------------------------------------------------- one capture
+
+    def _capture_at_current_step(self):
+        step = self._current_step()
+        self._cadence_mark = step
+        self._capture_and_write(step)
+
+    def _current_step(self):
+        try:
+            value = self.model.optimizer.iterations.value
+            if keras.backend.backend() != "tensorflow":  # e.g. a torch tensor on a GPU
+                value = keras.ops.convert_to_numpy(value)
+            return int(np.asarray(value))  # a tf.Variable converts directly, without a copy
+        except Exception as e:
+            self._problems.warn("step", "cannot read the optimizer step (%s); logging at step 0"
+                                % e)
+            return 0
+
+    def _capture_and_write(self, step):
+        """One capture at `step`; every failure becomes one warning per cause."""
+        if self._last_logged_step is not None and step == self._last_logged_step:
+            return
+        if self._last_step_by_tag and step <= min(self._last_step_by_tag.values()):
+            self._warn_step_went_back(step)  # e.g. a new optimizer: skip the whole capture
+            return
+        try:
+            records = self._probe_capture(self.model)
+        except Exception as e:
+            self._warn_failed("capture", "capturing attention failed at step %d, training goes "
+                              "on" % step, e)
+            return
+        current = [r for r in records if step > self._last_step_by_tag.get(r.tag, -1)]
+        if len(current) < len(records):
+            self._warn_step_went_back(step)
+        if not current:
+            return
+        try:
+            items = self._summary_items(current)
+        except Exception as e:
+            self._warn_failed("budget", "cannot size the capture at step %d, nothing logged"
+                              % step, e)
+            return
+        if not items:
+            return
+        try:
+            scalars = self._statistics(items) if self.options.statistics else {}
+            written = self._writer.write(items, scalars, step)
+        except Exception as e:
+            self._warn_failed("write", "writing attention summaries to %s failed, training "
+                              "goes on" % self.options.run_dir, e)
+            return
+        self._last_step_by_tag.update(dict.fromkeys(written, step))
+        self._last_logged_step = step
+
+    def _summary_items(self, records):
+        """The `SummaryItem`s of a capture's records under the budget's view."""
+        calls = [self._layer_call(record) for record in records]
+        view, note = self._budget.view_for(calls)
+        if note:
+            self._problems.warn("reduced", "logging a reduced view: " + note)
+        kept = calls if view.layers is None else [calls[i] for i in view.layers]
+        items = []
+        for call in kept:
+            try:
+                items.append(summaries.summary_item(
+                    call, view, note, len(kept), len(calls), self.probe.size,
+                    images=self.probe.images,
+                    max_bytes_per_step=self.options.limits.max_bytes_per_step))
+            except Exception as e:
+                self._warn_failed(("prepare", call.tag), "cannot log %s" % call.tag, e)
+        return items
+
+    def _layer_call(self, record):
+        """A record with the tokens of its axes and its patch layout (problems reported)."""
+        batch, _, query_length, key_length = (int(n) for n in record.scores.shape)
+        roles = token_utils.roles_for(record.tag, record.cross, record.causal,
+                                      self._token_lists, self.options.token_roles)
+        axes = {}
+        for axis, role, length in zip(("query", "key"), roles, (query_length, key_length)):
+            try:
+                axes[axis] = token_utils.axis_tokens(self._token_lists, role, batch, length)
+            except ValueError as e:
+                self._problems.warn(
+                    ("tokens", record.tag, axis),
+                    "%s: %s; its %s axis is logged without tokens (pass token_roles= or tokens "
+                    "that fit)" % (record.tag, e, axis),
+                )
+                axes[axis] = None
+        try:
+            layout = self.probe.patch_layout(record.tag, key_length, record.cross)
+        except ValueError as e:
+            self._problems.warn(("grid", record.tag), str(e))
+            layout = None
+        return summaries.LayerCall(record.tag, record.scores, record.mask,
+                                   axes["query"], axes["key"], layout)
+
+    def _statistics(self, items):
+        scalars = {}
+        for item in items:
+            try:
+                scalars.update(summaries.head_statistics(item))
+            except Exception as e:
+                self._problems.warn(
+                    ("statistics", item.tag),
+                    "no statistics for %s (%s: %s)" % (item.tag, type(e).__name__, e),
+                )
+        return scalars
+
+    def _warn_failed(self, cause, message, error):
+        cause = cause if isinstance(cause, tuple) else (cause,)
+        self._problems.warn(cause + (type(error).__name__,),
+                            "%s (%s: %s)" % (message, type(error).__name__, error))
+
+    def _warn_step_went_back(self, step):
+        newest = max(self._last_step_by_tag.values())
+        if step < newest:
+            self._problems.warn(
+                "step went back",
+                "the optimizer step went back to %d (a new optimizer?) but steps up to %d are "
+                "already logged and TensorBoard keeps only increasing steps: captures resume "
+                "after step %d (or log to a new log_dir)" % (step, newest, newest),
+            )

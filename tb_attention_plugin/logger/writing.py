@@ -1,0 +1,121 @@
+"""Where a capture goes: `RunWriter`, the summary file writer of the logger's run directory.
+
+On the TensorFlow backend it writes through `tf.summary` (an event file with the suffix
+`.attention` beside keras.callbacks.TensorBoard's own); on JAX and PyTorch through the
+TensorFlow-free `AttentionWriter`. The file is opened at the first write, and opened again in a
+new directory when the run directory is removed during training. A layer whose summary the
+summary API rejects (NaN scores of a diverged layer, logits instead of probabilities) costs
+only that summary, with one warning.
+
+Example:
+
+```python
+writer = RunWriter("logs/train", Problems())
+written = writer.write(items, scalars={"mha/entropy/head_0": 0.7}, step=100)
+writer.flush()
+```
+"""
+
+import os
+
+import keras
+
+
+class RunWriter:
+    """Writes `summaries.SummaryItem`s and scalars of one step to `run_dir`.
+
+    `problems` (a `problems.Problems`) reports what could not be written.
+    """
+
+    def __init__(self, run_dir, problems):
+        self.run_dir = run_dir
+        self._problems = problems
+        self._writer = None
+
+    def write(self, items, scalars, step):
+        """Writes one capture; returns the tags written (items the summary API rejects are
+        reported and left out). Other errors (an unwritable directory) propagate."""
+        self._reopen_if_removed()
+        if keras.backend.backend() == "tensorflow":
+            return self.write_tensorflow(items, scalars, step)
+        return self.write_plain(items, scalars, step)
+
+    def write_tensorflow(self, items, scalars, step):
+        """`write` through `tf.summary`."""
+        import tensorflow as tf
+
+        from tb_attention_plugin import summary
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.run_dir,
+                                                         filename_suffix=".attention")
+        written = []
+        # keras.callbacks.TensorBoard(update_freq=N) sets a global record_if: override it.
+        with self._writer.as_default(), tf.summary.record_if(True):
+            for item in items:
+                try:
+                    summary.attention(item.tag, item.weights, step=step,
+                                      **item.summary_options())
+                except (ValueError, TypeError) as e:
+                    self._warn_invalid(item.tag, step, e)
+                    continue
+                written.append(item.tag)
+            for tag, value in scalars.items():
+                tf.summary.scalar(tag, value, step=step)
+        self._writer.flush()
+        return written
+
+    def write_plain(self, items, scalars, step):
+        """`write` through the TensorFlow-free `AttentionWriter` (JAX, PyTorch)."""
+        from tb_attention_plugin.writer import AttentionWriter
+
+        if self._writer is None:
+            os.makedirs(self.run_dir, exist_ok=True)
+            self._writer = AttentionWriter(self.run_dir)
+        written = []
+        for item in items:
+            try:
+                self._writer.attention(item.tag, item.weights, step, **item.summary_options())
+            except (ValueError, TypeError) as e:
+                self._warn_invalid(item.tag, step, e)
+                continue
+            written.append(item.tag)
+        for tag, value in scalars.items():
+            self._writer.scalar(tag, value, step)
+        self._writer.flush()
+        return written
+
+    def flush(self):
+        """Flushes the open file, if any; a failure becomes one warning."""
+        if self._writer is None:
+            return
+        try:
+            self._writer.flush()
+        except Exception as e:
+            self._problems.warn(("flush", type(e).__name__), "flushing summaries failed (%s)" % e)
+
+    def _reopen_if_removed(self):
+        if self._writer is None or os.path.isdir(self.run_dir):
+            return
+        # Removed while training: the open event file went with it and every later write
+        # would vanish silently, so start a new file in a new directory.
+        self._problems.warn(
+            "vanished",
+            "the log directory %s was removed during training; it is created again"
+            % self.run_dir,
+        )
+        writer, self._writer = self._writer, None
+        try:
+            writer.close()
+        except Exception:
+            pass  # the old file is gone: nothing left to save
+
+    def _warn_invalid(self, tag, step, error):
+        # The summary API checks before writing anything: one layer's bad scores cost only
+        # that layer's summary.
+        self._problems.warn(
+            ("invalid", tag),
+            "cannot log %s at step %d (%s: %s); other layers are logged and later steps "
+            "of this one are tried again"
+            % (tag, step, type(error).__name__, error),
+        )
