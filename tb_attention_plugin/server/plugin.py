@@ -120,6 +120,9 @@ class AttentionPlugin(base_plugin.TBPlugin):
         args = request_args.QueryArgs(request)
         run, tag = args.string("run"), args.string("tag")
         datums = self._reader.steps(ctx, eid, run, tag)
+        # The tab shows one of these steps next: read their headers now, together, so that a
+        # step change later reads only the head's payload (docs/http_api.md, Performance).
+        self._reader.prefetch_headers(ctx, eid, run, tag, datums)
         body = {"steps": [{"step": d.step, "wall_time": d.wall_time} for d in datums]}
         return http_util.Respond(request, body, "application/json")
 

@@ -37,6 +37,13 @@ _LIST_ALL = 1 << 30
 # The Python reader (`--load_fast=false`) reads in process, holding the GIL: there threads only
 # add hand-offs, and reads run one after the other on the request's thread.
 _CONCURRENT_READS = 8
+# Header reads in flight at once when `/steps` prefetches the headers of a tag's steps: all of
+# them share one such wait on the Rust data server.
+_PREFETCH_READS = 32
+# Decoded headers kept: long token lists make a header of a 8192-token step about 1 MB in memory.
+HEADER_CACHE_BYTES = 128 * 1024 * 1024
+# Most headers one `/steps` prefetches (the newest ones; the tab lists 100 steps by default).
+_PREFETCH_STEPS = 1000
 
 
 class _PooledStep(NotFound):
@@ -71,17 +78,26 @@ class AttentionReader:
         self._provider = data_provider
         self._downsample = downsample if downsample else _LIST_ALL
         self._indexes = bounded_cache.LRUCache(max_entries=256)
-        self._headers = bounded_cache.LRUCache(max_entries=4096)
+        self._headers = bounded_cache.LRUCache(
+            max_entries=4096, max_bytes=HEADER_CACHE_BYTES, size_of=_header_size
+        )
         # (eid, run, tag) -> the newest shape seen
         self._shapes = bounded_cache.LRUCache(max_entries=4096)
         self._index_lock = threading.Lock()
         self._inflight = {}  # header key -> Future of the read in progress
         self._inflight_lock = threading.Lock()
         self._pool = None
-        if not isinstance(data_provider, multiplexer_provider.MultiplexerDataProvider):
+        in_process = isinstance(data_provider, multiplexer_provider.MultiplexerDataProvider)
+        if not in_process:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=_CONCURRENT_READS, thread_name_prefix="tb-attention-read"
             )
+        # Background header reads (`prefetch_headers`): many in flight on the data server; one
+        # thread on the Python reader, where reads hold the GIL anyway.
+        self._prefetch_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1 if in_process else _PREFETCH_READS,
+            thread_name_prefix="tb-attention-prefetch",
+        )
 
     def _map(self, function, items):
         """`[function(item) for item in items]`, concurrently when reads gain from it."""
@@ -130,6 +146,25 @@ class AttentionReader:
     def steps(self, ctx, experiment_id, run, tag):
         """Returns the tag's retained steps as `BlobSequenceDatum`s, ascending by step."""
         return self._index(ctx, experiment_id, run, tag)[1]
+
+    def prefetch_headers(self, ctx, experiment_id, run, tag, datums):
+        """Starts reading the headers of `datums` (the newest `_PREFETCH_STEPS`) in the
+        background and returns at once; `header()` then finds them cached, or joins the read in
+        flight. `/steps` calls it: the tab asks for a tag's steps before it shows one, so a
+        later step change reads only the head's payload blob. On the Rust data server the reads
+        go out together and share its ~40 ms wait on small blobs instead of paying it per step.
+        Errors are not raised here: `header()` reports them when the step is asked for.
+        """
+        def read(datum):
+            try:
+                self.header(ctx, experiment_id, run, tag, datum)
+            except Exception:  # noqa: BLE001 - reported by the request that needs this header
+                pass
+
+        for datum in list(datums)[-_PREFETCH_STEPS:]:
+            key = (experiment_id, run, tag, datum.step, datum.wall_time)
+            if self._headers.get(key) is None:
+                self._prefetch_pool.submit(read, datum)
 
     def datum(self, ctx, experiment_id, run, tag, step):
         """Returns the `BlobSequenceDatum` of one step; `NotFound` if it is not retained."""
@@ -389,6 +424,17 @@ class AttentionReader:
             index = ({d.step: d for d in datums}, datums)
             self._indexes.put(key, (signature, index))
             return index
+
+
+def _header_size(header):
+    """About the memory a decoded header takes (its token strings dominate), for the cache."""
+    if not isinstance(header, dict):
+        return 512
+    size = 512 + 32 * len(header.get("scales") or ())
+    for key in ("query_tokens", "key_tokens"):
+        for tokens in header.get(key) or ():
+            size += sum(64 + len(t) for t in tokens)
+    return size
 
 
 def _metadata_error(plugin_content):
