@@ -37,6 +37,17 @@ _LIST_ALL = 1 << 30
 # The Python reader (`--load_fast=false`) reads in process, holding the GIL: there threads only
 # add hand-offs, and reads run one after the other on the request's thread.
 _CONCURRENT_READS = 8
+# Header reads in flight at once when `/steps` prefetches the headers of a tag's steps: all of
+# them share one such wait on the Rust data server.
+_PREFETCH_READS = 32
+# Decoded headers kept: long token lists make a header of a 8192-token step about 1 MB in memory.
+HEADER_CACHE_BYTES = 128 * 1024 * 1024
+# Most headers one `/steps` prefetches (the newest ones; the tab lists 100 steps by default).
+_PREFETCH_STEPS = 1000
+
+
+class _PooledStep(NotFound):
+    """`header_and_head` found a pooled step (`header_and_part` reads its overview instead)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,17 +78,26 @@ class AttentionReader:
         self._provider = data_provider
         self._downsample = downsample if downsample else _LIST_ALL
         self._indexes = bounded_cache.LRUCache(max_entries=256)
-        self._headers = bounded_cache.LRUCache(max_entries=4096)
+        self._headers = bounded_cache.LRUCache(
+            max_entries=4096, max_bytes=HEADER_CACHE_BYTES, size_of=_header_size
+        )
         # (eid, run, tag) -> the newest shape seen
         self._shapes = bounded_cache.LRUCache(max_entries=4096)
         self._index_lock = threading.Lock()
         self._inflight = {}  # header key -> Future of the read in progress
         self._inflight_lock = threading.Lock()
         self._pool = None
-        if not isinstance(data_provider, multiplexer_provider.MultiplexerDataProvider):
+        in_process = isinstance(data_provider, multiplexer_provider.MultiplexerDataProvider)
+        if not in_process:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=_CONCURRENT_READS, thread_name_prefix="tb-attention-read"
             )
+        # Background header reads (`prefetch_headers`): many in flight on the data server; one
+        # thread on the Python reader, where reads hold the GIL anyway.
+        self._prefetch_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1 if in_process else _PREFETCH_READS,
+            thread_name_prefix="tb-attention-prefetch",
+        )
 
     def _map(self, function, items):
         """`[function(item) for item in items]`, concurrently when reads gain from it."""
@@ -126,6 +146,25 @@ class AttentionReader:
     def steps(self, ctx, experiment_id, run, tag):
         """Returns the tag's retained steps as `BlobSequenceDatum`s, ascending by step."""
         return self._index(ctx, experiment_id, run, tag)[1]
+
+    def prefetch_headers(self, ctx, experiment_id, run, tag, datums):
+        """Starts reading the headers of `datums` (the newest `_PREFETCH_STEPS`) in the
+        background and returns at once; `header()` then finds them cached, or joins the read in
+        flight. `/steps` calls it: the tab asks for a tag's steps before it shows one, so a
+        later step change reads only the head's payload blob. On the Rust data server the reads
+        go out together and share its ~40 ms wait on small blobs instead of paying it per step.
+        Errors are not raised here: `header()` reports them when the step is asked for.
+        """
+        def read(datum):
+            try:
+                self.header(ctx, experiment_id, run, tag, datum)
+            except Exception:  # noqa: BLE001 - reported by the request that needs this header
+                pass
+
+        for datum in list(datums)[-_PREFETCH_STEPS:]:
+            key = (experiment_id, run, tag, datum.step, datum.wall_time)
+            if self._headers.get(key) is None:
+                self._prefetch_pool.submit(read, datum)
 
     def datum(self, ctx, experiment_id, run, tag, step):
         """Returns the `BlobSequenceDatum` of one step; `NotFound` if it is not retained."""
@@ -208,6 +247,10 @@ class AttentionReader:
                 if index is not None:
                     speculative = (index, self._pool.submit(self._read, ctx, datum, index))
         header = self.header(ctx, experiment_id, run, tag, datum)
+        if encoding.is_pooled(header):
+            raise _PooledStep(
+                "run %r tag %r step %d is pooled: read its overview or a window" % (run, tag, datum.step)
+            )
         index = self._payload_index(header, example, head)
         if speculative is not None and speculative[0] == index:
             payload = speculative[1].result()
@@ -227,6 +270,77 @@ class AttentionReader:
                 % (run, tag, datum.step, example, head, e)
             ) from None
         return codes, header["scales"][index - 1], whole
+
+    def header_and_part(self, ctx, experiment_id, run, tag, datum, example, head, window=None):
+        """Like `header_and_head` for any stored part of a head: `window=None` is the head's
+        payload (full step) or its overview (pooled step), `window="name"` that exact window
+        (pooled steps). Returns `(header, codes, scale, stream)`; the codes of an overview are
+        `[2*nq, nk]` (means rows, then maxes rows), of a window `[q1-q0, k1-k0]`.
+
+        `NotFound` for an unknown window (naming the windows there are), or a window asked of a
+        step stored in full.
+        """
+        if window is None:
+            try:  # the common case, a full step: header and payload read together
+                return self.header_and_head(ctx, experiment_id, run, tag, datum, example, head)
+            except _PooledStep:
+                pass  # the header said pooled: read the overview below
+        header = self.header(ctx, experiment_id, run, tag, datum)
+        index, shape = self._part_index(run, tag, datum, header, example, head, window)
+        payload = self._read(ctx, datum, index)
+        codes, whole = self._inflate(run, tag, datum, header, example, head, payload, shape,
+                                     window)
+        return header, codes, header["scales"][index - 1], (payload if whole else None)
+
+    def _part_index(self, run, tag, datum, header, example, head, window):
+        """`(blob index, codes shape)` of a head's overview (window None) or window."""
+        where = "run %r tag %r step %d" % (run, tag, datum.step)
+        if not encoding.is_pooled(header):
+            raise NotFound(
+                "%s is stored in full (not pooled): it has no windows; ask without 'window' for "
+                "the whole matrix" % where
+            )
+        try:
+            if window is None:
+                return encoding.overview_index(header, example, head), encoding.overview_shape(header)
+            index = encoding.window_index(header, window, example, head)
+        except IndexError as e:
+            raise NotFound("%s: %s" % (where, e)) from None
+        except KeyError as e:
+            raise NotFound("%s: %s" % (where, e.args[0])) from None
+        entry = encoding.window(header, window)
+        return index, (entry["query"][1] - entry["query"][0], entry["key"][1] - entry["key"][0])
+
+    def _inflate(self, run, tag, datum, header, example, head, payload, shape, window):
+        try:
+            return encoding.inflate_codes(payload, header, shape=shape)
+        except encoding.FormatError as e:
+            part = "overview" if window is None else "window %r" % window
+            raise Unreadable(
+                "run %r tag %r step %d example %d head %d %s cannot be read: %s"
+                % (run, tag, datum.step, example, head, part, e)
+            ) from None
+
+    def example_parts(self, ctx, experiment_id, run, tag, datum, header, example, window=None):
+        """One example's stored part of every head, as float32 arrays, NaN where masked: full
+        steps give `[Tq, Tk]` weights per head (`window` must be None); pooled steps give
+        `(means, maxes)` `[nq, nk]` per head for the overview (window None), or `[q1-q0, k1-k0]`
+        exact weights per head for a window."""
+        if not encoding.is_pooled(header) and window is None:
+            return self.example_weights(ctx, experiment_id, run, tag, datum, header, example)
+        heads = range(header["shape"][1])
+        located = [self._part_index(run, tag, datum, header, example, h, window) for h in heads]
+        payloads = self._map(lambda item: self._read(ctx, datum, item[0]), located)
+        parts = []
+        for head, (index, shape), payload in zip(heads, located, payloads):
+            codes, _ = self._inflate(run, tag, datum, header, example, head, payload, shape, window)
+            weights = encoding.codes_to_weights(codes, header["scales"][index - 1])
+            if window is None:
+                nq = header["pooled"]["grid"][0]
+                parts.append((weights[:nq], weights[nq:]))
+            else:
+                parts.append(weights)
+        return parts
 
     def example_weights(self, ctx, experiment_id, run, tag, datum, header, example):
         """Returns one example's weights as a list of float32 `[Tq, Tk]`, one per head, NaN
@@ -310,6 +424,17 @@ class AttentionReader:
             index = ({d.step: d for d in datums}, datums)
             self._indexes.put(key, (signature, index))
             return index
+
+
+def _header_size(header):
+    """About the memory a decoded header takes (its token strings dominate), for the cache."""
+    if not isinstance(header, dict):
+        return 512
+    size = 512 + 32 * len(header.get("scales") or ())
+    for key in ("query_tokens", "key_tokens"):
+        for tokens in header.get(key) or ():
+            size += sum(64 + len(t) for t in tokens)
+    return size
 
 
 def _metadata_error(plugin_content):
