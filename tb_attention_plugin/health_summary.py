@@ -198,15 +198,17 @@ def check(record):
         if values is None:
             continue
         if not isinstance(values, list) or len(values) != heads or not all(
-            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values
+            v is None or _finite_number(v) for v in values
         ):
-            raise RecordError("health measure %r is not %d numbers or nulls" % (name, heads))
+            raise RecordError("health measure %r is not %d finite numbers or nulls" % (name, heads))
     roles = record.get("role")
     if not isinstance(roles, list) or len(roles) != heads or not all(isinstance(r, str) for r in roles):
         raise RecordError("health record 'role' is not %d strings" % heads)
     sinks = record.get("sinks", [[] for _ in range(heads)])
     if not isinstance(sinks, list) or len(sinks) != heads or not all(
-        isinstance(head, list) and all(isinstance(s, list) and len(s) == 2 for s in head)
+        isinstance(head, list) and all(
+            isinstance(s, list) and len(s) == 2 and isinstance(s[0], int) and _finite_number(s[1])
+            for s in head)
         for head in sinks
     ):
         raise RecordError("health record 'sinks' is not one list of [key, alpha] per head")
@@ -218,6 +220,10 @@ def check(record):
     ):
         raise RecordError("health record 'similarity_groups' is not lists of head indices")
     return record
+
+
+def _finite_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def from_record(record):

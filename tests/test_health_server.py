@@ -159,6 +159,10 @@ def test_similarity_groups_are_the_clusters_of_the_divergence():
     [
         (b"not json", "not UTF-8 JSON"),
         (b"\xff\xfe", "not UTF-8 JSON"),
+        (b'{"version": 1, "heads": 1, "measures": {"entropy": [Infinity]}, "role": ["none"]}',
+         "finite"),
+        (b'{"version": 1, "heads": 1, "measures": {"entropy": [0.5]}, "role": ["none"],'
+         b' "sinks": [[[0, NaN]]]}', "sinks"),
         (b"[1, 2]", "not a JSON object"),
         (json.dumps({"version": 2, "heads": 1}).encode(), "version 2"),
         (json.dumps({"version": 1, "heads": 0}).encode(), "heads"),
