@@ -7,7 +7,7 @@ JSON; docs/format.md, "Head-health records"), `from_record` reads it back and `e
 `decode` go to and from the stored bytes. Both writers (`AttentionWriter.health` and
 `summary.write_health`) and the server use these functions, so the record has one definition.
 
-Record, version 1 (NaN is stored as `null`):
+Record, version 1 (NaN is stored as `null`; numbers rounded to 6 decimals):
 
 ```json
 {"version": 1, "heads": 2, "examples": 64,
@@ -99,7 +99,9 @@ def _floats(values):
     finite = np.isfinite(array)
     if not finite.any():
         return None
-    return [float(v) if ok else None for v, ok in zip(array.tolist(), finite.tolist())]
+    # 6 decimals: below float32's noise for measures in [0, 1]; keeps records and answers short.
+    rounded = np.round(array, 6).tolist()
+    return [v if ok else None for v, ok in zip(rounded, finite.tolist())]
 
 
 def groups_of(labels):
@@ -148,7 +150,7 @@ def to_record(result, similarity_threshold=health.SIMILARITY_THRESHOLD):
         "heads": heads,
         "examples": int(result.get("examples") or 0),
         "measures": measures,
-        "sinks": [[[int(k), float(alpha)] for k, alpha in head] for head in sinks],
+        "sinks": [[[int(k), round(float(alpha), 6)] for k, alpha in head] for head in sinks],
         "role": roles,
         "similarity_groups": groups,
     }

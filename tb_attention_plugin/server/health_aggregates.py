@@ -201,7 +201,7 @@ def run_health(reader, ctx, experiment_id, run, cache, prepared=None):
                 record = None
             for name in MEASURES:
                 values = None if record is None else record["measures"].get(name)
-                series[tag][name].append(_rounded(values) if values is not None else [None] * h)
+                series[tag][name].append(list(values) if values is not None else [None] * h)
             roles[tag].append(list(record["role"]) if record else [None] * h)
             groups[tag].append(record.get("similarity_groups") if record else None)
             sinks[tag].append(record.get("sinks") if record else None)
@@ -223,10 +223,6 @@ def run_health(reader, ctx, experiment_id, run, cache, prepared=None):
     }
 
 
-def _rounded(values):
-    return [None if v is None else round(float(v), 6) for v in values]
-
-
 def _changes(layers, steps, series):
     """Alarms, emergence and sentences from health.changes, per layer over its own steps."""
     found = []
@@ -239,14 +235,15 @@ def _changes(layers, steps, series):
             continue
         layer_steps = [steps[i] for i in present]
         h = len(measures["entropy"][present[0]])
-        heads = {}
-        for head in range(h):
-            heads[(tag, head)] = {
-                MEASURES[name]: np.array(
-                    [np.nan if measures[name][i][head] is None else measures[name][i][head]
-                     for i in present], np.float64)
-                for name in MEASURES
-            }
+        arrays = {  # [steps, heads] per measure, NaN for null
+            MEASURES[name]: np.array([[np.nan if v is None else v for v in measures[name][i]]
+                                      for i in present], np.float64)
+            for name in MEASURES
+        }
+        heads = {
+            (tag, head): {name: array[:, head] for name, array in arrays.items()}
+            for head in range(h)
+        }
         values_at[tag] = (layer_steps, heads)
         found.extend(health.changes(layer_steps, heads))
     found.sort(key=lambda c: (c.step, order[c.layer], c.head, c.kind))
