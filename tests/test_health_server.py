@@ -348,6 +348,28 @@ def test_an_unreadable_record_is_reported_and_the_rest_served(tmp_path):
     assert "version 7" in body["errors"][0]["error"]
 
 
+def test_a_layer_of_a_newer_format_is_reported_and_the_others_served(tmp_path):
+    from tb_attention_plugin import encoding, metadata
+
+    future = metadata.create_summary_metadata()
+    future.plugin_data.content = b'{"version": 3}'
+    with tba.AttentionWriter(tmp_path / "run") as writer:
+        writer.attention("good", causal_weights(0), step=0)
+        blobs = encoding.encode_step(causal_weights(0))
+        from tensorboard.compat.proto import tensor_pb2, tensor_shape_pb2, types_pb2
+
+        tensor = tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_STRING, string_val=blobs,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(blobs))]))
+        writer._write_value("future", 0, tensor, future)
+    body = get_json(wsgi_client(production_plugin(tmp_path)), "/health", run="run")
+    assert body["layers"] == ["future", "good"] and body["steps"] == [0]
+    assert body["sources"]["future"] == "unreadable" and body["heads"]["future"] == 0
+    assert body["errors"][0]["tag"] == "future" and "version 3" in body["errors"][0]["error"]
+    assert body["roles"]["good"] == [["diffuse", "diffuse", "diffuse"]]
+
+
 def test_induction_probe_is_recognised_from_tokens_when_computing(tmp_path):
     ids, offset = health.induction_probe(vocab_size=50, length=4, batch=2)
     tokens = [[str(t) for t in row] for row in ids]

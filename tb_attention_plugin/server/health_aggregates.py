@@ -152,10 +152,14 @@ def health_signature(reader, ctx, experiment_id, run):
     for tag in layers:
         if records.get(tag):
             sources[tag] = ("logged", records[tag])
-        else:
+            continue
+        try:
             sources[tag] = ("computed", reader.steps(ctx, experiment_id, run, tag))
+        except NotFound as e:  # e.g. written by a newer format: the other layers still serve
+            sources[tag] = ("unreadable", str(e))
     signature = tuple(
-        (tag, sources[tag][0], tuple((d.step, d.wall_time) for d in sources[tag][1]))
+        (tag, sources[tag][0], sources[tag][1] if sources[tag][0] == "unreadable"
+         else tuple((d.step, d.wall_time) for d in sources[tag][1]))
         for tag in layers
     )
     return layers, sources, signature
@@ -175,11 +179,17 @@ def run_health(reader, ctx, experiment_id, run, cache, prepared=None):
     for tag in layers:
         source, items = sources[tag]
         found = {}
+        if source == "unreadable":
+            errors.append({"tag": tag, "step": None, "error": items})
+            items = ()
         for item in items:
             if source == "logged":
                 record = item.record if item.error is None else item.error
             else:
-                record = _computed_record(reader, ctx, experiment_id, run, tag, item, cache)
+                try:
+                    record = _computed_record(reader, ctx, experiment_id, run, tag, item, cache)
+                except NotFound as e:  # the step vanished since it was listed: not cached
+                    record = str(e)
             if isinstance(record, str):
                 errors.append({"tag": tag, "step": item.step, "error": record})
             else:
