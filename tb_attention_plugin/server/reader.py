@@ -25,6 +25,7 @@ from tensorboard.backend.event_processing import data_provider as multiplexer_pr
 from tensorboard.data import provider
 
 from tb_attention_plugin import encoding
+from tb_attention_plugin import health_summary
 from tb_attention_plugin import metadata
 from tb_attention_plugin.server import bounded_cache
 from tb_attention_plugin.server.errors import NotFound, Unreadable
@@ -48,6 +49,16 @@ _PREFETCH_STEPS = 1000
 
 class _PooledStep(NotFound):
     """`header_and_head` found a pooled step (`header_and_part` reads its overview instead)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthRecord:
+    """One stored head-health record of a layer (`<layer tag>/health`) at one step."""
+
+    step: int
+    wall_time: float
+    record: dict  # `health_summary.check`ed; None when `error` is set
+    error: str  # None when readable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +92,8 @@ class AttentionReader:
         self._headers = bounded_cache.LRUCache(
             max_entries=4096, max_bytes=HEADER_CACHE_BYTES, size_of=_header_size
         )
+        # Parsed head-health records (~100 bytes a head), by (run, tag, step, wall time).
+        self._records = bounded_cache.LRUCache(max_entries=16384)
         # (eid, run, tag) -> the newest shape seen
         self._shapes = bounded_cache.LRUCache(max_entries=4096)
         self._index_lock = threading.Lock()
@@ -142,6 +155,55 @@ class AttentionReader:
                 )
             )
         return summaries
+
+    def layer_tags(self, ctx, experiment_id, run):
+        """The attention (blob sequence) tags of one run, sorted; `NotFound` for no such run.
+
+        Health records (`<layer>/health`) are tensors, not blob sequences: never listed here.
+        """
+        listing = self._provider.list_blob_sequences(
+            ctx,
+            experiment_id=experiment_id,
+            plugin_name=metadata.PLUGIN_NAME,
+            run_tag_filter=provider.RunTagFilter(runs=[run]),
+        )
+        return sorted(listing.get(run, {}))
+
+    def health_records(self, ctx, experiment_id, run):
+        """Every retained head-health record of a run: `{layer tag: [HealthRecord ascending]}`.
+
+        One `read_tensors` call reads every step of every layer (the records are small JSON).
+        Parsed records are cached by `(run, tag, step, wall time)`.
+        """
+        sequences = self._provider.read_tensors(
+            ctx,
+            experiment_id=experiment_id,
+            plugin_name=metadata.PLUGIN_NAME,
+            downsample=self._downsample,
+            run_tag_filter=provider.RunTagFilter(runs=[run]),
+        )
+        records = {}
+        for tag, datums in sorted(sequences.get(run, {}).items()):
+            layer = health_summary.layer_of(tag)
+            if layer is None:
+                continue
+            found = []
+            for datum in sorted(datums, key=lambda d: d.step):
+                key = (experiment_id, run, tag, datum.step, datum.wall_time)
+                cached = self._records.get(key)
+                if cached is None:
+                    try:
+                        cached = health_summary.decode(datum.numpy)
+                    except health_summary.RecordError as e:
+                        cached = "run %r tag %r step %d cannot be read: %s" % (
+                            run, tag, datum.step, e)
+                    self._records.put(key, cached)
+                if isinstance(cached, str):
+                    found.append(HealthRecord(datum.step, datum.wall_time, None, cached))
+                else:
+                    found.append(HealthRecord(datum.step, datum.wall_time, cached, None))
+            records[layer] = found
+        return records
 
     def steps(self, ctx, experiment_id, run, tag):
         """Returns the tag's retained steps as `BlobSequenceDatum`s, ascending by step."""
