@@ -144,16 +144,16 @@ export function describeRegion(region) {
 export function missingWindowSentence(region, info) {
   const [bq, bk] = info.block;
   const touched = info.windows.filter((w) => overlaps(region.query, w.query) && overlaps(region.key, w.key));
-  const name = `q${region.query[0]}_${region.query[1]}_k${region.key[0]}_${region.key[1]}`;
+  const name = `q${region.query[0]}_${region.query[1]}`;
   let text = `${describeRegion(region)} is not stored at full resolution: this step keeps it only in the ` +
     `overview of ${bq}×${bk} blocks (mean and max). `;
   if (touched.length) {
     text += `Stored windows overlapping it: ${touched.map((w) => `“${w.name}” (${describeRegion(w)})`).join(", ")}; ` +
       "drag inside one to see it exactly. ";
   }
-  text += "To log this region exactly, name it in the windows= argument of AttentionLogger " +
-    `(windows={"${name}": ((${region.query[0]}, ${region.query[1]}), (${region.key[0]}, ${region.key[1]}))}), ` +
-    "or pass it in windows= of AttentionWriter.";
+  text += "To log this region exactly, name it in the windows= argument of AttentionLogger or of " +
+    `AttentionWriter.attention: windows=[("${name}", (${region.query[0]}, ${region.query[1]}), ` +
+    `(${region.key[0]}, ${region.key[1]}))] (half-open position ranges: queries, then keys).`;
   return text;
 }
 
