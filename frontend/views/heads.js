@@ -27,12 +27,18 @@ export default {
     const {run, tag, step, example} = state;
     const header = await source.header(run, tag, step);
     const keys = [...Array.from({length: header.shape[1]}, (_, h) => h), "mean"];
-    const matrices = await mapLimited(keys, 6, (head) => source.matrix({run, tag, step, example, head}));
+    // A tile that cannot be read says so; the other heads still draw.
+    const errors = [];
+    const matrices = await mapLimited(keys, 6, (head) => source.matrix({run, tag, step, example, head}).catch((error) => {
+      errors.push(error);
+      return null;
+    }));
+    if (errors.length === keys.length) throw errors[0];
     return {header, keys, matrices};
   },
   render(host, {header, keys, matrices}, state, ui) {
     const tiles = keys.map((h, i) => ({label: h === "mean" ? "mean of heads" : `head ${h}`, matrix: matrices[i],
-                                       selected: h === state.head}));
+                                       error: !matrices[i], selected: h === state.head}));
     const {canvas} = renderTiles(host, {tiles, lut: ui.lut, scale: state.scale, width: ui.width, log: state.log,
                                         headerFor: () => header, exampleFor: () => state.example},
                                  {tooltip: ui.tooltip, pick: (index) => ui.set({view: "head", head: keys[index]})});
