@@ -16,13 +16,16 @@ the tab shows with what was logged.
 import numpy as np
 
 from tb_attention_plugin import AttentionWriter
+from tb_attention_plugin.encoding import default_windows
 
 TOKENS = 2048
 WORDS = ("the cat sat on a mat while rain fell over quiet hills and every river ran to sea "
          "under stars that watched old towns sleep").split()
-# A named exact window: queries 1000-1063 over the first 256 keys.
+# A named exact window: queries 1000-1063 over the first 256 keys (kept with the defaults:
+# the last 64 queries over all keys, the first 64 queries).
 WINDOW = ("middle", (1000, 1064), (0, 256))
-POOLED_BUDGET = 256 * 1024  # bytes per step: far below the two full 2048x2048 heads
+WINDOW_ROWS = 64
+POOLED_BUDGET = 512 * 1024  # bytes per step: far below the two full 2048x2048 heads (~3.4 MB)
 
 
 def long_tokens(tokens=TOKENS):
@@ -62,7 +65,7 @@ def write_long_logdir(logdir, tokens=TOKENS, steps=(0,), full=True):
             weights = long_weights(tokens, 2, seed=step)
             writer.attention("lm/pooled", weights, step, query_tokens=names, key_tokens=names,
                              mask=np.broadcast_to(mask, weights.shape), max_bytes=POOLED_BUDGET,
-                             windows=[WINDOW])
+                             windows=default_windows(weights.shape, WINDOW_ROWS, causal=True) + [WINDOW])
             if full:
                 writer.attention("lm/full", weights[:, :1], step, query_tokens=names, key_tokens=names,
                                  mask=mask)
