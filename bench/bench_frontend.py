@@ -10,7 +10,13 @@ page with Debian's Chromium and measures inside the Attention tab's iframe:
   to the shown one, until the new step is drawn: over HTTP, nothing cached or prefetched;
 - `step change, 512x512 head (next)`: moving to the next step, as arrow keys and play do (the
   tab prefetches the neighbours of the shown step);
-- for information: decoding one 512x512 answer, and a step change of the whole 12x12 overview.
+- for information: decoding one 512x512 answer, and a step change of the whole 12x12 overview;
+- long sequences (tests/long_logdirs.py: a causal head at 2048 tokens written POOLED by a
+  budget): `draw pooled overview, 2048 tokens` (the one-head view of the block overview, with
+  its range labels, from the decoded answer) and `zoom into a stored window, 2048 tokens`:
+  from the zoom's state change (what a drag sets) until the window's region is drawn at full
+  resolution, its `/matrix?window=` answer fetched over HTTP the first time; and, for
+  information, drawing the same head stored in full (2048x2048) and with the log colour scale.
 
 Prints the median (and max) of each and its ratio to the target (below 1 is within target).
 
@@ -34,6 +40,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from attention_logdirs import write_bench_logdir  # noqa: E402
+from long_logdirs import write_long_logdir  # noqa: E402
 from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from tensorboard_process import tensorboard  # noqa: E402
 
@@ -42,6 +49,8 @@ TARGETS_MS = {
     "draw 12x12 head grid, 128 tokens": 100,
     "step change, 512x512 head (cold)": 100,
     "step change, 512x512 head (next)": 100,
+    "draw pooled overview, 2048 tokens": 16,
+    "zoom into a stored window, 2048 tokens": 100,
 }
 
 # Runs in the tab's iframe: imports the tab's own modules (same URLs as the running tab).
@@ -90,9 +99,54 @@ async ({repeats}) => {
   const rowLabels = Array.from({length: 12}, (_, l) => "model/layer_" + l);
   const grid = timeIt(() => renderTiles(host, {tiles, lut, scale: "head", width: 1300, columns: 12, rowLabels,
                                                minTile: 24, maxTile: 96}, hooks).canvas);
+  // Long sequences: the pooled overview of a 2048-token head, and the same head in full.
+  const {pooledInfo} = await import("./static/lib/pooled.js");
+  const {logDecades} = await import("./static/lib/colormap.js");
+  const longHeader = await api.step("long", "lm/pooled", 0);
+  const info = pooledInfo(longHeader);
+  const overview = await api.matrix({run: "long", tag: "lm/pooled", step: 0, example: 0, head: 0});
+  const overviewVmax = maxValue(overview.values);
+  const pooled = timeIt(() => renderHeadView(host, {matrix: overview, header: longHeader, example: 0, lut,
+                                                    vmax: overviewVmax, pinned: null, width: 1200, pooled: info},
+                                             hooks).canvas);
+  const fullHeader = await api.step("long", "lm/full", 0);
+  const full = await api.matrix({run: "long", tag: "lm/full", step: 0, example: 0, head: 0});
+  const fullVmax = maxValue(full.values);
+  const fullTimes = timeIt(() => renderHeadView(host, {matrix: full, header: fullHeader, example: 0, lut,
+                                                       vmax: fullVmax, pinned: null, width: 1200}, hooks).canvas);
+  const logTimes = timeIt(() => renderHeadView(host, {matrix: full, header: fullHeader, example: 0, lut, vmax: fullVmax,
+                                                      pinned: null, width: 1200, log: logDecades(fullVmax, 2048)},
+                                               hooks).canvas);
   host.remove();
   return {"decode 512x512 answer": decodeTimes, "draw 512x512 head": head,
-          "draw 12x12 head grid, 128 tokens": grid};
+          "draw 12x12 head grid, 128 tokens": grid, "draw pooled overview, 2048 tokens": pooled,
+          "draw full 2048x2048 head (info)": fullTimes, "draw full 2048x2048 head, log scale (info)": logTimes};
+}
+"""
+
+# Sets the zoom of the shown pooled head through the hash (as a drag does through the state) and
+# resolves with the milliseconds until the zoomed region is drawn.
+ZOOM_SCRIPT = """
+async (hash) => {
+  const view = document.querySelector("#view");
+  const t0 = performance.now();
+  const drawn = new Promise((resolve) => {
+    const check = () => {
+      const rendered = JSON.parse(view.dataset.rendered || "null");
+      if (rendered && rendered.layout === "zoom" && document.documentElement.dataset.busy === "0") {
+        observer.disconnect();
+        resolve();
+      }
+    };
+    const observer = new MutationObserver(check);
+    observer.observe(view, {attributes: true});
+    observer.observe(document.documentElement, {attributes: true});
+  });
+  delete view.dataset.rendered;
+  location.hash = hash;
+  await drawn;
+  await new Promise((resolve) => requestAnimationFrame(() => resolve()));
+  return performance.now() - t0;
 }
 """
 
@@ -154,6 +208,23 @@ def step_changes(frame, tag, view, visits, all_steps):
     return times
 
 
+def zooms(frame, count=8):
+    """Zooms the pooled head into `count` regions of its window of the last queries, each from
+    the overview; the first fetches the window over HTTP."""
+    header = frame.evaluate("() => fetch('./step?run=long&tag=lm%2Fpooled&step=0').then((r) => r.json())")
+    window = next(w for w in header["windows"] if w["name"] == "last_queries")
+    q0, q1 = window["query"]
+    base = "#run=long&tag=lm%2Fpooled&step=0&view=head&head=0"
+    times = []
+    for i in range(count):
+        frame.evaluate("h => { location.hash = h }", base)
+        wait_drawn(frame, "head")
+        time.sleep(0.2)
+        k1 = 256 * (i + 1)
+        times.append(frame.evaluate(ZOOM_SCRIPT, base + "&zoom=%d-%d%%2C0-%d" % (q0, q1, min(k1, 2048))))
+    return times
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=30)
@@ -162,6 +233,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         logdir = write_bench_logdir(pathlib.Path(tmp))
+        write_long_logdir(logdir, full=True)
         with tensorboard(logdir) as base, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
@@ -177,6 +249,7 @@ def main():
             results["step change, 512x512 head (next)"] = step_changes(frame, "long/attention", "head", steps, steps)
             results["step change, 12x12 overview (info)"] = step_changes(
                 frame, "model/layer_00", "model", [0, 1], [0, 1])
+            results["zoom into a stored window, 2048 tokens"] = zooms(frame)
             browser.close()
 
     print("Attention tab frontend, headless Chromium (%s), times in ms" % CHROMIUM)

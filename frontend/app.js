@@ -17,6 +17,7 @@ import {Controls} from "./lib/controls.js";
 import {element, downloadCanvas, safeFilename, Tooltip} from "./lib/dom.js";
 import {DataSource} from "./lib/source.js";
 import {latestStepAtOrBefore, VIEWS as VIEW_KEYS} from "./lib/state.js";
+import {regionFits} from "./lib/pooled.js";
 import {StateStore} from "./lib/store.js";
 import {isolateBidi} from "./lib/tokens.js";
 import compare from "./views/compare.js";
@@ -175,6 +176,7 @@ export class AttentionApp {
         example: Math.min(this.state.example, examples - 1),
         head: this.state.head === "mean" ? "mean" : Math.min(this.state.head, heads - 1),
         query: this.state.query !== null && this.state.query >= queries ? null : this.state.query,
+        zoom: this.state.zoom && !regionFits(this.state.zoom, header.shape) ? null : this.state.zoom,
       });
       const view = VIEWS.get(this.state.view);
       this.controls.showPickers(header, this.state, {usesHead: view.usesHead !== false});
@@ -277,6 +279,11 @@ function stepInfo({run, tag, step}, header, wall) {
   const parts = [`${isolateBidi(run)} / ${isolateBidi(tag)}`, `step ${step}`];
   if (wall) parts.push(new Date(wall * 1000).toLocaleString());
   parts.push(`shape [${header.shape.join(", ")}] (examples, heads, queries, keys)`);
+  if (header.layout === "pooled" && header.pooled) {
+    const [bq, bk] = header.pooled.block;
+    const names = (header.windows || []).map((w) => isolateBidi(String(w.name))).join(", ");
+    parts.push(`pooled: overview of ${bq}×${bk} blocks${names ? `, exact windows ${names}` : ""}`);
+  }
   if (header.reduced) {
     // AttentionLogger explains its reduction in a sentence; other writers may give only keys.
     const note = typeof header.reduced.note === "string" ? header.reduced.note : JSON.stringify(header.reduced);

@@ -1,7 +1,8 @@
 """Screenshots of every view of the Attention tab, for the README (docs/screenshots/*.png).
 
 Trains the demo logs (`python -m demo.run_all --small`, about a minute on 2 cores) unless
-`--logdir` names existing ones, starts a real `tensorboard` on 127.0.0.1, opens the tab in
+`--logdir` names existing ones (the `long` view writes a synthetic 2048-token run into a logdir
+of its own, tests/long_logdirs.py), starts a real `tensorboard` on 127.0.0.1, opens the tab in
 headless Chromium (Debian's /usr/bin/chromium, 1280x800) and saves a full-page screenshot of
 the tab's iframe page per view.
 
@@ -45,7 +46,11 @@ VIEWS = {
     "stats": {"run": TRANSLATION, "tag": CROSS, "view": "stats"},
     "rollout": {"run": TRANSLATION, "tag": DECODER, "view": "rollout"},
     "rollout_image": {"run": VISION, "tag": VISION_TAG, "view": "rollout"},
+    # A long sequence (tests/long_logdirs.py: 2048 tokens stored pooled), log colour scale.
+    "long": {"run": "long", "tag": "lm/pooled", "view": "head", "head": 1, "log": 1},
 }
+# Views of the synthetic long run, served from a logdir of their own.
+LONG_VIEWS = ("long",)
 
 
 def train(logdir):
@@ -118,12 +123,22 @@ def main(argv=None):
     parser.add_argument("--views", nargs="*", default=list(VIEWS), choices=list(VIEWS))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tb-attention-shots-") as scratch:
-        logdir = args.logdir
-        if not logdir:
-            logdir = os.path.join(scratch, "logs")
-            train(logdir)
-        with tensorboard(logdir) as base:
-            take(base, pathlib.Path(args.out), args.views)
+        demo_views = [v for v in args.views if v not in LONG_VIEWS]
+        long_views = [v for v in args.views if v in LONG_VIEWS]
+        if demo_views:
+            logdir = args.logdir
+            if not logdir:
+                logdir = os.path.join(scratch, "logs")
+                train(logdir)
+            with tensorboard(logdir) as base:
+                take(base, pathlib.Path(args.out), demo_views)
+        if long_views:
+            from long_logdirs import write_long_logdir
+
+            long_logdir = pathlib.Path(scratch) / "long-logs"
+            write_long_logdir(long_logdir, full=False)
+            with tensorboard(long_logdir) as base:
+                take(base, pathlib.Path(args.out), long_views)
 
 
 if __name__ == "__main__":

@@ -111,9 +111,14 @@ export class AttentionApi {
     return this.cached("step?" + queryString(params), () => this.json("step", params));
   }
 
-  /** One decoded matrix `{rows, cols, values}` (head: an index or "mean"). */
-  matrix({run, tag, step, example, head}) {
+  /**
+   * One decoded matrix `{rows, cols, values}` (head: an index or "mean"). For a pooled step
+   * (long sequences) the head's overview `{rows: nq, cols: nk, values: means, maxes}`, or with
+   * `window` the named stored window at full resolution.
+   */
+  matrix({run, tag, step, example, head, window = null}) {
     const params = {run, tag, step, example, head};
+    if (window !== null && window !== undefined) params.window = window;
     return this.cached("matrix?" + queryString(params), async () => {
       const response = await this.request("matrix", params);
       return decodeMatrix(await response.arrayBuffer());

@@ -105,10 +105,12 @@ export function cssColor(lut, value, vmax) {
 
 /**
  * Writes one RGBA pixel per value into `out` (a Uint8ClampedArray of 4 * values.length):
- * weights through the map on a 0..vmax scale, NaN (masked) as MASKED_RGB.
+ * weights through the map on a 0..vmax scale, NaN (masked) as MASKED_RGB. `log`: a number of
+ * decades for a log scale from vmax / 10**log up to vmax (see logIndex), 0 for linear.
  */
-export function paintValues(values, vmax, lut, out) {
+export function paintValues(values, vmax, lut, out, {log = 0} = {}) {
   if (out.length < values.length * 4) throw new RangeError("pixel buffer too small");
+  if (log > 0) return paintLog(values, vmax, log, lut, out);
   const k = vmax > 0 ? 255 / vmax : 0;
   for (let i = 0, p = 0; i < values.length; i++, p += 4) {
     const v = values[i];
@@ -198,4 +200,81 @@ export function paintDiverging(values, limit, lut, out) {
     out[p + 3] = 255;
   }
   return out;
+}
+
+// ---- log colour scale ---------------------------------------------------------------------------
+// Weights of a long row are about 1/T (5e-4 at 2048 tokens): on a linear scale up to a sink's
+// weight of 1 they are all the bottom colour. A log scale spans `decades` decades below vmax.
+
+/**
+ * Decades a log scale spans for rows of `length` keys: down to a tenth of the uniform weight
+ * 1/length below vmax, at least 2 and at most 6 (faithful codes resolve 1e-6 of a head's
+ * largest weight).
+ *
+ *   logDecades(1, 2048) === 5;  logDecades(1, 10) === 2
+ */
+export function logDecades(vmax, length) {
+  const uniform = Math.log10(Math.max(1, length) * (vmax > 0 ? vmax : 1));
+  return Math.max(2, Math.min(6, Math.ceil(uniform) + 1));
+}
+
+/** Lookup-table index (0..255) of `value` on a log scale of `decades` decades up to `vmax`, clamped (0 for 0). */
+export function logIndex(value, vmax, decades) {
+  if (!(value > 0) || !(vmax > 0)) return 0;
+  const t = (Math.log10(value / vmax) + decades) / decades;
+  if (!(t > 0)) return 0;
+  if (t >= 1) return 255;
+  return Math.round(t * 255);
+}
+
+function paintLog(values, vmax, decades, lut, out) {
+  // index = (log(v) - log(floor)) * k, with one Math.log per value.
+  const k = 255 / (decades * Math.LN10);
+  const logFloor = vmax > 0 ? Math.log(vmax) - decades * Math.LN10 : 0;
+  for (let i = 0, p = 0; i < values.length; i++, p += 4) {
+    const v = values[i];
+    if (v !== v) {
+      out[p] = MASKED_RGB[0];
+      out[p + 1] = MASKED_RGB[1];
+      out[p + 2] = MASKED_RGB[2];
+    } else {
+      let index = v > 0 && vmax > 0 ? Math.round((Math.log(v) - logFloor) * k) : 0;
+      if (index > 255) index = 255;
+      else if (!(index > 0)) index = 0;
+      const c = index * 3;
+      out[p] = lut[c];
+      out[p + 1] = lut[c + 1];
+      out[p + 2] = lut[c + 2];
+    }
+    out[p + 3] = 255;
+  }
+  return out;
+}
+
+/** A weight as a legend tick writes it: "1", "0.1", "0.01", "1e-3", ... (3 significant digits otherwise). */
+export function tickLabel(value) {
+  if (value === 0) return "0";
+  const power = Math.log10(value);
+  if (Math.abs(power - Math.round(power)) < 1e-9) {
+    const p = Math.round(power);
+    return p >= -2 ? String(Number(value.toFixed(Math.max(0, -p)))) : `1e${p}`;
+  }
+  return value < 0.01 ? value.toExponential(2) : value.toPrecision(3);
+}
+
+/**
+ * Ticks of a log legend of `decades` decades up to `vmax`: `[{t, label}]` at every power of ten
+ * in [vmax / 10**decades, vmax] (t in [0, 1] along the bar), plus vmax itself at t = 1.
+ *
+ *   logTicks(1, 3);  // [{t: 0, label: "1e-3"}, {t: 1/3, label: "0.01"}, {t: 2/3, label: "0.1"}, {t: 1, label: "1"}]
+ */
+export function logTicks(vmax, decades) {
+  if (!(vmax > 0)) return [{t: 0, label: "0"}];
+  const top = Math.log10(vmax);
+  const ticks = [];
+  for (let p = Math.ceil(top - decades - 1e-9); p <= Math.floor(top + 1e-9); p++) {
+    ticks.push({t: (p - (top - decades)) / decades, label: tickLabel(10 ** p)});
+  }
+  if (!ticks.length || ticks[ticks.length - 1].t < 0.999) ticks.push({t: 1, label: tickLabel(vmax)});
+  return ticks;
 }

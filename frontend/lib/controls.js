@@ -1,5 +1,5 @@
 /**
- * The tab's controls: pickers (run, layer, example, head, view, colour map, scale), the step
+ * The tab's controls: pickers (run, layer, example, head, view, colour map, scale, linear or log), the step
  * slider with play, reload, save and the permalink, the info line and the error box. It shows
  * what it is given and reports what the user does through callbacks; it keeps no state.
  *
@@ -30,6 +30,9 @@ export class Controls {
     this.viewSelect = element("select", {id: "view-select", title: "View"});
     this.cmapSelect = element("select", {id: "cmap-select", title: "Colour map"});
     this.scaleSelect = element("select", {id: "scale-select", title: "Colour scale"});
+    this.logSelect = element("select", {id: "log-select",
+                                        title: "Linear colours, or a log scale with the legend in decades (long rows: weights about 1/T)"});
+    fillSelect(this.logSelect, [{value: "linear", label: "linear"}, {value: "log", label: "log (decades)"}]);
     fillSelect(this.viewSelect, actions.views);
     fillSelect(this.cmapSelect, COLORMAP_NAMES.map((v) => ({value: v, label: v})));
     fillSelect(this.scaleSelect, Object.entries(SCALE_LABELS).map(([value, label]) => ({value, label})));
@@ -45,7 +48,7 @@ export class Controls {
     const pickers = element("div", {className: "toolbar"},
       control("Run", this.runSelect), control("Layer", this.tagSelect), control("Example", this.exampleSelect),
       control("Head", this.headSelect), control("View", this.viewSelect), control("Colours", this.cmapSelect),
-      control("Scale", this.scaleSelect));
+      control("Scale", this.scaleSelect), control("Mapping", this.logSelect));
     const stepper = element("div", {className: "toolbar stepper"},
       this.playButton, element("span", {className: "control"}, element("span", {}, "Step"), this.slider), this.stepLabel,
       this.reloadButton, this.saveButton, this.permalink);
@@ -54,8 +57,8 @@ export class Controls {
     container.append(pickers, stepper, this.info, this.errorBox);
 
     const {set} = actions;
-    this.runSelect.addEventListener("change", () => set({run: this.runSelect.value, query: null}, {reloadSteps: true}));
-    this.tagSelect.addEventListener("change", () => set({tag: this.tagSelect.value, query: null}, {reloadSteps: true}));
+    this.runSelect.addEventListener("change", () => set({run: this.runSelect.value, query: null, zoom: null}, {reloadSteps: true}));
+    this.tagSelect.addEventListener("change", () => set({tag: this.tagSelect.value, query: null, zoom: null}, {reloadSteps: true}));
     this.exampleSelect.addEventListener("change", () => set({example: Number(this.exampleSelect.value)}));
     this.headSelect.addEventListener("change", () => {
       const value = this.headSelect.value;
@@ -64,6 +67,7 @@ export class Controls {
     this.viewSelect.addEventListener("change", () => set({view: this.viewSelect.value}));
     this.cmapSelect.addEventListener("change", () => set({cmap: this.cmapSelect.value}));
     this.scaleSelect.addEventListener("change", () => set({scale: this.scaleSelect.value}));
+    this.logSelect.addEventListener("change", () => set({log: this.logSelect.value === "log"}));
     this.slider.addEventListener("input", () => actions.stepAt(Number(this.slider.value)));
     this.playButton.addEventListener("click", () => actions.togglePlay());
     this.reloadButton.addEventListener("click", () => actions.reload());
@@ -112,6 +116,7 @@ export class Controls {
     this.viewSelect.value = state.view;
     this.cmapSelect.value = state.cmap;
     this.scaleSelect.value = state.scale;
+    this.logSelect.value = state.log ? "log" : "linear";
   }
 
   showPlaying(playing) {

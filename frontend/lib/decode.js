@@ -5,7 +5,10 @@
  * Layout (little-endian): "TBAT" magic, u8 version (1), u8 dtype (1 = uint8 linear codes of
  * format v1, 2 = float32, 3 = faithful codes of format v2), u16 reserved, u32 rows, u32 cols,
  * f32 scale, then rows*cols codes or floats; for dtype 3 rows*cols primary bytes followed by one
- * extension byte per primary byte 254 (docs/format.md, "u8-loglin-zlib").
+ * extension byte per primary byte 254 (docs/format.md, "u8-loglin-zlib"); for dtype 4 (the
+ * pooled overview of a long head: rows x cols blocks) the same codes for 2*rows*cols values,
+ * the block means then the block maxes, returned as `values` (means) and `maxes`; dtype 5 the
+ * same two planes as float32 (the mean of heads of a pooled step).
  *
  * Example:
  *
@@ -20,6 +23,14 @@ export const HEADER_BYTES = 20;
 export const DTYPE_CODES = 1;
 export const DTYPE_FLOAT32 = 2;
 export const DTYPE_FAITHFUL = 3;
+/**
+ * The pooled overview of a long head (format v2 "pooled" layout): faithful codes (as dtype 3)
+ * of two planes of rows x cols blocks, the block MEANS then the block MAXES, one scale for both;
+ * the primary bytes of both planes come first, then the extension bytes.
+ */
+export const DTYPE_POOLED = 4;
+/** The same overview as float32 (two planes, means then maxes): the mean of heads of a pooled step. */
+export const DTYPE_POOLED_FLOAT32 = 5;
 export const MASKED_CODE = 255;
 export const LEVELS = 254;
 // Faithful codes (format v2), the same constants as tb_attention_plugin/encoding.py.
@@ -93,7 +104,7 @@ export function decodeMatrix(buffer) {
     throw new WireFormatError(`wire version ${version} is not supported (this viewer reads version ${WIRE_VERSION})`);
   }
   const dtype = view.getUint8(5);
-  if (dtype !== DTYPE_CODES && dtype !== DTYPE_FLOAT32 && dtype !== DTYPE_FAITHFUL) {
+  if (![DTYPE_CODES, DTYPE_FLOAT32, DTYPE_FAITHFUL, DTYPE_POOLED, DTYPE_POOLED_FLOAT32].includes(dtype)) {
     throw new WireFormatError(`unknown dtype ${dtype}`);
   }
   const rows = view.getUint32(8, true);
@@ -102,15 +113,16 @@ export function decodeMatrix(buffer) {
   if (rows === 0 || cols === 0) throw new WireFormatError(`empty matrix ${rows}x${cols}`);
   if (rows * cols > MAX_CELLS) throw new WireFormatError(`matrix ${rows}x${cols} is larger than ${MAX_CELLS} cells`);
   if (!Number.isFinite(scale) || scale < 0) throw new WireFormatError(`invalid scale ${scale}`);
-  const cells = rows * cols;
-  const itemBytes = dtype === DTYPE_FLOAT32 ? 4 : 1;
+  const planes = dtype === DTYPE_POOLED || dtype === DTYPE_POOLED_FLOAT32 ? 2 : 1;
+  const cells = rows * cols * planes;
+  const itemBytes = dtype === DTYPE_FLOAT32 || dtype === DTYPE_POOLED_FLOAT32 ? 4 : 1;
   let expected = HEADER_BYTES + cells * itemBytes;
-  if (dtype === DTYPE_FAITHFUL && bytes.length >= expected) {
+  if ((dtype === DTYPE_FAITHFUL || dtype === DTYPE_POOLED) && bytes.length >= expected) {
     expected += countEscapes(bytes, HEADER_BYTES, cells);  // one extension byte per escape
   }
   if (bytes.length !== expected) {
     throw new WireFormatError(
-      `matrix ${rows}x${cols} needs ${expected} bytes, the answer has ${bytes.length}`);
+      `${planes === 2 ? "pooled overview" : "matrix"} ${rows}x${cols} needs ${expected} bytes, the answer has ${bytes.length}`);
   }
   const values = new Float32Array(cells);
   if (dtype === DTYPE_CODES) {
@@ -119,7 +131,7 @@ export function decodeMatrix(buffer) {
       const code = bytes[HEADER_BYTES + i];
       values[i] = code === MASKED_CODE ? NaN : code * step;
     }
-  } else if (dtype === DTYPE_FAITHFUL) {
+  } else if (dtype === DTYPE_FAITHFUL || dtype === DTYPE_POOLED) {
     // The browser maps codes to weights through tables: 256 entries for the primary byte
     // (254 = escape, 255 = masked) and one per extension byte.
     const levels = faithfulLevels(scale);
@@ -137,7 +149,7 @@ export function decodeMatrix(buffer) {
       const extension = bytes[next++];
       if (extension > MAX_EXTENSION) {
         throw new WireFormatError(
-          `extension byte ${extension} at row ${Math.floor(i / cols)}, column ${i % cols} is beyond the last level`);
+          `extension byte ${extension} at row ${Math.floor((i % (rows * cols)) / cols)}, column ${i % cols} is beyond the last level`);
       }
       values[i] = levels[ESCAPE + extension];
     }
@@ -147,10 +159,14 @@ export function decodeMatrix(buffer) {
       // NaN is masked; anything else must be a weight the colour scale can place.
       if (value < 0 || value === Infinity) {
         throw new WireFormatError(
-          `weight ${value} at row ${Math.floor(i / cols)}, column ${i % cols} is not a finite non-negative number`);
+          `weight ${value} at row ${Math.floor((i % (rows * cols)) / cols)}, column ${i % cols} is not a finite non-negative number`);
       }
       values[i] = value;
     }
+  }
+  if (planes === 2) {
+    // Block means (what the heatmap draws) and block maxes (hover, spikes), rows x cols each.
+    return {rows, cols, dtype, scale, values: values.subarray(0, rows * cols), maxes: values.subarray(rows * cols)};
   }
   return {rows, cols, dtype, scale, values};
 }

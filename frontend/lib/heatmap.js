@@ -10,7 +10,7 @@
  *   drawHeatmap(ctx, matrix, {x: 80, y: 80, width: 240, height: 240}, {vmax: 1, lut, dpr});
  */
 
-import {paintValues, colorIndex, MASKED_RGB} from "./colormap.js";
+import {paintValues, colorIndex, logTicks, MASKED_RGB} from "./colormap.js";
 import {fitLabel, labelStride} from "./layout.js";
 import {resample} from "./resample.js";
 
@@ -48,9 +48,10 @@ function scratchImage(w, h) {
 
 /**
  * Paints `matrix` into the CSS rectangle `rect` of a context whose transform is dpr:
- * weights through `lut` on a 0..vmax scale, masked (NaN) cells grey.
+ * weights through `lut` on a 0..vmax scale (`log`: that many decades below vmax, colormap.js
+ * logIndex), masked (NaN) cells grey.
  */
-export function drawHeatmap(ctx, matrix, rect, {vmax, lut, dpr = devicePixelRatio()}) {
+export function drawHeatmap(ctx, matrix, rect, {vmax, lut, dpr = devicePixelRatio(), log = 0}) {
   const {rows, cols} = matrix;
   const dx = Math.round(rect.x * dpr);
   const dy = Math.round(rect.y * dpr);
@@ -60,7 +61,7 @@ export function drawHeatmap(ctx, matrix, rect, {vmax, lut, dpr = devicePixelRati
     // Fewer device pixels than cells: average the weights per pixel and write the pixels
     // directly (much cheaper than a smoothed drawImage of every tile).
     const image = new ImageData(Math.min(dw, cols), Math.min(dh, rows));
-    paintValues(resample(matrix, image.width, image.height), vmax, lut, image.data);
+    paintValues(resample(matrix, image.width, image.height), vmax, lut, image.data, {log});
     if (image.width === dw && image.height === dh) {
       ctx.putImageData(image, dx, dy);
       return;
@@ -68,7 +69,7 @@ export function drawHeatmap(ctx, matrix, rect, {vmax, lut, dpr = devicePixelRati
     return blit(ctx, image, dx, dy, dw, dh);
   }
   const image = new ImageData(cols, rows);
-  paintValues(matrix.values, vmax, lut, image.data);
+  paintValues(matrix.values, vmax, lut, image.data, {log});
   // Whole device pixels per cell, no smoothing: crisp cell edges.
   blit(ctx, image, dx, dy, dw, dh);
 }
@@ -158,17 +159,19 @@ export function drawPinnedRow(ctx, layout, row) {
 }
 
 /**
- * A colour legend: a bar from 0 to `vmax` with three ticks, plus a swatch for masked cells.
+ * A colour legend: a bar from 0 to `vmax` with three ticks, plus a swatch for masked cells;
+ * with `log` (decades), a log bar from vmax / 10**log to vmax with a tick at every decade.
  * Returns the canvas.
  */
-export function legendCanvas(lut, vmax, {width = 260, label = "attention weight"} = {}) {
+export function legendCanvas(lut, vmax, {width = 260, label = "attention weight", log = 0} = {}) {
   const height = 46;
   const {canvas, ctx, dpr} = hiDpiCanvas(width + 90, height);
   canvas.className = "legend";
+  canvas.dataset.scale = log > 0 ? "log" : "linear";
   const bar = {x: 8, y: 16, width, height: 12};
   const image = new ImageData(256, 1);
-  const ramp = new Float32Array(256).map((_, i) => (i / 255) * vmax);
-  paintValues(ramp, vmax, lut, image.data);
+  const ramp = new Float32Array(256).map((_, i) => (log > 0 ? vmax * 10 ** ((i / 255 - 1) * log) : (i / 255) * vmax));
+  paintValues(ramp, vmax, lut, image.data, {log});
   // Its own 256x1 canvas: smoothing would blend in whatever lies next to the ramp on a shared one.
   const source = document.createElement("canvas");
   source.width = 256;
@@ -179,24 +182,32 @@ export function legendCanvas(lut, vmax, {width = 260, label = "attention weight"
   ctx.imageSmoothingEnabled = true;
   ctx.drawImage(source, 0, 0, 256, 1, bar.x * dpr, bar.y * dpr, bar.width * dpr, bar.height * dpr);
   ctx.restore();
-  drawLegendMarks(ctx, bar, label, (t) => (t * vmax).toPrecision(3));
+  if (log > 0) {
+    const ticks = logTicks(vmax, log);
+    canvas.dataset.ticks = JSON.stringify(ticks.map((t) => t.label));
+    drawLegendMarks(ctx, bar, `${label} (log scale)`, ticks);
+  } else {
+    drawLegendMarks(ctx, bar, label, (t) => (t * vmax).toPrecision(3));
+  }
   return canvas;
 }
 
 /**
  * Everything of a legend but its colour bar: `label` above the CSS rectangle `bar`, ticks at its
- * start, middle and end labelled `tickText(t)` for t = 0, 0.5, 1, and the masked swatch after it.
+ * start, middle and end labelled `tickText(t)` for t = 0, 0.5, 1 (or the given `[{t, label}]`),
+ * and the masked swatch after it.
  */
 export function drawLegendMarks(ctx, bar, label, tickText) {
   ctx.font = `11px ${FONT_FAMILY}`;
   ctx.fillStyle = "#333";
   ctx.textBaseline = "top";
   ctx.fillText(label, bar.x, 1);
-  for (const t of [0, 0.5, 1]) {
+  const ticks = Array.isArray(tickText) ? tickText : [0, 0.5, 1].map((t) => ({t, label: tickText(t)}));
+  for (const {t, label: text} of ticks) {
     const x = bar.x + t * bar.width;
     ctx.fillRect(x - 0.5, bar.y + bar.height, 1, 3);
-    ctx.textAlign = t === 0 ? "left" : t === 1 ? "right" : "center";
-    ctx.fillText(tickText(t), x, bar.y + bar.height + 4);
+    ctx.textAlign = t <= 0.02 ? "left" : t >= 0.98 ? "right" : "center";
+    ctx.fillText(text, x, bar.y + bar.height + 4);
   }
   const swatch = {x: bar.x + bar.width + 16, y: bar.y};
   ctx.fillStyle = `rgb(${MASKED_RGB.join(",")})`;

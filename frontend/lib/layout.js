@@ -15,7 +15,8 @@ import {matrixRow} from "./decode.js";
 /**
  * Places a rows x cols heatmap in a `width` x `height` box after a `left` margin (query labels)
  * and a `top` margin (key labels). Cells get a whole number of device pixels between
- * `minCell` (default 1) and `maxCell` CSS pixels (default 40).
+ * `minCell` (default 1) and `maxCell` CSS pixels (default 40); with a `minCell` below 1, a
+ * matrix larger than the box gets cells of less than a device pixel (drawn averaged).
  *
  * Returns `{x, y, cell, width, height, rows, cols, dpr, cellDevice}`: the heatmap's top-left
  * corner, the cell size and the drawn size, in CSS pixels.
@@ -26,6 +27,14 @@ export function heatmapLayout({rows, cols, width, height, dpr = 1, left = 0, top
   const availableW = Math.max(0, width - left);
   const availableH = Math.max(0, height - top);
   const fit = Math.min(availableW / cols, availableH / rows, maxCell);
+  if (minCell < 1 && fit * dpr < 1) {
+    // A long matrix (e.g. 2048 tokens in 1000 pixels): less than a device pixel per cell, so
+    // the drawing averages cells into pixels (resample.js); the cell is not a whole pixel.
+    const cell = Math.max(fit, minCell, 1e-3);
+    const x = Math.round(left * dpr) / dpr;
+    const y = Math.round(top * dpr) / dpr;
+    return {x, y, cell, cellDevice: cell * dpr, dpr, rows, cols, width: cell * cols, height: cell * rows};
+  }
   let cellDevice = Math.floor(fit * dpr);
   cellDevice = Math.max(cellDevice, Math.ceil(minCell * dpr), 1);
   const cell = cellDevice / dpr;

@@ -71,9 +71,13 @@ export class DataSource {
     return this.api.step(run, tag, step);
   }
 
-  /** One decoded matrix `{rows, cols, values}` (cached); `head`: an index or "mean". */
-  matrix({run, tag, step, example, head}) {
-    return this.api.matrix({run, tag, step, example, head});
+  /**
+   * One decoded matrix `{rows, cols, values}` (cached); `head`: an index or "mean". A pooled
+   * step answers its overview (block means in `values`, block maxes in `maxes`); `window`
+   * names one of its stored windows (exact weights).
+   */
+  matrix({run, tag, step, example, head, window = null}) {
+    return this.api.matrix({run, tag, step, example, head, window});
   }
 
   /** Per-head statistics over every logged step of (run, tag) (`/stats`). */

@@ -1,6 +1,6 @@
 /**
- * The view state (run, tag, step, example, head, view, colour map, scale, pinned query, compared
- * runs, reference step, rollout residual) and its encoding in a URL hash, so that a link reopens
+ * The view state (run, tag, step, example, head, view, colour map, scale, log colour scale,
+ * pinned query, zoomed region, compared runs, reference step, rollout residual) and its encoding in a URL hash, so that a link reopens
  * the same view.
  *
  * The Attention tab lives in TensorBoard's iframe (`/data/plugin_entry.html?name=attention`),
@@ -15,6 +15,8 @@
  *   decodeState("#run=train&step=100").step;  // 100
  */
 
+import {formatZoom, parseZoom} from "./pooled.js";
+
 export const VIEWS = Object.freeze(["head", "heads", "model", "lines", "image", "compare", "diff", "stats", "rollout"]);
 export const SCALES = Object.freeze(["head", "shared", "unit"]);
 
@@ -24,6 +26,8 @@ export const DEFAULT_STATE = Object.freeze({
   compare: null,    // runs of the run comparison (null: the current run and the next with the layer)
   ref: null,        // reference step of the step comparison (null: the first logged step)
   residual: true,   // rollout with the residual identity term
+  log: false,       // log colour scale (decades below the top) instead of linear
+  zoom: null,       // zoomed region of a long head: {query: [q0, q1), key: [k0, k1)} positions
 });
 
 const KEYS = ["run", "tag", "step", "example", "head", "view", "cmap", "scale", "query", "ref"];
@@ -42,6 +46,8 @@ export function encodeState(state) {
   }
   for (const run of state.compare || []) params.append("compare", run);
   if (state.residual === false) params.set("residual", "0");
+  if (state.log === true) params.set("log", "1");
+  if (state.zoom) params.set("zoom", formatZoom(state.zoom));
   return params.toString();
 }
 
@@ -73,6 +79,14 @@ export function decodeState(hash, {colormaps = null} = {}) {
   if (params.has("residual")) {
     if (text("residual") === "0") state.residual = false;
     else if (text("residual") === "1") state.residual = true;
+  }
+  if (params.has("log")) {
+    if (text("log") === "1") state.log = true;
+    else if (text("log") === "0") state.log = false;
+  }
+  if (params.has("zoom")) {
+    const zoom = parseZoom(text("zoom"));
+    if (zoom) state.zoom = zoom;
   }
   if (text("cmap") && (!colormaps || colormaps.includes(text("cmap")))) state.cmap = text("cmap");
   return state;

@@ -13,14 +13,16 @@
  *                  {tooltip, pinRow: (row) => ...});
  */
 
-import {heatmapLayout, cellAt, rowLabelAt, colLabelAt} from "../lib/layout.js";
+import {heatmapLayout, cellAt, rowLabelAt, colLabelAt, labelStride} from "../lib/layout.js";
 import {hiDpiCanvas, drawHeatmap, drawRowLabels, drawColLabels, drawPinnedRow, widestLabel,
-        devicePixelRatio, legendCanvas} from "../lib/heatmap.js";
-import {axisLabels, describeCell, topKeys, formatWeight} from "../lib/tokens.js";
-import {localPoint} from "../lib/dom.js";
+        devicePixelRatio, legendCanvas, labelFontSize} from "../lib/heatmap.js";
+import {axisLabels, topKeys, formatWeight} from "../lib/tokens.js";
+import {element, localPoint} from "../lib/dom.js";
 import {mapLimited} from "../lib/api.js";
-import {tileScales} from "../lib/colormap.js";
+import {tileScales, logDecades} from "../lib/colormap.js";
 import {maxValue} from "../lib/decode.js";
+import {pooledInfo, blockLabels, describeAt, regionOfCells, regionOfPositions, windowFor, cropRegion,
+        missingWindowSentence, describeRegion, regionFits, strideLabel} from "../lib/pooled.js";
 
 /** The matrix the state picks (its run, tag, step, example and head). */
 export function matrixParams({run, tag, step, example, head}) {
@@ -30,19 +32,39 @@ export function matrixParams({run, tag, step, example, head}) {
 /**
  * Loads the state's step header and matrix, and the top of its colour scale: 1 (fixed), the
  * largest weight of any head of the layer (shared across heads) or the matrix's own.
+ *
+ * Long sequences: for a pooled step `matrix` is the head's overview (block means, block maxes);
+ * with `state.zoom` (a region of positions) `zoom` is that region at full resolution, cut from
+ * the stored window holding it (or from a full step's matrix), or `missing` the sentence saying
+ * that no stored window holds it.
  */
 export async function loadHead(state, source) {
   const {run, tag, step, example, head, scale} = state;
-  const [header, matrix] = await Promise.all([source.header(run, tag, step), source.matrix(matrixParams(state))]);
-  let vmax = maxValue(matrix.values) || 1;
+  const [header, whole] = await Promise.all([source.header(run, tag, step), source.matrix(matrixParams(state))]);
+  const info = pooledInfo(header);
+  let zoom = null;
+  let missing = null;
+  let window = null;
+  if (state.zoom && regionFits(state.zoom, header.shape)) {
+    if (!info) {
+      zoom = cropRegion(whole, {query: 0, key: 0}, state.zoom);
+    } else if ((window = windowFor(info.windows, state.zoom))) {
+      const exact = await source.matrix({...matrixParams(state), window: window.name});
+      zoom = cropRegion(exact, {query: window.query[0], key: window.key[0]}, state.zoom);
+    } else {
+      missing = missingWindowSentence(state.zoom, info);
+    }
+  }
+  const shown = zoom || whole;
+  let vmax = maxValue(shown.values) || 1;
   if (scale === "unit") {
     vmax = 1;
-  } else if (scale === "shared" && head !== "mean") {
+  } else if (scale === "shared" && head !== "mean" && !zoom) {
     const all = await mapLimited(Array.from({length: header.shape[1]}, (_, h) => h), 6,
                                  (h) => source.matrix({run, tag, step, example, head: h}));
     vmax = tileScales(all, "shared")[0];
   }
-  return {header, matrix, vmax};
+  return {header, matrix: whole, vmax, info, zoom, window, missing};
 }
 
 export default {
@@ -50,68 +72,197 @@ export default {
   label: "One head",
   prefetch: (state, source) => source.matrix(matrixParams(state)),
   load: loadHead,
-  render(host, {header, matrix, vmax}, state, ui) {
-    const {canvas} = renderHeadView(host, {matrix, header, example: state.example, lut: ui.lut, vmax,
-                                           pinned: state.query, width: ui.width},
-                                    {tooltip: ui.tooltip, pinRow: (row) => ui.set({query: row})});
-    return {canvas, legend: legendCanvas(ui.lut, vmax)};
+  render(host, {header, matrix, vmax, info, zoom, window, missing}, state, ui) {
+    const shown = zoom || matrix;
+    const log = state.log ? logDecades(vmax, header.shape[3]) : 0;
+    const pooled = Boolean(info && !zoom);
+    const {canvas} = renderHeadView(host, {
+      matrix: shown, header, example: state.example, lut: ui.lut, vmax, log, pooled: pooled ? info : null,
+      pinned: zoom || pooled ? null : state.query, width: ui.width,
+    }, {
+      tooltip: ui.tooltip,
+      pinRow: (row) => ui.set({query: row}),
+      zoom: (region) => ui.set({zoom: region, query: null}),
+    });
+    const notes = [];
+    if (zoom) {
+      const where = window ? `stored window “${window.name}”` : "the full matrix";
+      notes.push(element("div", {className: "zoom-bar", id: "zoom-bar"},
+        `Zoomed: ${describeRegion(state.zoom)}, exact weights from ${where}. Drag to zoom further. `,
+        backButton(ui, info ? "Back to the overview" : "Whole matrix")));
+    } else if (missing) {
+      notes.push(element("div", {className: "zoom-missing", id: "zoom-missing", role: "status"}, missing, " ",
+        backButton(ui, "Dismiss")));
+    } else if (info) {
+      const names = info.windows.map((w) => `“${w.name}” (${describeRegion(w)})`).join(", ") || "none";
+      notes.push(element("div", {className: "hint", id: "pooled-hint"},
+        `Pooled overview: ${info.block[0]}×${info.block[1]} positions per cell (block mean; hover for the max). ` +
+        `Drag or click to zoom into a stored window at full resolution. Stored windows: ${names}.`));
+    } else if (Math.max(matrix.rows, matrix.cols) > 128) {
+      notes.push(element("div", {className: "hint", id: "pooled-hint"}, "Drag over the matrix to zoom in."));
+    }
+    host.prepend(...notes);
+    const rendered = {layout: pooled ? "pooled" : zoom ? "zoom" : "full", log: Boolean(log),
+                      window: window ? window.name : null, missing: Boolean(missing)};
+    return {canvas, legend: legendCanvas(ui.lut, vmax, {log, label: pooled ? "block mean weight" : "attention weight"}),
+            rendered};
   },
 };
 
-const LABEL_CAP = 150;  // CSS px: longer labels are truncated, full text on hover
+function backButton(ui, label) {
+  const button = element("button", {type: "button", id: "zoom-out"}, label);
+  button.addEventListener("click", () => ui.set({zoom: null}));
+  return button;
+}
 
-/** Draws the view into `host` (emptied first); returns `{canvas, layout}`. */
+const LABEL_CAP = 150;  // CSS px: longer labels are truncated, full text on hover
+const DRAG_PX = 4;      // a press that moves less than this is a click
+
+/**
+ * The labels of one axis of what the view draws: block labels ("the … cat") of a pooled
+ * overview, else token labels, with their positions when only every n-th fits (long matrices).
+ */
+function viewLabels(matrix, header, example, pooled, axis, stride) {
+  if (pooled) return blockLabels(header, axis, example, pooled);
+  const offset = matrix.offset ? matrix.offset[axis] : 0;
+  const length = axis === "query" ? matrix.rows : matrix.cols;
+  const tokens = axisLabels(header, axis, example, offset + length).slice(offset);
+  return tokens.map((label, i) => strideLabel(label, i + offset, stride));
+}
+
+/**
+ * Draws the view into `host` (emptied first); returns `{canvas, layout}`. `data.pooled`: the
+ * pooledInfo of an overview being drawn (labels and hover per block); `data.log`: decades of a
+ * log colour scale (0: linear). `hooks.zoom(region)` gets a dragged (or, on an overview, clicked)
+ * region of positions; `hooks.pinRow(row)` a clicked query of a full matrix.
+ */
 export function renderHeadView(host, data, hooks) {
-  const {matrix, header, example, lut, vmax, pinned, width} = data;
-  const queries = axisLabels(header, "query", example, matrix.rows);
-  const keys = axisLabels(header, "key", example, matrix.cols);
+  const {matrix, header, example, lut, vmax, pinned, width, log = 0, pooled = null} = data;
+  const long = Math.max(matrix.rows, matrix.cols) > 128;
+  const height = Math.max(240, Math.min(width, 1000));
+  // A long matrix fits the box with cells of less than a pixel; labels then go every n-th.
+  const minCell = long ? 0.05 : 1;
+  const probeLayout = heatmapLayout({rows: matrix.rows, cols: matrix.cols, width: width - 160, height: height - 100,
+                                     dpr: devicePixelRatio(), minCell});
+  const stride = labelStride(probeLayout.cell, labelFontSize(probeLayout.cell) + 2);
+  const queries = viewLabels(matrix, header, example, pooled, "query", stride);
+  const keys = viewLabels(matrix, header, example, pooled, "key", stride);
   const probe = hiDpiCanvas(1, 1).ctx;
   // Margins from the labels at the largest cell size; smaller cells only make labels shorter.
   // 10% slack: the pinned query's label is bold.
   const left = Math.ceil(widestLabel(probe, queries, 40, LABEL_CAP) * 1.1) + 14;
   const top = Math.ceil(widestLabel(probe, keys, 40, LABEL_CAP) * Math.sin(Math.PI / 3)) + 16;
-  const height = Math.max(240, Math.min(width, 1000));
   const layout = heatmapLayout({rows: matrix.rows, cols: matrix.cols, width, height, left, top,
-                              dpr: devicePixelRatio()});
+                              dpr: devicePixelRatio(), minCell});
   const canvasW = Math.ceil(layout.x + layout.width + 24);
   const canvasH = Math.ceil(layout.y + layout.height + 8);
-  const {canvas, ctx, dpr} = hiDpiCanvas(canvasW, canvasH);
+  const {canvas, ctx} = hiDpiCanvas(canvasW, canvasH);
   canvas.className = "view-canvas head-canvas";
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, canvasW, canvasH);
   drawHeatmap(ctx, matrix, {x: layout.x, y: layout.y, width: layout.width, height: layout.height},
-              {vmax, lut, dpr});
+              {vmax, lut, log});
   if (pinned !== null && pinned < matrix.rows) drawPinnedRow(ctx, layout, pinned);
   drawRowLabels(ctx, queries, layout, {maxWidth: left - 12, highlight: pinned});
   drawColLabels(ctx, keys, layout, {maxWidth: LABEL_CAP});
   // For tests and tools: where the cells are, in CSS pixels of the canvas.
   canvas.dataset.layout = JSON.stringify({x: layout.x, y: layout.y, cell: layout.cell,
-                                          rows: layout.rows, cols: layout.cols});
+                                          rows: layout.rows, cols: layout.cols, stride,
+                                          offset: matrix.offset || null});
 
-  canvas.addEventListener("mousemove", (event) => {
+  // A rubber band: a box over the canvas while the mouse is dragged.
+  const frame = element("div", {className: "head-frame"});
+  const band = element("div", {className: "zoom-band", hidden: true});
+  frame.append(canvas, band);
+  let press = null;  // {x, y, cell}
+  const clampCell = (x, y) => ({
+    row: Math.max(0, Math.min(matrix.rows - 1, Math.floor((y - layout.y) / layout.cell))),
+    col: Math.max(0, Math.min(matrix.cols - 1, Math.floor((x - layout.x) / layout.cell))),
+  });
+  const regionOf = (a, b) => (pooled ? regionOfCells(pooled, a, b) : regionOfPositions(a, b, matrix.offset));
+  const showBand = (a, b) => {
+    const r0 = Math.min(a.row, b.row);
+    const c0 = Math.min(a.col, b.col);
+    band.hidden = false;
+    band.style.left = `${layout.x + c0 * layout.cell}px`;
+    band.style.top = `${layout.y + r0 * layout.cell}px`;
+    band.style.width = `${Math.max(2, (Math.abs(a.col - b.col) + 1) * layout.cell)}px`;
+    band.style.height = `${Math.max(2, (Math.abs(a.row - b.row) + 1) * layout.cell)}px`;
+  };
+
+  canvas.addEventListener("mousedown", (event) => {
+    if (event.button !== 0 || !hooks.zoom) return;
     const {x, y} = localPoint(canvas, event);
     const cell = cellAt(layout, x, y);
+    if (!cell) return;
+    event.preventDefault();  // no text selection while dragging
+    press = {x, y, cell};
+  });
+  canvas.addEventListener("mousemove", (event) => {
+    const {x, y} = localPoint(canvas, event);
+    if (press && Math.hypot(x - press.x, y - press.y) >= DRAG_PX) {
+      const end = clampCell(x, y);
+      showBand(press.cell, end);
+      hooks.tooltip.show(describeRegion(regionOf(press.cell, end)), event);
+      return;
+    }
+    const cell = cellAt(layout, x, y);
     if (cell) {
-      hooks.tooltip.show(describeCell(matrix, header, example, cell.row, cell.col).text, event);
+      hooks.tooltip.show(describeAt(matrix, header, example, cell.row, cell.col).text, event);
       return;
     }
     const row = rowLabelAt(layout, x, y);
-    if (row !== null) return hooks.tooltip.show(`query ${row}: ${queries[row]}`, event);
+    if (row !== null) return hooks.tooltip.show(`${pooled ? "queries" : "query"} ${axisText(pooled, matrix, "query", row)}: ${queries[row]}`, event);
     const col = colLabelAt(layout, x, y);
-    if (col !== null) return hooks.tooltip.show(`key ${col}: ${keys[col]}`, event);
+    if (col !== null) return hooks.tooltip.show(`${pooled ? "keys" : "key"} ${axisText(pooled, matrix, "key", col)}: ${keys[col]}`, event);
     hooks.tooltip.hide();
   });
   canvas.addEventListener("mouseleave", () => hooks.tooltip.hide());
-  canvas.addEventListener("click", (event) => {
+  const finish = (event) => {
+    if (!press) return;
+    const start = press;
+    press = null;
+    band.hidden = true;
+    const {x, y} = localPoint(canvas, event);
+    if (Math.hypot(x - start.x, y - start.y) >= DRAG_PX) {
+      hooks.zoom(regionOf(start.cell, clampCell(x, y)));
+      return true;
+    }
+    return false;
+  };
+  // The drag may end outside the canvas.
+  const onUp = (event) => {
+    if (!frame.isConnected) return document.removeEventListener("mouseup", onUp);
+    if (press && event.target !== canvas) finish(event);
+  };
+  document.addEventListener("mouseup", onUp);
+  canvas.addEventListener("mouseup", (event) => {
+    if (finish(event)) return;
     const {x, y} = localPoint(canvas, event);
     const cell = cellAt(layout, x, y);
+    if (pooled) {  // a click on a block zooms into it
+      if (cell && hooks.zoom) hooks.zoom(regionOfCells(pooled, cell, cell));
+      return;
+    }
+    if (matrix.offset) return;  // a zoomed region: rows are not pinned
     const row = cell ? cell.row : rowLabelAt(layout, x, y);
     if (row !== null) hooks.pinRow(row === pinned ? null : row);
   });
 
-  host.replaceChildren(canvas);
+  host.replaceChildren(frame);
   if (pinned !== null && pinned < matrix.rows) host.append(pinnedSummary(matrix, header, example, pinned, queries));
   return {canvas, layout};
+}
+
+/** Positions of label `index` on an axis: a block's range, or the position of a (zoomed) cell. */
+function axisText(pooled, matrix, axis, index) {
+  if (pooled) {
+    const size = pooled.block[axis === "query" ? 0 : 1];
+    const length = pooled.shape[axis === "query" ? 2 : 3];
+    const end = Math.min(length, (index + 1) * size) - 1;
+    return end > index * size ? `${index * size}–${end}` : String(index * size);
+  }
+  return String(index + (matrix.offset ? matrix.offset[axis] : 0));
 }
 
 function pinnedSummary(matrix, header, example, row, queries) {

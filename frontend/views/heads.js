@@ -15,8 +15,8 @@
 
 import {tileGrid, tileOrigin, tileAt, heatmapLayout, cellAt} from "../lib/layout.js";
 import {hiDpiCanvas, drawHeatmap, devicePixelRatio, FONT_FAMILY, legendCanvas} from "../lib/heatmap.js";
-import {describeCell} from "../lib/tokens.js";
-import {tileScales} from "../lib/colormap.js";
+import {tileScales, logDecades} from "../lib/colormap.js";
+import {describeAt} from "../lib/pooled.js";
 import {localPoint} from "../lib/dom.js";
 import {mapLimited} from "../lib/api.js";
 
@@ -27,23 +27,34 @@ export default {
     const {run, tag, step, example} = state;
     const header = await source.header(run, tag, step);
     const keys = [...Array.from({length: header.shape[1]}, (_, h) => h), "mean"];
-    const matrices = await mapLimited(keys, 6, (head) => source.matrix({run, tag, step, example, head}));
+    // A tile that cannot be read says so; the other heads still draw.
+    const errors = [];
+    const matrices = await mapLimited(keys, 6, (head) => source.matrix({run, tag, step, example, head}).catch((error) => {
+      errors.push(error);
+      return null;
+    }));
+    if (errors.length === keys.length) throw errors[0];
     return {header, keys, matrices};
   },
   render(host, {header, keys, matrices}, state, ui) {
     const tiles = keys.map((h, i) => ({label: h === "mean" ? "mean of heads" : `head ${h}`, matrix: matrices[i],
-                                       selected: h === state.head}));
-    const {canvas} = renderTiles(host, {tiles, lut: ui.lut, scale: state.scale, width: ui.width,
+                                       error: !matrices[i], selected: h === state.head}));
+    const {canvas} = renderTiles(host, {tiles, lut: ui.lut, scale: state.scale, width: ui.width, log: state.log,
                                         headerFor: () => header, exampleFor: () => state.example},
                                  {tooltip: ui.tooltip, pick: (index) => ui.set({view: "head", head: keys[index]})});
-    return {canvas, legend: tilesLegend(ui.lut, state.scale, matrices)};
+    return {canvas, legend: tilesLegend(ui.lut, state.scale, matrices, state.log ? header.shape[3] : 0)};
   },
 };
 
-/** The legend of a tile grid: per-head scales show fractions of each tile's maximum. */
-export function tilesLegend(lut, scale, matrices) {
-  if (scale === "head") return legendCanvas(lut, 1, {label: "fraction of each tile's maximum"});
-  return legendCanvas(lut, tileScales(matrices, scale)[0]);
+/**
+ * The legend of a tile grid: per-head scales show fractions of each tile's maximum. `logKeys`:
+ * the key count of a log colour scale (0: linear).
+ */
+export function tilesLegend(lut, scale, matrices, logKeys = 0) {
+  const top = scale === "head" ? 1 : tileScales(matrices, scale)[0];
+  const log = logKeys ? logDecades(top, logKeys) : 0;
+  if (scale === "head") return legendCanvas(lut, 1, {label: "fraction of each tile's maximum", log});
+  return legendCanvas(lut, top, {log});
 }
 
 const LABEL_HEIGHT = 16;
@@ -68,7 +79,7 @@ function tileLayout(matrix, origin, tile, dpr) {
  */
 export function renderTiles(host, data, hooks) {
   const {tiles, lut, scale, width, columns = null, rowLabels = null, headerFor = () => null,
-         exampleFor = () => 0, minTile = 72, maxTile = 200} = data;
+         exampleFor = () => 0, minTile = 72, maxTile = 200, log = false} = data;
   const dpr = devicePixelRatio();
   const left = rowLabels ? 170 : 4;  // 4 px: room for the selected tile's outline
   let grid = tileGrid({count: tiles.length, width: width - left, dpr, gap: 10, minTile, maxTile});
@@ -103,8 +114,11 @@ export function renderTiles(host, data, hooks) {
       return;
     }
     const layout = tileLayout(tile.matrix, origin, grid.tile, dpr);
+    // A log scale spans the same decades for every tile: those of the legend (keys of the step).
+    const header = headerFor(index);
+    const decades = log ? logDecades(scale === "head" ? 1 : vmaxes[index], header ? header.shape[3] : tile.matrix.cols) : 0;
     drawHeatmap(ctx, tile.matrix, {x: layout.x, y: layout.y, width: layout.width, height: layout.height},
-                {vmax: vmaxes[index], lut, dpr});
+                {vmax: vmaxes[index], lut, dpr, log: decades});
     if (tile.selected) {
       ctx.strokeStyle = "#e8710a";
       ctx.lineWidth = 2;
@@ -138,7 +152,7 @@ export function renderTiles(host, data, hooks) {
     if (index === null || !layouts[index]) return hooks.tooltip.hide();
     const cell = cellAt(layouts[index], x, y);
     const tile = tiles[index];
-    const detail = cell ? describeCell(tile.matrix, headerFor(index), exampleFor(index), cell.row, cell.col) : null;
+    const detail = cell ? describeAt(tile.matrix, headerFor(index), exampleFor(index), cell.row, cell.col) : null;
     hooks.tooltip.show(detail ? `${tile.label}: ${detail.text}` : tile.label, event);
   });
   canvas.addEventListener("mouseleave", () => hooks.tooltip.hide());

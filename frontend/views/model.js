@@ -42,12 +42,13 @@ export default {
     }
     const rowLabels = rows.map((r) => (r.step === state.step ? r.tag : `${r.tag} @${r.step}`));
     const {canvas} = renderTiles(host, {
-      tiles, lut: ui.lut, scale: state.scale, width: ui.width, columns, rowLabels, minTile: 24, maxTile: 96,
+      tiles, lut: ui.lut, scale: state.scale, width: ui.width, columns, rowLabels, minTile: 24, maxTile: 96, log: state.log,
       headerFor: (i) => owners[i].row.header, exampleFor: (i) => owners[i].row.example,
     }, {tooltip: ui.tooltip, pick: (index) => {
       const {row, head} = owners[index];
       if (head < row.matrices.length) ui.set({view: "head", tag: row.tag, head}, {reloadSteps: true});
     }});
-    return {canvas, legend: tilesLegend(ui.lut, state.scale, tiles.map((t) => t.matrix))};
+    const keys = Math.max(1, ...rows.map((r) => r.header.shape[3]));
+    return {canvas, legend: tilesLegend(ui.lut, state.scale, tiles.map((t) => t.matrix), state.log ? keys : 0)};
   },
 };
