@@ -33,54 +33,79 @@ def get_json(url, timeout=30):
     return json.loads(body)
 
 
+_BIND_ATTEMPTS = 5
+
+
+def _wait_until_ready(proc, log, base, ready_timeout, wait_for_plugin):
+    """True once the plugin is listed; False if tensorboard could not bind its port."""
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        if proc.poll() is not None:
+            output = open(log.name).read()
+            if "could not bind to port" in output:
+                return False
+            raise RuntimeError("tensorboard exited with %s:\n%s" % (proc.returncode, output))
+        try:
+            listing = json.loads(http_get(base + "/data/plugins_listing", timeout=5)[2])
+            entry = listing.get(wait_for_plugin) if wait_for_plugin else {}
+            if entry is not None and (not wait_for_plugin or entry.get("enabled")):
+                return True
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                "tensorboard did not list plugin %r in time:\n%s"
+                % (wait_for_plugin, open(log.name).read())
+            )
+        time.sleep(0.3)
+
+
+def _stop(proc, log):
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+    os.unlink(log.name)
+
+
 @contextlib.contextmanager
 def tensorboard(logdir, *flags, python=None, ready_timeout=120, wait_for_plugin="attention"):
     """Runs `tensorboard --logdir=logdir` and yields its base URL (no trailing slash).
 
     Waits until the data is loaded: the plugin is listed as enabled in `/data/plugins_listing`.
     """
-    port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="tensorboard-", suffix=".log", delete=False)
-    cmd = [
-        python or sys.executable,
-        "-m",
-        "tensorboard.main",
-        "--logdir=%s" % logdir,
-        "--host=127.0.0.1",
-        "--port=%d" % port,
-        "--reload_interval=1",
-        *flags,
-    ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = "http://127.0.0.1:%d" % port
+    # free_port() releases the port before tensorboard binds it; on a busy machine another
+    # process can take it in between: then tensorboard exits saying so and we try another port.
+    for attempt in range(_BIND_ATTEMPTS):
+        port = free_port()
+        log = tempfile.NamedTemporaryFile(prefix="tensorboard-", suffix=".log", delete=False)
+        cmd = [
+            python or sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir=%s" % logdir,
+            "--host=127.0.0.1",
+            "--port=%d" % port,
+            "--reload_interval=1",
+            *flags,
+        ]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        base = "http://127.0.0.1:%d" % port
+        try:
+            ready = _wait_until_ready(proc, log, base, ready_timeout, wait_for_plugin)
+        except BaseException:
+            _stop(proc, log)
+            raise
+        if ready:
+            break
+        _stop(proc, log)
+        if attempt == _BIND_ATTEMPTS - 1:
+            raise RuntimeError("tensorboard found no free port in %d attempts" % _BIND_ATTEMPTS)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    "tensorboard exited with %s:\n%s" % (proc.returncode, open(log.name).read())
-                )
-            try:
-                listing = json.loads(http_get(base + "/data/plugins_listing", timeout=5)[2])
-                entry = listing.get(wait_for_plugin) if wait_for_plugin else {}
-                if entry is not None and (not wait_for_plugin or entry.get("enabled")):
-                    break
-            except (OSError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    "tensorboard did not list plugin %r in time:\n%s"
-                    % (wait_for_plugin, open(log.name).read())
-                )
-            time.sleep(0.3)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        os.unlink(log.name)
+        _stop(proc, log)
