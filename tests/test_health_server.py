@@ -325,6 +325,26 @@ def test_computed_steps_are_cached_and_the_answer_revalidates(logdir):
     assert json.loads(third.get_data()) == json.loads(first.get_data())
 
 
+def test_computing_in_a_time_budget_answers_partially_then_completely(logdir, client):
+    plugin = production_plugin(logdir)
+    budgeted = wsgi_client(plugin)
+    plugin._health.compute_seconds = 0  # one step per request
+    total = 2 * len(STEPS)
+    first = get(budgeted, "/health", run="op_only")
+    body = json.loads(first.get_data())
+    assert "ETag" not in first.headers and body["pending"] == total - 1
+    assert body["steps"] == [0]  # the first step of the first layer comes first
+    second = json.loads(get(budgeted, "/health", run="op_only").get_data())
+    assert second["pending"] == total - 2 and second["steps"] == [0]  # the other layer's first
+    third = json.loads(get(budgeted, "/health", run="op_only").get_data())
+    assert third["pending"] == total - 3 and third["steps"] == [0, STEPS[-1]]  # then the newest
+    assert third["series"][CAUSAL]["entropy"][1] == [None, None, None]  # not computed yet
+    plugin._health.compute_seconds = 60
+    final = get(budgeted, "/health", run="op_only")
+    assert json.loads(final.get_data())["pending"] == 0 and "ETag" in final.headers
+    assert json.loads(final.get_data()) == get_json(client, "/health", run="op_only")
+
+
 def test_a_layer_with_records_but_no_steps_is_listed_by_health(client):
     body = get_json(client, "/health", run="records_only")
     assert body["layers"] == ["solo"] and body["steps"] == [5]

@@ -20,6 +20,7 @@ mass["mass"]        # [[per head] per layer], share of each row on key 0
 """
 
 import math
+import time
 
 import numpy as np
 
@@ -36,6 +37,9 @@ ALARM_KINDS = {
     "entropy-drop": ("entropy_collapse", "entropy"),
     "max-logit": ("logit_growth", "max_logit"),
 }
+# Seconds one /health request spends computing measures from stored steps (the rest is
+# "pending", computed by the next requests).
+COMPUTE_SECONDS = 5.0
 # Most keys in one /mass request.
 MAX_KEYS = 4096
 
@@ -165,36 +169,52 @@ def health_signature(reader, ctx, experiment_id, run):
     return layers, sources, signature
 
 
-def run_health(reader, ctx, experiment_id, run, cache, prepared=None):
+def run_health(reader, ctx, experiment_id, run, cache, prepared=None,
+               compute_seconds=COMPUTE_SECONDS):
     """The `/health` answer of a run (docs/http_api.md): per layer, head and step the measures,
     roles, sinks and groups; alarms, emergence steps and what changed.
+
+    Measures of layers without records are computed from the stored steps for at most
+    `compute_seconds` per call (at least one step), coarse to fine over each layer's steps
+    (first, newest, middle, quarters, ...); what is left is counted in the answer's `pending`,
+    and the next call goes on where this one stopped.
 
     Args:
       reader, ctx, experiment_id, run: as for the other aggregates.
       cache: a `HealthCache`.
       prepared: `health_signature(...)` already computed by the caller (for the ETag).
+      compute_seconds: time budget for computing steps in this call.
     """
     layers, sources, _ = prepared or health_signature(reader, ctx, experiment_id, run)
-    per_layer, errors = {}, []
-    for tag in layers:
+    per_layer, errors = {tag: {} for tag in layers}, []
+    to_compute = []  # (order, tag, datum)
+    for position, tag in enumerate(layers):
         source, items = sources[tag]
-        found = {}
         if source == "unreadable":
             errors.append({"tag": tag, "step": None, "error": items})
-            items = ()
-        for item in items:
+            continue
+        for index, item in enumerate(items):
             if source == "logged":
                 record = item.record if item.error is None else item.error
             else:
-                try:
-                    record = _computed_record(reader, ctx, experiment_id, run, tag, item, cache)
-                except NotFound as e:  # the step vanished since it was listed: not cached
-                    record = str(e)
-            if isinstance(record, str):
-                errors.append({"tag": tag, "step": item.step, "error": record})
-            else:
-                found[item.step] = record
-        per_layer[tag] = found
+                record = cache.records.get(
+                    (experiment_id, run, tag, item.step, item.wall_time))
+                if record is None:
+                    to_compute.append(((_coarse_rank(index, len(items)), index, position), tag, item))
+                    continue
+            _keep(per_layer, errors, tag, item.step, record)
+    to_compute.sort(key=lambda entry: entry[0])
+    deadline = time.monotonic() + compute_seconds
+    pending = len(to_compute)
+    for _, tag, item in to_compute:
+        if pending < len(to_compute) and time.monotonic() > deadline:
+            break
+        try:
+            record = _computed_record(reader, ctx, experiment_id, run, tag, item, cache)
+        except NotFound as e:  # the step vanished since it was listed: not cached
+            record = str(e)
+        _keep(per_layer, errors, tag, item.step, record)
+        pending -= 1
     steps = sorted({step for found in per_layer.values() for step in found})
     heads, series, roles, groups, sinks = {}, {}, {}, {}, {}
     for tag in layers:
@@ -230,7 +250,30 @@ def run_health(reader, ctx, experiment_id, run, cache, prepared=None):
         "changes": changes,
         "groups": groups,
         "errors": errors,
+        "pending": pending,
     }
+
+
+def _keep(per_layer, errors, tag, step, record):
+    if isinstance(record, str):
+        errors.append({"tag": tag, "step": step, "error": record})
+    else:
+        per_layer[tag][step] = record
+
+
+def _coarse_rank(index, count):
+    """Order in which a layer's steps are computed: the first, the newest, then ever finer
+    halvings (every 2^k-th step before the others), so a partial answer spans the run.
+
+    >>> sorted(range(9), key=lambda i: (_coarse_rank(i, 9), i))
+    [0, 8, 4, 2, 6, 1, 3, 5, 7]
+    """
+    if index == 0:
+        return (0, 0)
+    if index == count - 1:
+        return (1, 0)
+    return (2, -(index & -index))  # multiples of larger powers of two first
+
 
 
 def _changes(layers, steps, series):
