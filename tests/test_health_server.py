@@ -554,3 +554,30 @@ def test_both_readers_list_and_serve_health(logdir, flags):
         assert status == 200 and data.startswith(b"\x93NUMPY")
         status, _, data = tensorboard_process.http_get(url + "/health?run=nope")
         assert status == 404 and "nope" in json.loads(data)["error"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("tb_attention_plugin.encoding").encoding,
+                                "encode_pooled_step"),
+                    reason="pooled steps (contract A) are not in this checkout")
+def test_pooled_steps_are_reported_not_measured(tmp_path):
+    from tb_attention_plugin import encoding
+
+    full = np.full((1, 2, 8, 8), 1 / 8, np.float32)
+    means, maxes = encoding.pool(full, 4)
+    blobs = encoding.encode_pooled_step([1, 2, 8, 8], 4, means, maxes,
+                                        [("last_queries", (6, 8), (0, 8), full[:, :, 6:, :])])
+    with tba.AttentionWriter(tmp_path / "run") as writer:
+        writer.write_blobs("pooled", blobs, 0)
+        writer.attention("full", full, step=0)
+    client = wsgi_client(production_plugin(tmp_path))
+    body = get_json(client, "/health", run="run")
+    assert body["steps"] == [0] and body["roles"]["full"] == [["diffuse", "diffuse"]]
+    assert [e["tag"] for e in body["errors"]] == ["pooled"]
+    assert "overview" in body["errors"][0]["error"]
+    mass = get_json(client, "/mass", run="run", tag="full", step=0, example=0, keys="0")
+    assert mass["layers"] == ["full", "pooled"] and mass["mass"][1] is None
+    assert "overview" in mass["notes"][1]
+    assert_error(get(client, "/export", run="run", tag="pooled", step=0, example=0, head=0), 404,
+                 "overview")
+    assert_error(get(client, "/filmstrip", run="run", tag="pooled", example=0, head=0), 404,
+                 "overview")
