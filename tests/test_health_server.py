@@ -473,6 +473,30 @@ def test_mass_over_steps(mass_client):
     assert b[2] is None and c == [None, None, None]
 
 
+def test_mass_over_steps_in_a_time_budget_is_pending_then_complete(tmp_path):
+    with tba.AttentionWriter(tmp_path / "run") as writer:
+        for step in range(5):
+            for layer in ("a", "b"):
+                w = np.zeros((1, 2, 3, 3), np.float32)
+                w[..., step % 3] = 1.0
+                writer.attention(layer, w, step=step)
+    plugin = production_plugin(tmp_path)
+    client = wsgi_client(plugin)
+    plugin._health.compute_seconds = 0  # at most one (layer, step) read per request
+    params = dict(run="run", tag="a", step=4, example=0, keys="1", over_steps=1)
+    first = get_json(client, "/mass", **params)
+    assert first["mass"] == [[1.0, 1.0], [1.0, 1.0]]  # the asked step is always complete
+    assert first["pending"] == 10 - 2 - 1  # step 4 of both layers was read for "mass", then one
+    assert first["series"][0][0] == [0.0, 0.0] and first["series"][1][0] is None
+    for _ in range(20):
+        body = get_json(client, "/mass", **params)
+        if body["pending"] == 0:
+            break
+    assert body["pending"] == 0
+    expected = [[1.0, 1.0] if step % 3 == 1 else [0.0, 0.0] for step in range(5)]
+    assert body["series"] == [expected, expected]
+
+
 def test_key_profile_leaves_out_padding_rows_and_masked_keys():
     nan = np.nan
     weights = np.array([[[0.5, 0.5, nan], [1.0, 0.0, nan], [nan, nan, nan], [0.0, 0.0, 0.0]]])

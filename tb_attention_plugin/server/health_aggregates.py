@@ -59,6 +59,8 @@ class HealthCache:
         self.profiles = bounded_cache.LRUCache(
             max_entries=65536, max_bytes=profile_bytes, size_of=lambda value: getattr(value, "nbytes", 64)
         )
+        # (experiment, run, tag, step, wall time) -> (layout, examples, Tk) of the step's header
+        self.facts = bounded_cache.LRUCache(max_entries=65536)
         self.computed = 0  # steps whose measures were computed (not cached): for tests
 
 
@@ -377,19 +379,41 @@ def _profile(reader, ctx, experiment_id, run, tag, datum, header, example, cache
     return profile
 
 
-def _layer_mass(reader, ctx, experiment_id, run, tag, step, example, keys, key_length, cache):
-    """`(mass per head or None, note or None, comparable)` of one layer at one step."""
+PENDING = "pending"  # a (layer, step) whose mass was not computed in this request's budget
+
+
+def _layer_mass(reader, ctx, experiment_id, run, tag, step, example, keys, key_length, cache,
+                may_read=True, reads=None):
+    """`(mass per head or None, note or None, comparable)` of one layer at one step, or
+    `(None, PENDING, True)` when that needs reading blobs and `may_read` is False. Appends to
+    the list `reads` when it reads."""
     try:
         datum = reader.datum(ctx, experiment_id, run, tag, step)
-        header = reader.header(ctx, experiment_id, run, tag, datum)
-        if header.get("layout", "full") != "full":
+        facts_key = (experiment_id, run, tag, step, datum.wall_time)
+        facts = cache.facts.get(facts_key)  # (layout, batch, Tk) of the step's header
+        if facts is None:
+            if not may_read:
+                return None, PENDING, True
+            if reads is not None:
+                reads.append(tag)
+            header = reader.header(ctx, experiment_id, run, tag, datum)
+            facts = (header.get("layout", "full"), header["shape"][0], header["shape"][3])
+            cache.facts.put(facts_key, facts)
+        layout, batch, tk = facts
+        if layout != "full":
             return None, "stored as an overview at step %d" % step, True
-        batch, _, _, tk = header["shape"]
         if tk != key_length:
             return None, "its key axis has %d positions, not %d: not comparable" % (tk, key_length), False
         if example >= batch:
             return None, "example %d out of range (batch %d)" % (example, batch), True
-        profile = _profile(reader, ctx, experiment_id, run, tag, datum, header, example, cache)
+        profile = cache.profiles.get(facts_key + (example,))
+        if profile is None:
+            if not may_read:
+                return None, PENDING, True
+            if reads is not None:
+                reads.append(tag)
+            header = reader.header(ctx, experiment_id, run, tag, datum)
+            profile = _profile(reader, ctx, experiment_id, run, tag, datum, header, example, cache)
     except NotFound as e:  # no such step, or unreadable (Unreadable is a NotFound)
         return None, str(e), True
     mass = profile[:, keys].sum(axis=1)
@@ -397,13 +421,18 @@ def _layer_mass(reader, ctx, experiment_id, run, tag, step, example, keys, key_l
 
 
 def key_mass(reader, ctx, experiment_id, run, tag, step, example, keys, over_steps=False,
-             cache=None):
+             cache=None, compute_seconds=COMPUTE_SECONDS):
     """The `/mass` answer: the attention mass each head of every layer of `run` puts on `keys`
     (positions of `tag`'s key axis), mean over query rows, at `step` and optionally every step.
+
+    The answer at `step` is always complete. Over steps, blobs are read for at most
+    `compute_seconds` (coarse to fine over the steps, as `/health`); the (layer, step) pairs
+    left are `null` in `series` and counted in `pending`.
 
     Raises `NotFound` for an unknown run/tag/step, an example or a key out of `tag`'s range.
     """
     cache = cache or HealthCache()
+    deadline = time.monotonic() + compute_seconds
     datum = reader.datum(ctx, experiment_id, run, tag, step)
     header = reader.header(ctx, experiment_id, run, tag, datum)
     batch, _, _, key_length = header["shape"]
@@ -427,10 +456,22 @@ def key_mass(reader, ctx, experiment_id, run, tag, step, example, keys, over_ste
     }
     if over_steps:
         steps = [d.step for d in reader.steps(ctx, experiment_id, run, tag)]
+        series = [[None] * len(steps) for _ in layers]
+        order = sorted(
+            ((_coarse_rank(i, len(steps)), i, li) for i in range(len(steps))
+             for li in range(len(layers))),
+        )
+        pending, reads = 0, []
+        for _, i, li in order:
+            # Within the budget, and always until one pair was read: every request progresses.
+            may_read = not reads or time.monotonic() <= deadline
+            values, note, _ = _layer_mass(reader, ctx, experiment_id, run, layers[li], steps[i],
+                                          example, keys, key_length, cache, may_read=may_read,
+                                          reads=reads)
+            if note == PENDING:
+                pending += 1
+            series[li][i] = values
         body["steps"] = steps
-        body["series"] = [
-            [_layer_mass(reader, ctx, experiment_id, run, layer, s, example, keys, key_length,
-                         cache)[0] for s in steps]
-            for layer in layers
-        ]
+        body["series"] = series
+        body["pending"] = pending
     return body

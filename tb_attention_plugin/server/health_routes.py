@@ -96,7 +96,7 @@ class HealthRoutes:
             raise BadRequest("parameter 'over_steps' must be 0 or 1, got %r" % over_steps[:100])
         body = health_aggregates.key_mass(
             self._reader, ctx, eid, run, tag, step, example, keys,
-            over_steps=over_steps == "1", cache=self.cache,
+            over_steps=over_steps == "1", cache=self.cache, compute_seconds=self.compute_seconds,
         )
         # Not HTTP-cached: the profiles behind it are cached, and new steps keep coming.
         return http_util.Respond(request, body, "application/json")
