@@ -662,6 +662,23 @@ def inflate_codes(blob, header, shape=None):
     >>> codes.tolist(), whole
     ([[254, 254], [254, 254]], True)
     """
+    raw, whole = inflate_raw(blob, header, shape)
+    tq, tk = header["shape"][2:] if shape is None else shape
+    if header.get("version", 1) >= 2:
+        return unpack_v2(raw, tq, tk), whole
+    return np.frombuffer(raw, np.uint8).reshape(tq, tk), whole
+
+
+def inflate_raw(blob, header, shape=None):
+    """Returns `(stored bytes, whole)` of one payload blob, checked as `inflate_codes` checks
+    them but not unpacked: what the server hands on as it is (`/matrix`). `FormatError` when
+    malformed (not zlib, wrong length, an extension byte beyond the last level).
+
+    >>> raw, whole = inflate_raw(zlib.compress(bytes([0, 254, 255, 186])),
+    ...                          {"version": 2, "shape": [1, 1, 1, 3]})
+    >>> list(raw), whole
+    ([0, 254, 255, 186], True)
+    """
     tq, tk = header["shape"][2:] if shape is None else shape
     cells = tq * tk
     faithful = header.get("version", 1) >= 2
@@ -683,12 +700,18 @@ def inflate_codes(blob, header, shape=None):
             )
         )
     if faithful:
-        codes = unpack_v2(raw, tq, tk)
+        escapes = raw.count(ESCAPE, 0, cells)  # bytes.count: no pass in Python
+        if len(raw) != cells + escapes:
+            raise FormatError(
+                "payload holds %d bytes, expected %d (%dx%d codes and %d extension bytes)"
+                % (len(raw), cells + escapes, tq, tk, escapes)
+            )
+        if escapes and max(raw[cells:]) > V2_LEVELS - 1 - ESCAPE:
+            raise FormatError("payload extension byte %d is beyond the last level"
+                              % max(raw[cells:]))
     elif len(raw) != cells:
         raise FormatError("payload holds %d bytes, expected %d (%dx%d)" % (len(raw), cells, tq, tk))
-    else:
-        codes = np.frombuffer(raw, np.uint8).reshape(tq, tk)
-    return codes, not inflater.unused_data
+    return raw, not inflater.unused_data
 
 
 def codes_to_weights(codes, scale):

@@ -450,3 +450,69 @@ def test_tensorboard_serves_a_pooled_step(pooled_logdir, flags):
         query.update(window="nope")
         status, _, body = http_get(route + "/matrix?" + urllib.parse.urlencode(query))
         assert status == 404 and b"its windows are" in body
+
+
+# --- serving: what a cold head reads (point 5) --------------------------------------------------
+
+
+def test_steps_reads_the_listed_steps_headers_so_a_step_change_reads_only_the_payload(tmp_path):
+    import time
+
+    weights = causal_sink_heads(2, 16, mask_future=False)
+    with AttentionWriter(str(tmp_path / "run")) as writer:
+        for step in range(6):
+            writer.attention("layer", weights, step)
+    plugin = plugin_client.production_plugin(tmp_path)
+    client = plugin_client.wsgi_client(plugin)
+    reader = plugin._reader
+    from tensorboard.context import RequestContext
+
+    datums = reader.steps(RequestContext(), "", "run", "layer")
+    keys = [("", "run", "layer", d.step, d.wall_time) for d in datums]
+    assert all(reader._headers.get(key) is None for key in keys)
+    listed = plugin_client.get_json(client, "/steps", run="run", tag="layer")["steps"]
+    assert [s["step"] for s in listed] == list(range(6))
+    deadline = time.monotonic() + 60
+    while any(reader._headers.get(key) is None for key in keys):
+        assert time.monotonic() < deadline, "headers were not read after /steps"
+        time.sleep(0.05)
+    # The one read path now reads one blob per cold head: count the reads it makes.
+    reads = []
+    original = reader._read
+    reader._read = lambda ctx, datum, index: reads.append(index) or original(ctx, datum, index)
+    try:
+        response = plugin_client.get(client, "/matrix", run="run", tag="layer", step=4,
+                                     example=0, head=1)
+        assert response.status_code == 200
+    finally:
+        reader._read = original
+    assert reads == [2]  # the payload of example 0, head 1; not the header (blob 0)
+    within_format_bounds(wire_format.decode(response.get_data()).weights(), weights[0, 1],
+                         float(weights[0, 1].max()))
+
+
+def test_python_reader_reads_one_blob_exactly_as_read_blob_does(pooled_logdir):
+    from tensorboard.context import RequestContext
+
+    plugin = plugin_client.production_plugin(pooled_logdir[0])
+    reader, provider, ctx = plugin._reader, plugin._data_provider, RequestContext()
+    for tag in ("causal", "named", "full"):
+        datum = reader.datum(ctx, "", "run", tag, 7)
+        for index, value in enumerate(datum.values):
+            assert reader._read(ctx, datum, index) == provider.read_blob(ctx, blob_key=value.blob_key)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (bytes([0, 254, 1]), "expected 4"),  # an escape without its extension byte
+        (bytes([0, 254, 1, 187]), "beyond the last level"),
+        (bytes([0, 1]), "expected 3 to 6"),
+    ],
+)
+def test_inflate_raw_refuses_malformed_payloads(raw, message):
+    header = {"version": 2, "shape": [1, 1, 1, 3]}
+    with pytest.raises(encoding.FormatError, match=message):
+        encoding.inflate_raw(zlib.compress(raw), header)
+    with pytest.raises(encoding.FormatError):
+        encoding.inflate_codes(zlib.compress(raw), header)

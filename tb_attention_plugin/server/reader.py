@@ -48,7 +48,21 @@ _PREFETCH_STEPS = 1000
 
 
 class _PooledStep(NotFound):
-    """`header_and_head` found a pooled step (`header_and_part` reads its overview instead)."""
+    """`header_and_head` found a pooled step (`stored_part` reads its overview instead)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredPart:
+    """One head's stored part as `/matrix` serves it (`AttentionReader.stored_part`)."""
+
+    header: dict
+    raw: bytes  # the inflated stored bytes, checked (v1 codes, or v2 primary + extension bytes)
+    rows: int  # of one plane: Tq, a window's rows, or nq for an overview
+    cols: int
+    planes: int  # 2 for a pooled step's overview (means rows, then maxes rows), else 1
+    scale: float
+    faithful: bool  # format v2 codes (else v1 linear codes)
+    stream: bytes  # the stored zlib payload when it is exactly one stream, else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +115,7 @@ class AttentionReader:
         self._inflight_lock = threading.Lock()
         self._pool = None
         in_process = isinstance(data_provider, multiplexer_provider.MultiplexerDataProvider)
+        self._in_process = in_process
         if not in_process:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=_CONCURRENT_READS, thread_name_prefix="tb-attention-read"
@@ -296,6 +311,12 @@ class AttentionReader:
         tag's last known shape (layers keep their shape across steps); a wrong prediction costs
         one more read, never a wrong answer.
         """
+        header, payload = self._full_payload(ctx, experiment_id, run, tag, datum, example, head)
+        codes, scale, whole = self._decode_head(run, tag, datum, header, example, head, payload)
+        return header, codes, scale, (payload if whole else None)
+
+    def _full_payload(self, ctx, experiment_id, run, tag, datum, example, head):
+        """`(header, payload blob)` of one head of a full step (`_PooledStep` if pooled)."""
         header_key = (experiment_id, run, tag, datum.step, datum.wall_time)
         guess = self._shapes.get((experiment_id, run, tag))
         speculative = None
@@ -318,8 +339,46 @@ class AttentionReader:
             payload = speculative[1].result()
         else:
             payload = self._read(ctx, datum, index)
-        codes, scale, whole = self._decode_head(run, tag, datum, header, example, head, payload)
-        return header, codes, scale, (payload if whole else None)
+        return header, payload
+
+    def stored_part(self, ctx, experiment_id, run, tag, datum, example, head, window=None):
+        """The stored bytes of one head's part, checked but not unpacked: what `/matrix` serves.
+
+        `window=None` is the head's payload (full step) or its overview (pooled step: codes of
+        `2*nq` rows, the means then the maxes), `window="name"` that exact window of a pooled
+        step (`NotFound` naming the windows there are, or saying the step is stored in full).
+        Returns a `StoredPart`; its `raw` bytes passed every
+        check `encoding.inflate_raw` makes (a corrupt payload is `Unreadable` here, before any
+        answer is sent), without building per-value arrays.
+        """
+        if window is None:
+            try:
+                header, payload = self._full_payload(
+                    ctx, experiment_id, run, tag, datum, example, head
+                )
+                index, shape, planes = encoding.payload_index(header, example, head), None, 1
+            except _PooledStep:
+                header = None
+        if window is not None or header is None:
+            header = self.header(ctx, experiment_id, run, tag, datum)
+            index, shape = self._part_index(run, tag, datum, header, example, head, window)
+            planes = 2 if window is None else 1
+            payload = self._read(ctx, datum, index)
+        try:
+            raw, whole = encoding.inflate_raw(payload, header, shape=shape)
+        except encoding.FormatError as e:
+            part = "" if not encoding.is_pooled(header) else (
+                " overview" if window is None else " window %r" % window)
+            raise Unreadable(
+                "run %r tag %r step %d example %d head %d%s cannot be read: %s"
+                % (run, tag, datum.step, example, head, part, e)
+            ) from None
+        rows, cols = header["shape"][2:] if shape is None else shape
+        return StoredPart(
+            header=header, raw=raw, rows=rows // planes, cols=cols, planes=planes,
+            scale=header["scales"][index - 1], faithful=header.get("version", 1) >= 2,
+            stream=payload if whole else None,
+        )
 
     def _decode_head(self, run, tag, datum, header, example, head, payload):
         """`(codes, scale, whole)`; see `encoding.inflate_codes`."""
@@ -332,27 +391,6 @@ class AttentionReader:
                 % (run, tag, datum.step, example, head, e)
             ) from None
         return codes, header["scales"][index - 1], whole
-
-    def header_and_part(self, ctx, experiment_id, run, tag, datum, example, head, window=None):
-        """Like `header_and_head` for any stored part of a head: `window=None` is the head's
-        payload (full step) or its overview (pooled step), `window="name"` that exact window
-        (pooled steps). Returns `(header, codes, scale, stream)`; the codes of an overview are
-        `[2*nq, nk]` (means rows, then maxes rows), of a window `[q1-q0, k1-k0]`.
-
-        `NotFound` for an unknown window (naming the windows there are), or a window asked of a
-        step stored in full.
-        """
-        if window is None:
-            try:  # the common case, a full step: header and payload read together
-                return self.header_and_head(ctx, experiment_id, run, tag, datum, example, head)
-            except _PooledStep:
-                pass  # the header said pooled: read the overview below
-        header = self.header(ctx, experiment_id, run, tag, datum)
-        index, shape = self._part_index(run, tag, datum, header, example, head, window)
-        payload = self._read(ctx, datum, index)
-        codes, whole = self._inflate(run, tag, datum, header, example, head, payload, shape,
-                                     window)
-        return header, codes, header["scales"][index - 1], (payload if whole else None)
 
     def _part_index(self, run, tag, datum, header, example, head, window):
         """`(blob index, codes shape)` of a head's overview (window None) or window."""
@@ -438,6 +476,10 @@ class AttentionReader:
     def _read(self, ctx, datum, index):
         if index >= len(datum.values):
             raise Unreadable("step %d has no blob %d" % (datum.step, index))
+        if self._in_process:
+            blob = self._in_process_blob(datum.values[index].blob_key)
+            if blob is not None:
+                return blob
         try:
             return self._provider.read_blob(ctx, blob_key=datum.values[index].blob_key)
         except tb_errors.NotFoundError as e:
@@ -450,6 +492,26 @@ class AttentionReader:
                 "tag names with quotes, backslashes or control characters: rename the run or "
                 "tag, or start tensorboard with --load_fast=false" % (datum.step, e)
             ) from None
+
+    def _in_process_blob(self, blob_key):
+        """One blob straight from the Python reader's loaded events, or None to use `read_blob`.
+
+        The Python reader's `read_blob` turns the WHOLE step tensor (every head of the layer,
+        megabytes) into a numpy array to return one blob of it; this takes just the one string
+        from the same event, with the same choice of event (the first at that step). It relies
+        on `MultiplexerDataProvider` internals (TensorBoard 2.x), so anything unexpected falls
+        back to `read_blob`, which then reports errors as usual.
+        """
+        try:
+            _, _, run, tag, step, index = multiplexer_provider._decode_blob_key(blob_key)
+            events = self._provider._multiplexer.Tensors(run, tag)
+            event = next((e for e in events if e.step == step), None)
+            if event is None:
+                return None
+            values = event.tensor_proto.string_val
+            return values[index] if 0 <= index < len(values) else None
+        except Exception:  # noqa: BLE001 - any surprise: take the public path
+            return None
 
     def _index(self, ctx, experiment_id, run, tag):
         """Returns `({step: datum}, [datum ascending])`, rebuilt only when the tag changed."""
