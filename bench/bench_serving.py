@@ -7,7 +7,12 @@ for the Rust data server (default) and the Python reader (`--load_fast=false`), 
 
 - `images`: `/data/plugin/images/individualImage?blob_key=...` for distinct steps (TensorBoard's
   own path for one image; it has no server-side cache);
-- `head (cold)`: `/matrix?...&head=H` for (step, head) pairs never asked before;
+- `steps`: `/steps` of the tag, as the tab asks before showing a step (it starts reading the
+  headers of all listed steps in the background);
+- `head (cold)`: `/matrix?...&head=H` for (step, head) pairs never asked before, after `/steps`
+  and a 2 s pause (a person picks a step after the list shows);
+- `head (cold, no /steps)`: the same on another tag whose `/steps` was never asked (a direct
+  URL): header and payload are then read together;
 - `head (cached)`: the same requests again (the plugin's LRU answer cache);
 - `mean (cold)`: `/matrix?...&head=mean` (reads and decodes all 12 heads of the step).
 
@@ -120,9 +125,9 @@ def wait_until_loaded(base, layers, steps, timeout=300):
     raise RuntimeError("tensorboard did not load %d steps in %ds" % (steps, timeout))
 
 
-def matrix_url(base, step, head):
+def matrix_url(base, step, head, layer=0):
     query = urllib.parse.urlencode(
-        {"run": "train", "tag": layer_tag(0), "step": step, "example": 0, "head": head}
+        {"run": "train", "tag": layer_tag(layer), "step": step, "example": 0, "head": head}
     )
     return base + "/data/plugin/attention/matrix?" + query
 
@@ -154,11 +159,18 @@ def measure(logdir, flags, layers, steps, requests):
         runs_time, runs_body, _ = get(base + "/data/plugin/attention/runs")
         assert len(json.loads(runs_body)["runs"][0]["tags"]) == layers
         results["runs, cold (all layers)"] = [runs_time]
-        first, _, _ = get(matrix_url(base, int(chosen[0]), "0"))  # builds the tag's step index
-        results["first head (index build)"] = [first]
+        steps_time, _, _ = get(base + "/data/plugin/attention/steps?" + urllib.parse.urlencode(
+            {"run": "train", "tag": layer_tag(0)}))
+        results["steps (index build)"] = [steps_time]
+        time.sleep(2)  # the tab lists the steps; a person then picks one
         pairs = [(int(s), int(h)) for s, h in zip(chosen, rng.integers(1, HEADS, len(chosen)))]
         cold = [get(matrix_url(base, s, h)) for s, h in pairs]
         results["head (cold)"] = [t for t, _, _ in cold]
+        first, _, _ = get(matrix_url(base, int(chosen[0]), "0", layer=1))  # builds the index
+        results["first head (index build)"] = [first]
+        results["head (cold, no /steps)"] = [
+            get(matrix_url(base, s, h, layer=1))[0] for s, h in pairs[1:]
+        ]
         results["matrix bytes (compressed)"] = cold[0][2]
         results["head (cached)"] = [get(matrix_url(base, s, h))[0] for s, h in pairs]
         results["mean (cold)"] = [get(matrix_url(base, s, "mean"))[0] for s in chosen[:10]]
@@ -201,8 +213,9 @@ def main():
     names = list(readers)
     print()
     print("%-26s" % "median latency" + "".join("%28s" % n for n in names))
-    for key in ("images", "images, 128x128 PNG", "runs, cold (all layers)",
-                "first head (index build)", "head (cold)", "head (cached)", "mean (cold)"):
+    for key in ("images", "images, 128x128 PNG", "runs, cold (all layers)", "steps (index build)",
+                "head (cold)", "first head (index build)", "head (cold, no /steps)",
+                "head (cached)", "mean (cold)"):
         cells = []
         for name in names:
             median = statistics.median(results[name][key]) * 1000
@@ -216,7 +229,7 @@ def main():
         "64 KB\nonly after ~40 ms (TCP delayed ACK against its unbuffered gRPC writes): TensorBoard's "
         "own\nimages plugin pays it for small PNGs (row 'images, 128x128 PNG'). The plugin reads "
         "the blobs\nof one answer concurrently (header + head, or all heads for the mean) so that "
-        "they share\none such wait. Single samples: 'runs, cold' and 'first head'; other rows are "
+        "they share\none such wait; /steps starts reading all listed steps' headers together. Single samples: 'runs, cold', 'steps' and 'first head'; other rows are "
         "medians of --requests\n(or 10 for the mean) requests for distinct steps."
     )
 

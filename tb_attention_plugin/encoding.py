@@ -662,6 +662,23 @@ def inflate_codes(blob, header, shape=None):
     >>> codes.tolist(), whole
     ([[254, 254], [254, 254]], True)
     """
+    raw, whole = inflate_raw(blob, header, shape)
+    tq, tk = header["shape"][2:] if shape is None else shape
+    if header.get("version", 1) >= 2:
+        return unpack_v2(raw, tq, tk), whole
+    return np.frombuffer(raw, np.uint8).reshape(tq, tk), whole
+
+
+def inflate_raw(blob, header, shape=None):
+    """Returns `(stored bytes, whole)` of one payload blob, checked as `inflate_codes` checks
+    them but not unpacked: what the server hands on as it is (`/matrix`). `FormatError` when
+    malformed (not zlib, wrong length, an extension byte beyond the last level).
+
+    >>> raw, whole = inflate_raw(zlib.compress(bytes([0, 254, 255, 186])),
+    ...                          {"version": 2, "shape": [1, 1, 1, 3]})
+    >>> list(raw), whole
+    ([0, 254, 255, 186], True)
+    """
     tq, tk = header["shape"][2:] if shape is None else shape
     cells = tq * tk
     faithful = header.get("version", 1) >= 2
@@ -683,12 +700,18 @@ def inflate_codes(blob, header, shape=None):
             )
         )
     if faithful:
-        codes = unpack_v2(raw, tq, tk)
+        escapes = raw.count(ESCAPE, 0, cells)  # bytes.count: no pass in Python
+        if len(raw) != cells + escapes:
+            raise FormatError(
+                "payload holds %d bytes, expected %d (%dx%d codes and %d extension bytes)"
+                % (len(raw), cells + escapes, tq, tk, escapes)
+            )
+        if escapes and max(raw[cells:]) > V2_LEVELS - 1 - ESCAPE:
+            raise FormatError("payload extension byte %d is beyond the last level"
+                              % max(raw[cells:]))
     elif len(raw) != cells:
         raise FormatError("payload holds %d bytes, expected %d (%dx%d)" % (len(raw), cells, tq, tk))
-    else:
-        codes = np.frombuffer(raw, np.uint8).reshape(tq, tk)
-    return codes, not inflater.unused_data
+    return raw, not inflater.unused_data
 
 
 def codes_to_weights(codes, scale):
@@ -830,17 +853,21 @@ def default_windows(shape, rows, causal):
     Causal self-attention: `last_queries`, the last `rows` queries over all keys, and
     `first_queries`, the first `rows` queries over the keys they can see (the first `rows`).
     Otherwise (bidirectional, cross-attention): the first and the last `rows` queries over all
-    keys.
+    keys. Both: `first_key`, every query's weight on key 0 (attention sinks, [CLS]; `/stats`
+    takes `first_token_share` from it), when there is more than one key.
 
-    >>> default_windows([1, 12, 1024, 1024], 16, causal=True)
-    [('last_queries', (1008, 1024), (0, 1024)), ('first_queries', (0, 16), (0, 16))]
+    >>> default_windows([1, 12, 1024, 1024], 16, causal=True)  # doctest: +NORMALIZE_WHITESPACE
+    [('last_queries', (1008, 1024), (0, 1024)), ('first_queries', (0, 16), (0, 16)),
+     ('first_key', (0, 1024), (0, 1))]
     """
     tq, tk = shape[2], shape[3]
     rows = max(1, min(int(rows), tq))
     last = ("last_queries", (tq - rows, tq), (0, tk))
     if causal and tq == tk:
-        return [last, ("first_queries", (0, rows), (0, rows))]
-    return [("first_queries", (0, rows), (0, tk)), last]
+        windows = [last, ("first_queries", (0, rows), (0, rows))]
+    else:
+        windows = [("first_queries", (0, rows), (0, tk)), last]
+    return windows + ([("first_key", (0, tq), (0, 1))] if tk > 1 else [])
 
 
 def encode_pooled_step(
@@ -1120,7 +1147,7 @@ def encode_attention(
     >>> blobs = encode_attention(w, max_bytes=16 * 1024)
     >>> header = decode_header(blobs[0])
     >>> header["layout"], header["pooled"]["block"], [x["name"] for x in header["windows"]]
-    ('pooled', [8, 8], ['last_queries', 'first_queries'])
+    ('pooled', [8, 8], ['last_queries', 'first_queries', 'first_key'])
     >>> sum(map(len, blobs)) <= 16 * 1024
     True
     """
@@ -1177,13 +1204,15 @@ def choose_pooling(shape, max_bytes, causal, windows=None, fixed_bytes=1024, sta
     of two, at most 64) that fit. `ValueError` when even one block per head does not fit.
 
     >>> choose_pooling([1, 12, 1024, 1024], 4 * 2**20 // 12, causal=True, fixed_bytes=20000)
-    (16, [('last_queries', (1008, 1024), (0, 1024)), ('first_queries', (0, 16), (0, 16))])
+    ... # doctest: +NORMALIZE_WHITESPACE
+    (16, [('last_queries', (1008, 1024), (0, 1024)), ('first_queries', (0, 16), (0, 16)),
+          ('first_key', (0, 1024), (0, 1))])
     """
     batch, heads, tq, tk = shape
     block = start
     while True:
         nq, nk = pool_grid(tq, block), pool_grid(tk, block)
-        parts = 1 + (2 if windows is None else len(windows))
+        parts = 1 + (3 if windows is None else len(windows))
         header_bytes = fixed_bytes + 24 * batch * heads * parts  # scales in JSON
         overview = batch * heads * payload_bound(2 * nq * nk)
         if windows is not None:

@@ -120,6 +120,9 @@ class AttentionPlugin(base_plugin.TBPlugin):
         args = request_args.QueryArgs(request)
         run, tag = args.string("run"), args.string("tag")
         datums = self._reader.steps(ctx, eid, run, tag)
+        # The tab shows one of these steps next: read their headers now, together, so that a
+        # step change later reads only the head's payload (docs/http_api.md, Performance).
+        self._reader.prefetch_headers(ctx, eid, run, tag, datums)
         body = {"steps": [{"step": d.step, "wall_time": d.wall_time} for d in datums]}
         return http_util.Respond(request, body, "application/json")
 
@@ -168,21 +171,22 @@ class AttentionPlugin(base_plugin.TBPlugin):
         # The payload is always inflated first, whatever the coding: that is what finds a
         # corrupt payload and answers 404 with a message instead of a stream the browser fails
         # to decode.
-        header, codes, scale, stream = self._reader.header_and_part(
-            ctx, eid, run, tag, datum, example, head, window
-        )
-        # A pooled step's overview: two planes (means, maxes), wire dtype 4.
-        planes = 2 if window is None and encoding.is_pooled(header) else 1
-        if coding is None or codes.size < GZIP_MIN_BYTES:
-            return wire_format.encode_codes(codes, scale, planes), None
+        # Served from the stored bytes as they are: nothing is unpacked per value.
+        part = self._reader.stored_part(ctx, eid, run, tag, datum, example, head, window)
+        dtype = wire_format.stored_dtype(part.faithful, part.planes)
+        shape = (part.rows, part.cols, part.scale)
+        if coding is None or len(part.raw) < GZIP_MIN_BYTES:
+            return wire_format.encode_stored(part.raw, *shape, dtype), None
         if coding == "gzip":
-            return wire_format.gzip_codes_from_zlib(codes, scale, stream or b"", planes), "gzip"
-        if stream is not None:
+            return wire_format.gzip_stored(part.raw, *shape, dtype, part.stream), "gzip"
+        if part.stream is not None:
             try:
-                return wire_format.deflate_stored_codes(codes, scale, stream, planes), "deflate"
+                return wire_format.deflate_codes_from_zlib(
+                    *shape, part.stream, dtype, len(part.raw)
+                ), "deflate"
             except wire_format.WireError:
                 pass
-        return zlib.compress(wire_format.encode_codes(codes, scale, planes), 1), "deflate"
+        return zlib.compress(wire_format.encode_stored(part.raw, *shape, dtype), 1), "deflate"
 
     def _mean_body(self, ctx, eid, run, tag, datum, example, coding, window=None):
         header = self._reader.header(ctx, eid, run, tag, datum)

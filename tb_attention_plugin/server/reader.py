@@ -37,10 +37,31 @@ _LIST_ALL = 1 << 30
 # The Python reader (`--load_fast=false`) reads in process, holding the GIL: there threads only
 # add hand-offs, and reads run one after the other on the request's thread.
 _CONCURRENT_READS = 8
+# Header reads in flight at once when `/steps` prefetches the headers of a tag's steps: all of
+# them share one such wait on the Rust data server.
+_PREFETCH_READS = 32
+# Decoded headers kept: long token lists make a header of a 8192-token step about 1 MB in memory.
+HEADER_CACHE_BYTES = 128 * 1024 * 1024
+# Most headers one `/steps` prefetches (the newest ones; the tab lists 100 steps by default).
+_PREFETCH_STEPS = 1000
 
 
 class _PooledStep(NotFound):
-    """`header_and_head` found a pooled step (`header_and_part` reads its overview instead)."""
+    """`header_and_head` found a pooled step (`stored_part` reads its overview instead)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredPart:
+    """One head's stored part as `/matrix` serves it (`AttentionReader.stored_part`)."""
+
+    header: dict
+    raw: bytes  # the inflated stored bytes, checked (v1 codes, or v2 primary + extension bytes)
+    rows: int  # of one plane: Tq, a window's rows, or nq for an overview
+    cols: int
+    planes: int  # 2 for a pooled step's overview (means rows, then maxes rows), else 1
+    scale: float
+    faithful: bool  # format v2 codes (else v1 linear codes)
+    stream: bytes  # the stored zlib payload when it is exactly one stream, else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,17 +92,27 @@ class AttentionReader:
         self._provider = data_provider
         self._downsample = downsample if downsample else _LIST_ALL
         self._indexes = bounded_cache.LRUCache(max_entries=256)
-        self._headers = bounded_cache.LRUCache(max_entries=4096)
+        self._headers = bounded_cache.LRUCache(
+            max_entries=4096, max_bytes=HEADER_CACHE_BYTES, size_of=_header_size
+        )
         # (eid, run, tag) -> the newest shape seen
         self._shapes = bounded_cache.LRUCache(max_entries=4096)
         self._index_lock = threading.Lock()
         self._inflight = {}  # header key -> Future of the read in progress
         self._inflight_lock = threading.Lock()
         self._pool = None
-        if not isinstance(data_provider, multiplexer_provider.MultiplexerDataProvider):
+        in_process = isinstance(data_provider, multiplexer_provider.MultiplexerDataProvider)
+        self._in_process = in_process
+        if not in_process:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=_CONCURRENT_READS, thread_name_prefix="tb-attention-read"
             )
+        # Background header reads (`prefetch_headers`): many in flight on the data server; one
+        # thread on the Python reader, where reads hold the GIL anyway.
+        self._prefetch_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1 if in_process else _PREFETCH_READS,
+            thread_name_prefix="tb-attention-prefetch",
+        )
 
     def _map(self, function, items):
         """`[function(item) for item in items]`, concurrently when reads gain from it."""
@@ -130,6 +161,25 @@ class AttentionReader:
     def steps(self, ctx, experiment_id, run, tag):
         """Returns the tag's retained steps as `BlobSequenceDatum`s, ascending by step."""
         return self._index(ctx, experiment_id, run, tag)[1]
+
+    def prefetch_headers(self, ctx, experiment_id, run, tag, datums):
+        """Starts reading the headers of `datums` (the newest `_PREFETCH_STEPS`) in the
+        background and returns at once; `header()` then finds them cached, or joins the read in
+        flight. `/steps` calls it: the tab asks for a tag's steps before it shows one, so a
+        later step change reads only the head's payload blob. On the Rust data server the reads
+        go out together and share its ~40 ms wait on small blobs instead of paying it per step.
+        Errors are not raised here: `header()` reports them when the step is asked for.
+        """
+        def read(datum):
+            try:
+                self.header(ctx, experiment_id, run, tag, datum)
+            except Exception:  # noqa: BLE001 - reported by the request that needs this header
+                pass
+
+        for datum in list(datums)[-_PREFETCH_STEPS:]:
+            key = (experiment_id, run, tag, datum.step, datum.wall_time)
+            if self._headers.get(key) is None:
+                self._prefetch_pool.submit(read, datum)
 
     def datum(self, ctx, experiment_id, run, tag, step):
         """Returns the `BlobSequenceDatum` of one step; `NotFound` if it is not retained."""
@@ -199,6 +249,12 @@ class AttentionReader:
         tag's last known shape (layers keep their shape across steps); a wrong prediction costs
         one more read, never a wrong answer.
         """
+        header, payload = self._full_payload(ctx, experiment_id, run, tag, datum, example, head)
+        codes, scale, whole = self._decode_head(run, tag, datum, header, example, head, payload)
+        return header, codes, scale, (payload if whole else None)
+
+    def _full_payload(self, ctx, experiment_id, run, tag, datum, example, head):
+        """`(header, payload blob)` of one head of a full step (`_PooledStep` if pooled)."""
         header_key = (experiment_id, run, tag, datum.step, datum.wall_time)
         guess = self._shapes.get((experiment_id, run, tag))
         speculative = None
@@ -221,8 +277,46 @@ class AttentionReader:
             payload = speculative[1].result()
         else:
             payload = self._read(ctx, datum, index)
-        codes, scale, whole = self._decode_head(run, tag, datum, header, example, head, payload)
-        return header, codes, scale, (payload if whole else None)
+        return header, payload
+
+    def stored_part(self, ctx, experiment_id, run, tag, datum, example, head, window=None):
+        """The stored bytes of one head's part, checked but not unpacked: what `/matrix` serves.
+
+        `window=None` is the head's payload (full step) or its overview (pooled step: codes of
+        `2*nq` rows, the means then the maxes), `window="name"` that exact window of a pooled
+        step (`NotFound` naming the windows there are, or saying the step is stored in full).
+        Returns a `StoredPart`; its `raw` bytes passed every
+        check `encoding.inflate_raw` makes (a corrupt payload is `Unreadable` here, before any
+        answer is sent), without building per-value arrays.
+        """
+        if window is None:
+            try:
+                header, payload = self._full_payload(
+                    ctx, experiment_id, run, tag, datum, example, head
+                )
+                index, shape, planes = encoding.payload_index(header, example, head), None, 1
+            except _PooledStep:
+                header = None
+        if window is not None or header is None:
+            header = self.header(ctx, experiment_id, run, tag, datum)
+            index, shape = self._part_index(run, tag, datum, header, example, head, window)
+            planes = 2 if window is None else 1
+            payload = self._read(ctx, datum, index)
+        try:
+            raw, whole = encoding.inflate_raw(payload, header, shape=shape)
+        except encoding.FormatError as e:
+            part = "" if not encoding.is_pooled(header) else (
+                " overview" if window is None else " window %r" % window)
+            raise Unreadable(
+                "run %r tag %r step %d example %d head %d%s cannot be read: %s"
+                % (run, tag, datum.step, example, head, part, e)
+            ) from None
+        rows, cols = header["shape"][2:] if shape is None else shape
+        return StoredPart(
+            header=header, raw=raw, rows=rows // planes, cols=cols, planes=planes,
+            scale=header["scales"][index - 1], faithful=header.get("version", 1) >= 2,
+            stream=payload if whole else None,
+        )
 
     def _decode_head(self, run, tag, datum, header, example, head, payload):
         """`(codes, scale, whole)`; see `encoding.inflate_codes`."""
@@ -235,27 +329,6 @@ class AttentionReader:
                 % (run, tag, datum.step, example, head, e)
             ) from None
         return codes, header["scales"][index - 1], whole
-
-    def header_and_part(self, ctx, experiment_id, run, tag, datum, example, head, window=None):
-        """Like `header_and_head` for any stored part of a head: `window=None` is the head's
-        payload (full step) or its overview (pooled step), `window="name"` that exact window
-        (pooled steps). Returns `(header, codes, scale, stream)`; the codes of an overview are
-        `[2*nq, nk]` (means rows, then maxes rows), of a window `[q1-q0, k1-k0]`.
-
-        `NotFound` for an unknown window (naming the windows there are), or a window asked of a
-        step stored in full.
-        """
-        if window is None:
-            try:  # the common case, a full step: header and payload read together
-                return self.header_and_head(ctx, experiment_id, run, tag, datum, example, head)
-            except _PooledStep:
-                pass  # the header said pooled: read the overview below
-        header = self.header(ctx, experiment_id, run, tag, datum)
-        index, shape = self._part_index(run, tag, datum, header, example, head, window)
-        payload = self._read(ctx, datum, index)
-        codes, whole = self._inflate(run, tag, datum, header, example, head, payload, shape,
-                                     window)
-        return header, codes, header["scales"][index - 1], (payload if whole else None)
 
     def _part_index(self, run, tag, datum, header, example, head, window):
         """`(blob index, codes shape)` of a head's overview (window None) or window."""
@@ -341,6 +414,10 @@ class AttentionReader:
     def _read(self, ctx, datum, index):
         if index >= len(datum.values):
             raise Unreadable("step %d has no blob %d" % (datum.step, index))
+        if self._in_process:
+            blob = self._in_process_blob(datum.values[index].blob_key)
+            if blob is not None:
+                return blob
         try:
             return self._provider.read_blob(ctx, blob_key=datum.values[index].blob_key)
         except tb_errors.NotFoundError as e:
@@ -353,6 +430,26 @@ class AttentionReader:
                 "tag names with quotes, backslashes or control characters: rename the run or "
                 "tag, or start tensorboard with --load_fast=false" % (datum.step, e)
             ) from None
+
+    def _in_process_blob(self, blob_key):
+        """One blob straight from the Python reader's loaded events, or None to use `read_blob`.
+
+        The Python reader's `read_blob` turns the WHOLE step tensor (every head of the layer,
+        megabytes) into a numpy array to return one blob of it; this takes just the one string
+        from the same event, with the same choice of event (the first at that step). It relies
+        on `MultiplexerDataProvider` internals (TensorBoard 2.x), so anything unexpected falls
+        back to `read_blob`, which then reports errors as usual.
+        """
+        try:
+            _, _, run, tag, step, index = multiplexer_provider._decode_blob_key(blob_key)
+            events = self._provider._multiplexer.Tensors(run, tag)
+            event = next((e for e in events if e.step == step), None)
+            if event is None:
+                return None
+            values = event.tensor_proto.string_val
+            return values[index] if 0 <= index < len(values) else None
+        except Exception:  # noqa: BLE001 - any surprise: take the public path
+            return None
 
     def _index(self, ctx, experiment_id, run, tag):
         """Returns `({step: datum}, [datum ascending])`, rebuilt only when the tag changed."""
@@ -389,6 +486,17 @@ class AttentionReader:
             index = ({d.step: d for d in datums}, datums)
             self._indexes.put(key, (signature, index))
             return index
+
+
+def _header_size(header):
+    """About the memory a decoded header takes (its token strings dominate), for the cache."""
+    if not isinstance(header, dict):
+        return 512
+    size = 512 + 32 * len(header.get("scales") or ())
+    for key in ("query_tokens", "key_tokens"):
+        for tokens in header.get(key) or ():
+            size += sum(64 + len(t) for t in tokens)
+    return size
 
 
 def _metadata_error(plugin_content):

@@ -139,6 +139,31 @@ def encode_values(values, planes=1):
     return _header(dtype, rows, cols, 1.0) + values.tobytes()
 
 
+def stored_dtype(faithful, planes=1):
+    """The wire dtype of stored bytes: 1 (v1 codes), 3 (v2 codes) or 4 (a v2 overview)."""
+    if planes == 2:
+        return DTYPE_OVERVIEW
+    return DTYPE_FAITHFUL if faithful else DTYPE_CODES
+
+
+def encode_stored(raw, rows, cols, scale, dtype):
+    """The answer for stored bytes `raw` as they are (`reader.StoredPart.raw`), no unpacking."""
+    return _header(dtype, rows, cols, scale) + bytes(raw)
+
+
+def gzip_stored(raw, rows, cols, scale, dtype, zlib_payload):
+    """`encode_stored` as a gzip member reusing the stored deflate stream `zlib_payload`
+    (exactly `zlib.compress(raw)`, checksum verified): a CRC-32 over `raw`, no recompression."""
+    header = _header(dtype, rows, cols, scale)
+    payload = bytes(zlib_payload or b"")
+    if not _is_plain_zlib(payload):
+        return gzip.compress(header + bytes(raw), compresslevel=1, mtime=0)
+    stored_block = b"\x00" + struct.pack("<HH", len(header), len(header) ^ 0xFFFF) + header
+    crc = zlib.crc32(raw, zlib.crc32(header))
+    trailer = struct.pack("<II", crc, (len(header) + len(raw)) & 0xFFFFFFFF)
+    return _GZIP_MEMBER_HEADER + stored_block + payload[2:-4] + trailer
+
+
 def decode(body):
     """Parses a /matrix answer into a `WireMatrix`; raises `WireError` when malformed."""
     body = bytes(body)
