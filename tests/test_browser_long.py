@@ -10,6 +10,7 @@ the long full head with strided labels. Expected values come from the logged flo
 """
 
 import re
+import time
 
 import numpy as np
 import pytest
@@ -255,3 +256,14 @@ def test_all_heads_of_a_pooled_step_draw_their_overviews(tab, header, weights):
     assert text.startswith("head 0: queries %d–%d (%s … %s) → keys 0–%d " % (
         (nq - 1) * bq, TOKENS - 1, NAMES[(nq - 1) * bq], NAMES[TOKENS - 1], bk - 1)), text
     assert tab.errors == []
+
+
+def test_token_lines_of_a_pooled_step_say_why_not(tab):
+    tab.eval("h => { location.hash = h }", "#run=long&tag=lm%2Fpooled&step=0&head=0&view=lines")
+    deadline = time.monotonic() + 30
+    while "stored pooled" not in (tab.eval("document.querySelector('#error').textContent") or ""):
+        assert time.monotonic() < deadline, "no message for token lines of a pooled step"
+        time.sleep(0.05)
+    assert "open One head" in tab.eval("document.querySelector('#error').textContent")
+    tab.show(**POOLED, head=0, view="head")
+    assert tab.eval("document.querySelector('#error').hidden") is True

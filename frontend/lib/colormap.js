@@ -264,7 +264,8 @@ export function tickLabel(value) {
 
 /**
  * Ticks of a log legend of `decades` decades up to `vmax`: `[{t, label}]` at every power of ten
- * in [vmax / 10**decades, vmax] (t in [0, 1] along the bar), plus vmax itself at t = 1.
+ * in [vmax / 10**decades, vmax] (t in [0, 1] along the bar), plus vmax itself at t = 1 (in
+ * place of a power of ten closer than a fifth of the bar to it).
  *
  *   logTicks(1, 3);  // [{t: 0, label: "1e-3"}, {t: 1/3, label: "0.01"}, {t: 2/3, label: "0.1"}, {t: 1, label: "1"}]
  */
@@ -275,6 +276,11 @@ export function logTicks(vmax, decades) {
   for (let p = Math.ceil(top - decades - 1e-9); p <= Math.floor(top + 1e-9); p++) {
     ticks.push({t: (p - (top - decades)) / decades, label: tickLabel(10 ** p)});
   }
-  if (!ticks.length || ticks[ticks.length - 1].t < 0.999) ticks.push({t: 1, label: tickLabel(vmax)});
+  // vmax itself at the bar's end, unless a decade tick sits so close that the labels would touch.
+  const last = ticks[ticks.length - 1];
+  if (!last || last.t < 0.999) {
+    if (last && last.t > 0.8) ticks.pop();
+    ticks.push({t: 1, label: tickLabel(vmax)});
+  }
   return ticks;
 }

@@ -114,7 +114,8 @@ export function drawRowLabels(ctx, labels, layout, {maxWidth, highlight = null, 
 /** Writes the key labels above the heatmap, rotated by `angle` (radians, default -60°). */
 export function drawColLabels(ctx, labels, layout, {maxWidth, angle = -Math.PI / 3, color = "#333"}) {
   const size = labelFontSize(layout.cell);
-  const stride = labelStride(layout.cell, size + 2);
+  // Rotated labels are sin(angle) * cell apart across their baselines.
+  const stride = labelStride(layout.cell * Math.abs(Math.sin(angle)), size + 2);
   ctx.save();
   ctx.font = `${size}px ${FONT_FAMILY}`;
   ctx.fillStyle = color;
@@ -221,4 +222,24 @@ export function drawLegendMarks(ctx, bar, label, tickText) {
 export function lutColor(lut, value, vmax) {
   const i = colorIndex(value, vmax);
   return [lut[i * 3], lut[i * 3 + 1], lut[i * 3 + 2]];
+}
+
+/**
+ * Outlines the regions `[{query: [q0, q1), key: [k0, k1)}]` (positions) on a heatmap whose
+ * cells are `perCell = [rows, cols]` positions each (a pooled overview's block; [1, 1] for a
+ * full matrix): stored windows dashed white, a selected region solid orange (`selected`).
+ */
+export function drawRegions(ctx, layout, regions, {perCell = [1, 1], selected = false} = {}) {
+  ctx.save();
+  ctx.lineWidth = selected ? 2 : 1.5;
+  ctx.strokeStyle = selected ? "#e8710a" : "rgba(255,255,255,0.9)";
+  if (!selected) ctx.setLineDash([4, 3]);
+  for (const region of regions) {
+    const x0 = layout.x + (region.key[0] / perCell[1]) * layout.cell;
+    const x1 = layout.x + (region.key[1] / perCell[1]) * layout.cell;
+    const y0 = layout.y + (region.query[0] / perCell[0]) * layout.cell;
+    const y1 = layout.y + (region.query[1] / perCell[0]) * layout.cell;
+    ctx.strokeRect(x0, y0, Math.max(1, x1 - x0), Math.max(1, y1 - y0));
+  }
+  ctx.restore();
 }

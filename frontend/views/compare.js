@@ -12,7 +12,8 @@
 import {mapLimited} from "../lib/api.js";
 import {closestStep, comparedRuns, runsWithTag, sharedMaximum} from "../lib/compare.js";
 import {legendCanvas} from "../lib/heatmap.js";
-import {describeCell, isolateBidi} from "../lib/tokens.js";
+import {isolateBidi} from "../lib/tokens.js";
+import {describeAt} from "../lib/pooled.js";
 import {element} from "../lib/dom.js";
 import {renderPanels} from "../lib/panels.js";
 
@@ -46,7 +47,7 @@ export default {
     const {canvas} = renderPanels(host, {panels, width: ui.width}, {
       tooltip: ui.tooltip,
       describe: (panel, row, col) =>
-        `${isolateBidi(panel.source.run)} @${panel.source.step}: ${describeCell(panel.matrix, panel.header, panel.example, row, col).text}`,
+        `${isolateBidi(panel.source.run)} @${panel.source.step}: ${describeAt(panel.matrix, panel.header, panel.example, row, col).text}`,
     });
     return {
       canvas,

@@ -14,7 +14,8 @@
 
 import {closestStep, differenceMatrix, sharedMaximum} from "../lib/compare.js";
 import {divergingLut} from "../lib/colormap.js";
-import {describeCell, formatWeight, tokenLabel} from "../lib/tokens.js";
+import {formatWeight, tokenLabel} from "../lib/tokens.js";
+import {describeAt} from "../lib/pooled.js";
 import {element, fillSelect} from "../lib/dom.js";
 import {divergingLegend, renderPanels} from "../lib/panels.js";
 
@@ -54,7 +55,7 @@ export default {
     const {canvas} = renderPanels(host, {panels, width: ui.width}, {
       tooltip: ui.tooltip,
       describe: (panel, row, col) => {
-        if (!panel.diverging) return describeCell(panel.matrix, panel.header, example, row, col).text;
+        if (!panel.diverging) return describeAt(panel.matrix, panel.header, example, row, col).text;
         const i = row * diff.cols + col;
         const change = diff.values[i];
         const sign = change > 0 ? "+" : "";

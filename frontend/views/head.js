@@ -15,7 +15,7 @@
 
 import {heatmapLayout, cellAt, rowLabelAt, colLabelAt, labelStride} from "../lib/layout.js";
 import {hiDpiCanvas, drawHeatmap, drawRowLabels, drawColLabels, drawPinnedRow, widestLabel,
-        devicePixelRatio, legendCanvas, labelFontSize} from "../lib/heatmap.js";
+        devicePixelRatio, legendCanvas, labelFontSize, drawRegions} from "../lib/heatmap.js";
 import {axisLabels, topKeys, formatWeight} from "../lib/tokens.js";
 import {element, localPoint} from "../lib/dom.js";
 import {mapLimited} from "../lib/api.js";
@@ -78,7 +78,7 @@ export default {
     const pooled = Boolean(info && !zoom);
     const {canvas} = renderHeadView(host, {
       matrix: shown, header, example: state.example, lut: ui.lut, vmax, log, pooled: pooled ? info : null,
-      pinned: zoom || pooled ? null : state.query, width: ui.width,
+      pinned: zoom || pooled ? null : state.query, width: ui.width, selection: missing ? state.zoom : null,
     }, {
       tooltip: ui.tooltip,
       pinRow: (row) => ui.set({query: row}),
@@ -97,7 +97,7 @@ export default {
       const names = info.windows.map((w) => `“${w.name}” (${describeRegion(w)})`).join(", ") || "none";
       notes.push(element("div", {className: "hint", id: "pooled-hint"},
         `Pooled overview: ${info.block[0]}×${info.block[1]} positions per cell (block mean; hover for the max). ` +
-        `Drag or click to zoom into a stored window at full resolution. Stored windows: ${names}.`));
+        `Drag or click to zoom into a stored window (dashed) at full resolution. Stored windows: ${names}.`));
     } else if (Math.max(matrix.rows, matrix.cols) > 128) {
       notes.push(element("div", {className: "hint", id: "pooled-hint"}, "Drag over the matrix to zoom in."));
     }
@@ -137,7 +137,7 @@ function viewLabels(matrix, header, example, pooled, axis, stride) {
  * region of positions; `hooks.pinRow(row)` a clicked query of a full matrix.
  */
 export function renderHeadView(host, data, hooks) {
-  const {matrix, header, example, lut, vmax, pinned, width, log = 0, pooled = null} = data;
+  const {matrix, header, example, lut, vmax, pinned, width, log = 0, pooled = null, selection = null} = data;
   const long = Math.max(matrix.rows, matrix.cols) > 128;
   const height = Math.max(240, Math.min(width, 1000));
   // A long matrix fits the box with cells of less than a pixel; labels then go every n-th.
@@ -163,6 +163,11 @@ export function renderHeadView(host, data, hooks) {
   drawHeatmap(ctx, matrix, {x: layout.x, y: layout.y, width: layout.width, height: layout.height},
               {vmax, lut, log});
   if (pinned !== null && pinned < matrix.rows) drawPinnedRow(ctx, layout, pinned);
+  if (pooled) {
+    // Where the exact windows are (dashed), and a selected region no window holds (orange).
+    drawRegions(ctx, layout, pooled.windows, {perCell: pooled.block});
+    if (selection) drawRegions(ctx, layout, [selection], {perCell: pooled.block, selected: true});
+  }
   drawRowLabels(ctx, queries, layout, {maxWidth: left - 12, highlight: pinned});
   drawColLabels(ctx, keys, layout, {maxWidth: LABEL_CAP});
   // For tests and tools: where the cells are, in CSS pixels of the canvas.

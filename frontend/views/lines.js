@@ -23,7 +23,16 @@ export default {
   key: "lines",
   label: "Token lines",
   prefetch: (state, source) => source.matrix(matrixParams(state)),
-  load: loadHead,
+  async load(state, source) {
+    const data = await loadHead(state, source);
+    if (data.info) {
+      // Lines join single positions; a pooled step keeps blocks of them (and exact windows).
+      throw new Error(`Token lines need every position, but this step is stored pooled (an overview of ` +
+        `${data.info.block[0]}×${data.info.block[1]}-position blocks plus exact windows): open One head to see the ` +
+        "overview and zoom into its stored windows.");
+    }
+    return data;
+  },
   render(host, {header, matrix, vmax}, state, ui) {
     const {canvas} = renderLinesView(host, {matrix, header, example: state.example, lut: ui.lut, vmax,
                                             pinned: state.query, width: ui.width},

@@ -179,6 +179,8 @@ test("log scale: decades reach a tenth of the uniform weight 1/T; indices and ti
   assert.deepEqual(logTicks(1, 3).map((t) => t.t), [0, 1 / 3, 2 / 3, 1]);
   assert.deepEqual(logTicks(0.5, 2).map((t) => t.label), ["0.01", "0.1", "0.500"]);
   assert.equal(tickLabel(1e-5), "1e-5");
+  // vmax 0.118 over 4 decades: 0.1 would touch the end label "0.118", so it gives way.
+  assert.deepEqual(logTicks(0.118, 4).map((t) => t.label), ["1e-4", "1e-3", "0.01", "0.118"]);
   // Painting: same table entries as logIndex; NaN stays the masked grey.
   const lut = colormap("viridis");
   const values = Float32Array.from([1, 0.1, 0.01, 1e-3, NaN, 0]);
