@@ -69,6 +69,10 @@ RANGE_TOLERANCE = 1e-3
 # One step's tensor must stay far below TensorBoard's 256 MiB gRPC response limit.
 MAX_VALUES_PER_STEP = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024 * 1024
+# The full shape a pooled step's overview may describe (its stored values obey the limit above).
+MAX_POOLED_VALUES = MAX_VALUES_PER_STEP * 1024
+# Full float32 weights a writer pools in one call (4 GiB of float32).
+MAX_POOLED_INPUT_VALUES = 1 << 30
 
 
 class FormatError(ValueError):
@@ -84,7 +88,7 @@ def _as_numpy(value):
     return np.asarray(value)
 
 
-def normalize_weights(weights, name="weights"):
+def normalize_weights(weights, name="weights", max_values=MAX_VALUES_PER_STEP):
     """Validates attention weights and returns `(float32 [B, H, Tq, Tk], source_rank, dtype)`.
 
     Raises `TypeError` for non-numeric data and `ValueError` for a wrong rank, empty axes,
@@ -110,10 +114,11 @@ def normalize_weights(weights, name="weights"):
         )
     if 0 in array.shape:
         raise ValueError("%s has an empty axis: shape %s" % (name, tuple(array.shape)))
-    if array.size > MAX_VALUES_PER_STEP:
+    if array.size > max_values:
         raise ValueError(
             "%s has %d values, more than the %d one step may hold; log fewer examples, heads or "
-            "tokens (shape %s)" % (name, array.size, MAX_VALUES_PER_STEP, tuple(array.shape))
+            "tokens, or give max_bytes to store it pooled (shape %s)"
+            % (name, array.size, max_values, tuple(array.shape))
         )
     array = array.astype(np.float32, copy=False)
     if not np.isfinite(array).all():
@@ -515,18 +520,27 @@ def decode_header(blob):
     ):
         raise FormatError("step header shape must be 4 positive integers, got %r" % (shape,))
     batch, heads, tq, tk = shape
-    if batch * heads * tq * tk > MAX_VALUES_PER_STEP:
+    pooled_layout = header.get("layout") == LAYOUT_POOLED
+    if batch * heads * tq * tk > (MAX_POOLED_VALUES if pooled_layout else MAX_VALUES_PER_STEP):
         raise FormatError("step header shape %s is larger than any writer produces" % shape)
+    layout = header.get("layout", LAYOUT_FULL)
+    if layout not in (LAYOUT_FULL, LAYOUT_POOLED):
+        raise FormatError("unknown step layout %r" % (layout,))
+    parts = 1
+    if layout == LAYOUT_POOLED:
+        if version < 2:
+            raise FormatError("a pooled step must be format version 2 or later")
+        parts = 1 + _check_pooled(header, batch, heads, tq, tk)
     scales = header.get("scales")
     if (
         not isinstance(scales, list)
-        or len(scales) != batch * heads
+        or len(scales) != batch * heads * parts
         or not all(
             isinstance(s, (int, float)) and not isinstance(s, bool) and 0 <= s <= 1 + RANGE_TOLERANCE
             for s in scales
         )
     ):
-        raise FormatError("step header must hold %d scales in [0, 1]" % (batch * heads))
+        raise FormatError("step header must hold %d scales in [0, 1]" % (batch * heads * parts))
     _check_tokens(header, "query_tokens", tq)
     _check_tokens(header, "key_tokens", tk)
     image = header.get("image")
@@ -544,18 +558,69 @@ def decode_header(blob):
         ):
             raise FormatError("step header image grid does not match the key axis")
     header.setdefault("reduced", None)
+    if layout == LAYOUT_POOLED and header["blobs"] != _pooled_blobs(
+        batch * heads, len(header["windows"]), image is not None
+    ):
+        raise FormatError("step header blob indexes do not match its shape, windows and images")
     return header
+
+
+def _check_pooled(header, batch, heads, tq, tk):
+    """Validates `pooled` and `windows` of a pooled header; returns the number of windows."""
+    pooled = header.get("pooled")
+    if not isinstance(pooled, dict):
+        raise FormatError("a pooled step header needs a 'pooled' object")
+    block, grid = pooled.get("block"), pooled.get("grid")
+    if (
+        not isinstance(block, list) or len(block) != 2 or not all(_is_int(n) and n > 0 for n in block)
+        or not isinstance(grid, list) or len(grid) != 2
+        or grid != [pool_grid(tq, block[0]), pool_grid(tk, block[1])]
+    ):
+        raise FormatError("pooled block %r and grid %r do not match the shape" % (block, grid))
+    if batch * heads * 2 * grid[0] * grid[1] > MAX_VALUES_PER_STEP:
+        raise FormatError("pooled overview is larger than any writer produces")
+    windows = header.get("windows")
+    if not isinstance(windows, list):
+        raise FormatError("a pooled step header needs a 'windows' list")
+    names, values = set(), 0
+    for entry in windows:
+        if not isinstance(entry, dict):
+            raise FormatError("a window must be an object")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name or len(name) > MAX_WINDOW_NAME or name in names:
+            raise FormatError("window names must be distinct strings of 1 to %d characters"
+                              % MAX_WINDOW_NAME)
+        names.add(name)
+        for axis, length in (("query", tq), ("key", tk)):
+            span = entry.get(axis)
+            if (
+                not isinstance(span, list) or len(span) != 2
+                or not all(_is_int(n) for n in span) or not 0 <= span[0] < span[1] <= length
+            ):
+                raise FormatError("window %r %s range %r is not within [0, %d)"
+                                  % (name, axis, span, length))
+        values += (entry["query"][1] - entry["query"][0]) * (entry["key"][1] - entry["key"][0])
+    if batch * heads * values > MAX_VALUES_PER_STEP:
+        raise FormatError("pooled windows are larger than any writer produces")
+    blobs = header.get("blobs")
+    if not isinstance(blobs, dict):
+        raise FormatError("a pooled step header needs a 'blobs' object")
+    return len(windows)
 
 
 def blob_count(header):
     """Number of blobs a step with this header has."""
     batch, heads = header["shape"][:2]
-    return 1 + batch * heads + (batch if header.get("image") else 0)
+    parts = 1 + len(header.get("windows") or ()) if is_pooled(header) else 1
+    return 1 + batch * heads * parts + (batch if header.get("image") else 0)
 
 
 def payload_index(header, example, head):
-    """Blob index of one head's payload; raises `IndexError` when out of range."""
+    """Blob index of one head's payload (full steps); raises `IndexError` when out of range or
+    when the step is pooled (see `overview_index`, `window_index`)."""
     batch, heads = header["shape"][:2]
+    if is_pooled(header):
+        raise IndexError("this step is pooled: ask for its overview or one of its windows")
     if not (0 <= example < batch) or not (0 <= head < heads):
         raise IndexError(
             "example %d / head %d out of range (batch %d, heads %d)" % (example, head, batch, heads)
@@ -570,6 +635,8 @@ def image_index(header, example):
         raise IndexError("this step stores no probe images")
     if not 0 <= example < batch:
         raise IndexError("example %d out of range (batch %d)" % (example, batch))
+    if is_pooled(header):
+        return header["blobs"]["images"] + example
     return 1 + batch * heads + example
 
 
@@ -579,8 +646,11 @@ def decode_codes(blob, header):
     return inflate_codes(blob, header)[0]
 
 
-def inflate_codes(blob, header):
+def inflate_codes(blob, header, shape=None):
     """Returns `(codes [Tq, Tk], whole)` of one payload blob; `FormatError` when malformed.
+
+    `shape` is the `(rows, cols)` of the stored codes when they are not the step's `[Tq, Tk]`
+    (a pooled step's overview `overview_shape(header)` or a window's extent).
 
     `codes` are uint8 for a version 1 header (or one without `version`), uint16 level indices
     for version 2. `whole` is True when the blob is exactly one zlib stream, nothing after its
@@ -592,7 +662,7 @@ def inflate_codes(blob, header):
     >>> codes.tolist(), whole
     ([[254, 254], [254, 254]], True)
     """
-    tq, tk = header["shape"][2:]
+    tq, tk = header["shape"][2:] if shape is None else shape
     cells = tq * tk
     faithful = header.get("version", 1) >= 2
     # Bounded (no zip bombs): version 2 holds at most one extension byte per value.
@@ -635,3 +705,516 @@ def codes_to_weights(codes, scale):
     weights = codes.astype(np.float32) * (np.float32(scale) / np.float32(LEVELS))
     weights[codes == MASKED] = np.nan
     return weights
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooled layout (docs/format.md, "Pooled steps"): an overview of the whole matrix in blocks
+# (mean and max of each block) plus exact windows, for heads too large to store in full.
+
+LAYOUT_FULL = "full"
+LAYOUT_POOLED = "pooled"
+MAX_WINDOW_NAME = 100
+# Rows of the default windows never exceed this (a window of 64 query rows is a screenful).
+MAX_DEFAULT_WINDOW_ROWS = 64
+
+
+def _block_pair(block):
+    """`(bq, bk)` from an int or a pair of positive ints."""
+    if isinstance(block, (list, tuple, np.ndarray)):
+        if len(block) != 2:
+            raise ValueError("block must be an int or (query block, key block), got %r" % (block,))
+        return whole_number(block[0], "block[0]", 1), whole_number(block[1], "block[1]", 1)
+    size = whole_number(block, "block", 1)
+    return size, size
+
+
+def pool_grid(length, block):
+    """Number of blocks of `block` positions covering `length` positions (the last may be short).
+
+    >>> pool_grid(1024, 16), pool_grid(1000, 16)
+    (64, 63)
+    """
+    return -(-length // block)
+
+
+def pool(weights, block, mask=None):
+    """Block means and block maxes of attention weights: the reference for pooled steps.
+
+    Args:
+      weights: float `[..., Tq, Tk]`; NaN marks a masked position.
+      block: an int (square blocks) or `(bq, bk)`; edge blocks are shorter.
+      mask: optional bool broadcastable to `weights` (False = masked).
+
+    Returns:
+      `(means, maxes)`, float32 `[..., ceil(Tq/bq), ceil(Tk/bk)]`: the mean and the max over the
+      unmasked positions of each block; NaN where a block has no unmasked position.
+
+    >>> w = np.array([[0.5, 0.25, 0.25], [1.0, np.nan, 0.0]], np.float32)
+    >>> means, maxes = pool(w, 2)
+    >>> means.tolist(), maxes.tolist()
+    ([[0.5833333134651184, 0.125]], [[1.0, 0.25]])
+    """
+    bq, bk = _block_pair(block)
+    array = np.asarray(weights, np.float32)
+    if array.ndim < 2:
+        raise ValueError("weights must have at least 2 axes [..., Tq, Tk]")
+    if mask is not None:
+        array = np.where(np.broadcast_to(np.asarray(mask, bool), array.shape), array, np.nan)
+    lead, (tq, tk) = array.shape[:-2], array.shape[-2:]
+    nq, nk = pool_grid(tq, bq), pool_grid(tk, bk)
+    flat = array.reshape((-1, tq, tk))
+    means = np.empty((flat.shape[0], nq, nk), np.float32)
+    maxes = np.empty((flat.shape[0], nq, nk), np.float32)
+    rows = max(1, _CHUNK_VALUES // max(1, bq * nk * bk))  # block rows at a time
+    for i, matrix in enumerate(flat):
+        padded = np.full((nq * bq, nk * bk), np.nan, np.float32)
+        padded[:tq, :tk] = matrix
+        for start in range(0, nq, rows):
+            part = padded[start * bq:(start + rows) * bq].reshape(-1, bq, nk, bk)
+            attended = ~np.isnan(part)
+            count = attended.sum(axis=(1, 3))
+            total = np.where(attended, part, 0).sum(axis=(1, 3), dtype=np.float64)
+            largest = np.where(attended, part, -np.inf).max(axis=(1, 3))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means[i, start:start + rows] = np.where(count > 0, total / count, np.nan)
+            maxes[i, start:start + rows] = np.where(count > 0, largest, np.nan)
+    return means.reshape(lead + (nq, nk)), maxes.reshape(lead + (nq, nk))
+
+
+def _check_window(name, query, key, tq, tk):
+    """Validates one window's name and half-open ranges; returns `(name, (q0, q1), (k0, k1))`."""
+    if not isinstance(name, str) or not name or len(name) > MAX_WINDOW_NAME:
+        raise ValueError("a window name must be a string of 1 to %d characters, got %r"
+                         % (MAX_WINDOW_NAME, name))
+    ranges = []
+    for label, span, length in (("query", query, tq), ("key", key, tk)):
+        try:
+            start, stop = span
+        except (TypeError, ValueError):
+            raise ValueError("window %r %s range must be (start, stop), got %r"
+                             % (name, label, span)) from None
+        start = whole_number(start, "window %r %s start" % (name, label), 0)
+        stop = whole_number(stop, "window %r %s stop" % (name, label), 1)
+        if not start < stop <= length:
+            raise ValueError(
+                "window %r %s range [%d, %d) must satisfy 0 <= start < stop <= %d"
+                % (name, label, start, stop, length)
+            )
+        ranges.append((start, stop))
+    return name, ranges[0], ranges[1]
+
+
+def is_causal(weights=None, mask=None):
+    """True when `[..., T, T]` attention is causal: `mask` (False = masked) or, without a mask,
+    the weights themselves put nothing above the diagonal.
+
+    >>> is_causal(np.tril(np.ones((3, 3), np.float32)) / 3), is_causal(np.ones((2, 2)) / 2)
+    (True, False)
+    """
+    source = mask if mask is not None else weights
+    if source is None:
+        return False
+    array = np.asarray(source)
+    tq, tk = array.shape[-2:]
+    if tq != tk or tq < 2:
+        return False
+    upper = np.triu(np.ones((tq, tk), bool), 1)
+    if mask is not None:
+        return not np.broadcast_to(array, array.shape)[..., upper].any()
+    return not (array[..., upper] > 0).any()
+
+
+def default_windows(shape, rows, causal):
+    """The default exact windows of a pooled step, as `[(name, (q0, q1), (k0, k1))]`.
+
+    Causal self-attention: `last_queries`, the last `rows` queries over all keys, and
+    `first_queries`, the first `rows` queries over the keys they can see (the first `rows`).
+    Otherwise (bidirectional, cross-attention): the first and the last `rows` queries over all
+    keys. Both: `first_key`, every query's weight on key 0 (attention sinks, [CLS]; `/stats`
+    takes `first_token_share` from it), when there is more than one key.
+
+    >>> default_windows([1, 12, 1024, 1024], 16, causal=True)  # doctest: +NORMALIZE_WHITESPACE
+    [('last_queries', (1008, 1024), (0, 1024)), ('first_queries', (0, 16), (0, 16)),
+     ('first_key', (0, 1024), (0, 1))]
+    """
+    tq, tk = shape[2], shape[3]
+    rows = max(1, min(int(rows), tq))
+    last = ("last_queries", (tq - rows, tq), (0, tk))
+    if causal and tq == tk:
+        windows = [last, ("first_queries", (0, rows), (0, rows))]
+    else:
+        windows = [("first_queries", (0, rows), (0, tk)), last]
+    return windows + ([("first_key", (0, tq), (0, 1))] if tk > 1 else [])
+
+
+def encode_pooled_step(
+    shape,
+    block,
+    means,
+    maxes,
+    windows,
+    query_tokens=None,
+    key_tokens=None,
+    images=None,
+    image_grid=None,
+    prefix_tokens=None,
+    reduced=None,
+    source_rank=4,
+    source_dtype="float32",
+):
+    """Encodes one POOLED step from an already-reduced capture. Returns the list of blobs.
+
+    Args:
+      shape: the FULL `[B, H, Tq, Tk]` the overview covers.
+      block: `(bq, bk)` (or an int for square blocks): positions per block.
+      means, maxes: float `[B, H, nq, nk]` (`nq = ceil(Tq/bq)`, `nk = ceil(Tk/bk)`): each
+        block's mean and max over its unmasked positions, NaN where the block is all masked
+        (`pool` computes them from full weights).
+      windows: list of `(name, (q0, q1), (k0, k1), weights [B, H, q1-q0, k1-k0])`, half-open
+        ranges; the window's exact weights, NaN where masked. May be empty.
+      query_tokens, key_tokens, images, image_grid, prefix_tokens, reduced, source_rank,
+        source_dtype: as for `encode_step` (tokens cover the full `Tq` / `Tk`).
+
+    Raises `ValueError` / `TypeError` for inconsistent input, before anything is written.
+
+    >>> w = np.full((1, 2, 8, 8), 1 / 8, np.float32)
+    >>> means, maxes = pool(w, 4)
+    >>> blobs = encode_pooled_step([1, 2, 8, 8], 4, means, maxes,
+    ...                            [("last_queries", (6, 8), (0, 8), w[:, :, 6:, :])])
+    >>> header = decode_header(blobs[0])
+    >>> header["layout"], header["pooled"], header["blobs"]
+    ('pooled', {'block': [4, 4], 'grid': [2, 2]}, {'overview': 1, 'windows': [3], 'images': None})
+    >>> means, maxes = decode_overview(blobs[1], header, header["scales"][0])
+    >>> float(means[0, 0]), means.shape
+    (0.125, (2, 2))
+    """
+    if not isinstance(shape, (list, tuple, np.ndarray)) or len(shape) != 4:
+        raise ValueError("shape must be the full [B, H, Tq, Tk], got %r" % (shape,))
+    batch, heads, tq, tk = (whole_number(n, "shape[%d]" % i, 1) for i, n in enumerate(shape))
+    if batch * heads * tq * tk > MAX_POOLED_VALUES:
+        raise ValueError("shape %s is larger than any attention a step describes" % (list(shape),))
+    bq, bk = _block_pair(block)
+    nq, nk = pool_grid(tq, bq), pool_grid(tk, bk)
+    planes = []
+    for label, plane in (("means", means), ("maxes", maxes)):
+        array = np.asarray(_as_numpy(plane), np.float32)
+        if array.shape != (batch, heads, nq, nk):
+            raise ValueError("%s must have shape %s (blocks of %dx%d over %dx%d), got %s"
+                             % (label, [batch, heads, nq, nk], bq, bk, tq, tk, list(array.shape)))
+        _check_probabilities(array, label)
+        planes.append(array)
+    if np.any(np.isnan(planes[0]) != np.isnan(planes[1])):
+        raise ValueError("means and maxes must be NaN (masked) in the same blocks")
+    if batch * heads * 2 * nq * nk > MAX_VALUES_PER_STEP:
+        raise ValueError("the overview of %dx%d blocks per head is too large for one step; use "
+                         "larger blocks" % (nq, nk))
+    checked, names, window_arrays = [], set(), []
+    for window in windows or ():
+        try:
+            name, query, key, weights = window
+        except (TypeError, ValueError):
+            raise ValueError("each window must be (name, (q0, q1), (k0, k1), weights), got %r"
+                             % (type(window),)) from None
+        name, query, key = _check_window(name, query, key, tq, tk)
+        if name in names:
+            raise ValueError("window name %r is used twice" % name)
+        names.add(name)
+        array = np.asarray(_as_numpy(weights), np.float32)
+        expected = (batch, heads, query[1] - query[0], key[1] - key[0])
+        if array.shape != expected:
+            raise ValueError("window %r weights must have shape %s, got %s"
+                             % (name, list(expected), list(array.shape)))
+        _check_probabilities(array, "window %r weights" % name)
+        checked.append({"name": name, "query": list(query), "key": list(key)})
+        window_arrays.append(array)
+    if sum(a.size for a in window_arrays) > MAX_VALUES_PER_STEP:
+        raise ValueError("the windows hold more values than one step may hold")
+    query_tokens = normalize_tokens(query_tokens, batch, tq, "query_tokens")
+    key_tokens = normalize_tokens(key_tokens, batch, tk, "key_tokens")
+    image_blobs, image_info = [], None
+    if images is not None:
+        image_blobs, image_info = normalize_images(images, batch, tk, image_grid, prefix_tokens)
+
+    payloads, scales = [], []
+    stacked = np.concatenate(planes, axis=2)  # [B, H, 2*nq, nk]: means plane, then maxes plane
+    for b in range(batch):
+        for h in range(heads):
+            payload, scale = _encode_nan_masked(stacked[b, h], scale_from=planes[1][b, h])
+            payloads.append(payload)
+            scales.append(scale)
+    for array in window_arrays:
+        for b in range(batch):
+            for h in range(heads):
+                payload, scale = _encode_nan_masked(array[b, h])
+                payloads.append(payload)
+                scales.append(scale)
+    per_part = batch * heads
+    header = {
+        "version": 2,
+        "layout": LAYOUT_POOLED,
+        "shape": [batch, heads, tq, tk],
+        "source_rank": source_rank,
+        "source_dtype": source_dtype,
+        "encoding": ENCODINGS[2],
+        "pooled": {"block": [bq, bk], "grid": [nq, nk]},
+        "windows": checked,
+        "blobs": _pooled_blobs(per_part, len(checked), image_info is not None),
+        "scales": scales,
+        "query_tokens": query_tokens,
+        "key_tokens": key_tokens,
+        "image": image_info,
+        "reduced": reduced,
+    }
+    header_blob = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return [header_blob] + payloads + image_blobs
+
+
+def _pooled_blobs(per_part, windows, images):
+    """The `blobs` object of a pooled header: index of the first blob of each part."""
+    return {
+        "overview": 1,
+        "windows": [1 + per_part * (1 + w) for w in range(windows)],
+        "images": 1 + per_part * (1 + windows) if images else None,
+    }
+
+
+def _check_probabilities(array, label):
+    finite = array[~np.isnan(array)]
+    if np.isinf(array).any():
+        raise ValueError("%s contains Inf" % label)
+    if finite.size and (finite.min() < -RANGE_TOLERANCE or finite.max() > 1 + RANGE_TOLERANCE):
+        raise ValueError("%s must be attention probabilities in [0, 1]; found [%g, %g]"
+                         % (label, finite.min(), finite.max()))
+    np.clip(array, 0.0, 1.0, out=array)  # NaN stays NaN
+
+
+def _encode_nan_masked(matrix, scale_from=None):
+    """`(zlib payload, scale)` of a float32 matrix in faithful codes, NaN = masked."""
+    attended = ~np.isnan(matrix)
+    source = matrix if scale_from is None else scale_from
+    scale_values = source[~np.isnan(source)]
+    scale = np.float32(scale_values.max()) if scale_values.size else np.float32(0.0)
+    filled = np.where(attended, matrix, 0).astype(np.float32)
+    if scale > 0:
+        codes = np.empty(filled.shape, np.uint16)
+        rows = max(1, _CHUNK_VALUES // max(1, filled.shape[-1]))
+        for start in range(0, filled.shape[0], rows):
+            x = np.minimum(filled[start:start + rows] / scale, np.float32(1))
+            codes[start:start + rows] = _levels_v2(x)
+    else:
+        codes = np.zeros(filled.shape, np.uint16)
+    codes[~attended] = V2_MASKED
+    return zlib.compress(pack_codes(codes), 6), float(scale)
+
+
+def is_pooled(header):
+    """True for a step stored in the pooled layout."""
+    return header.get("layout") == LAYOUT_POOLED
+
+
+def overview_index(header, example, head):
+    """Blob index of one head's overview (pooled steps); `IndexError` when out of range."""
+    _check_head(header, example, head)
+    if not is_pooled(header):
+        raise IndexError("this step is stored in full: it has no overview")
+    return header["blobs"]["overview"] + example * header["shape"][1] + head
+
+
+def window_index(header, name, example, head):
+    """Blob index of one head's exact window `name`; `KeyError` naming the stored windows when
+    there is no such window, `IndexError` when example/head are out of range."""
+    _check_head(header, example, head)
+    names = [w["name"] for w in header.get("windows") or ()]
+    if name not in names:
+        raise KeyError(
+            "no window %r in this step; its windows are: %s"
+            % (name, ", ".join(repr(n) for n in names) or "none (it is stored in full)")
+        )
+    batch, heads = header["shape"][:2]
+    return header["blobs"]["windows"][names.index(name)] + example * heads + head
+
+
+def window(header, name):
+    """The window object `{"name", "query", "key"}` of a pooled header; `KeyError` if absent."""
+    for entry in header.get("windows") or ():
+        if entry["name"] == name:
+            return entry
+    raise KeyError(name)
+
+
+def _check_head(header, example, head):
+    batch, heads = header["shape"][:2]
+    if not (0 <= example < batch) or not (0 <= head < heads):
+        raise IndexError(
+            "example %d / head %d out of range (batch %d, heads %d)" % (example, head, batch, heads)
+        )
+
+
+def overview_shape(header):
+    """`(2 * nq, nk)`: the stored codes of one overview blob (means rows, then maxes rows)."""
+    nq, nk = header["pooled"]["grid"]
+    return 2 * nq, nk
+
+
+def decode_overview(blob, header, scale):
+    """`(means, maxes)` float32 `[nq, nk]` of one overview blob, NaN where a block is masked.
+
+    `scale` is the blob's entry of `header["scales"]` (`scales[overview_index(...) - 1]`).
+    """
+    codes, _ = inflate_codes(blob, header, shape=overview_shape(header))
+    weights = codes_to_weights(codes, scale)
+    nq = header["pooled"]["grid"][0]
+    return weights[:nq], weights[nq:]
+
+
+def decode_window(blob, header, name, scale):
+    """Float32 exact weights `[q1-q0, k1-k0]` of one window blob, NaN where masked."""
+    entry = window(header, name)
+    shape = (entry["query"][1] - entry["query"][0], entry["key"][1] - entry["key"][0])
+    codes, _ = inflate_codes(blob, header, shape=shape)
+    return codes_to_weights(codes, scale)
+
+
+def pooled_bytes_bound(shape, block, windows, header_bytes=0, image_bytes=0):
+    """The most bytes a pooled step takes (payload bounds of the overview and windows), known
+    before encoding; `windows` as `[(name, (q0, q1), (k0, k1)), ...]`."""
+    batch, heads, tq, tk = shape
+    bq, bk = _block_pair(block)
+    per_head = payload_bound(2 * pool_grid(tq, bq) * pool_grid(tk, bk))
+    for _, (q0, q1), (k0, k1) in windows:
+        per_head += payload_bound((q1 - q0) * (k1 - k0))
+    return batch * heads * per_head + header_bytes + image_bytes
+
+
+def full_bytes_bound(shape, header_bytes=0, image_bytes=0):
+    """The most bytes a full step of `shape` takes (see `payload_bound`)."""
+    batch, heads, tq, tk = shape
+    return batch * heads * payload_bound(tq * tk) + header_bytes + image_bytes
+
+
+def encode_attention(
+    weights,
+    query_tokens=None,
+    key_tokens=None,
+    mask=None,
+    images=None,
+    image_grid=None,
+    prefix_tokens=None,
+    reduced=None,
+    max_bytes=None,
+    windows=None,
+):
+    """Encodes one step in full, or POOLED when the full step would exceed `max_bytes`.
+
+    What both public writers (`tba.attention`, `AttentionWriter.attention`) call. Without
+    `max_bytes` this is `encode_step`. With it, a step whose full size (bounded by
+    `payload_bound` before encoding) exceeds `max_bytes` is stored pooled: the block size is
+    the smallest power of two (2, 4, 8, ...) at which the overview takes at most half of the
+    budget left after the header and images and the whole step, windows included, fits
+    `max_bytes` (checked on the encoded blobs). `windows=[(name, (q0, q1), (k0, k1)), ...]`
+    names the exact windows to keep (half-open query and key ranges); without it the
+    `default_windows` are kept with the most rows (a power of two, at most 64) that fit.
+    `windows` alone (no `max_bytes`) stores the step pooled at the smallest block that fits
+    no budget: give `max_bytes` too.
+
+    Raises `ValueError` when even the coarsest overview and the named windows do not fit.
+
+    >>> w = np.tril(np.ones((256, 256), np.float32))
+    >>> w /= w.sum(-1, keepdims=True)
+    >>> blobs = encode_attention(w, max_bytes=16 * 1024)
+    >>> header = decode_header(blobs[0])
+    >>> header["layout"], header["pooled"]["block"], [x["name"] for x in header["windows"]]
+    ('pooled', [8, 8], ['last_queries', 'first_queries', 'first_key'])
+    >>> sum(map(len, blobs)) <= 16 * 1024
+    True
+    """
+    kwargs = dict(query_tokens=query_tokens, key_tokens=key_tokens, images=images,
+                  image_grid=image_grid, prefix_tokens=prefix_tokens, reduced=reduced)
+    if max_bytes is None:
+        if windows is not None:
+            raise ValueError("windows= needs max_bytes=: windows are kept when a step is pooled "
+                             "to fit max_bytes")
+        return encode_step(weights, mask=mask, **kwargs)
+    max_bytes = whole_number(max_bytes, "max_bytes", 1)
+    array, rank, source_dtype = normalize_weights(weights, max_values=MAX_POOLED_INPUT_VALUES)
+    batch, heads, tq, tk = shape = array.shape
+    source_shape = _as_numpy(weights).shape
+    mask = normalize_mask(mask, source_shape)
+    query_tokens = normalize_tokens(query_tokens, batch, tq, "query_tokens")
+    key_tokens = normalize_tokens(key_tokens, batch, tk, "key_tokens")
+    image_bytes = 0
+    if images is not None:
+        image_blobs, _ = normalize_images(images, batch, tk, image_grid, prefix_tokens)
+        image_bytes = sum(len(b) for b in image_blobs)
+    token_bytes = len(json.dumps([query_tokens, key_tokens], ensure_ascii=False).encode("utf-8"))
+    fixed = token_bytes + 1024 + image_bytes
+    if array.size <= MAX_VALUES_PER_STEP and full_bytes_bound(shape, fixed + 24 * batch * heads) <= max_bytes:
+        return encode_step(weights, mask=mask, **kwargs)
+    named = None
+    if windows is not None:
+        named = [_check_window(*_window_spec(w), tq, tk) for w in windows]
+        if len({name for name, _, _ in named}) != len(named):
+            raise ValueError("window names must be distinct")
+    causal = is_causal(array, mask)
+    masked = array if mask is None else np.where(mask, array, np.nan)
+    block = 1
+    while True:
+        block, chosen = choose_pooling(shape, max_bytes, causal, named, fixed, start=block * 2)
+        means, maxes = pool(masked, block)
+        blobs = encode_pooled_step(
+            shape, block, means, maxes,
+            [(name, q, k, masked[:, :, q[0]:q[1], k[0]:k[1]]) for name, q, k in chosen],
+            source_rank=rank, source_dtype=source_dtype, **kwargs,
+        )
+        if sum(len(b) for b in blobs) <= max_bytes:
+            return blobs
+
+
+def choose_pooling(shape, max_bytes, causal, windows=None, fixed_bytes=1024, start=2):
+    """`(block, windows)` a pooled step of `shape` takes to fit `max_bytes`, from size bounds
+    only (no weights needed: what a capture decides before it computes anything).
+
+    `block` is the smallest power of two from `start` at which the overview of all heads takes
+    at most half of the budget left after `fixed_bytes` (header, tokens, images) and the
+    windows fit the rest. `windows=[(name, (q0, q1), (k0, k1)), ...]` are kept as given (then
+    only the whole must fit); without them the `default_windows` with the most rows (a power
+    of two, at most 64) that fit. `ValueError` when even one block per head does not fit.
+
+    >>> choose_pooling([1, 12, 1024, 1024], 4 * 2**20 // 12, causal=True, fixed_bytes=20000)
+    ... # doctest: +NORMALIZE_WHITESPACE
+    (16, [('last_queries', (1008, 1024), (0, 1024)), ('first_queries', (0, 16), (0, 16)),
+          ('first_key', (0, 1024), (0, 1))])
+    """
+    batch, heads, tq, tk = shape
+    block = start
+    while True:
+        nq, nk = pool_grid(tq, block), pool_grid(tk, block)
+        parts = 1 + (3 if windows is None else len(windows))
+        header_bytes = fixed_bytes + 24 * batch * heads * parts  # scales in JSON
+        overview = batch * heads * payload_bound(2 * nq * nk)
+        if windows is not None:
+            if pooled_bytes_bound(shape, block, windows, header_bytes) <= max_bytes:
+                return block, list(windows)
+        elif overview <= (max_bytes - header_bytes) / 2:
+            rows = 1 << int(math.log2(min(MAX_DEFAULT_WINDOW_ROWS, tq)))
+            while rows >= 1:
+                candidate = default_windows(shape, rows, causal)
+                if pooled_bytes_bound(shape, block, candidate, header_bytes) <= max_bytes:
+                    return block, candidate
+                rows //= 2
+        if nq == 1 and nk == 1:
+            raise ValueError(
+                "max_bytes=%d is too small for a step of shape %s: even a single-block overview%s "
+                "does not fit (header, tokens and images take about %d bytes); raise max_bytes%s"
+                % (max_bytes, list(shape), " and the named windows" if windows else "",
+                   header_bytes, "" if windows is None else " or name smaller windows")
+            )
+        block *= 2
+
+
+def _window_spec(window):
+    try:
+        name, query, key = window
+    except (TypeError, ValueError):
+        raise ValueError("each window must be (name, (q0, q1), (k0, k1)), got %r" % (window,)) from None
+    return name, query, key

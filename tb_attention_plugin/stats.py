@@ -134,6 +134,136 @@ def example_statistics(weights, image_grid=None, prefix_tokens=0):
     return {name: result[name].astype(np.float32) for name in STATISTICS}
 
 
+def _row_values(weights, query_position, key_position, key_width, row_max=None):
+    """Per-row statistics of `[B, H, n, K]` rows over K keys of `key_width` positions each
+    (1 for exact rows; a block's width for overview rows, whose `weights` are per-key block
+    means). Returns `({name: [B, H, n]}, valid [B, H, n], entropy_valid [B, H, n])`."""
+    attended = ~np.isnan(weights)
+    kept = np.where(attended, weights, np.float32(0)).astype(np.float64)
+    mass = kept * key_width
+    row_sum = mass.sum(axis=-1)
+    keys = np.where(attended, key_width, 0).sum(axis=-1)
+    valid = (keys > 0) & (row_sum > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = mass / np.where(valid, row_sum, 1)[..., np.newaxis]
+        per_key = p / key_width
+        logs = np.log(per_key, where=per_key > 0, out=np.zeros_like(per_key))
+        entropy = -(p * logs).sum(axis=-1) / np.log(np.maximum(keys, 2))
+    distance = np.abs(np.asarray(query_position, np.float64)[:, np.newaxis] - key_position)
+    values = {
+        "entropy": entropy,
+        "max_weight": kept.max(axis=-1) if row_max is None else row_max,
+        "mean_distance": (mass * distance).sum(axis=-1),
+        "first_token_share": kept[..., 0],
+    }
+    return values, valid, valid & (keys > 1)
+
+
+def pooled_statistics(means, maxes, block, shape, exact_rows=(), image_grid=None, first_key=None):
+    """`example_statistics` of a POOLED step (docs/format.md), `{name: float32 [B, H]}`.
+
+    Rows stored exactly (windows over all keys, `exact_rows` as `(q0, weights [B, H, n, Tk])`)
+    count as themselves, with the formulas of `head_statistics`. Every other query row takes
+    the statistics of its block row of the overview, read as a row of `nk` keys each as wide
+    as its block with the block's mean weight on every one of its positions:
+
+    - `entropy`: of that row, uniform within each block (equal to the row's when weights are
+      uniform within blocks, otherwise above it), over `ln` of the keys in unmasked blocks;
+    - `max_weight`: the largest block MAX of the block row (the largest weight of any of its
+      rows: at least each row's own largest weight);
+    - `mean_distance`: `sum_j mass_j |centre_i - centre_j|` between block centres (`null`
+      with a patch grid);
+    - `first_token_share`: the mean weight per key of the first key block (below a sink's
+      weight on key 0 when the block is wider than 1).
+
+    `first_key`, float32 `[B, H, Tq]` (a stored window of every query over key 0, NaN =
+    masked), makes key 0 exact: `first_token_share` is then each row's own weight on key 0,
+    and the entropy splits the first block into key 0 (the mean over the block row's queries
+    of that weight) and the rest of the block (its remaining mass, uniform).
+
+    Each statistic is the mean over the rows, each block row counting as many times as it has
+    query rows not stored exactly.
+
+    >>> w = np.full((1, 1, 8, 8), 1 / 8, np.float32)
+    >>> means, maxes = np.full((1, 1, 2, 2), 1 / 8, np.float32), np.full((1, 1, 2, 2), 1 / 8)
+    >>> stats = pooled_statistics(means, maxes, (4, 4), (1, 1, 8, 8), [(6, w[:, :, 6:])])
+    >>> round(float(stats["entropy"][0, 0]), 6), float(stats["max_weight"][0, 0])
+    (1.0, 0.125)
+    """
+    batch, heads, tq, tk = shape
+    bq, bk = block
+    nq, nk = means.shape[-2:]
+    exact = np.zeros(tq, bool)
+    totals = {name: np.zeros((batch, heads)) for name in STATISTICS}
+    counts = {name: np.zeros((batch, heads)) for name in STATISTICS}
+
+    def add(values, valid, entropy_valid, multiplicity):
+        for name in STATISTICS:
+            ok = entropy_valid if name == "entropy" else valid
+            if name == "mean_distance" and image_grid is not None:
+                continue
+            weight = np.where(ok, multiplicity, 0)
+            totals[name] += (np.where(ok, values[name], 0) * weight).sum(axis=-1)
+            counts[name] += weight.sum(axis=-1)
+
+    for q0, weights in exact_rows:
+        weights = np.asarray(weights, np.float32)
+        n = weights.shape[2]
+        rows = np.arange(q0, q0 + n)
+        new = ~exact[rows]
+        exact[rows] = True
+        values, valid, entropy_valid = _row_values(
+            weights, rows, np.arange(tk, dtype=np.float64), np.ones(tk)
+        )
+        add(values, valid, entropy_valid, new.astype(np.float64))
+    key_start = np.arange(nk) * bk
+    key_width = np.minimum(key_start + bk, tk) - key_start
+    key_centre = key_start + (key_width - 1) / 2.0
+    query_start = np.arange(nq) * bq
+    query_width = np.minimum(query_start + bq, tq) - query_start
+    query_centre = query_start + (query_width - 1) / 2.0
+    remaining = np.array([(~exact[a:a + w]).sum() for a, w in zip(query_start, query_width)],
+                         np.float64)
+    maxes = np.asarray(maxes, np.float64)
+    with np.errstate(invalid="ignore"):
+        row_max = np.where(np.isnan(maxes), -np.inf, maxes).max(axis=-1)
+    means = np.asarray(means, np.float64)
+    key_width = key_width.astype(np.float64)
+    share = None
+    if first_key is not None:
+        column = np.asarray(first_key, np.float64)  # [B, H, Tq]
+        rows = [slice(a, a + w) for a, w in zip(query_start, query_width)]
+        with np.errstate(invalid="ignore"):
+            share = np.stack([_nan_mean(column[..., r]) for r in rows], axis=-1)  # [B, H, nq]
+    if share is not None and key_width[0] > 1:
+        # Key 0 exact, the rest of the first block uniform with what mass is left.
+        block0 = means[..., 0] * key_width[0]
+        key0 = np.where(np.isnan(share), means[..., 0], np.minimum(share, block0))
+        rest = np.maximum(block0 - key0, 0) / (key_width[0] - 1)
+        means = np.concatenate([key0[..., None], rest[..., None], means[..., 1:]], axis=-1)
+        key_width = np.concatenate([[1.0, key_width[0] - 1], key_width[1:]])
+        key_centre = np.concatenate([[0.0, key_width[1] / 2.0], key_centre[1:]])
+    values, valid, entropy_valid = _row_values(
+        means, query_centre, key_centre, key_width, row_max=row_max,
+    )
+    if share is not None:
+        values["first_token_share"] = np.where(np.isnan(share), 0.0, share)
+    add(values, valid, entropy_valid, remaining)
+    result = {}
+    for name in STATISTICS:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            result[name] = np.where(
+                counts[name] > 0, totals[name] / np.maximum(counts[name], 1), np.nan
+            ).astype(np.float32)
+    return result
+
+
+def _nan_mean(values):
+    count = (~np.isnan(values)).sum(axis=-1)
+    total = np.where(np.isnan(values), 0, values).sum(axis=-1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def mean_over_examples(statistics):
     """Averages `example_statistics` output `{name: [B, H]}` into `{name: [H]}`, skipping NaN."""
     result = {}

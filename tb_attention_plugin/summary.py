@@ -17,6 +17,8 @@ def attention(
     prefix_tokens=None,
     description=None,
     reduced=None,
+    max_bytes=None,
+    windows=None,
 ):
     """Writes attention weights to the default summary writer, for the Attention tab.
 
@@ -41,6 +43,13 @@ def attention(
       reduced: Optional JSON-serialisable note of what the caller dropped to meet a size
         budget (stored in the step header, see docs/format.md), e.g. `{"source_shape":
         [32, 12, 128, 128], "examples": 2, "heads": 12, "tokens": [0, 64]}`.
+      max_bytes: Optional size budget of this step of this tag, in bytes. When the full
+        weights would take more, the step is stored POOLED (docs/format.md, "Pooled steps"):
+        block means and maxes over the whole matrix (the smallest power-of-two block that
+        fits) plus exact windows, by default the last queries' rows over all keys and the
+        first queries.
+      windows: With `max_bytes`, the exact windows to keep when pooled, as
+        `[(name, (q0, q1), (k0, k1)), ...]` (half-open query and key ranges).
 
     Returns:
       True on success, False if no summary was written because no default writer was set
@@ -63,12 +72,13 @@ def attention(
     import tensorflow as tf  # lazily: the plugin loader imports this package without TF
 
     summary_metadata = metadata.create_summary_metadata(description)
-    encode_kwargs = dict(image_grid=image_grid, prefix_tokens=prefix_tokens, reduced=reduced)
+    encode_kwargs = dict(image_grid=image_grid, prefix_tokens=prefix_tokens, reduced=reduced,
+                         max_bytes=max_bytes, windows=windows)
 
     def blobs():
         if tf.executing_eagerly():
             return tf.constant(
-                encoding.encode_step(
+                encoding.encode_attention(
                     weights,
                     query_tokens=query_tokens,
                     key_tokens=key_tokens,
@@ -108,7 +118,7 @@ def _graph_blobs(tf, weights, query_tokens, key_tokens, mask, images, encode_kwa
         args = dict(named)
         for key, value in zip(tensor_names, values[1:]):
             args[key] = value.numpy()
-        blobs = encoding.encode_step(values[0].numpy(), **args, **encode_kwargs)
+        blobs = encoding.encode_attention(values[0].numpy(), **args, **encode_kwargs)
         # A returned list would be read as a list of outputs: return one rank-1 tensor.
         return tf.constant(blobs, dtype=tf.string)
 

@@ -59,13 +59,29 @@ class AttentionWriter:
         prefix_tokens=None,
         description=None,
         reduced=None,
+        max_bytes=None,
+        windows=None,
     ):
         """Validates, encodes and queues one step of one tag (arguments as `attention()`).
 
+        `max_bytes`: a size budget for this step of this tag. When the full weights would take
+        more, the step is stored POOLED (docs/format.md, "Pooled steps"): an overview of block
+        means and maxes covering every position, at the smallest power-of-two block that fits,
+        plus exact windows: by default the last queries' rows over all keys and the first
+        queries (causal attention), or the first and last queries' rows (otherwise).
+        `windows=[(name, (q0, q1), (k0, k1)), ...]` names the exact windows to keep instead.
+
         Raises `ValueError`/`TypeError` before anything is written when the input is bad.
         Returns True.
+
+        Example (a 12-layer model at 1024 tokens within 4 MiB per step):
+
+        ```python
+        writer.attention("layer_3", weights, step, max_bytes=4 * 2**20 // 12,
+                         windows=[("answer", (1000, 1024), (0, 1024))])
+        ```
         """
-        blobs = encoding.encode_step(
+        blobs = encoding.encode_attention(
             weights,
             query_tokens=query_tokens,
             key_tokens=key_tokens,
@@ -74,6 +90,8 @@ class AttentionWriter:
             image_grid=image_grid,
             prefix_tokens=prefix_tokens,
             reduced=reduced,
+            max_bytes=max_bytes,
+            windows=windows,
         )
         self.write_blobs(name, blobs, step, description=description)
         return True

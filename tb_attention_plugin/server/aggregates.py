@@ -65,6 +65,7 @@ import threading
 
 import numpy as np
 
+from tb_attention_plugin import encoding
 from tb_attention_plugin import stats
 from tb_attention_plugin.server.errors import BadRequest, NotFound, Unreadable
 
@@ -202,6 +203,12 @@ def rollout(reader, ctx, experiment_id, run, tags, step, example, residual=True)
     layers, first_header = [], None
     for tag, datum in zip(tags, datums):
         header = reader.header(ctx, experiment_id, run, tag, datum)
+        if encoding.is_pooled(header):
+            raise BadRequest(
+                "tag %r step %d is stored pooled (its heads were too large for the writer's "
+                "budget): rollout needs every layer's full matrices; pick layers stored in full, "
+                "or log them with a larger max_bytes" % (tag, step)
+            )
         if example >= header["shape"][0]:
             raise _no_example(run, tag, step, header["shape"][0], example)
         tq, tk = header["shape"][2:]
@@ -283,6 +290,8 @@ def _tokens(header, example):
 def _step_statistics(reader, ctx, experiment_id, run, tag, datum):
     """`stats.example_statistics` of one stored step; `Unreadable` when it cannot be read."""
     header = reader.header(ctx, experiment_id, run, tag, datum)
+    if encoding.is_pooled(header):
+        return _pooled_step_statistics(reader, ctx, experiment_id, run, tag, datum, header)
     weights = np.stack(
         [
             np.stack(reader.example_weights(ctx, experiment_id, run, tag, datum, header, b))
@@ -300,6 +309,37 @@ def _step_statistics(reader, ctx, experiment_id, run, tag, datum):
     result = stats.example_statistics(weights)
     result["mean_distance"] = np.full_like(result["mean_distance"], np.nan)
     return result
+
+
+def _pooled_step_statistics(reader, ctx, experiment_id, run, tag, datum, header):
+    """`stats.pooled_statistics` of a pooled step: exact rows from the windows over all keys,
+    the other rows from the overview's block means (docs/http_api.md, /stats)."""
+    batch, _, tq, tk = header["shape"]
+    full_rows = [w for w in header["windows"] if w["key"] == [0, tk]]
+    column = next(
+        (w["name"] for w in header["windows"] if w["key"] == [0, 1] and w["query"] == [0, tq]),
+        None,
+    )
+    means, maxes, exact = [], [], {w["name"]: [] for w in full_rows}
+    first_key = []
+    for b in range(batch):
+        if column is not None:
+            first_key.append(np.stack(
+                reader.example_parts(ctx, experiment_id, run, tag, datum, header, b, column)
+            )[..., 0])
+        parts = reader.example_parts(ctx, experiment_id, run, tag, datum, header, b)
+        means.append(np.stack([m for m, _ in parts]))
+        maxes.append(np.stack([x for _, x in parts]))
+        for w in full_rows:
+            exact[w["name"]].append(
+                np.stack(reader.example_parts(ctx, experiment_id, run, tag, datum, header, b, w["name"]))
+            )
+    exact_rows = [(w["query"][0], np.stack(exact[w["name"]])) for w in full_rows]
+    return stats.pooled_statistics(
+        np.stack(means), np.stack(maxes), header["pooled"]["block"], header["shape"],
+        exact_rows, image_grid=(header.get("image") or {}).get("grid"),
+        first_key=np.stack(first_key) if column is not None else None,
+    )
 
 
 def _json_floats(array):

@@ -23,6 +23,7 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import http
 
+from tb_attention_plugin import encoding
 from tb_attention_plugin import metadata
 from tb_attention_plugin.server import aggregate_routes
 from tb_attention_plugin.server import bounded_cache
@@ -132,8 +133,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
 
         def build():  # the header is cached by the reader: no answer cache needed
             header = self._reader.header(ctx, eid, run, tag, datum)
-            body = {"step": step, "wall_time": datum.wall_time}
-            hidden = ("scales", "version", "encoding")
+            body = {"step": step, "wall_time": datum.wall_time, "layout": "full"}
+            hidden = ("scales", "version", "encoding", "blobs")
             body.update((k, v) for k, v in header.items() if k not in hidden)
             return body, None
 
@@ -146,45 +147,55 @@ class AttentionPlugin(base_plugin.TBPlugin):
         run, tag, step = args.string("run"), args.string("tag"), args.integer("step")
         example = args.integer("example", minimum=0)
         head = args.integer_or("head", "mean", minimum=0)
+        window = args.string("window", default=None)
         datum = self._reader.datum(ctx, eid, run, tag, step)
-        etag = route_util.etag("matrix", eid, run, tag, step, datum.wall_time, example, head)
+        etag = route_util.etag(
+            "matrix", eid, run, tag, step, datum.wall_time, example, head, window
+        )
         coding = _matrix_coding(request)
 
         def build():
             if head == "mean":
-                return self._mean_body(ctx, eid, run, tag, datum, example, coding)
-            return self._head_body(ctx, eid, run, tag, datum, example, head, coding)
+                return self._mean_body(ctx, eid, run, tag, datum, example, coding, window)
+            return self._head_body(ctx, eid, run, tag, datum, example, head, coding, window)
 
         return route_util.etagged(
             request, etag, "application/octet-stream", build, cache=self._responses,
             cache_key=(etag, coding), headers=[("Vary", "Accept-Encoding")],
         )
 
-    def _head_body(self, ctx, eid, run, tag, datum, example, head, coding):
+    def _head_body(self, ctx, eid, run, tag, datum, example, head, coding, window=None):
         # The payload is always inflated first, whatever the coding: that is what finds a
         # corrupt payload and answers 404 with a message instead of a stream the browser fails
         # to decode.
-        _, codes, scale, stream = self._reader.header_and_head(
-            ctx, eid, run, tag, datum, example, head
+        header, codes, scale, stream = self._reader.header_and_part(
+            ctx, eid, run, tag, datum, example, head, window
         )
+        # A pooled step's overview: two planes (means, maxes), wire dtype 4.
+        planes = 2 if window is None and encoding.is_pooled(header) else 1
         if coding is None or codes.size < GZIP_MIN_BYTES:
-            return wire_format.encode_codes(codes, scale), None
+            return wire_format.encode_codes(codes, scale, planes), None
         if coding == "gzip":
-            return wire_format.gzip_codes_from_zlib(codes, scale, stream or b""), "gzip"
+            return wire_format.gzip_codes_from_zlib(codes, scale, stream or b"", planes), "gzip"
         if stream is not None:
             try:
-                return wire_format.deflate_stored_codes(codes, scale, stream), "deflate"
+                return wire_format.deflate_stored_codes(codes, scale, stream, planes), "deflate"
             except wire_format.WireError:
                 pass
-        return zlib.compress(wire_format.encode_codes(codes, scale), 1), "deflate"
+        return zlib.compress(wire_format.encode_codes(codes, scale, planes), 1), "deflate"
 
-    def _mean_body(self, ctx, eid, run, tag, datum, example, coding):
+    def _mean_body(self, ctx, eid, run, tag, datum, example, coding, window=None):
         header = self._reader.header(ctx, eid, run, tag, datum)
         batch = header["shape"][0]
         if example >= batch:
             raise errors.NotFound("example %d out of range (batch %d)" % (example, batch))
-        weights = self._reader.example_weights(ctx, eid, run, tag, datum, header, example)
-        body = wire_format.encode_values(mean_over_heads(weights))
+        parts = self._reader.example_parts(ctx, eid, run, tag, datum, header, example, window)
+        if window is None and encoding.is_pooled(header):
+            means = mean_over_heads(means for means, _ in parts)
+            maxes = mean_over_heads(maxes for _, maxes in parts)
+            body = wire_format.encode_values(np.concatenate([means, maxes]), planes=2)
+        else:
+            body = wire_format.encode_values(mean_over_heads(parts))
         if coding is not None and len(body) >= GZIP_MIN_BYTES:
             if coding == "gzip":
                 compressed = gzip.compress(body, compresslevel=1, mtime=0)

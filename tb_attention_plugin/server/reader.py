@@ -39,6 +39,10 @@ _LIST_ALL = 1 << 30
 _CONCURRENT_READS = 8
 
 
+class _PooledStep(NotFound):
+    """`header_and_head` found a pooled step (`header_and_part` reads its overview instead)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TagSummary:
     """What `/runs` says about one tag: its newest step's header, or why it cannot be read."""
@@ -208,6 +212,10 @@ class AttentionReader:
                 if index is not None:
                     speculative = (index, self._pool.submit(self._read, ctx, datum, index))
         header = self.header(ctx, experiment_id, run, tag, datum)
+        if encoding.is_pooled(header):
+            raise _PooledStep(
+                "run %r tag %r step %d is pooled: read its overview or a window" % (run, tag, datum.step)
+            )
         index = self._payload_index(header, example, head)
         if speculative is not None and speculative[0] == index:
             payload = speculative[1].result()
@@ -227,6 +235,77 @@ class AttentionReader:
                 % (run, tag, datum.step, example, head, e)
             ) from None
         return codes, header["scales"][index - 1], whole
+
+    def header_and_part(self, ctx, experiment_id, run, tag, datum, example, head, window=None):
+        """Like `header_and_head` for any stored part of a head: `window=None` is the head's
+        payload (full step) or its overview (pooled step), `window="name"` that exact window
+        (pooled steps). Returns `(header, codes, scale, stream)`; the codes of an overview are
+        `[2*nq, nk]` (means rows, then maxes rows), of a window `[q1-q0, k1-k0]`.
+
+        `NotFound` for an unknown window (naming the windows there are), or a window asked of a
+        step stored in full.
+        """
+        if window is None:
+            try:  # the common case, a full step: header and payload read together
+                return self.header_and_head(ctx, experiment_id, run, tag, datum, example, head)
+            except _PooledStep:
+                pass  # the header said pooled: read the overview below
+        header = self.header(ctx, experiment_id, run, tag, datum)
+        index, shape = self._part_index(run, tag, datum, header, example, head, window)
+        payload = self._read(ctx, datum, index)
+        codes, whole = self._inflate(run, tag, datum, header, example, head, payload, shape,
+                                     window)
+        return header, codes, header["scales"][index - 1], (payload if whole else None)
+
+    def _part_index(self, run, tag, datum, header, example, head, window):
+        """`(blob index, codes shape)` of a head's overview (window None) or window."""
+        where = "run %r tag %r step %d" % (run, tag, datum.step)
+        if not encoding.is_pooled(header):
+            raise NotFound(
+                "%s is stored in full (not pooled): it has no windows; ask without 'window' for "
+                "the whole matrix" % where
+            )
+        try:
+            if window is None:
+                return encoding.overview_index(header, example, head), encoding.overview_shape(header)
+            index = encoding.window_index(header, window, example, head)
+        except IndexError as e:
+            raise NotFound("%s: %s" % (where, e)) from None
+        except KeyError as e:
+            raise NotFound("%s: %s" % (where, e.args[0])) from None
+        entry = encoding.window(header, window)
+        return index, (entry["query"][1] - entry["query"][0], entry["key"][1] - entry["key"][0])
+
+    def _inflate(self, run, tag, datum, header, example, head, payload, shape, window):
+        try:
+            return encoding.inflate_codes(payload, header, shape=shape)
+        except encoding.FormatError as e:
+            part = "overview" if window is None else "window %r" % window
+            raise Unreadable(
+                "run %r tag %r step %d example %d head %d %s cannot be read: %s"
+                % (run, tag, datum.step, example, head, part, e)
+            ) from None
+
+    def example_parts(self, ctx, experiment_id, run, tag, datum, header, example, window=None):
+        """One example's stored part of every head, as float32 arrays, NaN where masked: full
+        steps give `[Tq, Tk]` weights per head (`window` must be None); pooled steps give
+        `(means, maxes)` `[nq, nk]` per head for the overview (window None), or `[q1-q0, k1-k0]`
+        exact weights per head for a window."""
+        if not encoding.is_pooled(header) and window is None:
+            return self.example_weights(ctx, experiment_id, run, tag, datum, header, example)
+        heads = range(header["shape"][1])
+        located = [self._part_index(run, tag, datum, header, example, h, window) for h in heads]
+        payloads = self._map(lambda item: self._read(ctx, datum, item[0]), located)
+        parts = []
+        for head, (index, shape), payload in zip(heads, located, payloads):
+            codes, _ = self._inflate(run, tag, datum, header, example, head, payload, shape, window)
+            weights = encoding.codes_to_weights(codes, header["scales"][index - 1])
+            if window is None:
+                nq = header["pooled"]["grid"][0]
+                parts.append((weights[:nq], weights[nq:]))
+            else:
+                parts.append(weights)
+        return parts
 
     def example_weights(self, ctx, experiment_id, run, tag, datum, header, example):
         """Returns one example's weights as a list of float32 `[Tq, Tk]`, one per head, NaN

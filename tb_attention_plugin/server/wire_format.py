@@ -8,13 +8,18 @@ offset 4  u8       wire version = 1
 offset 5  u8       dtype: 1 = uint8 linear codes of format v1 (255 = masked,
                               value = code*scale/254),
                           2 = float32 values (NaN = masked),
-                          3 = faithful codes of format v2 (docs/format.md, u8-loglin-zlib)
+                          3 = faithful codes of format v2 (docs/format.md, u8-loglin-zlib),
+                          4 = overview of a pooled step: two planes of faithful codes, the
+                              block means then the block maxes, one scale,
+                          5 = overview as float32: two planes, means then maxes
 offset 6  u16      reserved, 0
 offset 8  u32      rows (Tq)
 offset 12 u32      cols (Tk)
 offset 16 f32      scale (dtypes 1 and 3; 1.0 for dtype 2)
 offset 20          payload: rows*cols bytes (dtype 1), rows*cols*4 bytes (dtype 2), or
-                   rows*cols primary bytes + one extension byte per primary 254 (dtype 3)
+                   rows*cols primary bytes + one extension byte per primary 254 (dtype 3);
+                   dtypes 4 and 5: the payload of dtype 3 or 2 for 2*rows rows (rows = nq
+                   block rows of means, then nq of maxes; cols = nk)
 ```
 
 One head goes out as the stored codes (dtype 1 or 3, as the step was written), so the server
@@ -45,6 +50,10 @@ WIRE_VERSION = 1
 DTYPE_CODES = 1
 DTYPE_FLOAT32 = 2
 DTYPE_FAITHFUL = 3
+DTYPE_OVERVIEW = 4  # pooled step overview: faithful codes, means plane then maxes plane
+DTYPE_OVERVIEW_FLOAT32 = 5  # the same as float32 (head=mean of a pooled step)
+PLANES = {DTYPE_CODES: 1, DTYPE_FLOAT32: 1, DTYPE_FAITHFUL: 1, DTYPE_OVERVIEW: 2,
+          DTYPE_OVERVIEW_FLOAT32: 2}
 MASKED = 255
 LEVELS = 254
 HEADER = struct.Struct("<4sBBHIIf")  # 20 bytes
@@ -59,7 +68,8 @@ class WireError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class WireMatrix:
     """A decoded /matrix answer: `data` is uint8 codes (dtype 1), float32 values (dtype 2) or
-    uint16 level indices of format version 2 (dtype 3)."""
+    uint16 level indices of format version 2 (dtype 3); for an overview (dtypes 4 and 5) the
+    same for `2 * rows` rows: the means plane, then the maxes plane (`planes()`)."""
 
     dtype: int
     rows: int
@@ -67,11 +77,19 @@ class WireMatrix:
     scale: float
     data: np.ndarray
 
+    def planes(self):
+        """`(means, maxes)` float32 `[rows, cols]` of an overview answer (dtypes 4 and 5)."""
+        if PLANES[self.dtype] != 2:
+            raise WireError("dtype %d is one matrix, not an overview" % self.dtype)
+        weights = self.weights()
+        return weights[: self.rows], weights[self.rows :]
+
     def weights(self):
-        """Returns float32 `[rows, cols]` weights, NaN where masked."""
-        if self.dtype == DTYPE_FLOAT32:
+        """Returns float32 `[rows, cols]` weights, NaN where masked (`[2*rows, cols]` for an
+        overview: see `planes()`)."""
+        if self.dtype in (DTYPE_FLOAT32, DTYPE_OVERVIEW_FLOAT32):
             return self.data
-        if self.dtype == DTYPE_FAITHFUL:
+        if self.dtype in (DTYPE_FAITHFUL, DTYPE_OVERVIEW):
             return encoding.codes_to_weights(self.data, self.scale)
         weights = self.data.astype(np.float32) * (np.float32(self.scale) / np.float32(LEVELS))
         weights[self.data == MASKED] = np.nan
@@ -82,26 +100,43 @@ def _header(dtype, rows, cols, scale):
     return HEADER.pack(MAGIC, WIRE_VERSION, dtype, 0, rows, cols, scale)
 
 
-def codes_dtype(codes):
-    """The wire dtype of decoded codes: 1 for v1 uint8 codes, 3 for v2 uint16 level indices."""
+def codes_dtype(codes, planes=1):
+    """The wire dtype of decoded codes: 1 for v1 uint8 codes, 3 for v2 uint16 level indices,
+    4 for the v2 codes of an overview (`planes=2`)."""
+    if planes == 2:
+        return DTYPE_OVERVIEW
     return DTYPE_FAITHFUL if np.asarray(codes).dtype == np.uint16 else DTYPE_CODES
 
 
-def encode_codes(codes, scale):
+def _rows(codes, planes):
+    if planes == 2 and (codes.dtype != np.uint16 or codes.shape[0] % 2):
+        raise WireError("an overview is v2 codes of 2*rows rows")
+    return codes.shape[0] // planes
+
+
+def encode_codes(codes, scale, planes=1):
     """Encodes codes `[rows, cols]` as `encoding.decode_codes` returns them (v1 uint8 codes,
-    255 = masked: dtype 1; v2 uint16 level indices: dtype 3, packed as stored) with their scale."""
+    255 = masked: dtype 1; v2 uint16 level indices: dtype 3, packed as stored) with their scale.
+    `planes=2`: the `[2*nq, nk]` v2 codes of a pooled step's overview (dtype 4, rows = nq).
+
+    >>> means_and_maxes = np.array([[300, 0], [440, 441]], np.uint16)
+    >>> decode(encode_codes(means_and_maxes, 0.5, planes=2)).planes()[1].tolist()
+    [[0.5, nan]]
+    """
     codes = np.asarray(codes)
     if codes.dtype != np.uint16:
         codes = codes.astype(np.uint8, copy=False)
-    rows, cols = codes.shape
-    return _header(codes_dtype(codes), rows, cols, scale) + encoding.pack_codes(codes)
+    rows, cols = _rows(codes, planes), codes.shape[1]
+    return _header(codes_dtype(codes, planes), rows, cols, scale) + encoding.pack_codes(codes)
 
 
-def encode_values(values):
-    """Encodes float32 values `[rows, cols]` (NaN = masked)."""
+def encode_values(values, planes=1):
+    """Encodes float32 values `[rows, cols]` (NaN = masked); `planes=2`: an overview's means
+    and maxes stacked as `[2*nq, nk]` (dtype 5, rows = nq)."""
     values = np.ascontiguousarray(values, dtype="<f4")
-    rows, cols = values.shape
-    return _header(DTYPE_FLOAT32, rows, cols, 1.0) + values.tobytes()
+    rows, cols = values.shape[0] // planes, values.shape[1]
+    dtype = DTYPE_OVERVIEW_FLOAT32 if planes == 2 else DTYPE_FLOAT32
+    return _header(dtype, rows, cols, 1.0) + values.tobytes()
 
 
 def decode(body):
@@ -114,26 +149,28 @@ def decode(body):
         raise WireError("bad magic %r" % magic)
     if version != WIRE_VERSION:
         raise WireError("unknown wire version %d" % version)
-    item = {DTYPE_CODES: 1, DTYPE_FLOAT32: 4, DTYPE_FAITHFUL: 1}.get(dtype)
+    item = {DTYPE_CODES: 1, DTYPE_FLOAT32: 4, DTYPE_FAITHFUL: 1, DTYPE_OVERVIEW: 1,
+            DTYPE_OVERVIEW_FLOAT32: 4}.get(dtype)
     if item is None:
         raise WireError("unknown dtype %d" % dtype)
-    if dtype == DTYPE_FAITHFUL:
+    stored_rows = rows * PLANES[dtype]
+    if dtype in (DTYPE_FAITHFUL, DTYPE_OVERVIEW):
         try:
-            data = encoding.unpack_v2(body[HEADER.size:], rows, cols)
+            data = encoding.unpack_v2(body[HEADER.size:], stored_rows, cols)
         except encoding.FormatError as e:
             raise WireError(str(e)) from None
         return WireMatrix(dtype=dtype, rows=rows, cols=cols, scale=float(scale), data=data)
-    if len(body) != HEADER.size + rows * cols * item:
+    if len(body) != HEADER.size + stored_rows * cols * item:
         raise WireError(
             "payload is %d bytes, expected %d for %dx%d"
-            % (len(body) - HEADER.size, rows * cols * item, rows, cols)
+            % (len(body) - HEADER.size, stored_rows * cols * item, stored_rows, cols)
         )
     numpy_dtype = np.uint8 if dtype == DTYPE_CODES else np.dtype("<f4")
-    data = np.frombuffer(body, numpy_dtype, offset=HEADER.size).reshape(rows, cols)
+    data = np.frombuffer(body, numpy_dtype, offset=HEADER.size).reshape(stored_rows, cols)
     return WireMatrix(dtype=dtype, rows=rows, cols=cols, scale=float(scale), data=data)
 
 
-def gzip_codes_from_zlib(codes, scale, zlib_payload):
+def gzip_codes_from_zlib(codes, scale, zlib_payload, planes=1):
     """Returns `encode_codes(codes, scale)` as a gzip member, reusing the stored compression.
 
     The stored payload is `zlib.compress(codes)`: a 2-byte zlib header, a raw deflate stream and
@@ -146,7 +183,7 @@ def gzip_codes_from_zlib(codes, scale, zlib_payload):
     if codes.dtype != np.uint16:
         codes = codes.astype(np.uint8, copy=False)
     raw_codes = encoding.pack_codes(codes)
-    header = _header(codes_dtype(codes), codes.shape[0], codes.shape[1], scale)
+    header = _header(codes_dtype(codes, planes), _rows(codes, planes), codes.shape[1], scale)
     payload = bytes(zlib_payload)
     plain_zlib = (
         len(payload) >= 6
@@ -164,7 +201,7 @@ def gzip_codes_from_zlib(codes, scale, zlib_payload):
     return _GZIP_MEMBER_HEADER + stored_block + payload[2:-4] + trailer
 
 
-def deflate_stored_codes(codes, scale, zlib_payload):
+def deflate_stored_codes(codes, scale, zlib_payload, planes=1):
     """`deflate_codes_from_zlib` for a head's decoded codes (v1 uint8 or v2 uint16) and the
     stored payload they were inflated from (`encoding.inflate_codes` said it is whole).
 
@@ -179,7 +216,8 @@ def deflate_stored_codes(codes, scale, zlib_payload):
     if codes.dtype == np.uint16:  # v2: one extension byte per escaped value
         length += int(np.count_nonzero((codes >= encoding.ESCAPE) & (codes != encoding.V2_MASKED)))
     return deflate_codes_from_zlib(
-        codes.shape[0], codes.shape[1], scale, zlib_payload, codes_dtype(codes), length
+        _rows(codes, planes), codes.shape[1], scale, zlib_payload, codes_dtype(codes, planes),
+        length,
     )
 
 
