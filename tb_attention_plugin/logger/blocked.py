@@ -114,6 +114,30 @@ def _block_reduce(weights, mask, bq, bk, nk, tk):
     return sums, maxes, counts
 
 
+def max_logit(layer, query, key, mask):
+    """`[B, N]` largest pre-softmax logit of each head over unmasked positions, in chunks of
+    query rows (for FULL layers, whose scores come from the layer itself)."""
+    from keras import ops
+
+    batch, tq, heads, _ = query.shape
+    tk = key.shape[1]
+    mask = None if mask is None else ops.cast(mask, "bool")
+    scaled = ops.multiply(query, ops.cast(layer._inverse_sqrt_key_dim, query.dtype))
+    rows = chunk_rows(batch, heads, tk, 1)
+    result = None
+    for start in range(0, tq, rows):
+        stop = min(start + rows, tq)
+        scores = ops.einsum(layer._dot_product_equation, key, scaled[:, start:stop])
+        chunk_mask = _slice_mask(mask, start, stop)
+        if chunk_mask is not None:
+            while len(chunk_mask.shape) < 4:
+                chunk_mask = ops.expand_dims(chunk_mask, 1)
+            scores = ops.where(chunk_mask, scores, ops.cast(float("-inf"), scores.dtype))
+        chunk = ops.max(ops.cast(scores, "float32"), axis=(2, 3))
+        result = chunk if result is None else ops.maximum(result, chunk)
+    return result
+
+
 def static_counts(tq, tk, bq, bk):
     """Positions per block `[nq, nk]` without a mask (edge blocks are shorter)."""
     rows = np.minimum(bq, tq - np.arange(0, tq, bq))
