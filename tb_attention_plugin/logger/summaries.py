@@ -118,6 +118,10 @@ def summary_item(call, plan, note, kept_layers, layers, probe_size, images=None,
     max_logit = None if call.max_logit is None else call.max_logit[:examples, :keep_heads]
     if plan.mode == "pooled":
         pooled = call.pooled
+        if pooled is None:  # full scores at hand: pool them as the blocked capture would
+            from tb_attention_plugin.logger import capture
+
+            pooled = capture._pooled_from_full(call.scores, call.mask, plan)
         means = pooled["means"][:examples, :keep_heads]
         maxes = pooled["maxes"][:examples, :keep_heads]
         windows = [(name, q, k, w[:examples, :keep_heads]) for name, q, k, w in pooled["windows"]]
