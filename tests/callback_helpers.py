@@ -32,6 +32,10 @@ def read_logs(logdir):
             for datum in data:
                 blobs = [provider.read_blob(ctx, blob_key=ref.blob_key) for ref in datum.values]
                 header = encoding.decode_header(blobs[0])
+                if encoding.is_pooled(header):  # overview + windows: see pooled_parts
+                    steps[datum.step] = {"header": header, "weights": None, "blobs": blobs,
+                                         "images": []}
+                    continue
                 weights = decode_weights(header, blobs)
                 batch = header["shape"][0]
                 images = []
@@ -47,6 +51,28 @@ def read_logs(logdir):
         for run, tags in scalar_data.items()
     }
     return attention, scalars
+
+
+def pooled_parts(header, blobs):
+    """`(means, maxes, {window name: weights})` of a pooled step, each `[B, H, ...]` float32
+    (NaN = masked), decoded through encoding.py's pooled readers."""
+    batch, heads = header["shape"][:2]
+    nq, nk = header["pooled"]["grid"]
+    means = np.empty((batch, heads, nq, nk), np.float32)
+    maxes = np.empty_like(means)
+    windows = {}
+    for b in range(batch):
+        for h in range(heads):
+            index = encoding.overview_index(header, b, h)
+            means[b, h], maxes[b, h] = encoding.decode_overview(
+                blobs[index], header, header["scales"][index - 1])
+            for entry in header["windows"]:
+                index = encoding.window_index(header, entry["name"], b, h)
+                values = encoding.decode_window(blobs[index], header, entry["name"],
+                                                header["scales"][index - 1])
+                windows.setdefault(entry["name"], np.empty(
+                    (batch, heads) + values.shape, np.float32))[b, h] = values
+    return means, maxes, windows
 
 
 def attention_layers(model):

@@ -33,9 +33,14 @@ class AttentionLogger(keras.callbacks.Callback):
     become one `tb_attention_plugin.AttentionLoggerWarning` each; training never stops because
     of this callback.
 
-    Each capture is bounded by `max_bytes_per_step`, from the shapes alone, so the same view
-    is kept at every step. Over budget it keeps, in this order until the capture fits: one
-    example, a shorter token window, fewer heads, fewer layers (see `logger/budget.py`).
+    Each capture is bounded by `max_bytes_per_step`, planned from the layer shapes before
+    anything is computed, so every step has the same layout. Every position of every logged
+    layer and head is kept: a layer too large to store in full is POOLED, an overview of
+    position blocks (each block's mean and max, so that mass and spikes both survive) plus
+    exact windows at full resolution (`windows`), and is computed block by block so that its
+    full score tensor never exists (a 32-head layer at 8192 tokens captures within a few
+    hundred MB). Over budget it first keeps one example; only when even pooled layers do not
+    fit, fewer heads, then fewer layers (see `logger/budget.py`).
 
     Args:
       log_dir: The same root directory as `keras.callbacks.TensorBoard`'s `log_dir`; the
@@ -69,14 +74,21 @@ class AttentionLogger(keras.callbacks.Callback):
         training and one at each epoch end. Defaults to `100`.
       max_examples: Number of probe examples to run and log. Defaults to `2`.
       max_heads: Number of heads to log per layer. Defaults to `None`: all.
-      max_tokens: Number of query and key positions to keep (the first ones). Vision layers
-        keep their whole key axis, so that attention can be drawn over the image. Defaults
-        to `128`; `None` keeps all.
       max_bytes_per_step: Budget in bytes for one capture (all logged layers of one step),
         at least 64 KiB. Both TensorBoard readers keep every retained step in memory (100 per
-        tag by default), so this bounds their memory too. A 12-layer, 12-head model at 512
-        tokens keeps 1 example of 128x128 positions (about 2.4 MB). What a capture drops is
-        said in one warning and in the tab. Defaults to `4 * 2**20` (4 MiB); `None`: no budget.
+        tag by default), so this bounds their memory too. GPT-2 small (12 layers x 12 heads)
+        at 1024 tokens keeps 1 example, every layer and head pooled in 16x16 blocks with
+        exact windows. What a capture pools or drops is said in one warning and in the tab.
+        Defaults to `4 * 2**20` (4 MiB); `None`: no budget (every layer in full).
+      windows: Exact windows to keep at full resolution in pooled layers, besides the default
+        ones (causal self-attention: the last queries' rows over all keys, `last_queries`, and
+        the first query block, `first_queries`; other attention: the first and the last
+        queries over all keys; both: every query's weight on key 0, `first_key`). A dict
+        `{layer path pattern: [(name, (q0, q1), (k0, k1)), ...]}` or a list of windows for
+        every layer; ranges are half-open query and key positions with Python slice
+        conventions (`None`: the end, negative: from the end), e.g.
+        `{"decoder*": [("answer", (900, None), (0, None))]}`. A layer with named windows is
+        always stored pooled. Defaults to `None`.
       statistics: Also write per-head statistics (entropy, max_weight, mean_distance,
         first_token_share) as scalar summaries `<tag>/<statistic>/head_<h>`, for the Scalars
         tab. Defaults to `False`.
@@ -112,8 +124,8 @@ class AttentionLogger(keras.callbacks.Callback):
         update_freq=100,
         max_examples=2,
         max_heads=None,
-        max_tokens=128,
         max_bytes_per_step=budget.DEFAULT_BYTES_PER_STEP,
+        windows=None,
         statistics=False,
         run_eagerly=False,
     ):
@@ -121,7 +133,7 @@ class AttentionLogger(keras.callbacks.Callback):
         self.options = options_utils.check_options(
             log_dir, update_freq=update_freq, layers=layers, token_roles=token_roles,
             image_grid=image_grid, prefix_tokens=prefix_tokens, max_examples=max_examples,
-            max_heads=max_heads, max_tokens=max_tokens, max_bytes_per_step=max_bytes_per_step,
+            max_heads=max_heads, max_bytes_per_step=max_bytes_per_step, windows=windows,
             statistics=statistics, run_eagerly=run_eagerly,
         )
         self.log_dir = self.options.log_dir
@@ -134,12 +146,13 @@ class AttentionLogger(keras.callbacks.Callback):
         self._problems = Problems()
         self._probe_capture = capture.ProbeCapture(
             self.probe.inputs, patterns=self.options.layers, run_eagerly=self.options.run_eagerly,
-            problems=self._problems)
+            problems=self._problems, planner=self._plan)
         self._budget = budget.Budget(
             self.options.limits, self.probe.size,
             images_shape=None if self.probe.images is None else self.probe.images.shape,
             statistics=self.options.statistics)
         self._writer = writing.RunWriter(self.options.run_dir, self._problems)
+        self._capture_plan = None  # budget.CapturePlan, from the shape pass
         self._last_step_by_tag = {}
         self._last_logged_step = None
         self._cadence_mark = None
@@ -227,18 +240,38 @@ class AttentionLogger(keras.callbacks.Callback):
         self._last_step_by_tag.update(dict.fromkeys(written, step))
         self._last_logged_step = step
 
+    def _plan(self, shapes):
+        """The capture's plan from the shape pass (`capture.LayerShape`s): which layers are
+        FULL, POOLED (computed in blocks) or skipped. Returns `{(path, index): LayerPlan}`."""
+        calls = [self._layer_call(shape) for shape in shapes]
+        self._capture_plan = self._budget.plan_for(calls) if calls else None
+        if self._capture_plan is None:
+            return {}
+        return {(shape.path, shape.index): self._capture_plan.layers[shape.tag]
+                for shape in shapes}
+
     def _summary_items(self, records):
-        """The `SummaryItem`s of a capture's records under the budget's view."""
+        """The `SummaryItem`s of a capture's records under the budget's plan."""
         calls = [self._layer_call(record) for record in records]
-        view, note = self._budget.view_for(calls)
-        if note:
-            self._problems.warn("reduced", "logging a reduced view: " + note)
-        kept = calls if view.layers is None else [calls[i] for i in view.layers]
+        plan = self._capture_plan
+        if plan is None:  # no shape pass (e.g. its layers were all skipped): plan these calls
+            plan = self._budget.plan_for(calls)
+        if plan.note:
+            self._problems.warn("reduced", "logging a reduced view: " + plan.note)
+        skipped = {tag for tag, layer in plan.layers.items() if layer.mode == "skip"}
+        kept = [call for call in calls if call.tag not in skipped]
+        layers = len(plan.layers) or len(calls)
         items = []
         for call in kept:
+            layer_plan = plan.layers.get(call.tag)
+            if layer_plan is None or (layer_plan.mode == "pooled") != (call.pooled is not None):
+                layer_plan = budget.LayerPlan(
+                    "full", call.shape, min(call.shape[0], plan.view.examples),
+                    call.shape[1] if plan.view.heads is None
+                    else min(call.shape[1], plan.view.heads))
             try:
                 items.append(summaries.summary_item(
-                    call, view, note, len(kept), len(calls), self.probe.size,
+                    call, layer_plan, plan.note, len(kept), layers, self.probe.size,
                     images=self.probe.images,
                     max_bytes_per_step=self.options.limits.max_bytes_per_step))
             except Exception as e:
@@ -246,8 +279,9 @@ class AttentionLogger(keras.callbacks.Callback):
         return items
 
     def _layer_call(self, record):
-        """A record with the tokens of its axes and its patch layout (problems reported)."""
-        batch, _, query_length, key_length = (int(n) for n in record.scores.shape)
+        """A record (or a shape-pass `LayerShape`) with the tokens of its axes and its patch
+        layout (problems reported)."""
+        batch, _, query_length, key_length = (int(n) for n in record.shape)
         roles = token_utils.roles_for(record.tag, record.cross, record.causal,
                                       self._token_lists, self.options.token_roles)
         axes = {}
@@ -266,8 +300,11 @@ class AttentionLogger(keras.callbacks.Callback):
         except ValueError as e:
             self._problems.warn(("grid", record.tag), str(e))
             layout = None
-        return summaries.LayerCall(record.tag, record.scores, record.mask,
-                                   axes["query"], axes["key"], layout)
+        return summaries.LayerCall(
+            record.tag, getattr(record, "scores", None), getattr(record, "mask", None),
+            axes["query"], axes["key"], layout, full_shape=tuple(record.shape),
+            causal=bool(record.causal), pooled=getattr(record, "pooled", None),
+            max_logit=getattr(record, "max_logit", None))
 
     def _statistics(self, items):
         scalars = {}

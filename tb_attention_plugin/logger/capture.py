@@ -53,19 +53,36 @@ class AttentionRecord:
     Attributes:
       tag: the layer path, suffixed `/call_<i>` when the layer was called more than once.
       site: the `AttentionSite`.
-      scores: float32 numpy `[B, H, Tq, Tk]` (post-softmax; `H = 1` for single-head layers).
+      scores: float32 numpy `[B, H, Tq, Tk]` (post-softmax; `H = 1` for single-head layers),
+        or None for a POOLED layer (see `pooled`).
       mask: bool numpy broadcastable to `scores` (True = attended) or None.
       cross: True when the query tensor was not the key tensor.
       causal: True for self-attention under a causal mask.
+      shape: `(B, H, Tq, Tk)` of the layer's full attention.
+      pooled: None, or for a layer computed in blocks (`blocked.py`) a dict `block` `(bq, bk)`,
+        `means`, `maxes` float32 `[b, H, nq, nk]` (NaN = all masked) and `windows`
+        `[(name, (q0, q1), (k0, k1), weights [b, H, q1-q0, k1-k0])]` of the kept `b` examples.
+      max_logit: float32 `[B, H]` (or `[b, H]` when pooled): the largest pre-softmax logit of
+        each head over unmasked positions, or None where the layer's logits are not readable.
     """
 
-    def __init__(self, tag, site, scores, mask, cross, causal):
+    def __init__(self, tag, site, scores, mask, cross, causal, shape=None, pooled=None,
+                 max_logit=None):
         self.tag = tag
         self.site = site
         self.scores = scores
         self.mask = mask
         self.cross = cross
         self.causal = causal
+        self.shape = tuple(int(n) for n in (scores.shape if shape is None else shape))
+        self.pooled = pooled
+        self.max_logit = max_logit
+
+
+LayerShape = collections.namedtuple("LayerShape", ["tag", "path", "index", "shape", "cross",
+                                                   "causal"])
+LayerShape.__doc__ = """One layer call seen by the shape pass (`layer_shapes`): its tag, site
+path and call index, full attention `shape` `(B, H, Tq, Tk)`, `cross` and `causal`."""
 
 
 CaptureResult = collections.namedtuple("CaptureResult", ["records", "problems"])
@@ -199,9 +216,11 @@ def _is_causal(mask, tq, tk):
 class _Patcher:
     """Installs and removes the recording shadows on the attention layer instances."""
 
-    def __init__(self, sites, symbolic=False):
+    def __init__(self, sites, symbolic=False, plans=None, shapes_only=False):
         self._sites = sites
         self._symbolic = symbolic  # tracing a tf.function: keep tensors, convert nothing
+        self._plans = plans or {}  # (site path, call index) -> budget.LayerPlan
+        self._shapes_only = shapes_only  # the shape pass: record shapes, compute nothing more
         self._saved = []  # (layer, attribute, had_instance_value, old_value)
         self.calls = collections.defaultdict(list)  # id(site) -> list of call records
         self.problems = {}
@@ -292,7 +311,29 @@ class _Patcher:
         if calls:
             calls[-1]["scores"] = None
 
+    def _entry(self, site):
+        calls = self.calls[id(site)]
+        if not calls:
+            calls.append({"same": True, "causal_flag": False})
+        return len(calls) - 1, calls[-1]
+
+    def _convert(self, value):
+        return value if self._symbolic else _to_numpy(value)
+
+    def _record_shape(self, entry, shape, mask):
+        """The shape pass: the full attention shape and whether the mask is causal."""
+        entry["shape"] = tuple(int(n) for n in shape)
+        entry["scores"] = None
+        if mask is not None and entry.get("mask_causal") is None:
+            try:
+                entry["mask_causal"] = _is_causal(_to_numpy(mask).astype(bool), shape[2],
+                                                  shape[3])
+            except Exception:
+                entry["mask_causal"] = False
+
     def _shadow_compute_attention(self, site, original):
+        from tb_attention_plugin.logger import blocked
+
         layer = site.layer
         parameters = inspect.signature(original).parameters
         takes_flag = "return_attention_scores" in parameters
@@ -303,10 +344,47 @@ class _Patcher:
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ][5:]
 
+        def combined_mask(query, value, attention_mask, kwargs):
+            import keras
+
+            if not kwargs.get("use_causal_mask"):
+                return attention_mask
+            causal = layer._compute_causal_mask(query, value)
+            return causal if attention_mask is None else keras.ops.logical_and(
+                keras.ops.cast(attention_mask, "bool"), causal)
+
         def compute_attention(query, key, value, attention_mask=None, training=None, *args,
                               **kwargs):
             kwargs.update(zip(later_names, args))
-            wanted = kwargs.pop("return_attention_scores", False)
+            index, entry = self._entry(site)
+            plan = self._plans.get((site.path, index))
+            mode = "full" if plan is None else plan.mode
+
+            def plain():
+                return original(query, key, value, attention_mask=attention_mask,
+                                training=training, **kwargs)
+
+            if self._shapes_only or mode == "skip":
+                if self._shapes_only and len(query.shape) == 4 and len(key.shape) == 4:
+                    shape = (query.shape[0], query.shape[2], query.shape[1], key.shape[1])
+                    self._record_shape(entry, shape,
+                                       combined_mask(query, value, attention_mask, kwargs))
+                entry.setdefault("scores", None)
+                entry["skipped"] = True
+                return plain()
+            wanted = kwargs.get("return_attention_scores", False)
+            if mode == "pooled" and not wanted and blocked.supports(layer, query, key, value):
+                try:
+                    mask = combined_mask(query, value, attention_mask, kwargs)
+                    output, reduced = blocked.blocked_attention(
+                        layer, query, key, value, mask, plan.block, plan.windows)
+                    entry["reduced"] = {k: self._convert(v) for k, v in reduced.items()}
+                    entry["scores"] = None
+                except Exception as e:
+                    self._failed(site, e)
+                    return plain()
+                return output, None
+            kwargs.pop("return_attention_scores", None)
             forced = dict(kwargs)
             restore_attribute = None
             if takes_flag:
@@ -326,21 +404,19 @@ class _Patcher:
                     restore_attribute = None
                 if takes_flag:
                     kwargs["return_attention_scores"] = wanted
-                return original(
-                    query, key, value, attention_mask=attention_mask, training=training,
-                    **kwargs
-                )
+                return plain()
             finally:
                 if restore_attribute is not None:
                     object.__setattr__(layer, "_return_attention_scores", restore_attribute)
             mask = attention_mask
             if kwargs.get("use_causal_mask") and scores is not None:
-                import keras
-
-                causal = layer._compute_causal_mask(query, value)
-                mask = causal if mask is None else keras.ops.logical_and(
-                    keras.ops.cast(mask, "bool"), causal
-                )
+                mask = combined_mask(query, value, attention_mask, kwargs)
+            if scores is not None and blocked.supports(layer, query, key, value):
+                try:
+                    entry["max_logit"] = self._convert(
+                        blocked.max_logit(layer, query, key, mask))
+                except Exception:
+                    pass  # the scores stay; only the logit measure is missing
             self._record(site, scores, mask)
             return output, scores
 
@@ -349,24 +425,68 @@ class _Patcher:
     def _shadow_apply_scores(self, site, original):
         def apply_scores(scores, value, scores_mask=None, training=False):
             output, weights = original(scores, value, scores_mask=scores_mask, training=training)
+            if self._shapes_only:
+                _, entry = self._entry(site)
+                shape = tuple(weights.shape)
+                self._record_shape(entry, (shape[0], 1) + shape[1:], scores_mask)
+                entry["skipped"] = True
+                return output, weights
+            index, entry = self._entry(site)
+            plan = self._plans.get((site.path, index))
+            if plan is not None and plan.mode == "skip":
+                entry["scores"], entry["skipped"] = None, True
+                return output, weights
             self._record(site, weights, scores_mask)
             return output, weights
 
         return apply_scores
 
 
-def _records_from_calls(calls, problems, sites):
+def _pooled_from_full(scores, mask, plan):
+    """A POOLED record's reductions computed from full scores (layers `blocked.py` cannot
+    compute in blocks): the same overview and windows, from the materialised scores."""
+    from tb_attention_plugin import encoding
+
+    examples = plan.examples
+    weights = scores[:examples]
+    if mask is not None:
+        weights = np.where(mask[:examples], weights, np.nan).astype(np.float32)
+    means, maxes = encoding.pool(weights, plan.block)
+    windows = [(name, tuple(q), tuple(k), np.ascontiguousarray(weights[:, :, q[0]:q[1], k[0]:k[1]]))
+               for name, q, k in plan.windows]
+    return {"block": tuple(plan.block), "means": means, "maxes": maxes, "windows": windows}
+
+
+def _records_from_calls(calls, problems, sites, plans=None):
     """Builds `AttentionRecord`s from numpy call entries `{id(site): [entry]}`."""
+    from tb_attention_plugin.logger import blocked
+
+    plans = plans or {}
     records = []
     for site in sites:
         entries = calls.get(id(site), [])
         for index, entry in enumerate(entries):
+            if entry.get("skipped"):
+                continue
+            tag = site.path if len(entries) == 1 else "%s/call_%d" % (site.path, index)
+            plan = plans.get((site.path, index))
+            cross = not bool(entry.get("same", True))
+            if entry.get("reduced") is not None:
+                shape = plan.shape
+                means, maxes, windows, max_logit = blocked.finish(
+                    entry["reduced"], shape, plan.block, plan.windows, plan.examples)
+                pooled = {"block": tuple(plan.block), "means": means, "maxes": maxes,
+                          "windows": windows}
+                causal = not cross and (entry["causal_flag"] or plan.causal)
+                records.append(AttentionRecord(tag, site, None, None, cross, causal,
+                                               shape=shape, pooled=pooled,
+                                               max_logit=max_logit))
+                continue
             scores = entry.get("scores")
             if scores is None:
                 if "scores" not in entry:
                     problems.setdefault(site.path, "the layer computed no scores")
                 continue
-            tag = site.path if len(entries) == 1 else "%s/call_%d" % (site.path, index)
             mask = entry.get("mask")
             if site.kind == _SINGLE:
                 scores = scores[:, np.newaxis]
@@ -388,16 +508,60 @@ def _records_from_calls(calls, problems, sites):
                 except ValueError:
                     mask = None
             tq, tk = scores.shape[-2:]
-            cross = not bool(entry["same"])
             causal = not cross and (entry["causal_flag"] or _is_causal(mask, tq, tk))
-            records.append(
-                AttentionRecord(tag, site, scores.astype(np.float32), mask, cross, causal)
-            )
+            max_logit = entry.get("max_logit")
+            max_logit = None if max_logit is None else np.asarray(max_logit, np.float32)
+            scores = scores.astype(np.float32)
+            if plan is not None and plan.mode == "pooled":
+                pooled = _pooled_from_full(scores, mask, plan)
+                records.append(AttentionRecord(
+                    tag, site, None, None, cross, causal, shape=scores.shape, pooled=pooled,
+                    max_logit=None if max_logit is None else max_logit[:plan.examples]))
+                continue
+            records.append(AttentionRecord(tag, site, scores, mask, cross, causal,
+                                           max_logit=max_logit))
     return records
 
 
-def capture_attention(model, inputs, sites):
+def layer_shapes(model, inputs, sites):
+    """The shape pass: `LayerShape`s of every call of `sites` in one plain forward pass.
+
+    Nothing but shapes (and whether a mask is causal) is kept: the layers run their own fast
+    path, so this costs one forward pass of the probe. What `budget.py` plans from.
+    """
+    import keras
+
+    patcher = _Patcher(sites, shapes_only=True)
+    try:
+        patcher.install()
+        if keras.backend.backend() == "torch":
+            import torch
+
+            with torch.no_grad():
+                model(inputs, training=False)
+        else:
+            model(inputs, training=False)
+    finally:
+        patcher.restore()
+    shapes = []
+    for site in sites:
+        entries = patcher.calls.get(id(site), [])
+        for index, entry in enumerate(entries):
+            if entry.get("shape") is None:
+                continue
+            tag = site.path if len(entries) == 1 else "%s/call_%d" % (site.path, index)
+            shape = entry["shape"]
+            cross = not bool(entry.get("same", True))
+            causal = not cross and bool(entry.get("causal_flag") or entry.get("mask_causal"))
+            shapes.append(LayerShape(tag, site.path, index, shape, cross, causal))
+    return shapes
+
+
+def capture_attention(model, inputs, sites, plans=None):
     """Runs `model(inputs, training=False)` once and returns the scores of `sites`.
+
+    `plans` (`{(site path, call index): budget.LayerPlan}`) computes POOLED layers in blocks
+    and leaves out skipped ones; without it every layer is captured in full.
 
     The model must be built (the caller builds it first: an unbuilt model is traced
     symbolically, which yields no values). Every shadow is removed before this returns or
@@ -406,7 +570,7 @@ def capture_attention(model, inputs, sites):
     """
     import keras
 
-    patcher = _Patcher(sites)
+    patcher = _Patcher(sites, plans=plans)
     try:
         patcher.install()
         if keras.backend.backend() == "torch":
@@ -419,7 +583,7 @@ def capture_attention(model, inputs, sites):
     finally:
         patcher.restore()
     problems = dict(patcher.problems)
-    records = _records_from_calls(patcher.calls, problems, sites)
+    records = _records_from_calls(patcher.calls, problems, sites, plans)
     return CaptureResult(records, problems)
 
 
@@ -439,13 +603,14 @@ class CompiledCapture:
     ```
     """
 
-    def __init__(self, model, inputs, sites):
+    def __init__(self, model, inputs, sites, plans=None):
         import tensorflow as tf
 
         self._sites = sites
+        self._plans = plans
         self._inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
-        patcher = _Patcher(sites, symbolic=True)
-        layout = []  # per output group: (site, call index, has mask, static "same" or None)
+        patcher = _Patcher(sites, symbolic=True, plans=plans)
+        layout = []  # per output group: (site, call index, static "same" or None, causal flag)
 
         def forward(inputs):
             for entries in patcher.calls.values():
@@ -455,16 +620,23 @@ class CompiledCapture:
             outputs = []
             for site in sites:
                 for index, entry in enumerate(patcher.calls.get(id(site), [])):
-                    if entry.get("scores") is None:
+                    if entry.get("skipped"):
                         continue
-                    mask, same = entry.get("mask"), entry["same"]
-                    outputs.append(entry["scores"])
-                    if mask is not None:
-                        outputs.append(tf.cast(mask, tf.bool))
+                    if entry.get("reduced") is not None:
+                        values = {"reduced": dict(entry["reduced"])}
+                    elif entry.get("scores") is not None:
+                        values = {"scores": entry["scores"]}
+                        if entry.get("mask") is not None:
+                            values["mask"] = tf.cast(entry["mask"], tf.bool)
+                        if entry.get("max_logit") is not None:
+                            values["max_logit"] = entry["max_logit"]
+                    else:
+                        continue
+                    same = entry["same"]
                     if tf.is_tensor(same):
-                        outputs.append(same)
-                    layout.append((site, index, mask is not None,
-                                   None if tf.is_tensor(same) else bool(same),
+                        values["same"] = same
+                    outputs.append(values)
+                    layout.append((site, index, None if tf.is_tensor(same) else bool(same),
                                    entry["causal_flag"]))
             return outputs
 
@@ -479,22 +651,29 @@ class CompiledCapture:
             patcher.restore()
         self._layout = list(layout)
         self._calls_per_site = {id(s): len(patcher.calls.get(id(s), [])) for s in sites}
+        self._skipped = {(id(s), i) for s in sites
+                         for i, e in enumerate(patcher.calls.get(id(s), [])) if e.get("skipped")}
         self._problems = dict(patcher.problems)
         for site in sites:
             if any("scores" not in entry for entry in patcher.calls.get(id(site), [])):
                 self._problems.setdefault(site.path, "the layer computed no scores")
 
     def __call__(self):
-        values = iter(self._function(self._inputs))
+        import tensorflow as tf
+
+        outputs = tf.nest.map_structure(np.asarray, self._function(self._inputs))
         # Calls without scores (their problem is known from tracing) stay placeholders.
-        calls = {id(s): [{"scores": None}] * self._calls_per_site[id(s)] for s in self._sites}
-        for site, index, has_mask, same, causal_flag in self._layout:
-            entry = {"scores": np.asarray(next(values)), "causal_flag": causal_flag}
-            entry["mask"] = np.asarray(next(values)) if has_mask else None
-            entry["same"] = bool(np.asarray(next(values))) if same is None else same
-            calls[id(site)] = calls[id(site)][:index] + [entry] + calls[id(site)][index + 1:]
+        calls = {id(s): [{"skipped": True} if (id(s), i) in self._skipped else {"scores": None}
+                         for i in range(self._calls_per_site[id(s)])] for s in self._sites}
+        for (site, index, same, causal_flag), values in zip(self._layout, outputs):
+            entry = {"scores": values.get("scores"), "causal_flag": causal_flag,
+                     "mask": values.get("mask"), "max_logit": values.get("max_logit"),
+                     "reduced": values.get("reduced")}
+            entry["same"] = bool(values["same"]) if same is None else same
+            calls[id(site)][index] = entry
         problems = dict(self._problems)
-        return CaptureResult(_records_from_calls(calls, problems, self._sites), problems)
+        return CaptureResult(_records_from_calls(calls, problems, self._sites, self._plans),
+                             problems)
 
 
 class ProbeCapture:
@@ -514,8 +693,10 @@ class ProbeCapture:
     ```
     """
 
-    def __init__(self, inputs, patterns=None, run_eagerly=False, problems=None):
+    def __init__(self, inputs, patterns=None, run_eagerly=False, problems=None, planner=None):
         self.inputs = inputs
+        self.planner = planner  # planner([LayerShape]) -> {(path, index): budget.LayerPlan}
+        self.plans = None
         self.patterns = None if patterns is None else list(patterns)
         self.run_eagerly = run_eagerly
         self.compiled = None  # the CompiledCapture, once traced
@@ -533,9 +714,13 @@ class ProbeCapture:
         sites = [s for s in self._sites if s.path not in self._excluded_paths]
         if not sites:
             return []
+        if self.plans is None and self.planner is not None:
+            # Shapes first, so that no layer's full scores are computed before the budget has
+            # decided which layers are POOLED (computed in blocks).
+            self.plans = self.planner(layer_shapes(model, self.inputs, sites))
         result = self._compiled_capture(model, sites)
         if result is None:
-            result = capture_attention(model, self.inputs, sites)
+            result = capture_attention(model, self.inputs, sites, self.plans)
         if result.problems:
             self._excluded_paths.update(result.problems)
             self._problems.warn(
@@ -572,7 +757,7 @@ class ProbeCapture:
         try:
             if self.compiled is None:
                 # Sites found broken while tracing stay in the graph (in their plain mode).
-                self.compiled = CompiledCapture(model, self.inputs, sites)
+                self.compiled = CompiledCapture(model, self.inputs, sites, self.plans)
             return self.compiled()
         except Exception:
             # Some models cannot be traced from outside fit; the eager pass still works.

@@ -44,6 +44,7 @@ class RunWriter:
         """`write` through `tf.summary`."""
         import tensorflow as tf
 
+        from tb_attention_plugin import metadata
         from tb_attention_plugin import summary
 
         if self._writer is None:
@@ -54,8 +55,15 @@ class RunWriter:
         with self._writer.as_default(), tf.summary.record_if(True):
             for item in items:
                 try:
-                    summary.attention(item.tag, item.weights, step=step,
-                                      **item.summary_options())
+                    if item.blobs is not None:  # a pooled layer, encoded from its reductions
+                        scope = tf.summary.experimental.summary_scope
+                        with scope(item.tag, "attention_summary") as (tag, _):
+                            tf.summary.write(tag=tag, tensor=tf.constant(item.blobs, tf.string),
+                                             step=step,
+                                             metadata=metadata.create_summary_metadata())
+                    else:
+                        summary.attention(item.tag, item.weights, step=step,
+                                          **item.summary_options())
                 except (ValueError, TypeError) as e:
                     self._warn_invalid(item.tag, step, e)
                     continue
@@ -75,7 +83,10 @@ class RunWriter:
         written = []
         for item in items:
             try:
-                self._writer.attention(item.tag, item.weights, step, **item.summary_options())
+                if item.blobs is not None:
+                    self._writer.write_blobs(item.tag, item.blobs, step)
+                else:
+                    self._writer.attention(item.tag, item.weights, step, **item.summary_options())
             except (ValueError, TypeError) as e:
                 self._warn_invalid(item.tag, step, e)
                 continue
