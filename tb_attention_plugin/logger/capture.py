@@ -16,8 +16,14 @@ Example:
 sites, unreadable = find_attention_layers(model)
 result = capture_attention(model, probe_batch, sites)
 for record in result.records:
-    print(record.tag, record.scores.shape, record.cross, record.causal)
+    print(record.tag, record.scores.shape, record.cross, record.causal, record.max_logit)
 ```
+
+Besides the post-softmax scores, each record carries the largest pre-softmax logit per head
+(`record.max_logit`, over unmasked positions), read where the layer hands its logits to the
+softmax (`_masked_softmax` of `MultiHeadAttention` / `GroupedQueryAttention`, the `scores`
+argument of `Attention._apply_scores`) and reduced there, so the logits never leave the
+backend. It is the measure of attention-logit growth (docs/health.md).
 """
 
 import collections
@@ -57,15 +63,19 @@ class AttentionRecord:
       mask: bool numpy broadcastable to `scores` (True = attended) or None.
       cross: True when the query tensor was not the key tensor.
       causal: True for self-attention under a causal mask.
+      max_logit: float32 numpy `[H]`, the largest pre-softmax logit of each head over the
+        batch's unmasked positions (NaN where none is finite), or None when the layer's logits
+        were not seen (a layer that does not go through `_masked_softmax`).
     """
 
-    def __init__(self, tag, site, scores, mask, cross, causal):
+    def __init__(self, tag, site, scores, mask, cross, causal, max_logit=None):
         self.tag = tag
         self.site = site
         self.scores = scores
         self.mask = mask
         self.cross = cross
         self.causal = causal
+        self.max_logit = max_logit
 
 
 CaptureResult = collections.namedtuple("CaptureResult", ["records", "problems"])
@@ -188,6 +198,32 @@ def _same_values_symbolic(a, b):
     return tf.reduce_all(tf.equal(a, b))
 
 
+def _max_logit(logits, mask, head_axis):
+    """Largest logit per head over unmasked, finite positions, computed in the backend.
+
+    `logits` `[B, H, Tq, Tk]` (`head_axis=1`) or `[B, Tq, Tk]` (`head_axis=None`: one head);
+    `mask` broadcastable after adding axes before the last two (True = attended), or None.
+    Returns a float32 tensor `[H]` (`[1]` without a head axis); -inf where nothing is usable.
+    """
+    import keras
+
+    ops = keras.ops
+    logits = ops.cast(logits, "float32")
+    usable = ops.isfinite(logits)
+    if mask is not None:
+        mask = ops.cast(mask, "bool")
+        while len(mask.shape) < len(logits.shape):
+            # Keras' own expansion: before the (query, key) axes, or before the key axis of a
+            # head-less `[B, Tk]` mask.
+            mask = ops.expand_dims(mask, axis=-2 if head_axis is None else -3)
+        usable = ops.logical_and(usable, mask)
+    logits = ops.where(usable, logits, ops.cast(float("-inf"), "float32"))
+    if head_axis is None:
+        return ops.reshape(ops.max(logits), (1,))
+    axes = tuple(axis for axis in range(len(logits.shape)) if axis != head_axis)
+    return ops.max(logits, axis=axes)
+
+
 def _is_causal(mask, tq, tk):
     """True when every example's mask hides the strict upper triangle (future keys)."""
     if mask is None or tq != tk or tq < 2:
@@ -224,6 +260,9 @@ class _Patcher:
                 else self._shadow_apply_scores(site, method)
             )
             self._set(layer, site.score_method, shadow)
+            if site.kind == _HEADS and callable(getattr(layer, "_masked_softmax", None)):
+                self._set(layer, "_masked_softmax",
+                          self._shadow_masked_softmax(site, layer._masked_softmax))
 
     def restore(self):
         while self._saved:
@@ -283,6 +322,30 @@ class _Patcher:
         except Exception as e:
             self.problems.setdefault(site.path, "scores are not readable: %s" % e)
             entry["scores"] = None
+
+    def _record_logits(self, site, logits, mask, head_axis):
+        """Keeps the largest logit per head of the current call (the first softmax only)."""
+        calls = self.calls[id(site)]
+        if not calls:
+            calls.append({"same": True, "causal_flag": False})
+        entry = calls[-1]
+        if "max_logit" in entry or "scores" in entry:
+            return
+        try:
+            if head_axis is not None and len(logits.shape) != 4:
+                entry["max_logit"] = None  # attention over several axes: not shown anyway
+                return
+            value = _max_logit(logits, mask, head_axis)
+            entry["max_logit"] = value if self._symbolic else _to_numpy(value)
+        except Exception:
+            entry["max_logit"] = None  # the scores still count; only this measure is lost
+
+    def _shadow_masked_softmax(self, site, original):
+        def masked_softmax(attention_scores, attention_mask=None, *args, **kwargs):
+            self._record_logits(site, attention_scores, attention_mask, head_axis=1)
+            return original(attention_scores, attention_mask, *args, **kwargs)
+
+        return masked_softmax
 
     def _failed(self, site, error):
         self.problems.setdefault(
@@ -348,11 +411,22 @@ class _Patcher:
 
     def _shadow_apply_scores(self, site, original):
         def apply_scores(scores, value, scores_mask=None, training=False):
+            self._record_logits(site, scores, scores_mask, head_axis=None)
             output, weights = original(scores, value, scores_mask=scores_mask, training=training)
             self._record(site, weights, scores_mask)
             return output, weights
 
         return apply_scores
+
+
+def _checked_max_logit(value, heads):
+    """float32 `[heads]` with NaN for -inf/NaN, or None when absent or of another shape."""
+    if value is None:
+        return None
+    value = np.asarray(value, dtype=np.float32).reshape(-1)
+    if value.shape != (heads,):
+        return None
+    return np.where(np.isfinite(value), value, np.float32(np.nan)).astype(np.float32)
 
 
 def _records_from_calls(calls, problems, sites):
@@ -391,7 +465,8 @@ def _records_from_calls(calls, problems, sites):
             cross = not bool(entry["same"])
             causal = not cross and (entry["causal_flag"] or _is_causal(mask, tq, tk))
             records.append(
-                AttentionRecord(tag, site, scores.astype(np.float32), mask, cross, causal)
+                AttentionRecord(tag, site, scores.astype(np.float32), mask, cross, causal,
+                                _checked_max_logit(entry.get("max_logit"), scores.shape[1]))
             )
     return records
 
@@ -458,14 +533,17 @@ class CompiledCapture:
                     if entry.get("scores") is None:
                         continue
                     mask, same = entry.get("mask"), entry["same"]
+                    max_logit = entry.get("max_logit")
                     outputs.append(entry["scores"])
                     if mask is not None:
                         outputs.append(tf.cast(mask, tf.bool))
                     if tf.is_tensor(same):
                         outputs.append(same)
+                    if max_logit is not None:
+                        outputs.append(max_logit)
                     layout.append((site, index, mask is not None,
                                    None if tf.is_tensor(same) else bool(same),
-                                   entry["causal_flag"]))
+                                   entry["causal_flag"], max_logit is not None))
             return outputs
 
         patcher.install()
@@ -488,10 +566,11 @@ class CompiledCapture:
         values = iter(self._function(self._inputs))
         # Calls without scores (their problem is known from tracing) stay placeholders.
         calls = {id(s): [{"scores": None}] * self._calls_per_site[id(s)] for s in self._sites}
-        for site, index, has_mask, same, causal_flag in self._layout:
+        for site, index, has_mask, same, causal_flag, has_max in self._layout:
             entry = {"scores": np.asarray(next(values)), "causal_flag": causal_flag}
             entry["mask"] = np.asarray(next(values)) if has_mask else None
             entry["same"] = bool(np.asarray(next(values))) if same is None else same
+            entry["max_logit"] = np.asarray(next(values)) if has_max else None
             calls[id(site)] = calls[id(site)][:index] + [entry] + calls[id(site)][index + 1:]
         problems = dict(self._problems)
         return CaptureResult(_records_from_calls(calls, problems, self._sites), problems)
