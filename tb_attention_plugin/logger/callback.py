@@ -10,6 +10,7 @@ import numpy as np
 
 from tb_attention_plugin.logger import budget
 from tb_attention_plugin.logger import capture
+from tb_attention_plugin.logger import health_pass
 from tb_attention_plugin.logger import options as options_utils
 from tb_attention_plugin.logger import probe as probe_utils
 from tb_attention_plugin.logger import summaries
@@ -83,6 +84,17 @@ class AttentionLogger(keras.callbacks.Callback):
       run_eagerly: On TensorFlow the probe pass is traced once into a graph (a few ms per
         capture instead of tens); `True` runs it eagerly every time, as the other backends
         and models compiled with `run_eagerly=True` do. Defaults to `False`.
+      health_probe: The probe SET over which every captured layer's head health is measured
+        at each capture (`tb_attention_plugin.health`, docs/health.md: entropy, maximum
+        pre-softmax logit, sinks, previous-token / diagonal / first-token / induction /
+        cross-attention monotonicity scores, roles, similarity groups). Only the measures are
+        kept: per layer and step one record `<tag>/health` for the Health view, and the
+        scalars `attention_health/<tag>/min_entropy` and `.../max_logit` for the Scalars
+        dashboard. `None` or `True`: the whole `probe` batch (not only its first
+        `max_examples`); a batch of model inputs (e.g. 64 sequences; run in blocks of 8);
+        `(inputs, repeat_offset)` as `tb_attention_plugin.induction_probe(vocab_size, L)`
+        returns it, which adds the induction score of the self-attention layers; `False`: no
+        health records. Defaults to `None`.
 
     Example:
 
@@ -116,6 +128,7 @@ class AttentionLogger(keras.callbacks.Callback):
         max_bytes_per_step=budget.DEFAULT_BYTES_PER_STEP,
         statistics=False,
         run_eagerly=False,
+        health_probe=None,
     ):
         super().__init__()
         self.options = options_utils.check_options(
@@ -140,10 +153,22 @@ class AttentionLogger(keras.callbacks.Callback):
             images_shape=None if self.probe.images is None else self.probe.images.shape,
             statistics=self.options.statistics)
         self._writer = writing.RunWriter(self.options.run_dir, self._problems)
+        self._health = self._health_pass(probe, health_probe)
         self._last_step_by_tag = {}
+        self._last_health_step = {}
         self._last_logged_step = None
         self._cadence_mark = None
         self._epoch_base_step = 0
+
+    def _health_pass(self, probe, health_probe):
+        inputs, repeat_offset = health_pass.health_inputs(health_probe, probe)
+        if inputs is None:
+            return None
+        if repeat_offset is None and inputs is probe and self.probe.size <= self.probe.examples:
+            inputs = None  # the displayed capture is the whole probe set: measure its records
+        return health_pass.HealthPass(
+            inputs, repeat_offset, patterns=self.options.layers,
+            run_eagerly=self.options.run_eagerly, problems=self._problems)
 
     # ----------------------------------------------------------------------- Keras hooks
 
@@ -207,25 +232,40 @@ class AttentionLogger(keras.callbacks.Callback):
         current = [r for r in records if step > self._last_step_by_tag.get(r.tag, -1)]
         if len(current) < len(records):
             self._warn_step_went_back(step)
-        if not current:
+        health = self._measure_health(records, step)
+        if not current and not health:
             return
         try:
-            items = self._summary_items(current)
+            items = self._summary_items(current) if current else []
         except Exception as e:
             self._warn_failed("budget", "cannot size the capture at step %d, nothing logged"
                               % step, e)
-            return
-        if not items:
+            items = []
+        if not items and not health:
             return
         try:
             scalars = self._statistics(items) if self.options.statistics else {}
-            written = self._writer.write(items, scalars, step)
+            written = self._writer.write(items, scalars, step, health=health)
         except Exception as e:
             self._warn_failed("write", "writing attention summaries to %s failed, training "
                               "goes on" % self.options.run_dir, e)
             return
         self._last_step_by_tag.update(dict.fromkeys(written, step))
+        self._last_health_step.update(dict.fromkeys(health, step))
         self._last_logged_step = step
+
+    def _measure_health(self, records, step):
+        """`{tag: HeadHealth.result()}` of this capture (empty without health or on failure)."""
+        if self._health is None:
+            return {}
+        try:
+            results = self._health(self.model, records)
+        except Exception as e:
+            self._warn_failed("health", "measuring head health failed at step %d, training "
+                              "goes on" % step, e)
+            return {}
+        return {tag: result for tag, result in results.items()
+                if step > self._last_health_step.get(tag, -1)}
 
     def _summary_items(self, records):
         """The `SummaryItem`s of a capture's records under the budget's view."""

@@ -562,8 +562,14 @@ class CompiledCapture:
             if any("scores" not in entry for entry in patcher.calls.get(id(site), [])):
                 self._problems.setdefault(site.path, "the layer computed no scores")
 
-    def __call__(self):
-        values = iter(self._function(self._inputs))
+    def __call__(self, inputs=None):
+        """Runs the traced pass on the traced probe, or on `inputs` of the same shapes and
+        dtypes (e.g. another block of a probe set)."""
+        import tensorflow as tf
+
+        if inputs is not None:
+            inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
+        values = iter(self._function(self._inputs if inputs is None else inputs))
         # Calls without scores (their problem is known from tracing) stay placeholders.
         calls = {id(s): [{"scores": None}] * self._calls_per_site[id(s)] for s in self._sites}
         for site, index, has_mask, same, causal_flag, has_max in self._layout:
@@ -603,18 +609,21 @@ class ProbeCapture:
         self._sites = None
         self._excluded_paths = set()
 
-    def __call__(self, model):
+    def __call__(self, model, inputs=None):
+        """The records of one pass over the probe, or over `inputs` (same shapes and dtypes as
+        the probe: they run through the same traced graph)."""
+        inputs = self.inputs if inputs is None else inputs
         if not model.built:
             # An unbuilt model would be traced symbolically (no values): build it eagerly.
-            model(self.inputs, training=False)
+            model(inputs, training=False)
         if self._sites is None:
             self._sites = self._find_sites(model)
         sites = [s for s in self._sites if s.path not in self._excluded_paths]
         if not sites:
             return []
-        result = self._compiled_capture(model, sites)
+        result = self._compiled_capture(model, sites, inputs)
         if result is None:
-            result = capture_attention(model, self.inputs, sites)
+            result = capture_attention(model, inputs, sites)
         if result.problems:
             self._excluded_paths.update(result.problems)
             self._problems.warn(
@@ -641,7 +650,7 @@ class ProbeCapture:
             )
         return sites
 
-    def _compiled_capture(self, model, sites):
+    def _compiled_capture(self, model, sites, inputs):
         """The traced capture's result on TensorFlow, or None where the eager pass must run."""
         import keras
 
@@ -652,7 +661,7 @@ class ProbeCapture:
             if self.compiled is None:
                 # Sites found broken while tracing stay in the graph (in their plain mode).
                 self.compiled = CompiledCapture(model, self.inputs, sites)
-            return self.compiled()
+            return self.compiled(None if inputs is self.inputs else inputs)
         except Exception:
             # Some models cannot be traced from outside fit; the eager pass still works.
             self.compiled, self.compiled_failed = None, True
