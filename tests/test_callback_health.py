@@ -162,20 +162,22 @@ def translation_run(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("translation")
     # Default health_probe: the whole probe (12 examples) while 2 are displayed.
     logger = AttentionLogger(str(logdir), (source[:12], target[:12]), update_freq=3)
-    messages = fit(model, (source, target), labels, [logger], epochs=1, batch_size=8)
+    messages = fit(model, (source, target), labels, [logger], epochs=1, batch_size=4)
     return {"model": model, "probe": (source[:12], target[:12]), "logdir": logdir,
             "warnings": messages, "final": final_step(model)}
 
 
 def test_translation_health_per_layer_kind(translation_run):
-    assert not translation_run["warnings"], translation_run["warnings"]
+    # Only the note that 2 of the 12 probe examples are displayed.
+    assert [m for m in translation_run["warnings"] if "examples 2 of 12" not in m] == []
     model = translation_run["model"]
     source, target = translation_run["probe"]
     records = helpers.read_health(translation_run["logdir"])["train"]
     assert sorted(records) == ["translator/cross_attention",
                                "translator/decoder_self_attention",
                                "translator/encoder_self_attention"]
-    assert sorted(records["translator/cross_attention"]) == [0, 3, translation_run["final"]]
+    assert translation_run["final"] == 6
+    assert sorted(records["translator/cross_attention"]) == [0, 3, 6]
     source_mask = source != 0
     masks = {
         "translator/encoder_self_attention": source_mask[:, None, :] & source_mask[:, :, None],
