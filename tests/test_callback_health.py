@@ -292,10 +292,11 @@ JAX_SCRIPT = textwrap.dedent("""
     model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x)))
     model.compile("adam", "mse")
     ids, offset = tba.induction_probe(20, 4, batch=10)
+    logger = tba.AttentionLogger(sys.argv[1], ids[:2], update_freq=1, health_probe=(ids, offset))
     model.fit(ids, np.zeros((10, 1), "float32"), batch_size=5, epochs=2, verbose=0,
-              callbacks=[tba.AttentionLogger(sys.argv[1], ids[:2], update_freq=1,
-                                             health_probe=(ids, offset))])
-    assert "tensorflow" not in sys.modules, "the JAX run imported TensorFlow"
+              callbacks=[logger])
+    # The TensorFlow-free writer wrote the records (no tf.summary on JAX).
+    assert type(logger._writer._writer).__name__ == "AttentionWriter", logger._writer._writer
 """)
 
 
