@@ -106,6 +106,10 @@ class AttentionLogger(keras.callbacks.Callback):
         vocabulary={"source": english_vocabulary, "target": chinese_vocabulary},
         update_freq=100)
     model.fit(dataset, epochs=5, callbacks=[keras.callbacks.TensorBoard("logs"), logger])
+
+    # Head health over 64 induction sequences (roles, sinks, alarms in the Scalars tab):
+    ids, offset = tba.induction_probe(vocab_size=32000, length=64, batch=64)
+    logger = tba.AttentionLogger("logs", probe=ids[:2], health_probe=(ids, offset))
     ```
     """
 
