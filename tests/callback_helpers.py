@@ -195,3 +195,26 @@ def assert_causal(stored, tag):
     upper = np.triu(np.ones((tq, tk), bool), k=1)
     assert np.isnan(stored[..., upper]).all(), "%s: future keys are not masked" % tag
     assert not np.isnan(stored[..., np.arange(tq), np.arange(tq)]).all(), tag
+
+
+def read_health(logdir):
+    """Head-health records read back with TensorBoard's real data provider (one `read_tensors`
+    call, as the server does): `{run: {layer tag: {step: record dict}}}`."""
+    from readback import provider_for
+    from tensorboard import context
+
+    from tb_attention_plugin import health_summary
+
+    provider = provider_for(logdir, keep_every=("attention", "scalars"))
+    sequences = provider.read_tensors(
+        context.RequestContext(), experiment_id="", plugin_name="attention", downsample=10**6
+    )
+    records = {}
+    for run, tags in sequences.items():
+        for tag, data in tags.items():
+            layer = health_summary.layer_of(tag)
+            assert layer is not None, "a tensor of the attention plugin that is not health: %s" % tag
+            records.setdefault(run, {})[layer] = {
+                datum.step: health_summary.decode(datum.numpy) for datum in data
+            }
+    return records

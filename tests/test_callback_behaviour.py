@@ -55,6 +55,8 @@ def raw_steps(run_dir):
     for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
         for event in event_file_loader.EventFileLoader(path).Load():
             for value in event.summary.value:
+                if value.tag.endswith("/health"):
+                    continue  # head-health records (same plugin), written at the same steps
                 if value.metadata.plugin_data.plugin_name == "attention" or (
                     value.tag in steps
                 ):

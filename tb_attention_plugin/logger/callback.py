@@ -10,6 +10,7 @@ import numpy as np
 
 from tb_attention_plugin.logger import budget
 from tb_attention_plugin.logger import capture
+from tb_attention_plugin.logger import health_pass
 from tb_attention_plugin.logger import options as options_utils
 from tb_attention_plugin.logger import probe as probe_utils
 from tb_attention_plugin.logger import summaries
@@ -95,6 +96,18 @@ class AttentionLogger(keras.callbacks.Callback):
       run_eagerly: On TensorFlow the probe pass is traced once into a graph (a few ms per
         capture instead of tens); `True` runs it eagerly every time, as the other backends
         and models compiled with `run_eagerly=True` do. Defaults to `False`.
+      health_probe: The probe SET over which every captured layer's head health is measured
+        at each capture (`tb_attention_plugin.health`, docs/health.md: entropy, maximum
+        pre-softmax logit, sinks, previous-token / diagonal / first-token / induction /
+        cross-attention monotonicity scores, roles, similarity groups). Only the measures are
+        kept: per layer and step one record `<tag>/health` for the Health view, and the
+        scalars `attention_health/<tag>/min_entropy` and `.../max_logit` for the Scalars
+        dashboard. `None` or `True`: the whole `probe` batch (not only its first
+        `max_examples`); a batch of model inputs (e.g. 64 sequences; run in blocks of 8);
+        `(inputs, repeat_offset)` as `tb_attention_plugin.induction_probe(vocab_size, L)`
+        returns it, which adds the induction score of the self-attention layers; `False`: no
+        health records. Layers the budget pools are not measured (the measures need their
+        full matrices; one warning says so). Defaults to `None`.
 
     Example:
 
@@ -106,6 +119,10 @@ class AttentionLogger(keras.callbacks.Callback):
         vocabulary={"source": english_vocabulary, "target": chinese_vocabulary},
         update_freq=100)
     model.fit(dataset, epochs=5, callbacks=[keras.callbacks.TensorBoard("logs"), logger])
+
+    # Head health over 64 induction sequences (roles, sinks, alarms in the Scalars tab):
+    ids, offset = tba.induction_probe(vocab_size=32000, length=64, batch=64)
+    logger = tba.AttentionLogger("logs", probe=ids[:2], health_probe=(ids, offset))
     ```
     """
 
@@ -128,6 +145,7 @@ class AttentionLogger(keras.callbacks.Callback):
         windows=None,
         statistics=False,
         run_eagerly=False,
+        health_probe=None,
     ):
         super().__init__()
         self.options = options_utils.check_options(
@@ -153,10 +171,23 @@ class AttentionLogger(keras.callbacks.Callback):
             statistics=self.options.statistics)
         self._writer = writing.RunWriter(self.options.run_dir, self._problems)
         self._capture_plan = None  # budget.CapturePlan, from the shape pass
+        self._pooled = {}  # {(path, call index): tag} of the layers the plan pools
+        self._health = self._health_pass(probe, health_probe)
         self._last_step_by_tag = {}
+        self._last_health_step = {}
         self._last_logged_step = None
         self._cadence_mark = None
         self._epoch_base_step = 0
+
+    def _health_pass(self, probe, health_probe):
+        inputs, repeat_offset = health_pass.health_inputs(health_probe, probe)
+        if inputs is None:
+            return None
+        if repeat_offset is None and inputs is probe and self.probe.size <= self.probe.examples:
+            inputs = None  # the displayed capture is the whole probe set: measure its records
+        return health_pass.HealthPass(
+            inputs, repeat_offset, patterns=self.options.layers,
+            run_eagerly=self.options.run_eagerly, problems=self._problems)
 
     # ----------------------------------------------------------------------- Keras hooks
 
@@ -220,24 +251,26 @@ class AttentionLogger(keras.callbacks.Callback):
         current = [r for r in records if step > self._last_step_by_tag.get(r.tag, -1)]
         if len(current) < len(records):
             self._warn_step_went_back(step)
-        if not current:
+        health = self._measure_health(records, step)
+        if not current and not health:
             return
         try:
-            items = self._summary_items(current)
+            items = self._summary_items(current) if current else []
         except Exception as e:
             self._warn_failed("budget", "cannot size the capture at step %d, nothing logged"
                               % step, e)
-            return
-        if not items:
+            items = []
+        if not items and not health:
             return
         try:
             scalars = self._statistics(items) if self.options.statistics else {}
-            written = self._writer.write(items, scalars, step)
+            written = self._writer.write(items, scalars, step, health=health)
         except Exception as e:
             self._warn_failed("write", "writing attention summaries to %s failed, training "
                               "goes on" % self.options.run_dir, e)
             return
         self._last_step_by_tag.update(dict.fromkeys(written, step))
+        self._last_health_step.update(dict.fromkeys(health, step))
         self._last_logged_step = step
 
     def _plan(self, shapes):
@@ -247,8 +280,24 @@ class AttentionLogger(keras.callbacks.Callback):
         self._capture_plan = self._budget.plan_for(calls) if calls else None
         if self._capture_plan is None:
             return {}
-        return {(shape.path, shape.index): self._capture_plan.layers[shape.tag]
-                for shape in shapes}
+        plans = {(shape.path, shape.index): self._capture_plan.layers[shape.tag]
+                 for shape in shapes}
+        self._pooled = {(shape.path, shape.index): shape.tag for shape in shapes
+                        if plans[(shape.path, shape.index)].mode == "pooled"}
+        return plans
+
+    def _measure_health(self, records, step):
+        """`{tag: HeadHealth.result()}` of this capture (empty without health or on failure)."""
+        if self._health is None:
+            return {}
+        try:
+            results = self._health(self.model, records, pooled=self._pooled)
+        except Exception as e:
+            self._warn_failed("health", "measuring head health failed at step %d, training "
+                              "goes on" % step, e)
+            return {}
+        return {tag: result for tag, result in results.items()
+                if step > self._last_health_step.get(tag, -1)}
 
     def _summary_items(self, records):
         """The `SummaryItem`s of a capture's records under the budget's plan."""

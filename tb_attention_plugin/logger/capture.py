@@ -16,8 +16,15 @@ Example:
 sites, unreadable = find_attention_layers(model)
 result = capture_attention(model, probe_batch, sites)
 for record in result.records:
-    print(record.tag, record.scores.shape, record.cross, record.causal)
+    print(record.tag, record.scores.shape, record.cross, record.causal, record.max_logit)
 ```
+
+Besides the post-softmax scores, each record carries the largest pre-softmax logit per example
+and head (`record.max_logit` `[B, H]`, over unmasked positions), read where the layer hands its logits to the
+softmax (`_masked_softmax` of `MultiHeadAttention` / `GroupedQueryAttention`, the `scores`
+argument of `Attention._apply_scores`) and reduced there, so the logits never leave the
+backend (a POOLED layer's comes from its blocked pass, `blocked.py`). It is the measure of
+attention-logit growth (docs/health.md).
 """
 
 import collections
@@ -63,7 +70,8 @@ class AttentionRecord:
         `means`, `maxes` float32 `[b, H, nq, nk]` (NaN = all masked) and `windows`
         `[(name, (q0, q1), (k0, k1), weights [b, H, q1-q0, k1-k0])]` of the kept `b` examples.
       max_logit: float32 `[B, H]` (or `[b, H]` when pooled): the largest pre-softmax logit of
-        each head over unmasked positions, or None where the layer's logits are not readable.
+        each example and head over unmasked positions (NaN where none is finite), or None
+        where the layer's logits were not seen.
     """
 
     def __init__(self, tag, site, scores, mask, cross, causal, shape=None, pooled=None,
@@ -205,6 +213,33 @@ def _same_values_symbolic(a, b):
     return tf.reduce_all(tf.equal(a, b))
 
 
+def _max_logit(logits, mask, head_axis):
+    """Largest logit per head over unmasked, finite positions, computed in the backend.
+
+    `logits` `[B, H, Tq, Tk]` (`head_axis=1`) or `[B, Tq, Tk]` (`head_axis=None`: one head);
+    `mask` broadcastable after adding axes before the last two (True = attended), or None.
+    Returns a float32 tensor `[B, H]` (`[B, 1]` without a head axis); -inf where nothing is
+    usable.
+    """
+    import keras
+
+    ops = keras.ops
+    logits = ops.cast(logits, "float32")
+    usable = ops.isfinite(logits)
+    if mask is not None:
+        mask = ops.cast(mask, "bool")
+        while len(mask.shape) < len(logits.shape):
+            # Keras' own expansion: before the (query, key) axes, or before the key axis of a
+            # head-less `[B, Tk]` mask.
+            mask = ops.expand_dims(mask, axis=-2 if head_axis is None else -3)
+        usable = ops.logical_and(usable, mask)
+    logits = ops.where(usable, logits, ops.cast(float("-inf"), "float32"))
+    if head_axis is None:
+        return ops.expand_dims(ops.max(logits, axis=(1, 2)), 1)
+    axes = tuple(axis for axis in range(len(logits.shape)) if axis not in (0, head_axis))
+    return ops.max(logits, axis=axes)
+
+
 def _is_causal(mask, tq, tk):
     """True when every example's mask hides the strict upper triangle (future keys)."""
     if mask is None or tq != tk or tq < 2:
@@ -243,6 +278,9 @@ class _Patcher:
                 else self._shadow_apply_scores(site, method)
             )
             self._set(layer, site.score_method, shadow)
+            if site.kind == _HEADS and callable(getattr(layer, "_masked_softmax", None)):
+                self._set(layer, "_masked_softmax",
+                          self._shadow_masked_softmax(site, layer._masked_softmax))
 
     def restore(self):
         while self._saved:
@@ -302,6 +340,30 @@ class _Patcher:
         except Exception as e:
             self.problems.setdefault(site.path, "scores are not readable: %s" % e)
             entry["scores"] = None
+
+    def _record_logits(self, site, logits, mask, head_axis):
+        """Keeps the largest logit per head of the current call (the first softmax only)."""
+        calls = self.calls[id(site)]
+        if not calls:
+            calls.append({"same": True, "causal_flag": False})
+        entry = calls[-1]
+        if "max_logit" in entry or "scores" in entry:
+            return
+        try:
+            if head_axis is not None and len(logits.shape) != 4:
+                entry["max_logit"] = None  # attention over several axes: not shown anyway
+                return
+            value = _max_logit(logits, mask, head_axis)
+            entry["max_logit"] = value if self._symbolic else _to_numpy(value)
+        except Exception:
+            entry["max_logit"] = None  # the scores still count; only this measure is lost
+
+    def _shadow_masked_softmax(self, site, original):
+        def masked_softmax(attention_scores, attention_mask=None, *args, **kwargs):
+            self._record_logits(site, attention_scores, attention_mask, head_axis=1)
+            return original(attention_scores, attention_mask, *args, **kwargs)
+
+        return masked_softmax
 
     def _failed(self, site, error):
         self.problems.setdefault(
@@ -365,6 +427,7 @@ class _Patcher:
                                 training=training, **kwargs)
 
             if self._shapes_only or mode == "skip":
+                entry["max_logit"] = None  # nothing is measured in this mode
                 if self._shapes_only and len(query.shape) == 4 and len(key.shape) == 4:
                     shape = (query.shape[0], query.shape[2], query.shape[1], key.shape[1])
                     self._record_shape(entry, shape,
@@ -374,6 +437,9 @@ class _Patcher:
                 return plain()
             wanted = kwargs.get("return_attention_scores", False)
             if mode == "pooled" and not wanted and blocked.supports(layer, query, key, value):
+                # The blocked pass computes the max logit itself; the first chunk's softmax
+                # must not record one.
+                entry["max_logit"] = None
                 try:
                     mask = combined_mask(query, value, attention_mask, kwargs)
                     output, reduced = blocked.blocked_attention(
@@ -411,7 +477,9 @@ class _Patcher:
             mask = attention_mask
             if kwargs.get("use_causal_mask") and scores is not None:
                 mask = combined_mask(query, value, attention_mask, kwargs)
-            if scores is not None and blocked.supports(layer, query, key, value):
+            if (scores is not None and entry.get("max_logit") is None
+                    and blocked.supports(layer, query, key, value)):
+                # Only where the layer's softmax was not seen (`_record_logits`).
                 try:
                     entry["max_logit"] = self._convert(
                         blocked.max_logit(layer, query, key, mask))
@@ -424,6 +492,10 @@ class _Patcher:
 
     def _shadow_apply_scores(self, site, original):
         def apply_scores(scores, value, scores_mask=None, training=False):
+            index, entry = self._entry(site)
+            plan = self._plans.get((site.path, index))
+            if not (self._shapes_only or (plan is not None and plan.mode == "skip")):
+                self._record_logits(site, scores, scores_mask, head_axis=None)
             output, weights = original(scores, value, scores_mask=scores_mask, training=training)
             if self._shapes_only:
                 _, entry = self._entry(site)
@@ -457,6 +529,18 @@ def _pooled_from_full(scores, mask, plan):
     return {"block": tuple(plan.block), "means": means, "maxes": maxes, "windows": windows}
 
 
+def _checked_max_logit(value, batch, heads):
+    """float32 `[batch, heads]` with NaN for -inf/NaN, or None when absent or of another
+    shape."""
+    if value is None:
+        return None
+    value = np.asarray(value, dtype=np.float32)
+    if value.size != batch * heads:
+        return None
+    value = value.reshape(batch, heads)
+    return np.where(np.isfinite(value), value, np.float32(np.nan)).astype(np.float32)
+
+
 def _records_from_calls(calls, problems, sites, plans=None):
     """Builds `AttentionRecord`s from numpy call entries `{id(site): [entry]}`."""
     from tb_attention_plugin.logger import blocked
@@ -478,9 +562,9 @@ def _records_from_calls(calls, problems, sites, plans=None):
                 pooled = {"block": tuple(plan.block), "means": means, "maxes": maxes,
                           "windows": windows}
                 causal = not cross and (entry["causal_flag"] or plan.causal)
-                records.append(AttentionRecord(tag, site, None, None, cross, causal,
-                                               shape=shape, pooled=pooled,
-                                               max_logit=max_logit))
+                records.append(AttentionRecord(
+                    tag, site, None, None, cross, causal, shape=shape, pooled=pooled,
+                    max_logit=_checked_max_logit(max_logit, plan.examples, shape[1])))
                 continue
             scores = entry.get("scores")
             if scores is None:
@@ -509,8 +593,7 @@ def _records_from_calls(calls, problems, sites, plans=None):
                     mask = None
             tq, tk = scores.shape[-2:]
             causal = not cross and (entry["causal_flag"] or _is_causal(mask, tq, tk))
-            max_logit = entry.get("max_logit")
-            max_logit = None if max_logit is None else np.asarray(max_logit, np.float32)
+            max_logit = _checked_max_logit(entry.get("max_logit"), *scores.shape[:2])
             scores = scores.astype(np.float32)
             if plan is not None and plan.mode == "pooled":
                 pooled = _pooled_from_full(scores, mask, plan)
@@ -658,10 +741,15 @@ class CompiledCapture:
             if any("scores" not in entry for entry in patcher.calls.get(id(site), [])):
                 self._problems.setdefault(site.path, "the layer computed no scores")
 
-    def __call__(self):
+    def __call__(self, inputs=None):
+        """Runs the traced pass on the traced probe, or on `inputs` of the same shapes and
+        dtypes (e.g. another block of a probe set)."""
         import tensorflow as tf
 
-        outputs = tf.nest.map_structure(np.asarray, self._function(self._inputs))
+        if inputs is not None:
+            inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
+        outputs = tf.nest.map_structure(
+            np.asarray, self._function(self._inputs if inputs is None else inputs))
         # Calls without scores (their problem is known from tracing) stay placeholders.
         calls = {id(s): [{"skipped": True} if (id(s), i) in self._skipped else {"scores": None}
                          for i in range(self._calls_per_site[id(s)])] for s in self._sites}
@@ -705,10 +793,13 @@ class ProbeCapture:
         self._sites = None
         self._excluded_paths = set()
 
-    def __call__(self, model):
+    def __call__(self, model, inputs=None):
+        """The records of one pass over the probe, or over `inputs` (same shapes and dtypes as
+        the probe: they run through the same traced graph)."""
+        inputs = self.inputs if inputs is None else inputs
         if not model.built:
             # An unbuilt model would be traced symbolically (no values): build it eagerly.
-            model(self.inputs, training=False)
+            model(inputs, training=False)
         if self._sites is None:
             self._sites = self._find_sites(model)
         sites = [s for s in self._sites if s.path not in self._excluded_paths]
@@ -718,9 +809,9 @@ class ProbeCapture:
             # Shapes first, so that no layer's full scores are computed before the budget has
             # decided which layers are POOLED (computed in blocks).
             self.plans = self.planner(layer_shapes(model, self.inputs, sites))
-        result = self._compiled_capture(model, sites)
+        result = self._compiled_capture(model, sites, inputs)
         if result is None:
-            result = capture_attention(model, self.inputs, sites, self.plans)
+            result = capture_attention(model, inputs, sites, self.plans)
         if result.problems:
             self._excluded_paths.update(result.problems)
             self._problems.warn(
@@ -747,7 +838,7 @@ class ProbeCapture:
             )
         return sites
 
-    def _compiled_capture(self, model, sites):
+    def _compiled_capture(self, model, sites, inputs):
         """The traced capture's result on TensorFlow, or None where the eager pass must run."""
         import keras
 
@@ -758,7 +849,7 @@ class ProbeCapture:
             if self.compiled is None:
                 # Sites found broken while tracing stay in the graph (in their plain mode).
                 self.compiled = CompiledCapture(model, self.inputs, sites, self.plans)
-            return self.compiled()
+            return self.compiled(None if inputs is self.inputs else inputs)
         except Exception:
             # Some models cannot be traced from outside fit; the eager pass still works.
             self.compiled, self.compiled_failed = None, True

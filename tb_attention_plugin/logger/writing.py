@@ -32,15 +32,19 @@ class RunWriter:
         self._problems = problems
         self._writer = None
 
-    def write(self, items, scalars, step):
+    def write(self, items, scalars, step, health=None):
         """Writes one capture; returns the tags written (items the summary API rejects are
-        reported and left out). Other errors (an unwritable directory) propagate."""
+        reported and left out). Other errors (an unwritable directory) propagate.
+
+        `health`: `{tag: health.HeadHealth.result()}`, each written as the record
+        `<tag>/health` with the scalars `attention_health/<tag>/min_entropy` and `max_logit`
+        (`health_summary`, docs/format.md)."""
         self._reopen_if_removed()
         if keras.backend.backend() == "tensorflow":
-            return self.write_tensorflow(items, scalars, step)
-        return self.write_plain(items, scalars, step)
+            return self.write_tensorflow(items, scalars, step, health)
+        return self.write_plain(items, scalars, step, health)
 
-    def write_tensorflow(self, items, scalars, step):
+    def write_tensorflow(self, items, scalars, step, health=None):
         """`write` through `tf.summary`."""
         import tensorflow as tf
 
@@ -70,10 +74,15 @@ class RunWriter:
                 written.append(item.tag)
             for tag, value in scalars.items():
                 tf.summary.scalar(tag, value, step=step)
+            for tag, result in (health or {}).items():
+                try:
+                    summary.write_health(tag, result, step=step)
+                except (ValueError, TypeError) as e:
+                    self._warn_health(tag, step, e)
         self._writer.flush()
         return written
 
-    def write_plain(self, items, scalars, step):
+    def write_plain(self, items, scalars, step, health=None):
         """`write` through the TensorFlow-free `AttentionWriter` (JAX, PyTorch)."""
         from tb_attention_plugin.writer import AttentionWriter
 
@@ -93,6 +102,11 @@ class RunWriter:
             written.append(item.tag)
         for tag, value in scalars.items():
             self._writer.scalar(tag, value, step)
+        for tag, result in (health or {}).items():
+            try:
+                self._writer.health(tag, result, step)
+            except (ValueError, TypeError) as e:
+                self._warn_health(tag, step, e)
         self._writer.flush()
         return written
 
@@ -120,6 +134,13 @@ class RunWriter:
             writer.close()
         except Exception:
             pass  # the old file is gone: nothing left to save
+
+    def _warn_health(self, tag, step, error):
+        self._problems.warn(
+            ("invalid health", tag),
+            "cannot write the head-health record of %s at step %d (%s: %s); other layers are "
+            "written" % (tag, step, type(error).__name__, error),
+        )
 
     def _warn_invalid(self, tag, step, error):
         # The summary API checks before writing anything: one layer's bad scores cost only
