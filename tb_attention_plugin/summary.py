@@ -2,6 +2,7 @@
 
 from tb_attention_plugin import encoding
 from tb_attention_plugin import metadata
+from tb_attention_plugin import names
 
 
 def attention(
@@ -22,7 +23,9 @@ def attention(
 
     Args:
       name: Tag of the summary, usually the attention layer's name. Enclosing
-        `tf.name_scope`s are prepended, as for every `tf.summary` op.
+        `tf.name_scope`s are prepended, as for every `tf.summary` op. A tag holding a quote,
+        backslash or control character is refused (`ValueError`): TensorBoard's data server
+        cannot read such tags back.
       weights: Post-softmax attention probabilities in [0, 1], shaped `[Tq, Tk]`,
         `[heads, Tq, Tk]` or `[batch, heads, Tq, Tk]` (a Keras score tensor as it comes).
         Stored with 8 bits per value (max. absolute error 0.002), see docs/format.md.
@@ -82,6 +85,8 @@ def attention(
 
     summary_scope = tf.summary.experimental.summary_scope
     with summary_scope(name, "attention_summary", values=[weights, step]) as (tag, _):
+        # Checked on the final tag, name scopes included, before anything is written.
+        names.check(tag, "tag")
         return tf.summary.write(tag=tag, tensor=blobs, step=step, metadata=summary_metadata)
 
 
