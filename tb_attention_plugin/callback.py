@@ -18,7 +18,10 @@ import numpy as np
 from tb_attention_plugin import budget as budget_utils
 from tb_attention_plugin import capture
 from tb_attention_plugin import encoding
+from tb_attention_plugin import fs
+from tb_attention_plugin import names
 from tb_attention_plugin import tokens as token_utils
+from tb_attention_plugin.logger import distribution
 
 
 # Below this even one small layer with its tokens may not fit.
@@ -238,7 +241,9 @@ class AttentionLogger(keras.callbacks.Callback):
             if images.shape[0] < self._examples:
                 raise ValueError("images holds %d examples, the probe logs %d"
                                  % (images.shape[0], self._examples))
+            encoding.check_image_size(int(images.shape[1]), int(images.shape[2]))
             self._images = images[: self._examples]
+        names.check_run_dir(self._run_dir())
 
         self._sites = None
         self._compiled = None
@@ -251,10 +256,18 @@ class AttentionLogger(keras.callbacks.Callback):
         self._warned = set()
         self._excluded_paths = set()
         self._views = {}  # (tag, shape) of every record of a capture -> (View, note)
+        self._role = None  # distribution.Role of this process, found at on_train_begin
 
     # ----------------------------------------------------------------------- Keras hooks
 
     def on_train_begin(self, logs=None):
+        try:
+            self._role = distribution.process_role(self.model)
+        except Exception as e:
+            self._role = None
+            self._warn(("role", type(e).__name__),
+                       "cannot tell which process writes (%s: %s); this one writes"
+                       % (type(e).__name__, e))
         step = self._current_step()
         self._cadence_mark = step
         self._capture_and_write(step)
@@ -290,7 +303,7 @@ class AttentionLogger(keras.callbacks.Callback):
     def _optimizer_step(model):
         value = model.optimizer.iterations.value
         if keras.backend.backend() != "tensorflow":  # e.g. a torch tensor on a GPU
-            value = keras.ops.convert_to_numpy(value)
+            value = distribution.to_numpy(value)  # replicated over processes: read locally
         return int(np.asarray(value))  # a tf.Variable converts directly, without a copy
 
     def _current_step(self):
@@ -310,7 +323,14 @@ class AttentionLogger(keras.callbacks.Callback):
         """One capture at `step`; every failure becomes one warning per cause."""
         if self._last_logged_step is not None and step == self._last_logged_step:
             return
-        if self._last_step_by_tag and step <= min(self._last_step_by_tag.values()):
+        role = self._role
+        if role is not None and not role.runs_probe:
+            return  # another process of the job writes; the probe pass is not a collective
+        collective = role is not None and role.collective
+        if collective:
+            # Every process runs the probe at the same steps: decide from the step alone.
+            self._last_logged_step = step
+        elif self._last_step_by_tag and step <= min(self._last_step_by_tag.values()):
             self._warn_step_went_back(step)  # e.g. a new optimizer: skip the whole capture
             return
         try:
@@ -322,7 +342,7 @@ class AttentionLogger(keras.callbacks.Callback):
                 % (step, type(e).__name__, e),
             )
             return
-        if not records:
+        if not records or (role is not None and not role.writes):
             return
         current = []
         for record in records:
@@ -377,7 +397,7 @@ class AttentionLogger(keras.callbacks.Callback):
             )
 
     def _run_dir(self):
-        return os.path.join(self.log_dir, self.subdir) if self.subdir else self.log_dir
+        return fs.join(self.log_dir, self.subdir) if self.subdir else self.log_dir
 
     def _capture(self):
         model = self.model
@@ -386,6 +406,7 @@ class AttentionLogger(keras.callbacks.Callback):
             model(self._probe, training=False)
         if self._sites is None:
             sites, unreadable = capture.find_attention_layers(model, self.layer_patterns)
+            self._readable_tags(sites)
             if unreadable:
                 self._warn(
                     "unreadable",
@@ -415,6 +436,28 @@ class AttentionLogger(keras.callbacks.Callback):
                 % "; ".join("%s: %s" % item for item in sorted(result.problems.items())),
             )
         return result.records
+
+    def _readable_tags(self, sites):
+        """Renames layer paths TensorBoard's data server could not read back as tags."""
+        renamed, taken = [], {site.path for site in sites}
+        for site in sites:
+            tag = names.sanitise(site.path)
+            if tag == site.path:
+                continue
+            base, number = tag, 1
+            while tag in taken:
+                number += 1
+                tag = "%s_%d" % (base, number)
+            taken.add(tag)
+            renamed.append("%r -> %r" % (site.path, tag))
+            site.path = tag
+        if renamed:
+            self._warn(
+                "renamed",
+                "layer paths with quotes, backslashes or control characters are logged under "
+                "other tags (TensorBoard's data server cannot read such tags back): %s"
+                % ", ".join(renamed),
+            )
 
     def _compiled_capture(self, model, sites):
         """The traced capture on TensorFlow, or None where the eager pass must be used."""
@@ -664,7 +707,7 @@ class AttentionLogger(keras.callbacks.Callback):
                         ("statistics", item["tag"]),
                         "no statistics for %s (%s: %s)" % (item["tag"], type(e).__name__, e),
                     )
-        if self._writer is not None and not os.path.isdir(self._run_dir()):
+        if self._writer is not None and fs.vanished(self._run_dir()):
             # Removed while training: the open event file went with it and every later write
             # would vanish silently, so start a new file in a new directory.
             self._warn(
@@ -713,8 +756,7 @@ class AttentionLogger(keras.callbacks.Callback):
     def _write_plain(self, items, scalars, step):
         from tb_attention_plugin.writer import AttentionWriter
 
-        if self._writer is None:
-            os.makedirs(self._run_dir(), exist_ok=True)
+        if self._writer is None:  # it creates the directory, through TensorBoard's gfile
             self._writer = AttentionWriter(self._run_dir())
         for item in items:
             try:

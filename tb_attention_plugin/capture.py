@@ -161,7 +161,9 @@ def _to_numpy(value):
 
     if keras.backend.is_keras_tensor(value):
         raise TypeError("symbolic tensor (the model was traced, not run eagerly)")
-    return np.asarray(keras.ops.convert_to_numpy(value))
+    from tb_attention_plugin.logger import distribution
+
+    return distribution.to_numpy(value)  # gathers arrays sharded over several processes
 
 
 def _same_values(a, b):

@@ -1,0 +1,1 @@
+"""The Keras side of tb-attention: the `AttentionLogger` callback and what one capture needs."""
