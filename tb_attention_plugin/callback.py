@@ -78,7 +78,11 @@ class AttentionLogger(keras.callbacks.Callback):
 
     Args:
       log_dir: The same root directory as `keras.callbacks.TensorBoard`; summaries go to
-        `<log_dir>/<subdir>`.
+        `<log_dir>/<subdir>`. Local, or a URL TensorBoard's gfile knows (`gs://`, `s3://`,
+        `hdfs://`, ...). In a multi-process job one process writes (TensorFlow: the chief or
+        worker 0 of `TF_CONFIG`; JAX: process 0; PyTorch: rank 0 of `torch.distributed`); give
+        every process the same `log_dir` and probe. Layer paths holding quotes, backslashes or
+        control characters are logged with `_` in their place (TensorBoard could not read them).
       probe: A small fixed batch of model inputs (array, tuple/list or dict), as the model
         is called with. Only its first `max_examples` examples are run.
       tokens: Token strings for single-sequence models: one list per example, or one list
@@ -95,7 +99,8 @@ class AttentionLogger(keras.callbacks.Callback):
       token_roles: Optional dict `{layer path pattern: (query_role, key_role)}` with roles
         `"source"`, `"target"` or `"tokens"`, overriding the automatic choice above.
       images: Probe images `[B, height, width, channels]` to draw attention over (Vision
-        Transformers). Default: the probe itself when it is a 4-D image batch.
+        Transformers). Default: the probe itself when it is a 4-D image batch. At most
+        2048 x 2048 pixels (8192 on a side): larger images are a `ValueError`.
       image_grid: `(rows, cols)` of the patch grid; inferred for square grids.
       prefix_tokens: Number of non-patch positions (class token) before the patches;
         inferred with the grid.

@@ -31,12 +31,13 @@ def attention(
         Stored with 8 bits per value (max. absolute error 0.002), see docs/format.md.
       step: Explicit `int64` step; defaults to `tf.summary.experimental.get_step()`.
       query_tokens: Token strings of the query axis: one list of `Tq` strings for every
-        example, or one list per example. Optional.
+        example, or one list per example. Optional. A token over 256 characters is stored as
+        its first 255 and "…".
       key_tokens: Same for the key axis (`Tk`); for cross-attention, the source tokens.
       mask: Optional boolean array broadcastable to `weights`' shape; `False` marks padded or
         masked positions, which the tab greys out instead of drawing zeros.
       images: Optional probe images `[batch, height, width, channels]` for Vision Transformers;
-        the tab draws attention over them.
+        the tab draws attention over them. At most 2048 x 2048 pixels (8192 on a side).
       image_grid: `(rows, cols)` of the patch grid; inferred for square grids.
       prefix_tokens: Number of non-patch key positions before the patches (class token);
         inferred together with the grid.
