@@ -12,8 +12,8 @@ Example:
 from tb_attention_plugin import fs
 
 run_dir = fs.join("gs://bucket/logs", "train")  # "gs://bucket/logs/train"
-fs.makedirs(run_dir)
 fs.glob(fs.join(run_dir, "events.out.tfevents.*"))
+fs.vanished(run_dir)  # False: only a local directory can vanish under an open file
 ```
 """
 
@@ -56,18 +56,6 @@ def join(base, *parts):
     return posixpath.join(base, *parts)
 
 
-def basename(path):
-    """The last component of `path` (a trailing separator ignored)."""
-    path = os.fspath(path)
-    if is_local(path):
-        return os.path.basename(os.path.normpath(local_path(path)))
-    return posixpath.basename(path.rstrip("/"))
-
-
-def exists(path):
-    return gfile().exists(os.fspath(path))
-
-
 def isdir(path):
     """True when `path` is a directory; local paths are checked with one `stat`."""
     if is_local(path):
@@ -75,17 +63,9 @@ def isdir(path):
     return gfile().isdir(os.fspath(path))
 
 
-def makedirs(path):
-    """Creates `path` and its parents (no error when it exists)."""
-    gfile().makedirs(os.fspath(path))
-
-
 def glob(pattern):
+    """The paths matching `pattern`, through `gfile()` (remote patterns too)."""
     return gfile().glob(os.fspath(pattern))
-
-
-def listdir(path):
-    return gfile().listdir(os.fspath(path))
 
 
 def vanished(run_dir):
@@ -93,7 +73,8 @@ def vanished(run_dir):
 
     Only local directories can vanish under an open event file: the file's inode goes with the
     directory and later writes are lost, so a writer should start a new file. Object stores
-    (`gs://`, `s3://`) have no directories to remove and upload the whole file again on each
-    flush, and asking them costs a network round trip: remote paths answer False.
+    (`gs://`, `s3://`) have no directories, only name prefixes (a writer keeps writing its object
+    under the same name), `os.path` cannot see them, and asking their API would cost a network
+    round trip per capture: remote paths answer False.
     """
     return is_local(run_dir) and not os.path.isdir(local_path(run_dir))

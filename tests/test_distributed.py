@@ -72,7 +72,7 @@ def start(script, args, backend, extra_env=None):
                             text=True)
 
 
-def finish(processes, timeout=540):
+def finish(processes, timeout=300):
     """Waits for every process; returns their RESULT objects (kills all on a failure)."""
     results = []
     try:
