@@ -9,6 +9,7 @@ read back with TensorBoard's own reader (its data provider over `EventMultiplexe
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -24,7 +25,7 @@ import callback_helpers as helpers  # noqa: E402
 import tb_attention_plugin as tba  # noqa: E402
 from tb_attention_plugin import encoding  # noqa: E402
 from tb_attention_plugin import names  # noqa: E402
-from tb_attention_plugin.callback import AttentionLogger  # noqa: E402
+from tb_attention_plugin import AttentionLogger  # noqa: E402
 from test_callback_behaviour import data, fit_recording_warnings, small_model  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,7 +120,7 @@ WITHOUT_TENSORFLOW = textwrap.dedent("""
     if {with_keras!r}:
         import keras
         from test_callback_behaviour import data, fit_recording_warnings, small_model
-        from tb_attention_plugin.callback import AttentionLogger
+        from tb_attention_plugin import AttentionLogger
         # A quote in a layer name: TensorFlow refuses it in name scopes, JAX trains with it.
         model = small_model([keras.layers.MultiHeadAttention(2, 4, name="mha"),
                              keras.layers.MultiHeadAttention(2, 4, name='say "hi"')])
@@ -215,8 +216,8 @@ def test_summary_op_checks_the_tag_with_its_name_scopes(tmp_path):
 def test_writer_and_callback_refuse_unreadable_run_directories(tmp_path):
     with pytest.raises(ValueError, match="run directory component 'run\"1'"):
         tba.AttentionWriter(tmp_path / 'run"1')
-    with pytest.raises(ValueError, match="cannot read back"):
-        AttentionLogger(str(tmp_path), np.zeros((2, 8), "int32"), subdir="train\\x")
+    with pytest.raises(ValueError, match=re.escape("run directory component %r" % "logs\\x")):
+        AttentionLogger(str(tmp_path / "logs\\x"), np.zeros((2, 8), "int32"))
     assert not os.listdir(tmp_path)
 
 
