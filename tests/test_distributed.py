@@ -73,7 +73,7 @@ def start(script, args, backend, extra_env=None):
                             text=True)
 
 
-def finish(processes, timeout=300):
+def finish(processes, timeout=900):
     """Waits for every process; returns their RESULT objects (kills all on a failure)."""
     results = []
     try:
