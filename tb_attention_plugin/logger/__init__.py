@@ -13,6 +13,8 @@ never imports them. The public names are `tb_attention_plugin.AttentionLogger` a
 - `budget.py`: the per-capture byte budget (each layer FULL or POOLED, size bound, note);
 - `blocked.py`: a pooled layer's attention computed in query chunks and reduced as it goes;
 - `summaries.py`: the summary items of a capture and their per-head statistics;
+- `health_pass.py`: the head-health measures over the health probe set (`health_probe=`);
 - `writing.py`: the run directory's summary file writer;
+- `distribution.py`: which process of a multi-process job runs the probe and writes;
 - `problems.py`: `AttentionLoggerWarning`, one warning per cause.
 """

@@ -10,6 +10,7 @@ import numpy as np
 
 from tb_attention_plugin.logger import budget
 from tb_attention_plugin.logger import capture
+from tb_attention_plugin.logger import distribution
 from tb_attention_plugin.logger import health_pass
 from tb_attention_plugin.logger import options as options_utils
 from tb_attention_plugin.logger import probe as probe_utils
@@ -45,7 +46,12 @@ class AttentionLogger(keras.callbacks.Callback):
 
     Args:
       log_dir: The same root directory as `keras.callbacks.TensorBoard`'s `log_dir`; the
-        summaries go to its training run, `<log_dir>/train`. Defaults to `"logs"`.
+        summaries go to its training run, `<log_dir>/train`. Local, or a URL TensorBoard's
+        gfile knows (`gs://`, `s3://`, `hdfs://`, ...). In a multi-process job one process
+        writes (TensorFlow: the chief or worker 0 of `TF_CONFIG`; JAX: process 0; PyTorch:
+        rank 0 of `torch.distributed`); give every process the same `log_dir` and probe.
+        Layer paths holding quotes, backslashes or control characters are logged with `_` in
+        their place (TensorBoard could not read them). Defaults to `"logs"`.
       probe: Required. A small fixed batch of model inputs (array, tuple/list or dict of
         arrays), as the model is called with. Only its first `max_examples` examples are run.
       tokens: Token strings for the attention axes: one list for every example, or one list
@@ -63,6 +69,7 @@ class AttentionLogger(keras.callbacks.Callback):
         Defaults to `None`.
       images: Probe images `[B, height, width, channels]` to draw attention over (Vision
         Transformers). Defaults to `None`: the probe itself when it is such an image batch.
+        At most 2048 x 2048 pixels (8192 on a side): larger images are a `ValueError`.
       image_grid: `(rows, cols)` of the patch grid. Defaults to `None`: inferred for square
         grids.
       prefix_tokens: Number of non-patch positions (a class token) before the patches.
@@ -173,6 +180,7 @@ class AttentionLogger(keras.callbacks.Callback):
         self._capture_plan = None  # budget.CapturePlan, from the shape pass
         self._pooled = {}  # {(path, call index): tag} of the layers the plan pools
         self._health = self._health_pass(probe, health_probe)
+        self._role = None  # distribution.Role of this process, found at on_train_begin
         self._last_step_by_tag = {}
         self._last_health_step = {}
         self._last_logged_step = None
@@ -192,6 +200,11 @@ class AttentionLogger(keras.callbacks.Callback):
     # ----------------------------------------------------------------------- Keras hooks
 
     def on_train_begin(self, logs=None):
+        try:
+            self._role = distribution.process_role(self.model)
+        except Exception as e:
+            self._role = None
+            self._warn_failed("role", "cannot tell which process writes; this one writes", e)
         self._capture_at_current_step()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -228,7 +241,7 @@ class AttentionLogger(keras.callbacks.Callback):
         try:
             value = self.model.optimizer.iterations.value
             if keras.backend.backend() != "tensorflow":  # e.g. a torch tensor on a GPU
-                value = keras.ops.convert_to_numpy(value)
+                value = distribution.to_numpy(value)  # replicated over processes: read locally
             return int(np.asarray(value))  # a tf.Variable converts directly, without a copy
         except Exception as e:
             self._problems.warn("step", "cannot read the optimizer step (%s); logging at step 0"
@@ -239,7 +252,15 @@ class AttentionLogger(keras.callbacks.Callback):
         """One capture at `step`; every failure becomes one warning per cause."""
         if self._last_logged_step is not None and step == self._last_logged_step:
             return
-        if self._last_step_by_tag and step <= min(self._last_step_by_tag.values()):
+        role = self._role
+        if role is not None and not role.runs_probe:
+            return  # another process of the job writes; the probe pass is not a collective
+        collective = role is not None and role.collective
+        if collective:
+            # Every process runs the probe (and the health pass) at the same steps: decide
+            # from the step alone, the same on every process.
+            self._last_logged_step = step
+        elif self._last_step_by_tag and step <= min(self._last_step_by_tag.values()):
             self._warn_step_went_back(step)  # e.g. a new optimizer: skip the whole capture
             return
         try:
@@ -248,10 +269,12 @@ class AttentionLogger(keras.callbacks.Callback):
             self._warn_failed("capture", "capturing attention failed at step %d, training goes "
                               "on" % step, e)
             return
+        health = self._measure_health(records, step)  # a collective too, where the probe is
+        if role is not None and not role.writes:
+            return
         current = [r for r in records if step > self._last_step_by_tag.get(r.tag, -1)]
         if len(current) < len(records):
             self._warn_step_went_back(step)
-        health = self._measure_health(records, step)
         if not current and not health:
             return
         try:

@@ -188,7 +188,9 @@ def _to_numpy(value):
 
     if keras.backend.is_keras_tensor(value):
         raise TypeError("symbolic tensor (the model was traced, not run eagerly)")
-    return np.asarray(keras.ops.convert_to_numpy(value))
+    from tb_attention_plugin.logger import distribution
+
+    return distribution.to_numpy(value)  # gathers arrays sharded over several processes
 
 
 def _same_values(a, b):
@@ -823,6 +825,7 @@ class ProbeCapture:
 
     def _find_sites(self, model):
         sites, unreadable = find_attention_layers(model, self.patterns)
+        self._readable_tags(sites)
         if unreadable:
             self._problems.warn(
                 "unreadable",
@@ -837,6 +840,30 @@ class ProbeCapture:
                 % ("" if self.patterns is None else " matching %s" % self.patterns, model.name),
             )
         return sites
+
+    def _readable_tags(self, sites):
+        """Renames layer paths TensorBoard's data server could not read back as tags."""
+        from tb_attention_plugin import names
+
+        renamed, taken = [], {site.path for site in sites}
+        for site in sites:
+            tag = names.sanitise(site.path)
+            if tag == site.path:
+                continue
+            base, number = tag, 1
+            while tag in taken:
+                number += 1
+                tag = "%s_%d" % (base, number)
+            taken.add(tag)
+            renamed.append("%r -> %r" % (site.path, tag))
+            site.path = tag
+        if renamed:
+            self._problems.warn(
+                "renamed",
+                "layer paths with quotes, backslashes or control characters are logged under "
+                "other tags (TensorBoard's data server cannot read such tags back): %s"
+                % ", ".join(renamed),
+            )
 
     def _compiled_capture(self, model, sites, inputs):
         """The traced capture's result on TensorFlow, or None where the eager pass must run."""

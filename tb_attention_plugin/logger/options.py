@@ -17,6 +17,8 @@ import dataclasses
 import numbers
 import os
 
+from tb_attention_plugin import fs
+from tb_attention_plugin import names
 from tb_attention_plugin.logger import budget
 from tb_attention_plugin.logger import tokens as token_utils
 
@@ -48,8 +50,9 @@ class Options:
 
     @property
     def run_dir(self):
-        """`<log_dir>/train`, where the summaries are written."""
-        return os.path.join(self.log_dir, RUN)
+        """`<log_dir>/train`, where the summaries are written (joined with `/` after a URL
+        scheme such as `gs://`)."""
+        return fs.join(self.log_dir, RUN)
 
 
 def _positive_integer(name, value, none_allowed=True):
@@ -175,6 +178,9 @@ def check_options(log_dir="logs", *, update_freq=100, layers=None, token_roles=N
         max_bytes_per_step=max_bytes_per_step,
         windows=_windows(windows),
     )
+    # A run directory TensorBoard's data server could not read back is refused now, not at
+    # the first capture.
+    names.check_run_dir(fs.join(os.fspath(log_dir), RUN))
     return Options(
         log_dir=os.fspath(log_dir),
         update_steps=_update_steps(update_freq),

@@ -16,9 +16,9 @@ writer.flush()
 ```
 """
 
-import os
-
 import keras
+
+from tb_attention_plugin import fs
 
 
 class RunWriter:
@@ -86,8 +86,7 @@ class RunWriter:
         """`write` through the TensorFlow-free `AttentionWriter` (JAX, PyTorch)."""
         from tb_attention_plugin.writer import AttentionWriter
 
-        if self._writer is None:
-            os.makedirs(self.run_dir, exist_ok=True)
+        if self._writer is None:  # it creates the directory, through TensorBoard's gfile
             self._writer = AttentionWriter(self.run_dir)
         written = []
         for item in items:
@@ -120,8 +119,8 @@ class RunWriter:
             self._problems.warn(("flush", type(e).__name__), "flushing summaries failed (%s)" % e)
 
     def _reopen_if_removed(self):
-        if self._writer is None or os.path.isdir(self.run_dir):
-            return
+        if self._writer is None or not fs.vanished(self.run_dir):
+            return  # remote run dirs (gs://, ram://) never vanish: no new file per capture
         # Removed while training: the open event file went with it and every later write
         # would vanish silently, so start a new file in a new directory.
         self._problems.warn(
