@@ -50,7 +50,7 @@ def child(mode, tokens, heads, key_dim):
     from tb_attention_plugin.logger import budget, capture, summaries
 
     keras.utils.set_random_seed(0)
-    inputs = keras.Input((tokens, 64))
+    inputs = keras.Input((None, 64))  # any length: the warm-up runs 8 tokens
     outputs = keras.layers.MultiHeadAttention(heads, key_dim, name="mha")(
         inputs, inputs, use_causal_mask=True)
     model = keras.Model(inputs, outputs)
