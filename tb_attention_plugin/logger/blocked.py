@@ -145,7 +145,16 @@ def static_counts(tq, tk, bq, bk):
     return np.outer(rows, cols).astype(np.float32)
 
 
-def blocked_attention(layer, query, key, value, attention_mask, block, windows):
+def _causal_rows(start, stop, tk):
+    """`[1, stop-start, tk]` bool: query row i sees keys j <= i (Keras' causal mask, per chunk)."""
+    from keras import ops
+
+    rows = ops.expand_dims(ops.arange(start, stop, dtype="int32"), 1)
+    cols = ops.expand_dims(ops.arange(0, tk, dtype="int32"), 0)
+    return ops.expand_dims(ops.greater_equal(rows, cols), 0)
+
+
+def blocked_attention(layer, query, key, value, attention_mask, block, windows, causal=False):
     """The layer's attention output and its reductions, without the full score tensor.
 
     Args:
@@ -155,6 +164,8 @@ def blocked_attention(layer, query, key, value, attention_mask, block, windows):
         None, causal mask already combined in.
       block: `(bq, bk)` positions per overview block.
       windows: `[(name, (q0, q1), (k0, k1))]` exact windows.
+      causal: also hide future keys (`use_causal_mask=True`), built per chunk: the full
+        `[Tq, Tk]` causal mask (and Keras' int32 temporaries of that size) never exists.
 
     Returns:
       `(output, reduced)`: the `[B, Tq, N, Dv]` output and a dict of tensors: `sums`,
@@ -180,6 +191,10 @@ def blocked_attention(layer, query, key, value, attention_mask, block, windows):
         q = _serialise(scaled[:, start:stop], previous)
         scores = ops.einsum(layer._dot_product_equation, key, q)  # [B, N, r, Tk]
         chunk_mask = _slice_mask(mask, start, stop)
+        if causal:
+            rows_mask = _causal_rows(start, stop, tk)
+            chunk_mask = rows_mask if chunk_mask is None else ops.logical_and(chunk_mask,
+                                                                               rows_mask)
         if chunk_mask is not None:
             expanded = chunk_mask
             while len(expanded.shape) < 4:
@@ -230,7 +245,7 @@ def blocked_attention(layer, query, key, value, attention_mask, block, windows):
         "maxes": ops.stack([block_parts[j][1] for j in sorted(block_parts)], axis=2),
         "max_logit": max_logit,
     }
-    if mask is not None or any(block_parts[j][2] is not None for j in block_parts):
+    if any(block_parts[j][2] is not None for j in block_parts):
         reduced["counts"] = ops.stack([block_parts[j][2] for j in sorted(block_parts)], axis=2)
     for i in range(len(windows)):
         reduced["window_%d" % i] = ops.concatenate(window_parts[i], axis=2)

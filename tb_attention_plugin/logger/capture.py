@@ -432,8 +432,9 @@ class _Patcher:
                 entry["max_logit"] = None  # nothing is measured in this mode
                 if self._shapes_only and len(query.shape) == 4 and len(key.shape) == 4:
                     shape = (query.shape[0], query.shape[2], query.shape[1], key.shape[1])
-                    self._record_shape(entry, shape,
-                                       combined_mask(query, value, attention_mask, kwargs))
+                    if kwargs.get("use_causal_mask"):
+                        entry["mask_causal"] = True  # no need to build the [Tq, Tk] mask
+                    self._record_shape(entry, shape, attention_mask)
                 entry.setdefault("scores", None)
                 entry["skipped"] = True
                 return plain()
@@ -443,9 +444,10 @@ class _Patcher:
                 # must not record one.
                 entry["max_logit"] = None
                 try:
-                    mask = combined_mask(query, value, attention_mask, kwargs)
+                    # The causal part is built per chunk: no [Tq, Tk] mask is materialised.
                     output, reduced = blocked.blocked_attention(
-                        layer, query, key, value, mask, plan.block, plan.windows)
+                        layer, query, key, value, attention_mask, plan.block, plan.windows,
+                        causal=bool(kwargs.get("use_causal_mask")))
                     entry["reduced"] = {k: self._convert(v) for k, v in reduced.items()}
                     entry["scores"] = None
                 except Exception as e:

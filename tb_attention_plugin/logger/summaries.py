@@ -166,6 +166,7 @@ def head_statistics(item):
     if item.pooled is not None:
         pooled = item.pooled
         shape = list(item.full_shape)
+        windows = pooled["windows"]
         exact = [(q[0], w) for name, q, k, w in windows if k == (0, shape[3])]
         first_key = next((w[..., 0] for name, q, k, w in windows
                           if name == "first_key" and q == (0, shape[2]) and k == (0, 1)), None)
