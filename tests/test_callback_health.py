@@ -21,6 +21,7 @@ import pytest  # noqa: E402
 import callback_helpers as helpers  # noqa: E402
 import tb_attention_plugin as tba  # noqa: E402
 from tb_attention_plugin import AttentionLogger, AttentionLoggerWarning  # noqa: E402
+from tb_attention_plugin import encoding  # noqa: E402
 from tb_attention_plugin import health  # noqa: E402
 from tb_attention_plugin import health_summary  # noqa: E402
 
@@ -353,3 +354,54 @@ def test_entropy_collapse_alarm_at_a_collapsing_learning_rate_only(tmp_path):
     _, collapsing = train_for_alarms(tmp_path / "collapsing", 1.0)
     assert collapsing, "no entropy alarm at learning rate 1.0"
     assert all(alarm.kind in ("entropy-floor", "entropy-drop") for alarm in collapsing)
+
+
+# ------------------------------------------------------------- pooled layers (issue 11)
+
+
+class ScoresCounted(keras.layers.MultiHeadAttention):
+    """Counts the calls asked for the full scores (the pooled capture must never ask)."""
+
+    full_requests = 0
+
+    def _compute_attention(self, query, key, value, attention_mask=None, training=None,
+                           return_attention_scores=False, **kwargs):
+        if return_attention_scores:
+            ScoresCounted.full_requests += 1
+        return super()._compute_attention(query, key, value, attention_mask, training,
+                                          return_attention_scores, **kwargs)
+
+
+@pytest.mark.parametrize("health_probe", ["set", "probe"])
+def test_pooled_layers_get_no_health_record_and_are_never_materialised(tmp_path, health_probe):
+    # "long" attends over 192 positions: 2 x 192 x 192 per example does not fit 64 KiB, so the
+    # budget pools it; "short" (8 positions, after average pooling) stays FULL.
+    keras.utils.set_random_seed(0)
+    ScoresCounted.full_requests = 0
+    inputs = keras.Input((192,), dtype="int32")
+    x = keras.layers.Embedding(20, 8)(inputs)
+    x = x + ScoresCounted(2, 4, name="long")(x, x)
+    x = keras.layers.AveragePooling1D(24)(x)
+    x = x + keras.layers.MultiHeadAttention(2, 4, name="short")(x, x)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x)))
+    model.compile("adam", "mse")
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(1, 20, size=(16, 192)), rng.normal(size=(16, 1)).astype("float32")
+    probe = x[:2]
+    logger = AttentionLogger(str(tmp_path), probe, update_freq=2, max_bytes_per_step=64 * 1024,
+                             health_probe=x if health_probe == "set" else None)
+    messages = fit(model, x, y, [logger], epochs=1, batch_size=4)
+    health_messages = [m for m in messages if "head-health" in m]
+    assert len(health_messages) == 1, messages
+    assert "long" in health_messages[0] and "pools" in health_messages[0]
+    assert ScoresCounted.full_requests == 0  # neither the display nor the health pass asked
+    attention, _ = helpers.read_logs(tmp_path)
+    assert sorted(attention["train"]) == ["long", "short"]
+    assert all(encoding.is_pooled(step["header"])
+               for step in attention["train"]["long"].values())
+    records = helpers.read_health(tmp_path)["train"]
+    assert sorted(records) == ["short"]
+    assert sorted(records["short"]) == sorted(attention["train"]["short"]) == [0, 2, 4]
+    examples = 16 if health_probe == "set" else 2
+    assert all(r["examples"] == examples for r in records["short"].values())
+    helpers.assert_unpatched(model)
