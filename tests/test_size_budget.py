@@ -98,7 +98,8 @@ def test_the_user_is_told_once_what_was_reduced_and_how_to_log_more(trained):
     messages = [str(w.message) for w in trained["warnings"]]
     assert len(messages) == 1, messages
     message = messages[0]
-    for text in ("examples 1 of 2", "512x512 positions pooled in", "exact: last_queries",
+    assert message.count("pooled in") == 1, message  # layers of one shape: one block size
+    for text in ("examples 1 of 2", "512x512 positions pooled in", "exact: first_queries",
                  "max_bytes_per_step=4194304", "raise max_bytes_per_step=", "windows="):
         assert text in message, message
 

@@ -303,6 +303,13 @@ def plan_layers(calls, view, limits, note=None, images_shape=None, statistics=Fa
             continue
         if not view.pooling and not named:
             return None
+        pooled_left = len(order) - index  # every later layer is pooled too: equal shares,
+        # so that layers of one shape get one block size
+        if remaining is not None and index and plans.get(order[index - 1].tag) is not None \
+                and plans[order[index - 1].tag].mode == "pooled":
+            share = equal_share
+        else:
+            equal_share = share = None if remaining is None else remaining / pooled_left
         chosen = pooling_for(shape, share if share is not None else budget_free(shape), causal,
                              named)
         if chosen is None:
