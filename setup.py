@@ -35,16 +35,21 @@ setuptools.setup(
             "views/*.md",
         ]
     },
+    # The plugin, the TensorFlow-free AttentionWriter and reading need only these: a JAX/TPU or
+    # PyTorch user installs no TensorFlow. The summary op and the callback's extras below.
     install_requires=[
         "tensorboard>=2.16",
-        "tensorflow>=2.16",
-        "keras>=3.0",
         "numpy>=1.23",
         "protobuf>=3.20",
     ],
     extras_require={
-        # What the test suite needs besides the runtime dependencies.
-        "test": ["pytest", "hypothesis", "playwright", "build", "keras-hub"],
+        # AttentionLogger on the TensorFlow backend and the tf.summary op.
+        "tensorflow": ["tensorflow>=2.16", "keras>=3.0"],
+        # AttentionLogger on Keras 3 with JAX or PyTorch (install the backend as usual).
+        "keras": ["keras>=3.0"],
+        # What the test suite needs: both of the above and the test tools.
+        "test": ["tensorflow>=2.16", "keras>=3.0", "pytest", "hypothesis", "playwright",
+                 "build", "keras-hub"],
     },
     entry_points={
         "tensorboard_plugins": [

@@ -73,6 +73,14 @@ MAX_HEADER_BYTES = 64 * 1024 * 1024
 MAX_POOLED_VALUES = MAX_VALUES_PER_STEP * 1024
 # Full float32 weights a writer pools in one call (4 GiB of float32).
 MAX_POOLED_INPUT_VALUES = 1 << 30
+# A token longer than this many characters is stored as its first MAX_TOKEN_CHARS - 1 characters
+# and "…" (the tab shows a token in one cell; a 10 kB "token" is a tokenizer bug, not a label).
+MAX_TOKEN_CHARS = 256
+TRUNCATED_TOKEN_MARK = "\u2026"
+# Probe images are stored as PNG in every step's blobs: at most this many pixels per image
+# (2048 x 2048), at most MAX_IMAGE_SIDE per side. Larger images are refused with a clear error.
+MAX_IMAGE_PIXELS = 2048 * 2048
+MAX_IMAGE_SIDE = 8192
 
 
 class FormatError(ValueError):
@@ -169,9 +177,27 @@ def normalize_tokens(tokens, batch, length, name):
                 raise TypeError(
                     "%s must hold strings, got %r (%s)" % (name, token, type(token).__name__)
                 )
-            strings.append(token)
+            strings.append(truncate_token(token))
         result.append(strings)
     return result
+
+
+def truncate_token(token):
+    """`token`, or its first `MAX_TOKEN_CHARS - 1` characters and "…" when it is longer."""
+    if len(token) <= MAX_TOKEN_CHARS:
+        return token
+    return token[: MAX_TOKEN_CHARS - 1] + TRUNCATED_TOKEN_MARK
+
+
+def check_image_size(height, width, name="images"):
+    """Raises `ValueError` when one probe image is larger than the stored format allows."""
+    if height * width > MAX_IMAGE_PIXELS or max(height, width) > MAX_IMAGE_SIDE:
+        raise ValueError(
+            "%s are %dx%d pixels; at most %d pixels per image (e.g. 2048x2048) and %d per side "
+            "are stored with every step: pass a downscaled copy (the tab draws attention over "
+            "the patch grid, a few hundred pixels per side are plenty)"
+            % (name, height, width, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE)
+        )
 
 
 def normalize_mask(mask, source_shape, name="mask"):
@@ -250,6 +276,7 @@ def normalize_images(images, batch, key_length, grid=None, prefix_tokens=None):
         raise ValueError(
             "images has %d examples but the weights have batch %d" % (array.shape[0], batch)
         )
+    check_image_size(int(array.shape[1]), int(array.shape[2]))
     if array.dtype != np.uint8:
         array = array.astype(np.float32)
         if not np.isfinite(array).all():

@@ -3,6 +3,7 @@
 from tb_attention_plugin import encoding
 from tb_attention_plugin import health_summary
 from tb_attention_plugin import metadata
+from tb_attention_plugin import names
 
 
 def attention(
@@ -25,18 +26,21 @@ def attention(
 
     Args:
       name: Tag of the summary, usually the attention layer's name. Enclosing
-        `tf.name_scope`s are prepended, as for every `tf.summary` op.
+        `tf.name_scope`s are prepended, as for every `tf.summary` op. A tag holding a quote,
+        backslash or control character is refused (`ValueError`): TensorBoard's data server
+        cannot read such tags back.
       weights: Post-softmax attention probabilities in [0, 1], shaped `[Tq, Tk]`,
         `[heads, Tq, Tk]` or `[batch, heads, Tq, Tk]` (a Keras score tensor as it comes).
         Stored with 8 bits per value (max. absolute error 0.002), see docs/format.md.
       step: Explicit `int64` step; defaults to `tf.summary.experimental.get_step()`.
       query_tokens: Token strings of the query axis: one list of `Tq` strings for every
-        example, or one list per example. Optional.
+        example, or one list per example. Optional. A token over 256 characters is stored as
+        its first 255 and "…".
       key_tokens: Same for the key axis (`Tk`); for cross-attention, the source tokens.
       mask: Optional boolean array broadcastable to `weights`' shape; `False` marks padded or
         masked positions, which the tab greys out instead of drawing zeros.
       images: Optional probe images `[batch, height, width, channels]` for Vision Transformers;
-        the tab draws attention over them.
+        the tab draws attention over them. At most 2048 x 2048 pixels (8192 on a side).
       image_grid: `(rows, cols)` of the patch grid; inferred for square grids.
       prefix_tokens: Number of non-patch key positions before the patches (class token);
         inferred together with the grid.
@@ -93,6 +97,8 @@ def attention(
 
     summary_scope = tf.summary.experimental.summary_scope
     with summary_scope(name, "attention_summary", values=[weights, step]) as (tag, _):
+        # Checked on the final tag, name scopes included, before anything is written.
+        names.check(tag, "tag")
         return tf.summary.write(tag=tag, tensor=blobs, step=step, metadata=summary_metadata)
 
 

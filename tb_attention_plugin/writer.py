@@ -13,13 +13,18 @@ import numpy as np
 from tb_attention_plugin import encoding
 from tb_attention_plugin import health_summary
 from tb_attention_plugin import metadata
+from tb_attention_plugin import names
 
 
 class AttentionWriter:
     """Writes attention weights (and scalars) to a TensorBoard run directory without TensorFlow.
 
     Args:
-      logdir: The run directory; created if missing.
+      logdir: The run directory; created if missing. A local path or any URL TensorBoard's
+        gfile knows: `gs://`, `s3://`, `hdfs://` with TensorFlow installed, else `s3://` (boto3)
+        and every fsspec protocol (`gs://` with gcsfs, `memory://`, ...). No component may
+        hold a quote, backslash or control character (TensorBoard's data server could not read
+        the run back): `ValueError`.
       flush_secs: How often queued events are flushed to disk.
       filename_suffix: Suffix of the event file name.
 
@@ -34,8 +39,11 @@ class AttentionWriter:
 
     def __init__(self, logdir, flush_secs=120, filename_suffix=".attention"):
         # Imported here so that importing this package stays light for TensorBoard's loader.
+        # EventFileWriter creates the directory and writes through TensorBoard's gfile
+        # (tb_attention_plugin.fs), so remote log directories work as local ones.
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
+        names.check_run_dir(str(logdir))
         self._writer = EventFileWriter(
             str(logdir), flush_secs=flush_secs, filename_suffix=filename_suffix
         )
@@ -175,6 +183,7 @@ class AttentionWriter:
             raise TypeError("name must be a string, got %r" % (name,))
         if not name:
             raise ValueError("name must not be empty")
+        names.check(name, "tag")
         if step is None:
             raise ValueError("step is required for AttentionWriter")
         try:

@@ -98,6 +98,32 @@ def write_future_version_tag(run_dir, version=99):
     writer.close()
 
 
+def write_unguarded(run_dir, tag_steps, description=None, **encode_kwargs):
+    """Attention events as another writer (an older tb-attention, a hand-rolled one) may leave
+    them: encoded as `AttentionWriter` does, written with TensorBoard's own event writer and
+    protos, WITHOUT its guard on run and tag names, so the readers' handling of names the Rust
+    data server cannot read stays testable. `tag_steps`: `[(tag, weights, step)]`."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
+    from tensorboard.compat.proto import types_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    from tb_attention_plugin import encoding, metadata
+
+    writer = EventFileWriter(str(run_dir), filename_suffix=".unguarded")
+    for tag, weights, step in tag_steps:
+        blobs = encoding.encode_step(weights, **encode_kwargs)
+        tensor = tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_STRING,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(blobs))]),
+            string_val=blobs)
+        value = summary_pb2.Summary.Value(
+            tag=tag, tensor=tensor, metadata=metadata.create_summary_metadata(description))
+        writer.add_event(event_pb2.Event(step=step, wall_time=1.0 + step,
+                                         summary=summary_pb2.Summary(value=[value])))
+    writer.close()
+
+
 def write_demo_logdir(logdir):
     """Writes run "translate" (cross and causal self-attention, plus a tag in a future format
     version) and run "vit" (vision)."""

@@ -32,6 +32,10 @@ def read_logs(logdir):
             for datum in data:
                 blobs = [provider.read_blob(ctx, blob_key=ref.blob_key) for ref in datum.values]
                 header = encoding.decode_header(blobs[0])
+                if encoding.is_pooled(header):  # overview + windows: see pooled_parts
+                    steps[datum.step] = {"header": header, "weights": None, "blobs": blobs,
+                                         "images": []}
+                    continue
                 weights = decode_weights(header, blobs)
                 batch = header["shape"][0]
                 images = []
@@ -47,6 +51,28 @@ def read_logs(logdir):
         for run, tags in scalar_data.items()
     }
     return attention, scalars
+
+
+def pooled_parts(header, blobs):
+    """`(means, maxes, {window name: weights})` of a pooled step, each `[B, H, ...]` float32
+    (NaN = masked), decoded through encoding.py's pooled readers."""
+    batch, heads = header["shape"][:2]
+    nq, nk = header["pooled"]["grid"]
+    means = np.empty((batch, heads, nq, nk), np.float32)
+    maxes = np.empty_like(means)
+    windows = {}
+    for b in range(batch):
+        for h in range(heads):
+            index = encoding.overview_index(header, b, h)
+            means[b, h], maxes[b, h] = encoding.decode_overview(
+                blobs[index], header, header["scales"][index - 1])
+            for entry in header["windows"]:
+                index = encoding.window_index(header, entry["name"], b, h)
+                values = encoding.decode_window(blobs[index], header, entry["name"],
+                                                header["scales"][index - 1])
+                windows.setdefault(entry["name"], np.empty(
+                    (batch, heads) + values.shape, np.float32))[b, h] = values
+    return means, maxes, windows
 
 
 def attention_layers(model):
@@ -169,3 +195,26 @@ def assert_causal(stored, tag):
     upper = np.triu(np.ones((tq, tk), bool), k=1)
     assert np.isnan(stored[..., upper]).all(), "%s: future keys are not masked" % tag
     assert not np.isnan(stored[..., np.arange(tq), np.arange(tq)]).all(), tag
+
+
+def read_health(logdir):
+    """Head-health records read back with TensorBoard's real data provider (one `read_tensors`
+    call, as the server does): `{run: {layer tag: {step: record dict}}}`."""
+    from readback import provider_for
+    from tensorboard import context
+
+    from tb_attention_plugin import health_summary
+
+    provider = provider_for(logdir, keep_every=("attention", "scalars"))
+    sequences = provider.read_tensors(
+        context.RequestContext(), experiment_id="", plugin_name="attention", downsample=10**6
+    )
+    records = {}
+    for run, tags in sequences.items():
+        for tag, data in tags.items():
+            layer = health_summary.layer_of(tag)
+            assert layer is not None, "a tensor of the attention plugin that is not health: %s" % tag
+            records.setdefault(run, {})[layer] = {
+                datum.step: health_summary.decode(datum.numpy) for datum in data
+            }
+    return records

@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 
 import callback_helpers as helpers  # noqa: E402
 from tb_attention_plugin import AttentionLogger, AttentionLoggerWarning  # noqa: E402
+from tb_attention_plugin import encoding  # noqa: E402
 from tb_attention_plugin.logger import capture  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,6 +55,8 @@ def raw_steps(run_dir):
     for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
         for event in event_file_loader.EventFileLoader(path).Load():
             for value in event.summary.value:
+                if value.tag.endswith("/health"):
+                    continue  # head-health records (same plugin), written at the same steps
                 if value.metadata.plugin_data.plugin_name == "attention" or (
                     value.tag in steps
                 ):
@@ -264,26 +267,53 @@ def test_layer_selection_by_pattern(tmp_path):
 # ---------------------------------------------------------------------------------- limits
 
 
-def test_limits_crop_heads_and_tokens_with_a_note(tmp_path):
+def test_limits_crop_examples_and_heads_with_a_note_and_keep_every_position(tmp_path):
     model = small_model([keras.layers.MultiHeadAttention(4, 2, name="mha")], length=10)
     x, y = data(8, length=10)
     tokens = [["t%d" % i for i in range(10)]]
     logger = AttentionLogger(str(tmp_path), x[:3], tokens=tokens, max_examples=1, max_heads=2,
-                             max_tokens=6, update_freq="epoch")
+                             update_freq="epoch")
     _, caught = fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=2)
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1, messages
-    for text in ("examples 1 of 3", "heads 2 of 4", "positions 6x6 of 10x10", "max_tokens="):
+    for text in ("examples 1 of 3", "heads 2 of 4", "max_examples=1", "max_heads=2"):
         assert text in messages[0], messages[0]
     attention, _ = helpers.read_logs(tmp_path)
     for step in attention["train"]["mha"].values():
         header = step["header"]
-        assert header["shape"] == [1, 2, 6, 6]
-        assert header["query_tokens"] == [tokens[0][:6]]
+        assert header["shape"] == [1, 2, 10, 10]
+        assert header["query_tokens"] == [tokens[0]]
         reduced = dict(header["reduced"])
         assert reduced.pop("note") in messages[0]
         assert reduced == {"source_shape": [3, 4, 10, 10], "examples": 1, "heads": 2,
-                           "tokens": [0, 6], "layers": [1, 1], "max_bytes_per_step": 4 * 2**20}
+                           "tokens": None, "layers": [1, 1], "max_bytes_per_step": 4 * 2**20}
+
+
+def test_max_tokens_is_gone_and_windows_are_checked(tmp_path):
+    x, _ = data(2, length=10)
+    with pytest.raises(TypeError, match="max_tokens"):
+        AttentionLogger(str(tmp_path), x, max_tokens=6)
+    with pytest.raises(ValueError, match="query range"):
+        AttentionLogger(str(tmp_path), x, windows={"*": [("w", (0,), (0, 4))]})
+    with pytest.raises(TypeError, match="windows must be"):
+        AttentionLogger(str(tmp_path), x, windows="last")
+
+
+def test_named_windows_are_kept_exactly(tmp_path):
+    model = small_model([keras.layers.MultiHeadAttention(2, 4, name="mha")], length=10)
+    x, y = data(8, length=10)
+    logger = AttentionLogger(str(tmp_path), x[:1], update_freq="epoch",
+                             windows={"mh*": [("answer", (-3, None), (2, 8))]})
+    fit_recording_warnings(model, x, y, [logger], batch_size=4, epochs=1)
+    attention, _ = helpers.read_logs(tmp_path)
+    step = attention["train"]["mha"][2]
+    header = step["header"]
+    assert header["layout"] == "pooled"
+    assert {"name": "answer", "query": [7, 10], "key": [2, 8]} in header["windows"]
+    _, _, windows = helpers.pooled_parts(header, step["blobs"])
+    reference = helpers.references_by_tag(model, x[:1], lambda layer: "mha")["mha"]
+    stored = windows["answer"]
+    assert np.abs(stored - reference[:, :, 7:10, 2:8]).max() <= encoding.MAX_ERROR + 1e-6
 
 
 def test_defaults_keep_a_12_layer_12_head_128_token_model_small(tmp_path):

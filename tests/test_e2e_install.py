@@ -20,6 +20,7 @@ import zipfile
 import numpy as np
 import pytest
 
+import callback_helpers
 import tb_attention_plugin as tba
 from tb_attention_plugin import encoding
 from tb_attention_plugin.server import loader
@@ -83,13 +84,12 @@ def test_wheel_carries_every_python_module_and_frontend_file(wheel):
 
 @pytest.fixture(scope="module")
 def fresh_python(wheel, tmp_path_factory):
-    """A new virtualenv with only the wheel (no dependencies) and `tensorboard` in it."""
+    """A new virtualenv with the wheel and its dependencies, installed as a user would: the
+    base install (no extra) must not bring TensorFlow or Keras."""
     venv = tmp_path_factory.mktemp("venv")
     run([sys.executable, "-m", "venv", str(venv)])
     python = str(venv / "bin" / "python")
-    run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-         str(wheel)])
-    run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "tensorboard"])
+    run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)])
     return python
 
 
@@ -110,18 +110,27 @@ def outside_checkout(tmp_path, monkeypatch):
     monkeypatch.delenv("PYTHONPATH", raising=False)
 
 
-def test_fresh_environment_has_the_wheel_and_no_tensorflow(fresh_python, outside_checkout):
+def test_fresh_environment_has_the_wheel_and_no_tensorflow(fresh_python, outside_checkout,
+                                                           tmp_path):
     code = (
-        "import importlib.util, json, tb_attention_plugin.server.loader as l,"
+        "import importlib.util, json, sys, numpy, tb_attention_plugin.server.loader as l,"
         " tb_attention_plugin as t;"
+        "w = t.AttentionWriter(sys.argv[1]);"
+        "w.attention('mha', numpy.full((2, 3, 3), 1 / 3, 'float32'), 1); w.close();"
         "print(json.dumps([t.__file__, importlib.util.find_spec('tensorflow') is None,"
+        " importlib.util.find_spec('keras') is None,"
+        " sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')),"
         " sorted(p.name for p in __import__('pathlib').Path(t.__file__).parent.joinpath("
         "'frontend').glob('*.js'))]))"
     )
-    package_file, no_tensorflow, frontend_files = json.loads(run([fresh_python, "-c", code]))
+    package_file, no_tensorflow, no_keras, imported, frontend_files = json.loads(
+        run([fresh_python, "-c", code, str(tmp_path / "run")]))
     assert package_file.startswith(str(pathlib.Path(fresh_python).parent.parent))
-    assert no_tensorflow
+    assert no_tensorflow and no_keras and imported == []
     assert "index.js" in frontend_files
+    # What it wrote reads back here (the suite's environment has TensorBoard's reader).
+    attention, _ = callback_helpers.read_logs(tmp_path)
+    assert sorted(attention["run"]["mha"]) == [1]
 
 
 def data_server_commands(logdir):

@@ -184,13 +184,29 @@ class CtrlC(keras.layers.MultiHeadAttention):
                                           return_attention_scores, **kwargs)
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt during the test, whatever the harness set.
+
+    Python installs `signal.default_int_handler` only when SIGINT is not ignored at start-up;
+    `nohup` and `cmd &` in a non-interactive shell start the suite with SIGINT ignored, so the
+    test installs the handler it needs (on the main thread, where pytest runs tests) and puts
+    the harness's back afterwards.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("run_eagerly, interrupt_at, logged_before", [
     (True, 4, [0, 1, 2]),  # eager probe: the 4th capture is interrupted
     (False, 1, []),        # traced probe: interrupted while tracing, at the very first capture
 ])
 def test_ctrl_c_mid_capture_stops_training_and_leaves_a_clean_model(tmp_path, run_eagerly,
-                                                                     interrupt_at, logged_before):
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+                                                                     interrupt_at, logged_before,
+                                                                     ctrl_c_raises):
     CtrlC.calls, CtrlC.at = 0, interrupt_at
     model = small_model([CtrlC(2, 4, name="mha")])
     x, y = data(16)

@@ -10,8 +10,11 @@ never imports them. The public names are `tb_attention_plugin.AttentionLogger` a
 - `probe.py`: the probe batch cut to `max_examples`, its images and their patch layout;
 - `capture.py`: finding attention layers and reading their scores in one forward pass;
 - `tokens.py`: token strings for each axis, from lists or ids and a vocabulary;
-- `budget.py`: the per-capture byte budget (size bound, reduction order, note);
+- `budget.py`: the per-capture byte budget (each layer FULL or POOLED, size bound, note);
+- `blocked.py`: a pooled layer's attention computed in query chunks and reduced as it goes;
 - `summaries.py`: the summary items of a capture and their per-head statistics;
+- `health_pass.py`: the head-health measures over the health probe set (`health_probe=`);
 - `writing.py`: the run directory's summary file writer;
+- `distribution.py`: which process of a multi-process job runs the probe and writes;
 - `problems.py`: `AttentionLoggerWarning`, one warning per cause.
 """

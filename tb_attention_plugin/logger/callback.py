@@ -10,6 +10,8 @@ import numpy as np
 
 from tb_attention_plugin.logger import budget
 from tb_attention_plugin.logger import capture
+from tb_attention_plugin.logger import distribution
+from tb_attention_plugin.logger import health_pass
 from tb_attention_plugin.logger import options as options_utils
 from tb_attention_plugin.logger import probe as probe_utils
 from tb_attention_plugin.logger import summaries
@@ -33,13 +35,23 @@ class AttentionLogger(keras.callbacks.Callback):
     become one `tb_attention_plugin.AttentionLoggerWarning` each; training never stops because
     of this callback.
 
-    Each capture is bounded by `max_bytes_per_step`, from the shapes alone, so the same view
-    is kept at every step. Over budget it keeps, in this order until the capture fits: one
-    example, a shorter token window, fewer heads, fewer layers (see `logger/budget.py`).
+    Each capture is bounded by `max_bytes_per_step`, planned from the layer shapes before
+    anything is computed, so every step has the same layout. Every position of every logged
+    layer and head is kept: a layer too large to store in full is POOLED, an overview of
+    position blocks (each block's mean and max, so that mass and spikes both survive) plus
+    exact windows at full resolution (`windows`), and is computed block by block so that its
+    full score tensor never exists (a 32-head layer at 8192 tokens captures within a few
+    hundred MB). Over budget it first keeps one example; only when even pooled layers do not
+    fit, fewer heads, then fewer layers (see `logger/budget.py`).
 
     Args:
       log_dir: The same root directory as `keras.callbacks.TensorBoard`'s `log_dir`; the
-        summaries go to its training run, `<log_dir>/train`. Defaults to `"logs"`.
+        summaries go to its training run, `<log_dir>/train`. Local, or a URL TensorBoard's
+        gfile knows (`gs://`, `s3://`, `hdfs://`, ...). In a multi-process job one process
+        writes (TensorFlow: the chief or worker 0 of `TF_CONFIG`; JAX: process 0; PyTorch:
+        rank 0 of `torch.distributed`); give every process the same `log_dir` and probe.
+        Layer paths holding quotes, backslashes or control characters are logged with `_` in
+        their place (TensorBoard could not read them). Defaults to `"logs"`.
       probe: Required. A small fixed batch of model inputs (array, tuple/list or dict of
         arrays), as the model is called with. Only its first `max_examples` examples are run.
       tokens: Token strings for the attention axes: one list for every example, or one list
@@ -57,6 +69,7 @@ class AttentionLogger(keras.callbacks.Callback):
         Defaults to `None`.
       images: Probe images `[B, height, width, channels]` to draw attention over (Vision
         Transformers). Defaults to `None`: the probe itself when it is such an image batch.
+        At most 2048 x 2048 pixels (8192 on a side): larger images are a `ValueError`.
       image_grid: `(rows, cols)` of the patch grid. Defaults to `None`: inferred for square
         grids.
       prefix_tokens: Number of non-patch positions (a class token) before the patches.
@@ -69,20 +82,39 @@ class AttentionLogger(keras.callbacks.Callback):
         training and one at each epoch end. Defaults to `100`.
       max_examples: Number of probe examples to run and log. Defaults to `2`.
       max_heads: Number of heads to log per layer. Defaults to `None`: all.
-      max_tokens: Number of query and key positions to keep (the first ones). Vision layers
-        keep their whole key axis, so that attention can be drawn over the image. Defaults
-        to `128`; `None` keeps all.
       max_bytes_per_step: Budget in bytes for one capture (all logged layers of one step),
         at least 64 KiB. Both TensorBoard readers keep every retained step in memory (100 per
-        tag by default), so this bounds their memory too. A 12-layer, 12-head model at 512
-        tokens keeps 1 example of 128x128 positions (about 2.4 MB). What a capture drops is
-        said in one warning and in the tab. Defaults to `4 * 2**20` (4 MiB); `None`: no budget.
+        tag by default), so this bounds their memory too. GPT-2 small (12 layers x 12 heads)
+        at 1024 tokens keeps 1 example, every layer and head pooled in 16x16 blocks with
+        exact windows. What a capture pools or drops is said in one warning and in the tab.
+        Defaults to `4 * 2**20` (4 MiB); `None`: no budget (every layer in full).
+      windows: Exact windows to keep at full resolution in pooled layers, besides the default
+        ones (causal self-attention: the last queries' rows over all keys, `last_queries`, and
+        the first query block, `first_queries`; other attention: the first and the last
+        queries over all keys; both: every query's weight on key 0, `first_key`). A dict
+        `{layer path pattern: [(name, (q0, q1), (k0, k1)), ...]}` or a list of windows for
+        every layer; ranges are half-open query and key positions with Python slice
+        conventions (`None`: the end, negative: from the end), e.g.
+        `{"decoder*": [("answer", (900, None), (0, None))]}`. A layer with named windows is
+        always stored pooled. Defaults to `None`.
       statistics: Also write per-head statistics (entropy, max_weight, mean_distance,
         first_token_share) as scalar summaries `<tag>/<statistic>/head_<h>`, for the Scalars
         tab. Defaults to `False`.
       run_eagerly: On TensorFlow the probe pass is traced once into a graph (a few ms per
         capture instead of tens); `True` runs it eagerly every time, as the other backends
         and models compiled with `run_eagerly=True` do. Defaults to `False`.
+      health_probe: The probe SET over which every captured layer's head health is measured
+        at each capture (`tb_attention_plugin.health`, docs/health.md: entropy, maximum
+        pre-softmax logit, sinks, previous-token / diagonal / first-token / induction /
+        cross-attention monotonicity scores, roles, similarity groups). Only the measures are
+        kept: per layer and step one record `<tag>/health` for the Health view, and the
+        scalars `attention_health/<tag>/min_entropy` and `.../max_logit` for the Scalars
+        dashboard. `None` or `True`: the whole `probe` batch (not only its first
+        `max_examples`); a batch of model inputs (e.g. 64 sequences; run in blocks of 8);
+        `(inputs, repeat_offset)` as `tb_attention_plugin.induction_probe(vocab_size, L)`
+        returns it, which adds the induction score of the self-attention layers; `False`: no
+        health records. Layers the budget pools are not measured (the measures need their
+        full matrices; one warning says so). Defaults to `None`.
 
     Example:
 
@@ -94,6 +126,10 @@ class AttentionLogger(keras.callbacks.Callback):
         vocabulary={"source": english_vocabulary, "target": chinese_vocabulary},
         update_freq=100)
     model.fit(dataset, epochs=5, callbacks=[keras.callbacks.TensorBoard("logs"), logger])
+
+    # Head health over 64 induction sequences (roles, sinks, alarms in the Scalars tab):
+    ids, offset = tba.induction_probe(vocab_size=32000, length=64, batch=64)
+    logger = tba.AttentionLogger("logs", probe=ids[:2], health_probe=(ids, offset))
     ```
     """
 
@@ -112,16 +148,17 @@ class AttentionLogger(keras.callbacks.Callback):
         update_freq=100,
         max_examples=2,
         max_heads=None,
-        max_tokens=128,
         max_bytes_per_step=budget.DEFAULT_BYTES_PER_STEP,
+        windows=None,
         statistics=False,
         run_eagerly=False,
+        health_probe=None,
     ):
         super().__init__()
         self.options = options_utils.check_options(
             log_dir, update_freq=update_freq, layers=layers, token_roles=token_roles,
             image_grid=image_grid, prefix_tokens=prefix_tokens, max_examples=max_examples,
-            max_heads=max_heads, max_tokens=max_tokens, max_bytes_per_step=max_bytes_per_step,
+            max_heads=max_heads, max_bytes_per_step=max_bytes_per_step, windows=windows,
             statistics=statistics, run_eagerly=run_eagerly,
         )
         self.log_dir = self.options.log_dir
@@ -134,20 +171,40 @@ class AttentionLogger(keras.callbacks.Callback):
         self._problems = Problems()
         self._probe_capture = capture.ProbeCapture(
             self.probe.inputs, patterns=self.options.layers, run_eagerly=self.options.run_eagerly,
-            problems=self._problems)
+            problems=self._problems, planner=self._plan)
         self._budget = budget.Budget(
             self.options.limits, self.probe.size,
             images_shape=None if self.probe.images is None else self.probe.images.shape,
             statistics=self.options.statistics)
         self._writer = writing.RunWriter(self.options.run_dir, self._problems)
+        self._capture_plan = None  # budget.CapturePlan, from the shape pass
+        self._pooled = {}  # {(path, call index): tag} of the layers the plan pools
+        self._health = self._health_pass(probe, health_probe)
+        self._role = None  # distribution.Role of this process, found at on_train_begin
         self._last_step_by_tag = {}
+        self._last_health_step = {}
         self._last_logged_step = None
         self._cadence_mark = None
         self._epoch_base_step = 0
 
+    def _health_pass(self, probe, health_probe):
+        inputs, repeat_offset = health_pass.health_inputs(health_probe, probe)
+        if inputs is None:
+            return None
+        if repeat_offset is None and inputs is probe and self.probe.size <= self.probe.examples:
+            inputs = None  # the displayed capture is the whole probe set: measure its records
+        return health_pass.HealthPass(
+            inputs, repeat_offset, patterns=self.options.layers,
+            run_eagerly=self.options.run_eagerly, problems=self._problems)
+
     # ----------------------------------------------------------------------- Keras hooks
 
     def on_train_begin(self, logs=None):
+        try:
+            self._role = distribution.process_role(self.model)
+        except Exception as e:
+            self._role = None
+            self._warn_failed("role", "cannot tell which process writes; this one writes", e)
         self._capture_at_current_step()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -184,7 +241,7 @@ class AttentionLogger(keras.callbacks.Callback):
         try:
             value = self.model.optimizer.iterations.value
             if keras.backend.backend() != "tensorflow":  # e.g. a torch tensor on a GPU
-                value = keras.ops.convert_to_numpy(value)
+                value = distribution.to_numpy(value)  # replicated over processes: read locally
             return int(np.asarray(value))  # a tf.Variable converts directly, without a copy
         except Exception as e:
             self._problems.warn("step", "cannot read the optimizer step (%s); logging at step 0"
@@ -195,7 +252,15 @@ class AttentionLogger(keras.callbacks.Callback):
         """One capture at `step`; every failure becomes one warning per cause."""
         if self._last_logged_step is not None and step == self._last_logged_step:
             return
-        if self._last_step_by_tag and step <= min(self._last_step_by_tag.values()):
+        role = self._role
+        if role is not None and not role.runs_probe:
+            return  # another process of the job writes; the probe pass is not a collective
+        collective = role is not None and role.collective
+        if collective:
+            # Every process runs the probe (and the health pass) at the same steps: decide
+            # from the step alone, the same on every process.
+            self._last_logged_step = step
+        elif self._last_step_by_tag and step <= min(self._last_step_by_tag.values()):
             self._warn_step_went_back(step)  # e.g. a new optimizer: skip the whole capture
             return
         try:
@@ -204,41 +269,81 @@ class AttentionLogger(keras.callbacks.Callback):
             self._warn_failed("capture", "capturing attention failed at step %d, training goes "
                               "on" % step, e)
             return
+        health = self._measure_health(records, step)  # a collective too, where the probe is
+        if role is not None and not role.writes:
+            return
         current = [r for r in records if step > self._last_step_by_tag.get(r.tag, -1)]
         if len(current) < len(records):
             self._warn_step_went_back(step)
-        if not current:
+        if not current and not health:
             return
         try:
-            items = self._summary_items(current)
+            items = self._summary_items(current) if current else []
         except Exception as e:
             self._warn_failed("budget", "cannot size the capture at step %d, nothing logged"
                               % step, e)
-            return
-        if not items:
+            items = []
+        if not items and not health:
             return
         try:
             scalars = self._statistics(items) if self.options.statistics else {}
-            written = self._writer.write(items, scalars, step)
+            written = self._writer.write(items, scalars, step, health=health)
         except Exception as e:
             self._warn_failed("write", "writing attention summaries to %s failed, training "
                               "goes on" % self.options.run_dir, e)
             return
         self._last_step_by_tag.update(dict.fromkeys(written, step))
+        self._last_health_step.update(dict.fromkeys(health, step))
         self._last_logged_step = step
 
+    def _plan(self, shapes):
+        """The capture's plan from the shape pass (`capture.LayerShape`s): which layers are
+        FULL, POOLED (computed in blocks) or skipped. Returns `{(path, index): LayerPlan}`."""
+        calls = [self._layer_call(shape) for shape in shapes]
+        self._capture_plan = self._budget.plan_for(calls) if calls else None
+        if self._capture_plan is None:
+            return {}
+        plans = {(shape.path, shape.index): self._capture_plan.layers[shape.tag]
+                 for shape in shapes}
+        self._pooled = {(shape.path, shape.index): shape.tag for shape in shapes
+                        if plans[(shape.path, shape.index)].mode == "pooled"}
+        return plans
+
+    def _measure_health(self, records, step):
+        """`{tag: HeadHealth.result()}` of this capture (empty without health or on failure)."""
+        if self._health is None:
+            return {}
+        try:
+            results = self._health(self.model, records, pooled=self._pooled)
+        except Exception as e:
+            self._warn_failed("health", "measuring head health failed at step %d, training "
+                              "goes on" % step, e)
+            return {}
+        return {tag: result for tag, result in results.items()
+                if step > self._last_health_step.get(tag, -1)}
+
     def _summary_items(self, records):
-        """The `SummaryItem`s of a capture's records under the budget's view."""
+        """The `SummaryItem`s of a capture's records under the budget's plan."""
         calls = [self._layer_call(record) for record in records]
-        view, note = self._budget.view_for(calls)
-        if note:
-            self._problems.warn("reduced", "logging a reduced view: " + note)
-        kept = calls if view.layers is None else [calls[i] for i in view.layers]
+        plan = self._capture_plan
+        if plan is None:  # no shape pass (e.g. its layers were all skipped): plan these calls
+            plan = self._budget.plan_for(calls)
+        if plan.note:
+            self._problems.warn("reduced", "logging a reduced view: " + plan.note)
+        skipped = {tag for tag, layer in plan.layers.items() if layer.mode == "skip"}
+        kept = [call for call in calls if call.tag not in skipped]
+        layers = len(plan.layers) or len(calls)
         items = []
         for call in kept:
+            layer_plan = plan.layers.get(call.tag)
+            if layer_plan is None or (layer_plan.mode == "pooled") != (call.pooled is not None):
+                layer_plan = budget.LayerPlan(
+                    "full", call.shape, min(call.shape[0], plan.view.examples),
+                    call.shape[1] if plan.view.heads is None
+                    else min(call.shape[1], plan.view.heads))
             try:
                 items.append(summaries.summary_item(
-                    call, view, note, len(kept), len(calls), self.probe.size,
+                    call, layer_plan, plan.note, len(kept), layers, self.probe.size,
                     images=self.probe.images,
                     max_bytes_per_step=self.options.limits.max_bytes_per_step))
             except Exception as e:
@@ -246,8 +351,9 @@ class AttentionLogger(keras.callbacks.Callback):
         return items
 
     def _layer_call(self, record):
-        """A record with the tokens of its axes and its patch layout (problems reported)."""
-        batch, _, query_length, key_length = (int(n) for n in record.scores.shape)
+        """A record (or a shape-pass `LayerShape`) with the tokens of its axes and its patch
+        layout (problems reported)."""
+        batch, _, query_length, key_length = (int(n) for n in record.shape)
         roles = token_utils.roles_for(record.tag, record.cross, record.causal,
                                       self._token_lists, self.options.token_roles)
         axes = {}
@@ -266,8 +372,11 @@ class AttentionLogger(keras.callbacks.Callback):
         except ValueError as e:
             self._problems.warn(("grid", record.tag), str(e))
             layout = None
-        return summaries.LayerCall(record.tag, record.scores, record.mask,
-                                   axes["query"], axes["key"], layout)
+        return summaries.LayerCall(
+            record.tag, getattr(record, "scores", None), getattr(record, "mask", None),
+            axes["query"], axes["key"], layout, full_shape=tuple(record.shape),
+            causal=bool(record.causal), pooled=getattr(record, "pooled", None),
+            max_logit=getattr(record, "max_logit", None))
 
     def _statistics(self, items):
         scalars = {}

@@ -16,8 +16,15 @@ Example:
 sites, unreadable = find_attention_layers(model)
 result = capture_attention(model, probe_batch, sites)
 for record in result.records:
-    print(record.tag, record.scores.shape, record.cross, record.causal)
+    print(record.tag, record.scores.shape, record.cross, record.causal, record.max_logit)
 ```
+
+Besides the post-softmax scores, each record carries the largest pre-softmax logit per example
+and head (`record.max_logit` `[B, H]`, over unmasked positions), read where the layer hands its logits to the
+softmax (`_masked_softmax` of `MultiHeadAttention` / `GroupedQueryAttention`, the `scores`
+argument of `Attention._apply_scores`) and reduced there, so the logits never leave the
+backend (a POOLED layer's comes from its blocked pass, `blocked.py`). It is the measure of
+attention-logit growth (docs/health.md).
 """
 
 import collections
@@ -53,19 +60,37 @@ class AttentionRecord:
     Attributes:
       tag: the layer path, suffixed `/call_<i>` when the layer was called more than once.
       site: the `AttentionSite`.
-      scores: float32 numpy `[B, H, Tq, Tk]` (post-softmax; `H = 1` for single-head layers).
+      scores: float32 numpy `[B, H, Tq, Tk]` (post-softmax; `H = 1` for single-head layers),
+        or None for a POOLED layer (see `pooled`).
       mask: bool numpy broadcastable to `scores` (True = attended) or None.
       cross: True when the query tensor was not the key tensor.
       causal: True for self-attention under a causal mask.
+      shape: `(B, H, Tq, Tk)` of the layer's full attention.
+      pooled: None, or for a layer computed in blocks (`blocked.py`) a dict `block` `(bq, bk)`,
+        `means`, `maxes` float32 `[b, H, nq, nk]` (NaN = all masked) and `windows`
+        `[(name, (q0, q1), (k0, k1), weights [b, H, q1-q0, k1-k0])]` of the kept `b` examples.
+      max_logit: float32 `[B, H]` (or `[b, H]` when pooled): the largest pre-softmax logit of
+        each example and head over unmasked positions (NaN where none is finite), or None
+        where the layer's logits were not seen.
     """
 
-    def __init__(self, tag, site, scores, mask, cross, causal):
+    def __init__(self, tag, site, scores, mask, cross, causal, shape=None, pooled=None,
+                 max_logit=None):
         self.tag = tag
         self.site = site
         self.scores = scores
         self.mask = mask
         self.cross = cross
         self.causal = causal
+        self.shape = tuple(int(n) for n in (scores.shape if shape is None else shape))
+        self.pooled = pooled
+        self.max_logit = max_logit
+
+
+LayerShape = collections.namedtuple("LayerShape", ["tag", "path", "index", "shape", "cross",
+                                                   "causal"])
+LayerShape.__doc__ = """One layer call seen by the shape pass (`layer_shapes`): its tag, site
+path and call index, full attention `shape` `(B, H, Tq, Tk)`, `cross` and `causal`."""
 
 
 CaptureResult = collections.namedtuple("CaptureResult", ["records", "problems"])
@@ -163,7 +188,9 @@ def _to_numpy(value):
 
     if keras.backend.is_keras_tensor(value):
         raise TypeError("symbolic tensor (the model was traced, not run eagerly)")
-    return np.asarray(keras.ops.convert_to_numpy(value))
+    from tb_attention_plugin.logger import distribution
+
+    return distribution.to_numpy(value)  # gathers arrays sharded over several processes
 
 
 def _same_values(a, b):
@@ -188,6 +215,33 @@ def _same_values_symbolic(a, b):
     return tf.reduce_all(tf.equal(a, b))
 
 
+def _max_logit(logits, mask, head_axis):
+    """Largest logit per head over unmasked, finite positions, computed in the backend.
+
+    `logits` `[B, H, Tq, Tk]` (`head_axis=1`) or `[B, Tq, Tk]` (`head_axis=None`: one head);
+    `mask` broadcastable after adding axes before the last two (True = attended), or None.
+    Returns a float32 tensor `[B, H]` (`[B, 1]` without a head axis); -inf where nothing is
+    usable.
+    """
+    import keras
+
+    ops = keras.ops
+    logits = ops.cast(logits, "float32")
+    usable = ops.isfinite(logits)
+    if mask is not None:
+        mask = ops.cast(mask, "bool")
+        while len(mask.shape) < len(logits.shape):
+            # Keras' own expansion: before the (query, key) axes, or before the key axis of a
+            # head-less `[B, Tk]` mask.
+            mask = ops.expand_dims(mask, axis=-2 if head_axis is None else -3)
+        usable = ops.logical_and(usable, mask)
+    logits = ops.where(usable, logits, ops.cast(float("-inf"), "float32"))
+    if head_axis is None:
+        return ops.expand_dims(ops.max(logits, axis=(1, 2)), 1)
+    axes = tuple(axis for axis in range(len(logits.shape)) if axis not in (0, head_axis))
+    return ops.max(logits, axis=axes)
+
+
 def _is_causal(mask, tq, tk):
     """True when every example's mask hides the strict upper triangle (future keys)."""
     if mask is None or tq != tk or tq < 2:
@@ -199,9 +253,11 @@ def _is_causal(mask, tq, tk):
 class _Patcher:
     """Installs and removes the recording shadows on the attention layer instances."""
 
-    def __init__(self, sites, symbolic=False):
+    def __init__(self, sites, symbolic=False, plans=None, shapes_only=False):
         self._sites = sites
         self._symbolic = symbolic  # tracing a tf.function: keep tensors, convert nothing
+        self._plans = plans or {}  # (site path, call index) -> budget.LayerPlan
+        self._shapes_only = shapes_only  # the shape pass: record shapes, compute nothing more
         self._saved = []  # (layer, attribute, had_instance_value, old_value)
         self.calls = collections.defaultdict(list)  # id(site) -> list of call records
         self.problems = {}
@@ -224,6 +280,9 @@ class _Patcher:
                 else self._shadow_apply_scores(site, method)
             )
             self._set(layer, site.score_method, shadow)
+            if site.kind == _HEADS and callable(getattr(layer, "_masked_softmax", None)):
+                self._set(layer, "_masked_softmax",
+                          self._shadow_masked_softmax(site, layer._masked_softmax))
 
     def restore(self):
         while self._saved:
@@ -284,6 +343,30 @@ class _Patcher:
             self.problems.setdefault(site.path, "scores are not readable: %s" % e)
             entry["scores"] = None
 
+    def _record_logits(self, site, logits, mask, head_axis):
+        """Keeps the largest logit per head of the current call (the first softmax only)."""
+        calls = self.calls[id(site)]
+        if not calls:
+            calls.append({"same": True, "causal_flag": False})
+        entry = calls[-1]
+        if "max_logit" in entry or "scores" in entry:
+            return
+        try:
+            if head_axis is not None and len(logits.shape) != 4:
+                entry["max_logit"] = None  # attention over several axes: not shown anyway
+                return
+            value = _max_logit(logits, mask, head_axis)
+            entry["max_logit"] = value if self._symbolic else _to_numpy(value)
+        except Exception:
+            entry["max_logit"] = None  # the scores still count; only this measure is lost
+
+    def _shadow_masked_softmax(self, site, original):
+        def masked_softmax(attention_scores, attention_mask=None, *args, **kwargs):
+            self._record_logits(site, attention_scores, attention_mask, head_axis=1)
+            return original(attention_scores, attention_mask, *args, **kwargs)
+
+        return masked_softmax
+
     def _failed(self, site, error):
         self.problems.setdefault(
             site.path, "asking it for scores raised %s: %s" % (type(error).__name__, error)
@@ -292,7 +375,29 @@ class _Patcher:
         if calls:
             calls[-1]["scores"] = None
 
+    def _entry(self, site):
+        calls = self.calls[id(site)]
+        if not calls:
+            calls.append({"same": True, "causal_flag": False})
+        return len(calls) - 1, calls[-1]
+
+    def _convert(self, value):
+        return value if self._symbolic else _to_numpy(value)
+
+    def _record_shape(self, entry, shape, mask):
+        """The shape pass: the full attention shape and whether the mask is causal."""
+        entry["shape"] = tuple(int(n) for n in shape)
+        entry["scores"] = None
+        if mask is not None and entry.get("mask_causal") is None:
+            try:
+                entry["mask_causal"] = _is_causal(_to_numpy(mask).astype(bool), shape[2],
+                                                  shape[3])
+            except Exception:
+                entry["mask_causal"] = False
+
     def _shadow_compute_attention(self, site, original):
+        from tb_attention_plugin.logger import blocked
+
         layer = site.layer
         parameters = inspect.signature(original).parameters
         takes_flag = "return_attention_scores" in parameters
@@ -303,10 +408,53 @@ class _Patcher:
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ][5:]
 
+        def combined_mask(query, value, attention_mask, kwargs):
+            import keras
+
+            if not kwargs.get("use_causal_mask"):
+                return attention_mask
+            causal = layer._compute_causal_mask(query, value)
+            return causal if attention_mask is None else keras.ops.logical_and(
+                keras.ops.cast(attention_mask, "bool"), causal)
+
         def compute_attention(query, key, value, attention_mask=None, training=None, *args,
                               **kwargs):
             kwargs.update(zip(later_names, args))
-            wanted = kwargs.pop("return_attention_scores", False)
+            index, entry = self._entry(site)
+            plan = self._plans.get((site.path, index))
+            mode = "full" if plan is None else plan.mode
+
+            def plain():
+                return original(query, key, value, attention_mask=attention_mask,
+                                training=training, **kwargs)
+
+            if self._shapes_only or mode == "skip":
+                entry["max_logit"] = None  # nothing is measured in this mode
+                if self._shapes_only and len(query.shape) == 4 and len(key.shape) == 4:
+                    shape = (query.shape[0], query.shape[2], query.shape[1], key.shape[1])
+                    if kwargs.get("use_causal_mask"):
+                        entry["mask_causal"] = True  # no need to build the [Tq, Tk] mask
+                    self._record_shape(entry, shape, attention_mask)
+                entry.setdefault("scores", None)
+                entry["skipped"] = True
+                return plain()
+            wanted = kwargs.get("return_attention_scores", False)
+            if mode == "pooled" and not wanted and blocked.supports(layer, query, key, value):
+                # The blocked pass computes the max logit itself; the first chunk's softmax
+                # must not record one.
+                entry["max_logit"] = None
+                try:
+                    # The causal part is built per chunk: no [Tq, Tk] mask is materialised.
+                    output, reduced = blocked.blocked_attention(
+                        layer, query, key, value, attention_mask, plan.block, plan.windows,
+                        causal=bool(kwargs.get("use_causal_mask")))
+                    entry["reduced"] = {k: self._convert(v) for k, v in reduced.items()}
+                    entry["scores"] = None
+                except Exception as e:
+                    self._failed(site, e)
+                    return plain()
+                return output, None
+            kwargs.pop("return_attention_scores", None)
             forced = dict(kwargs)
             restore_attribute = None
             if takes_flag:
@@ -326,21 +474,21 @@ class _Patcher:
                     restore_attribute = None
                 if takes_flag:
                     kwargs["return_attention_scores"] = wanted
-                return original(
-                    query, key, value, attention_mask=attention_mask, training=training,
-                    **kwargs
-                )
+                return plain()
             finally:
                 if restore_attribute is not None:
                     object.__setattr__(layer, "_return_attention_scores", restore_attribute)
             mask = attention_mask
             if kwargs.get("use_causal_mask") and scores is not None:
-                import keras
-
-                causal = layer._compute_causal_mask(query, value)
-                mask = causal if mask is None else keras.ops.logical_and(
-                    keras.ops.cast(mask, "bool"), causal
-                )
+                mask = combined_mask(query, value, attention_mask, kwargs)
+            if (scores is not None and entry.get("max_logit") is None
+                    and blocked.supports(layer, query, key, value)):
+                # Only where the layer's softmax was not seen (`_record_logits`).
+                try:
+                    entry["max_logit"] = self._convert(
+                        blocked.max_logit(layer, query, key, mask))
+                except Exception:
+                    pass  # the scores stay; only the logit measure is missing
             self._record(site, scores, mask)
             return output, scores
 
@@ -348,25 +496,85 @@ class _Patcher:
 
     def _shadow_apply_scores(self, site, original):
         def apply_scores(scores, value, scores_mask=None, training=False):
+            index, entry = self._entry(site)
+            plan = self._plans.get((site.path, index))
+            if not (self._shapes_only or (plan is not None and plan.mode == "skip")):
+                self._record_logits(site, scores, scores_mask, head_axis=None)
             output, weights = original(scores, value, scores_mask=scores_mask, training=training)
+            if self._shapes_only:
+                _, entry = self._entry(site)
+                shape = tuple(weights.shape)
+                self._record_shape(entry, (shape[0], 1) + shape[1:], scores_mask)
+                entry["skipped"] = True
+                return output, weights
+            index, entry = self._entry(site)
+            plan = self._plans.get((site.path, index))
+            if plan is not None and plan.mode == "skip":
+                entry["scores"], entry["skipped"] = None, True
+                return output, weights
             self._record(site, weights, scores_mask)
             return output, weights
 
         return apply_scores
 
 
-def _records_from_calls(calls, problems, sites):
+def _pooled_from_full(scores, mask, plan):
+    """A POOLED record's reductions computed from full scores (layers `blocked.py` cannot
+    compute in blocks): the same overview and windows, from the materialised scores."""
+    from tb_attention_plugin import encoding
+
+    examples = plan.examples
+    weights = scores[:examples]
+    if mask is not None:
+        weights = np.where(mask[:examples], weights, np.nan).astype(np.float32)
+    means, maxes = encoding.pool(weights, plan.block)
+    windows = [(name, tuple(q), tuple(k), np.ascontiguousarray(weights[:, :, q[0]:q[1], k[0]:k[1]]))
+               for name, q, k in plan.windows]
+    return {"block": tuple(plan.block), "means": means, "maxes": maxes, "windows": windows}
+
+
+def _checked_max_logit(value, batch, heads):
+    """float32 `[batch, heads]` with NaN for -inf/NaN, or None when absent or of another
+    shape."""
+    if value is None:
+        return None
+    value = np.asarray(value, dtype=np.float32)
+    if value.size != batch * heads:
+        return None
+    value = value.reshape(batch, heads)
+    return np.where(np.isfinite(value), value, np.float32(np.nan)).astype(np.float32)
+
+
+def _records_from_calls(calls, problems, sites, plans=None):
     """Builds `AttentionRecord`s from numpy call entries `{id(site): [entry]}`."""
+    from tb_attention_plugin.logger import blocked
+
+    plans = plans or {}
     records = []
     for site in sites:
         entries = calls.get(id(site), [])
         for index, entry in enumerate(entries):
+            if entry.get("skipped"):
+                continue
+            tag = site.path if len(entries) == 1 else "%s/call_%d" % (site.path, index)
+            plan = plans.get((site.path, index))
+            cross = not bool(entry.get("same", True))
+            if entry.get("reduced") is not None:
+                shape = plan.shape
+                means, maxes, windows, max_logit = blocked.finish(
+                    entry["reduced"], shape, plan.block, plan.windows, plan.examples)
+                pooled = {"block": tuple(plan.block), "means": means, "maxes": maxes,
+                          "windows": windows}
+                causal = not cross and (entry["causal_flag"] or plan.causal)
+                records.append(AttentionRecord(
+                    tag, site, None, None, cross, causal, shape=shape, pooled=pooled,
+                    max_logit=_checked_max_logit(max_logit, plan.examples, shape[1])))
+                continue
             scores = entry.get("scores")
             if scores is None:
                 if "scores" not in entry:
                     problems.setdefault(site.path, "the layer computed no scores")
                 continue
-            tag = site.path if len(entries) == 1 else "%s/call_%d" % (site.path, index)
             mask = entry.get("mask")
             if site.kind == _SINGLE:
                 scores = scores[:, np.newaxis]
@@ -388,16 +596,59 @@ def _records_from_calls(calls, problems, sites):
                 except ValueError:
                     mask = None
             tq, tk = scores.shape[-2:]
-            cross = not bool(entry["same"])
             causal = not cross and (entry["causal_flag"] or _is_causal(mask, tq, tk))
-            records.append(
-                AttentionRecord(tag, site, scores.astype(np.float32), mask, cross, causal)
-            )
+            max_logit = _checked_max_logit(entry.get("max_logit"), *scores.shape[:2])
+            scores = scores.astype(np.float32)
+            if plan is not None and plan.mode == "pooled":
+                pooled = _pooled_from_full(scores, mask, plan)
+                records.append(AttentionRecord(
+                    tag, site, None, None, cross, causal, shape=scores.shape, pooled=pooled,
+                    max_logit=None if max_logit is None else max_logit[:plan.examples]))
+                continue
+            records.append(AttentionRecord(tag, site, scores, mask, cross, causal,
+                                           max_logit=max_logit))
     return records
 
 
-def capture_attention(model, inputs, sites):
+def layer_shapes(model, inputs, sites):
+    """The shape pass: `LayerShape`s of every call of `sites` in one plain forward pass.
+
+    Nothing but shapes (and whether a mask is causal) is kept: the layers run their own fast
+    path, so this costs one forward pass of the probe. What `budget.py` plans from.
+    """
+    import keras
+
+    patcher = _Patcher(sites, shapes_only=True)
+    try:
+        patcher.install()
+        if keras.backend.backend() == "torch":
+            import torch
+
+            with torch.no_grad():
+                model(inputs, training=False)
+        else:
+            model(inputs, training=False)
+    finally:
+        patcher.restore()
+    shapes = []
+    for site in sites:
+        entries = patcher.calls.get(id(site), [])
+        for index, entry in enumerate(entries):
+            if entry.get("shape") is None:
+                continue
+            tag = site.path if len(entries) == 1 else "%s/call_%d" % (site.path, index)
+            shape = entry["shape"]
+            cross = not bool(entry.get("same", True))
+            causal = not cross and bool(entry.get("causal_flag") or entry.get("mask_causal"))
+            shapes.append(LayerShape(tag, site.path, index, shape, cross, causal))
+    return shapes
+
+
+def capture_attention(model, inputs, sites, plans=None):
     """Runs `model(inputs, training=False)` once and returns the scores of `sites`.
+
+    `plans` (`{(site path, call index): budget.LayerPlan}`) computes POOLED layers in blocks
+    and leaves out skipped ones; without it every layer is captured in full.
 
     The model must be built (the caller builds it first: an unbuilt model is traced
     symbolically, which yields no values). Every shadow is removed before this returns or
@@ -406,7 +657,7 @@ def capture_attention(model, inputs, sites):
     """
     import keras
 
-    patcher = _Patcher(sites)
+    patcher = _Patcher(sites, plans=plans)
     try:
         patcher.install()
         if keras.backend.backend() == "torch":
@@ -419,7 +670,7 @@ def capture_attention(model, inputs, sites):
     finally:
         patcher.restore()
     problems = dict(patcher.problems)
-    records = _records_from_calls(patcher.calls, problems, sites)
+    records = _records_from_calls(patcher.calls, problems, sites, plans)
     return CaptureResult(records, problems)
 
 
@@ -439,13 +690,14 @@ class CompiledCapture:
     ```
     """
 
-    def __init__(self, model, inputs, sites):
+    def __init__(self, model, inputs, sites, plans=None):
         import tensorflow as tf
 
         self._sites = sites
+        self._plans = plans
         self._inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
-        patcher = _Patcher(sites, symbolic=True)
-        layout = []  # per output group: (site, call index, has mask, static "same" or None)
+        patcher = _Patcher(sites, symbolic=True, plans=plans)
+        layout = []  # per output group: (site, call index, static "same" or None, causal flag)
 
         def forward(inputs):
             for entries in patcher.calls.values():
@@ -455,16 +707,23 @@ class CompiledCapture:
             outputs = []
             for site in sites:
                 for index, entry in enumerate(patcher.calls.get(id(site), [])):
-                    if entry.get("scores") is None:
+                    if entry.get("skipped"):
                         continue
-                    mask, same = entry.get("mask"), entry["same"]
-                    outputs.append(entry["scores"])
-                    if mask is not None:
-                        outputs.append(tf.cast(mask, tf.bool))
+                    if entry.get("reduced") is not None:
+                        values = {"reduced": dict(entry["reduced"])}
+                    elif entry.get("scores") is not None:
+                        values = {"scores": entry["scores"]}
+                        if entry.get("mask") is not None:
+                            values["mask"] = tf.cast(entry["mask"], tf.bool)
+                        if entry.get("max_logit") is not None:
+                            values["max_logit"] = entry["max_logit"]
+                    else:
+                        continue
+                    same = entry["same"]
                     if tf.is_tensor(same):
-                        outputs.append(same)
-                    layout.append((site, index, mask is not None,
-                                   None if tf.is_tensor(same) else bool(same),
+                        values["same"] = same
+                    outputs.append(values)
+                    layout.append((site, index, None if tf.is_tensor(same) else bool(same),
                                    entry["causal_flag"]))
             return outputs
 
@@ -479,22 +738,34 @@ class CompiledCapture:
             patcher.restore()
         self._layout = list(layout)
         self._calls_per_site = {id(s): len(patcher.calls.get(id(s), [])) for s in sites}
+        self._skipped = {(id(s), i) for s in sites
+                         for i, e in enumerate(patcher.calls.get(id(s), [])) if e.get("skipped")}
         self._problems = dict(patcher.problems)
         for site in sites:
             if any("scores" not in entry for entry in patcher.calls.get(id(site), [])):
                 self._problems.setdefault(site.path, "the layer computed no scores")
 
-    def __call__(self):
-        values = iter(self._function(self._inputs))
+    def __call__(self, inputs=None):
+        """Runs the traced pass on the traced probe, or on `inputs` of the same shapes and
+        dtypes (e.g. another block of a probe set)."""
+        import tensorflow as tf
+
+        if inputs is not None:
+            inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
+        outputs = tf.nest.map_structure(
+            np.asarray, self._function(self._inputs if inputs is None else inputs))
         # Calls without scores (their problem is known from tracing) stay placeholders.
-        calls = {id(s): [{"scores": None}] * self._calls_per_site[id(s)] for s in self._sites}
-        for site, index, has_mask, same, causal_flag in self._layout:
-            entry = {"scores": np.asarray(next(values)), "causal_flag": causal_flag}
-            entry["mask"] = np.asarray(next(values)) if has_mask else None
-            entry["same"] = bool(np.asarray(next(values))) if same is None else same
-            calls[id(site)] = calls[id(site)][:index] + [entry] + calls[id(site)][index + 1:]
+        calls = {id(s): [{"skipped": True} if (id(s), i) in self._skipped else {"scores": None}
+                         for i in range(self._calls_per_site[id(s)])] for s in self._sites}
+        for (site, index, same, causal_flag), values in zip(self._layout, outputs):
+            entry = {"scores": values.get("scores"), "causal_flag": causal_flag,
+                     "mask": values.get("mask"), "max_logit": values.get("max_logit"),
+                     "reduced": values.get("reduced")}
+            entry["same"] = bool(values["same"]) if same is None else same
+            calls[id(site)][index] = entry
         problems = dict(self._problems)
-        return CaptureResult(_records_from_calls(calls, problems, self._sites), problems)
+        return CaptureResult(_records_from_calls(calls, problems, self._sites, self._plans),
+                             problems)
 
 
 class ProbeCapture:
@@ -514,8 +785,10 @@ class ProbeCapture:
     ```
     """
 
-    def __init__(self, inputs, patterns=None, run_eagerly=False, problems=None):
+    def __init__(self, inputs, patterns=None, run_eagerly=False, problems=None, planner=None):
         self.inputs = inputs
+        self.planner = planner  # planner([LayerShape]) -> {(path, index): budget.LayerPlan}
+        self.plans = None
         self.patterns = None if patterns is None else list(patterns)
         self.run_eagerly = run_eagerly
         self.compiled = None  # the CompiledCapture, once traced
@@ -524,18 +797,25 @@ class ProbeCapture:
         self._sites = None
         self._excluded_paths = set()
 
-    def __call__(self, model):
+    def __call__(self, model, inputs=None):
+        """The records of one pass over the probe, or over `inputs` (same shapes and dtypes as
+        the probe: they run through the same traced graph)."""
+        inputs = self.inputs if inputs is None else inputs
         if not model.built:
             # An unbuilt model would be traced symbolically (no values): build it eagerly.
-            model(self.inputs, training=False)
+            model(inputs, training=False)
         if self._sites is None:
             self._sites = self._find_sites(model)
         sites = [s for s in self._sites if s.path not in self._excluded_paths]
         if not sites:
             return []
-        result = self._compiled_capture(model, sites)
+        if self.plans is None and self.planner is not None:
+            # Shapes first, so that no layer's full scores are computed before the budget has
+            # decided which layers are POOLED (computed in blocks).
+            self.plans = self.planner(layer_shapes(model, self.inputs, sites))
+        result = self._compiled_capture(model, sites, inputs)
         if result is None:
-            result = capture_attention(model, self.inputs, sites)
+            result = capture_attention(model, inputs, sites, self.plans)
         if result.problems:
             self._excluded_paths.update(result.problems)
             self._problems.warn(
@@ -547,6 +827,7 @@ class ProbeCapture:
 
     def _find_sites(self, model):
         sites, unreadable = find_attention_layers(model, self.patterns)
+        self._readable_tags(sites)
         if unreadable:
             self._problems.warn(
                 "unreadable",
@@ -562,7 +843,31 @@ class ProbeCapture:
             )
         return sites
 
-    def _compiled_capture(self, model, sites):
+    def _readable_tags(self, sites):
+        """Renames layer paths TensorBoard's data server could not read back as tags."""
+        from tb_attention_plugin import names
+
+        renamed, taken = [], {site.path for site in sites}
+        for site in sites:
+            tag = names.sanitise(site.path)
+            if tag == site.path:
+                continue
+            base, number = tag, 1
+            while tag in taken:
+                number += 1
+                tag = "%s_%d" % (base, number)
+            taken.add(tag)
+            renamed.append("%r -> %r" % (site.path, tag))
+            site.path = tag
+        if renamed:
+            self._problems.warn(
+                "renamed",
+                "layer paths with quotes, backslashes or control characters are logged under "
+                "other tags (TensorBoard's data server cannot read such tags back): %s"
+                % ", ".join(renamed),
+            )
+
+    def _compiled_capture(self, model, sites, inputs):
         """The traced capture's result on TensorFlow, or None where the eager pass must run."""
         import keras
 
@@ -572,8 +877,8 @@ class ProbeCapture:
         try:
             if self.compiled is None:
                 # Sites found broken while tracing stay in the graph (in their plain mode).
-                self.compiled = CompiledCapture(model, self.inputs, sites)
-            return self.compiled()
+                self.compiled = CompiledCapture(model, self.inputs, sites, self.plans)
+            return self.compiled(None if inputs is self.inputs else inputs)
         except Exception:
             # Some models cannot be traced from outside fit; the eager pass still works.
             self.compiled, self.compiled_failed = None, True

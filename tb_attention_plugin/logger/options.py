@@ -17,6 +17,8 @@ import dataclasses
 import numbers
 import os
 
+from tb_attention_plugin import fs
+from tb_attention_plugin import names
 from tb_attention_plugin.logger import budget
 from tb_attention_plugin.logger import tokens as token_utils
 
@@ -48,8 +50,9 @@ class Options:
 
     @property
     def run_dir(self):
-        """`<log_dir>/train`, where the summaries are written."""
-        return os.path.join(self.log_dir, RUN)
+        """`<log_dir>/train`, where the summaries are written (joined with `/` after a URL
+        scheme such as `gs://`)."""
+        return fs.join(self.log_dir, RUN)
 
 
 def _positive_integer(name, value, none_allowed=True):
@@ -108,9 +111,46 @@ def _image_grid(image_grid):
     return int(image_grid[0]), int(image_grid[1])
 
 
+def _span(value, label):
+    if (not isinstance(value, (list, tuple)) or len(value) != 2 or not all(
+            v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool))
+            for v in value)):
+        raise ValueError("%s must be (start, stop) with integers or None, got %r"
+                         % (label, value))
+    return tuple(None if v is None else int(v) for v in value)
+
+
+def _windows(windows):
+    """`((pattern, ((name, query, key), ...)), ...)` from the `windows=` argument."""
+    if windows is None:
+        return ()
+    if isinstance(windows, (list, tuple)):
+        windows = {"*": windows}
+    if not isinstance(windows, dict):
+        raise TypeError("windows must be a dict {layer path pattern: [(name, (q0, q1), (k0, k1)), "
+                        "...]} or a list of such windows, got %r" % (windows,))
+    result = []
+    for pattern, entries in windows.items():
+        if not isinstance(pattern, str):
+            raise TypeError("windows keys must be layer path patterns, got %r" % (pattern,))
+        checked = []
+        for entry in entries:
+            if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+                raise ValueError("windows[%r]: each window must be (name, (q0, q1), (k0, k1)), "
+                                 "got %r" % (pattern, entry))
+            name, query, key = entry
+            if not isinstance(name, str) or not 0 < len(name) <= 100:
+                raise ValueError("windows[%r]: a window name must be a string of 1 to 100 "
+                                 "characters, got %r" % (pattern, name))
+            checked.append((name, _span(query, "windows[%r] %r query range" % (pattern, name)),
+                            _span(key, "windows[%r] %r key range" % (pattern, name))))
+        result.append((pattern, tuple(checked)))
+    return tuple(result)
+
+
 def check_options(log_dir="logs", *, update_freq=100, layers=None, token_roles=None,
                   image_grid=None, prefix_tokens=None, max_examples=2, max_heads=None,
-                  max_tokens=128, max_bytes_per_step=budget.DEFAULT_BYTES_PER_STEP,
+                  max_bytes_per_step=budget.DEFAULT_BYTES_PER_STEP, windows=None,
                   statistics=False, run_eagerly=False):
     """`Options` from the `AttentionLogger` arguments of the same names.
 
@@ -135,9 +175,12 @@ def check_options(log_dir="logs", *, update_freq=100, layers=None, token_roles=N
     limits = budget.Limits(
         max_examples=_positive_integer("max_examples", max_examples, none_allowed=False),
         max_heads=_positive_integer("max_heads", max_heads),
-        max_tokens=_positive_integer("max_tokens", max_tokens),
         max_bytes_per_step=max_bytes_per_step,
+        windows=_windows(windows),
     )
+    # A run directory TensorBoard's data server could not read back is refused now, not at
+    # the first capture.
+    names.check_run_dir(fs.join(os.fspath(log_dir), RUN))
     return Options(
         log_dir=os.fspath(log_dir),
         update_steps=_update_steps(update_freq),

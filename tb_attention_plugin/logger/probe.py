@@ -61,6 +61,7 @@ def _checked_images(images, examples):
     if images.shape[0] < examples:
         raise ValueError("images holds %d examples, the probe logs %d"
                          % (images.shape[0], examples))
+    encoding.check_image_size(int(images.shape[1]), int(images.shape[2]))
     return images[:examples]
 
 

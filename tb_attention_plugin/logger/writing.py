@@ -16,9 +16,9 @@ writer.flush()
 ```
 """
 
-import os
-
 import keras
+
+from tb_attention_plugin import fs
 
 
 class RunWriter:
@@ -32,18 +32,23 @@ class RunWriter:
         self._problems = problems
         self._writer = None
 
-    def write(self, items, scalars, step):
+    def write(self, items, scalars, step, health=None):
         """Writes one capture; returns the tags written (items the summary API rejects are
-        reported and left out). Other errors (an unwritable directory) propagate."""
+        reported and left out). Other errors (an unwritable directory) propagate.
+
+        `health`: `{tag: health.HeadHealth.result()}`, each written as the record
+        `<tag>/health` with the scalars `attention_health/<tag>/min_entropy` and `max_logit`
+        (`health_summary`, docs/format.md)."""
         self._reopen_if_removed()
         if keras.backend.backend() == "tensorflow":
-            return self.write_tensorflow(items, scalars, step)
-        return self.write_plain(items, scalars, step)
+            return self.write_tensorflow(items, scalars, step, health)
+        return self.write_plain(items, scalars, step, health)
 
-    def write_tensorflow(self, items, scalars, step):
+    def write_tensorflow(self, items, scalars, step, health=None):
         """`write` through `tf.summary`."""
         import tensorflow as tf
 
+        from tb_attention_plugin import metadata
         from tb_attention_plugin import summary
 
         if self._writer is None:
@@ -54,34 +59,53 @@ class RunWriter:
         with self._writer.as_default(), tf.summary.record_if(True):
             for item in items:
                 try:
-                    summary.attention(item.tag, item.weights, step=step,
-                                      **item.summary_options())
+                    if item.blobs is not None:  # a pooled layer, encoded from its reductions
+                        scope = tf.summary.experimental.summary_scope
+                        with scope(item.tag, "attention_summary") as (tag, _):
+                            tf.summary.write(tag=tag, tensor=tf.constant(item.blobs, tf.string),
+                                             step=step,
+                                             metadata=metadata.create_summary_metadata())
+                    else:
+                        summary.attention(item.tag, item.weights, step=step,
+                                          **item.summary_options())
                 except (ValueError, TypeError) as e:
                     self._warn_invalid(item.tag, step, e)
                     continue
                 written.append(item.tag)
             for tag, value in scalars.items():
                 tf.summary.scalar(tag, value, step=step)
+            for tag, result in (health or {}).items():
+                try:
+                    summary.write_health(tag, result, step=step)
+                except (ValueError, TypeError) as e:
+                    self._warn_health(tag, step, e)
         self._writer.flush()
         return written
 
-    def write_plain(self, items, scalars, step):
+    def write_plain(self, items, scalars, step, health=None):
         """`write` through the TensorFlow-free `AttentionWriter` (JAX, PyTorch)."""
         from tb_attention_plugin.writer import AttentionWriter
 
-        if self._writer is None:
-            os.makedirs(self.run_dir, exist_ok=True)
+        if self._writer is None:  # it creates the directory, through TensorBoard's gfile
             self._writer = AttentionWriter(self.run_dir)
         written = []
         for item in items:
             try:
-                self._writer.attention(item.tag, item.weights, step, **item.summary_options())
+                if item.blobs is not None:
+                    self._writer.write_blobs(item.tag, item.blobs, step)
+                else:
+                    self._writer.attention(item.tag, item.weights, step, **item.summary_options())
             except (ValueError, TypeError) as e:
                 self._warn_invalid(item.tag, step, e)
                 continue
             written.append(item.tag)
         for tag, value in scalars.items():
             self._writer.scalar(tag, value, step)
+        for tag, result in (health or {}).items():
+            try:
+                self._writer.health(tag, result, step)
+            except (ValueError, TypeError) as e:
+                self._warn_health(tag, step, e)
         self._writer.flush()
         return written
 
@@ -95,8 +119,8 @@ class RunWriter:
             self._problems.warn(("flush", type(e).__name__), "flushing summaries failed (%s)" % e)
 
     def _reopen_if_removed(self):
-        if self._writer is None or os.path.isdir(self.run_dir):
-            return
+        if self._writer is None or not fs.vanished(self.run_dir):
+            return  # remote run dirs (gs://, ram://) never vanish: no new file per capture
         # Removed while training: the open event file went with it and every later write
         # would vanish silently, so start a new file in a new directory.
         self._problems.warn(
@@ -109,6 +133,13 @@ class RunWriter:
             writer.close()
         except Exception:
             pass  # the old file is gone: nothing left to save
+
+    def _warn_health(self, tag, step, error):
+        self._problems.warn(
+            ("invalid health", tag),
+            "cannot write the head-health record of %s at step %d (%s: %s); other layers are "
+            "written" % (tag, step, type(error).__name__, error),
+        )
 
     def _warn_invalid(self, tag, step, error):
         # The summary API checks before writing anything: one layer's bad scores cost only
