@@ -23,6 +23,7 @@ import compare from "./views/compare.js";
 import diff from "./views/diff.js";
 import head from "./views/head.js";
 import heads from "./views/heads.js";
+import health from "./views/health.js";
 import image from "./views/image.js";
 import lines from "./views/lines.js";
 import model from "./views/model.js";
@@ -30,7 +31,7 @@ import rollout from "./views/rollout.js";
 import stats from "./views/stats.js";
 
 /** The views by key, in the view picker's order (that of state.js VIEWS, which the hash accepts). */
-export const VIEWS = new Map([head, heads, model, lines, image, compare, diff, stats, rollout].map((v) => [v.key, v]));
+export const VIEWS = new Map([head, heads, model, lines, image, compare, diff, stats, rollout, health].map((v) => [v.key, v]));
 if ([...VIEWS.keys()].join() !== VIEW_KEYS.join()) {
   throw new Error(`views ${[...VIEWS.keys()]} do not match state.js VIEWS ${VIEW_KEYS}`);
 }

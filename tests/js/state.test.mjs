@@ -39,3 +39,15 @@ test("compared runs, reference step and rollout residual round-trip through the 
   assert.equal(encodeState({...DEFAULT_STATE, view: "rollout", residual: true}), "view=rollout");
   assert.deepEqual(decodeState("#view=diff&ref=-1&residual=maybe&compare="), {view: "diff"});
 });
+
+test("the health measure and the selected keys survive the hash; bad ones are dropped", () => {
+  const state = {...DEFAULT_STATE, run: "r", view: "health", measure: "induction", keys: [2, 5, 11]};
+  const hash = encodeState(state);
+  assert.match(hash, /keys=2%2C5%2C11/);
+  assert.deepEqual(mergeState(DEFAULT_STATE, decodeState(hash)), state);
+  assert.deepEqual(decodeState("#keys=5,2,5").keys, [2, 5]);
+  assert.deepEqual(decodeState("#keys=1,x&measure=<b>"), {});
+  assert.deepEqual(decodeState("#keys=-1"), {});
+  assert.equal(encodeState({...DEFAULT_STATE, keys: []}), "");
+  assert.equal(decodeState("#measure=entropy&view=health").view, "health");
+});
