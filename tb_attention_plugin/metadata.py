@@ -38,6 +38,36 @@ def create_summary_metadata(description=None):
     )
 
 
+# What a health tag's plugin content says (`<layer tag>/health`, docs/format.md): the record is a
+# rank-0 string tensor, not a blob sequence, so `/runs` never lists it as a layer.
+HEALTH_KIND = "health"
+HEALTH_RECORD_VERSION = 1
+
+
+def create_health_metadata(description=None):
+    """Returns the `SummaryMetadata` of a layer's head-health tag (`<layer tag>/health`).
+
+    Plugin "attention", `DATA_CLASS_TENSOR` (a rank-0 string tensor holding the record's JSON),
+    content `{"version": 1, "kind": "health"}`.
+
+    Example:
+
+    >>> md = create_health_metadata()
+    >>> md.plugin_data.plugin_name, md.data_class == summary_pb2.DATA_CLASS_TENSOR
+    ('attention', True)
+    """
+    if description is not None and not isinstance(description, str):
+        raise TypeError("description must be a string, got %r" % (description,))
+    content = json.dumps({"version": HEALTH_RECORD_VERSION, "kind": HEALTH_KIND}).encode("utf-8")
+    return summary_pb2.SummaryMetadata(
+        summary_description=description or "",
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name=PLUGIN_NAME, content=content
+        ),
+        data_class=summary_pb2.DATA_CLASS_TENSOR,
+    )
+
+
 def parse_plugin_metadata(content):
     """Parses `plugin_data.content` into a dict with at least `version`.
 

@@ -1,6 +1,7 @@
 """The attention summary op for TensorFlow, called the way `tf.summary.image` is called."""
 
 from tb_attention_plugin import encoding
+from tb_attention_plugin import health_summary
 from tb_attention_plugin import metadata
 
 
@@ -115,3 +116,54 @@ def _graph_blobs(tf, weights, query_tokens, key_tokens, mask, images, encode_kwa
     result = tf.py_function(encode, inputs, Tout=tf.string)
     result.set_shape([None])
     return result
+
+
+def write_health(tag, result, step=None, *, scalars=True, description=None):
+    """Writes one layer's head-health record and its two scalars to the default summary writer.
+
+    The TensorFlow twin of `AttentionWriter.health` (same record, same tags): `<tag>/health`
+    holds `health_summary.to_record(result)` as a rank-0 string tensor (plugin "attention"), and
+    `attention_health/<tag>/min_entropy` and `.../max_logit` go to the Scalars dashboard. Tags
+    are written exactly as given (enclosing `tf.name_scope`s are NOT prepended): pass the tag
+    the layer's attention steps are stored under.
+
+    Args:
+      tag: the layer's attention tag.
+      result: `health.HeadHealth.result()` of that layer (or the `HeadHealth` itself).
+      step: `int64` step; defaults to `tf.summary.experimental.get_step()`.
+      scalars: also write the two scalars.
+      description: optional description of the health tag.
+
+    Returns:
+      True when the record was written, False when no default writer is set or recording is off.
+
+    Example:
+
+    ```python
+    writer = tf.summary.create_file_writer("logs/run1")
+    with writer.as_default(step=100):
+        tb_attention_plugin.summary.write_health("decoder/layer_0", health_result)
+    ```
+    """
+    import tensorflow as tf  # lazily: the plugin loader imports this package without TF
+    from tensorboard.plugins.scalar import metadata as scalar_metadata
+
+    if hasattr(result, "result") and callable(result.result):
+        result = result.result()
+    record = health_summary.to_record(result)  # raises before anything is written
+    written = tf.summary.write(
+        tag=health_summary.health_tag(tag),
+        tensor=tf.constant(health_summary.encode(record), dtype=tf.string),
+        step=step,
+        metadata=metadata.create_health_metadata(description),
+    )
+    if scalars:
+        for name, value in health_summary.layer_scalars(result).items():
+            scalar_tag = health_summary.scalar_tag(tag, name)
+            tf.summary.write(
+                tag=scalar_tag,
+                tensor=tf.constant(value, dtype=tf.float32),
+                step=step,
+                metadata=scalar_metadata.create_summary_metadata(display_name=scalar_tag, description=""),
+            )
+    return bool(written)

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from tb_attention_plugin import encoding
+from tb_attention_plugin import health_summary
 from tb_attention_plugin import metadata
 
 
@@ -92,6 +93,51 @@ class AttentionWriter:
             string_val=blobs,
         )
         self._write_value(name, step, tensor, metadata.create_summary_metadata(description))
+
+    def health(self, tag, result, step, *, scalars=True, description=None):
+        """Queues the head-health record of one layer at one step, and its two scalars.
+
+        Writes `health_summary.to_record(result)` under `<tag>/health` (plugin "attention", a
+        rank-0 string tensor of JSON; docs/format.md), and, with `scalars=True`, the Scalars
+        dashboard's `attention_health/<tag>/min_entropy` and `.../max_logit` (each only when
+        some head has it).
+
+        Args:
+          tag: the layer's attention tag (the name its `attention()` steps are written under).
+          result: `health.HeadHealth.result()` of that layer (or the `HeadHealth` itself).
+          step: the step, an integer.
+
+        Raises `ValueError`/`TypeError` before anything is written when the input is bad.
+        Returns True.
+
+        Example:
+
+        ```python
+        from tb_attention_plugin import health
+        with AttentionWriter("logs/run1") as writer:
+            result = health.head_health(weights, logits=logits, causal=True)  # [B, H, T, T]
+            writer.attention("decoder/layer_0", weights[:2], step=100)
+            writer.health("decoder/layer_0", result, step=100)
+        ```
+        """
+        from tensorboard.compat.proto import tensor_pb2
+        from tensorboard.compat.proto import tensor_shape_pb2
+        from tensorboard.compat.proto import types_pb2
+
+        if hasattr(result, "result") and callable(result.result):
+            result = result.result()
+        record = health_summary.to_record(result)
+        name = health_summary.health_tag(tag)
+        tensor = tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_STRING,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+            string_val=[health_summary.encode(record)],
+        )
+        self._write_value(name, step, tensor, metadata.create_health_metadata(description))
+        if scalars:
+            for scalar_name, value in health_summary.layer_scalars(result).items():
+                self.scalar(health_summary.scalar_tag(tag, scalar_name), value, step)
+        return True
 
     def scalar(self, name, value, step, description=None):
         """Queues a scalar summary readable by TensorBoard's Scalars dashboard."""

@@ -26,7 +26,7 @@ SERVER_MODULES = sorted(
 )
 FORBIDDEN = ("tensorflow", "keras", "tf_keras")
 # What server/ may import from the rest of the package: the shared, numpy-only modules.
-SHARED = ("metadata", "encoding", "png", "stats", "health")
+SHARED = ("metadata", "encoding", "png", "stats", "health", "health_summary")
 
 
 def modules_after_import(*names):
@@ -77,7 +77,7 @@ def test_importing_every_server_module_imports_no_keras_or_tensorflow():
     assert not set(everything) & set(FORBIDDEN), everything
 
 
-@pytest.mark.parametrize("name", ["metadata", "encoding", "png", "stats", "health", "writer"])
+@pytest.mark.parametrize("name", ["metadata", "encoding", "png", "stats", "health", "health_summary", "writer"])
 def test_shared_top_level_modules_import_no_keras_or_tensorflow(name):
     if not (PACKAGE / (name + ".py")).exists():
         pytest.skip("tb_attention_plugin/%s.py is not in this checkout" % name)

@@ -27,6 +27,7 @@ from tb_attention_plugin import metadata
 from tb_attention_plugin.server import aggregate_routes
 from tb_attention_plugin.server import bounded_cache
 from tb_attention_plugin.server import errors
+from tb_attention_plugin.server import health_routes
 from tb_attention_plugin.server import reader as reader_lib
 from tb_attention_plugin.server import request_args
 from tb_attention_plugin.server import route_util
@@ -71,6 +72,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
         )
         self._frontend_root = static_files.frontend_root()
         self._aggregates = aggregate_routes.AggregateRoutes(self._reader)
+        self._health = health_routes.HealthRoutes(self._reader)
 
     def get_plugin_apps(self):
         return {
@@ -81,6 +83,10 @@ class AttentionPlugin(base_plugin.TBPlugin):
             "/image": self._serve_image,
             "/stats": self._aggregates.serve_stats,
             "/rollout": self._aggregates.serve_rollout,
+            "/health": self._health.serve_health,
+            "/mass": self._health.serve_mass,
+            "/export": self._health.serve_export,
+            "/filmstrip": self._health.serve_filmstrip,
             "/static/*": self._serve_static,
         }
 

@@ -25,6 +25,7 @@ from tensorboard.backend.event_processing import data_provider as multiplexer_pr
 from tensorboard.data import provider
 
 from tb_attention_plugin import encoding
+from tb_attention_plugin import health_summary
 from tb_attention_plugin import metadata
 from tb_attention_plugin.server import bounded_cache
 from tb_attention_plugin.server.errors import NotFound, Unreadable
@@ -37,6 +38,16 @@ _LIST_ALL = 1 << 30
 # The Python reader (`--load_fast=false`) reads in process, holding the GIL: there threads only
 # add hand-offs, and reads run one after the other on the request's thread.
 _CONCURRENT_READS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthRecord:
+    """One stored head-health record of a layer (`<layer tag>/health`) at one step."""
+
+    step: int
+    wall_time: float
+    record: dict  # `health_summary.check`ed; None when `error` is set
+    error: str  # None when readable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +133,55 @@ class AttentionReader:
                 )
             )
         return summaries
+
+    def layer_tags(self, ctx, experiment_id, run):
+        """The attention (blob sequence) tags of one run, sorted; `NotFound` for no such run.
+
+        Health records (`<layer>/health`) are tensors, not blob sequences: never listed here.
+        """
+        listing = self._provider.list_blob_sequences(
+            ctx,
+            experiment_id=experiment_id,
+            plugin_name=metadata.PLUGIN_NAME,
+            run_tag_filter=provider.RunTagFilter(runs=[run]),
+        )
+        return sorted(listing.get(run, {}))
+
+    def health_records(self, ctx, experiment_id, run):
+        """Every retained head-health record of a run: `{layer tag: [HealthRecord ascending]}`.
+
+        One `read_tensors` call reads every step of every layer (the records are small JSON).
+        Parsed records are cached by `(run, tag, step, wall time)`.
+        """
+        sequences = self._provider.read_tensors(
+            ctx,
+            experiment_id=experiment_id,
+            plugin_name=metadata.PLUGIN_NAME,
+            downsample=self._downsample,
+            run_tag_filter=provider.RunTagFilter(runs=[run]),
+        )
+        records = {}
+        for tag, datums in sorted(sequences.get(run, {}).items()):
+            layer = health_summary.layer_of(tag)
+            if layer is None:
+                continue
+            found = []
+            for datum in sorted(datums, key=lambda d: d.step):
+                key = ("health", experiment_id, run, tag, datum.step, datum.wall_time)
+                cached = self._headers.get(key)
+                if cached is None:
+                    try:
+                        cached = health_summary.decode(datum.numpy)
+                    except health_summary.RecordError as e:
+                        cached = "run %r tag %r step %d cannot be read: %s" % (
+                            run, tag, datum.step, e)
+                    self._headers.put(key, cached)
+                if isinstance(cached, str):
+                    found.append(HealthRecord(datum.step, datum.wall_time, None, cached))
+                else:
+                    found.append(HealthRecord(datum.step, datum.wall_time, cached, None))
+            records[layer] = found
+        return records
 
     def steps(self, ctx, experiment_id, run, tag):
         """Returns the tag's retained steps as `BlobSequenceDatum`s, ascending by step."""
