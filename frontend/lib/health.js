@@ -377,7 +377,7 @@ export function massCells(body) {
   const cells = [];
   let max = 0;
   (body.layers || []).forEach((tag, layer) => {
-    const perHead = (body.mass || [])[layer] || [];
+    const perHead = (body.mass || [])[layer] || [];  // null: a layer not comparable
     perHead.forEach((value, head) => {
       const v = finite(value);
       cells.push({layer, head, tag, value: v});
@@ -387,8 +387,11 @@ export function massCells(body) {
   return {cells, max: max > 0 ? max : 1e-9};
 }
 
-/** The mass over steps of `/mass?...&over_steps=1` for layer index `layer` and `head`. */
+/**
+ * The mass of layer index `layer`, `head` at each step of a `/mass?...&over_steps=1` answer
+ * (`series`: per layer, per step, per head; null where the layer has no such step).
+ */
 export function massSeries(body, layer, head) {
-  const perStep = body.mass || [];
-  return perStep.map((perLayer) => (perLayer && perLayer[layer] ? finite(perLayer[layer][head]) : null));
+  const perStep = (body.series || [])[layer];
+  return (body.steps || []).map((_, i) => (perStep && perStep[i] ? finite(perStep[i][head]) : null));
 }

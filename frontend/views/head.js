@@ -17,10 +17,12 @@ import {heatmapLayout, cellAt, rowLabelAt, colLabelAt} from "../lib/layout.js";
 import {hiDpiCanvas, drawHeatmap, drawRowLabels, drawColLabels, drawPinnedRow, widestLabel,
         devicePixelRatio, legendCanvas} from "../lib/heatmap.js";
 import {axisLabels, describeCell, topKeys, formatWeight} from "../lib/tokens.js";
-import {localPoint} from "../lib/dom.js";
+import {element, localPoint} from "../lib/dom.js";
 import {mapLimited} from "../lib/api.js";
 import {tileScales} from "../lib/colormap.js";
 import {maxValue} from "../lib/decode.js";
+import {toggleKey} from "../lib/health.js";
+import {massPanel} from "../lib/massgrid.js";
 
 /** The matrix the state picks (its run, tag, step, example and head). */
 export function matrixParams({run, tag, step, example, head}) {
@@ -45,16 +47,47 @@ export async function loadHead(state, source) {
   return {header, matrix, vmax};
 }
 
+/** The selected key positions of `state` that exist in a matrix of `cols` keys. */
+export function selectedKeys(state, cols) {
+  return (state.keys || []).filter((k) => k < cols);
+}
+
 export default {
   key: "head",
   label: "One head",
   prefetch: (state, source) => source.matrix(matrixParams(state)),
-  load: loadHead,
-  render(host, {header, matrix, vmax}, state, ui) {
+  async load(state, source) {
+    const data = await loadHead(state, source);
+    const keys = selectedKeys(state, data.matrix.cols);
+    if (!keys.length) return data;
+    const {run, tag, step, example} = state;
+    try {  // the heatmap is drawn even when the mass cannot be computed
+      data.mass = await source.mass({run, tag, step, example, keys, overSteps: true});
+    } catch (error) {
+      data.massError = error;
+    }
+    return data;
+  },
+  render(host, {header, matrix, vmax, mass = null, massError = null}, state, ui) {
+    const keys = selectedKeys(state, matrix.cols);
+    const setKeys = (next) => ui.set({keys: next && next.length ? next : null});
     const {canvas} = renderHeadView(host, {matrix, header, example: state.example, lut: ui.lut, vmax,
-                                           pinned: state.query, width: ui.width},
-                                    {tooltip: ui.tooltip, pinRow: (row) => ui.set({query: row})});
-    return {canvas, legend: legendCanvas(ui.lut, vmax)};
+                                           pinned: state.query, width: ui.width, selectedKeys: keys},
+                                    {tooltip: ui.tooltip, pinRow: (row) => ui.set({query: row}),
+                                     toggleKey: (col) => setKeys(toggleKey(keys, col))});
+    if (keys.length) {
+      const labels = axisLabels(header, "key", state.example, matrix.cols);
+      const panel = massPanel({body: mass, error: massError, keys, labels, step: state.step, tag: state.tag,
+                               lut: ui.lut, width: ui.width},
+                              {tooltip: ui.tooltip, setKeys, open: ({tag, head}) => ui.set({tag, head, query: null})});
+      host.append(panel.node);
+    } else {
+      host.append(element("p", {className: "hint", id: "select-hint"},
+        "Shift-click a cell or click a key label to select key tokens: a grid then shows how much " +
+        "attention every head of every layer puts on them."));
+    }
+    return {canvas, legend: legendCanvas(ui.lut, vmax),
+            rendered: {keys, mass: mass ? mass.mass : null, massStep: mass ? mass.step : null}};
   },
 };
 
@@ -62,7 +95,7 @@ const LABEL_CAP = 150;  // CSS px: longer labels are truncated, full text on hov
 
 /** Draws the view into `host` (emptied first); returns `{canvas, layout}`. */
 export function renderHeadView(host, data, hooks) {
-  const {matrix, header, example, lut, vmax, pinned, width} = data;
+  const {matrix, header, example, lut, vmax, pinned, width, selectedKeys: selected = []} = data;
   const queries = axisLabels(header, "query", example, matrix.rows);
   const keys = axisLabels(header, "key", example, matrix.cols);
   const probe = hiDpiCanvas(1, 1).ctx;
@@ -82,11 +115,12 @@ export function renderHeadView(host, data, hooks) {
   drawHeatmap(ctx, matrix, {x: layout.x, y: layout.y, width: layout.width, height: layout.height},
               {vmax, lut, dpr});
   if (pinned !== null && pinned < matrix.rows) drawPinnedRow(ctx, layout, pinned);
+  drawSelectedKeys(ctx, layout, selected);
   drawRowLabels(ctx, queries, layout, {maxWidth: left - 12, highlight: pinned});
   drawColLabels(ctx, keys, layout, {maxWidth: LABEL_CAP});
   // For tests and tools: where the cells are, in CSS pixels of the canvas.
   canvas.dataset.layout = JSON.stringify({x: layout.x, y: layout.y, cell: layout.cell,
-                                          rows: layout.rows, cols: layout.cols});
+                                          rows: layout.rows, cols: layout.cols, keys: selected});
 
   canvas.addEventListener("mousemove", (event) => {
     const {x, y} = localPoint(canvas, event);
@@ -98,13 +132,20 @@ export function renderHeadView(host, data, hooks) {
     const row = rowLabelAt(layout, x, y);
     if (row !== null) return hooks.tooltip.show(`query ${row}: ${queries[row]}`, event);
     const col = colLabelAt(layout, x, y);
-    if (col !== null) return hooks.tooltip.show(`key ${col}: ${keys[col]}`, event);
+    if (col !== null) {
+      const action = hooks.toggleKey ? (selected.includes(col) ? "  (click to unselect)" : "  (click to select this key)") : "";
+      return hooks.tooltip.show(`key ${col}: ${keys[col]}${action}`, event);
+    }
     hooks.tooltip.hide();
   });
   canvas.addEventListener("mouseleave", () => hooks.tooltip.hide());
   canvas.addEventListener("click", (event) => {
     const {x, y} = localPoint(canvas, event);
     const cell = cellAt(layout, x, y);
+    if (hooks.toggleKey) {  // shift-click on a cell or a click on a key label selects that key
+      const col = cell && event.shiftKey ? cell.col : (cell ? null : colLabelAt(layout, x, y));
+      if (col !== null) return hooks.toggleKey(col);
+    }
     const row = cell ? cell.row : rowLabelAt(layout, x, y);
     if (row !== null) hooks.pinRow(row === pinned ? null : row);
   });
@@ -112,6 +153,24 @@ export function renderHeadView(host, data, hooks) {
   host.replaceChildren(canvas);
   if (pinned !== null && pinned < matrix.rows) host.append(pinnedSummary(matrix, header, example, pinned, queries));
   return {canvas, layout};
+}
+
+const SELECTED = "#e8710a";
+
+/** Marks the selected key columns: an outline around each and a bar between labels and cells. */
+function drawSelectedKeys(ctx, layout, selected) {
+  if (!selected.length) return;
+  ctx.save();
+  ctx.strokeStyle = SELECTED;
+  ctx.fillStyle = SELECTED;
+  ctx.lineWidth = 1.5;
+  for (const col of selected) {
+    if (col >= layout.cols) continue;
+    const x = layout.x + col * layout.cell;
+    ctx.fillRect(x, layout.y - 5, layout.cell, 4);
+    ctx.strokeRect(x + 0.75, layout.y + 0.75, Math.max(0, layout.cell - 1.5), layout.height - 1.5);
+  }
+  ctx.restore();
 }
 
 function pinnedSummary(matrix, header, example, row, queries) {
