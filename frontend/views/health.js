@@ -187,7 +187,7 @@ export function renderHealth(host, body, {step, tag = null, measure = "entropy",
   picker.addEventListener("change", () => pickMeasure(picker.value));
   const note = element("p", {className: "hint", id: "health-note"},
     `${layers.length} layer${layers.length === 1 ? "" : "s"}, ${steps.length} logged step${steps.length === 1 ? "" : "s"}` +
-    `${hasStep ? `; roles and groups at step ${steps[index]}` : ""}. ${info.help} ` +
+    `${hasStep ? `; roles and groups at step ${steps[index]}` : ""}. ${info.label[0].toUpperCase()}${info.label.slice(1)}: ${info.help} ` +
     `(${info.unit ? "0 to 1" : `${formatStatistic(domain[0])} to ${formatStatistic(domain[1])}`}, one scale for all heads). ` +
     "Click a head to open its heatmap at this step, a marker to open it at the marker's step.");
   const controls = element("div", {className: "toolbar health-toolbar"},

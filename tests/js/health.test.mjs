@@ -2,7 +2,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import {alarmKind, cellAtPoint, cellRect, changeEntries, extraRect, groupCounts, groupLabels, groupText,
-        headMarkers, healthGrid, markerAt, massCells, measureDomain, measureInfo, readSentence, roleAt,
+        headMarkers, healthGrid, markerAt, massCells, massSeries, measureDomain, measureInfo, readSentence, roleAt,
         roleColor, seriesOf, sparkPoints, stepAtX, stepIndexAtOrBefore, tint, toggleKey,
         MEASURE_NAMES, ROLES} from "../../frontend/lib/health.js";
 
@@ -191,4 +191,12 @@ test("massCells: one cell per head of every layer and the scale's top", () => {
   assert.equal(cells[2].value, null);
   assert.equal(max, 0.75);
   assert.ok(massCells({layers: []}).max > 0);
+});
+
+test("massSeries reads one head of one layer over the steps of an over_steps answer", () => {
+  const body = {layers: ["a", "b"], steps: [0, 10, 20], mass: [[0.4, 0.1], null],
+                series: [[[0.3, 0.2], null, [0.4, 0.1]], [null, null, null]]};
+  assert.deepEqual(massSeries(body, 0, 1), [0.2, null, 0.1]);
+  assert.deepEqual(massSeries(body, 1, 0), [null, null, null]);
+  assert.deepEqual(massCells(body).cells.map((c) => c.tag), ["a", "a"]);  // b: not comparable
 });
