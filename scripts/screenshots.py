@@ -45,6 +45,8 @@ VIEWS = {
     "stats": {"run": TRANSLATION, "tag": CROSS, "view": "stats"},
     "rollout": {"run": TRANSLATION, "tag": DECODER, "view": "rollout"},
     "rollout_image": {"run": VISION, "tag": VISION_TAG, "view": "rollout"},
+    "health": {"run": TRANSLATION, "tag": CROSS, "view": "health"},
+    "tokens": {"run": TRANSLATION, "tag": CROSS, "view": "head", "head": 0, "keys": "1,2"},
 }
 
 
