@@ -52,10 +52,11 @@ export function roleColor(role) {
   return ROLE_COLOR.get(String(role).replace(/_/g, "-")) || UNKNOWN_ROLE;
 }
 
-/** `#rrggbb` as `rgba(r,g,b,alpha)`. */
+/** `#rrggbb` at `alpha` over white, as an opaque `rgb(r,g,b)` (opaque fills draw faster). */
 export function tint(hex, alpha) {
   const n = parseInt(hex.slice(1), 16);
-  return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${alpha})`;
+  const mix = (c) => Math.round(255 - alpha * (255 - c));
+  return `rgb(${mix((n >> 16) & 255)},${mix((n >> 8) & 255)},${mix(n & 255)})`;
 }
 
 /** "previous_token" -> the MEASURES entry (aliases resolved); unknown names -> entropy's. */

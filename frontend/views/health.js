@@ -82,7 +82,15 @@ export function renderHealth(host, body, {step, tag = null, measure = "entropy",
 
   const cells = [];
   const allMarkers = [];
-  const measured = [];  // per layer: does the answer have this measure for it
+  // Shapes are gathered per colour and drawn with one fill or stroke each: 144 heads x 100 steps
+  // stay one path for every sparkline, one per role tint, one per marker colour.
+  const fills = new Map();    // fillStyle -> Path2D
+  const outlines = new Map(); // group colour -> Path2D
+  const pathOf = (map, key) => {
+    if (!map.has(key)) map.set(key, new Path2D());
+    return map.get(key);
+  };
+  const letters = [];
   const line = new Path2D();
   const current = new Path2D();
   const hasStep = steps[index] !== undefined;
@@ -102,36 +110,35 @@ export function renderHealth(host, body, {step, tag = null, measure = "entropy",
       const rect = cellRect(grid, layer, head);
       const role = roleAt(body, layerTag, index, head);
       const color = roleColor(role);
-      ctx.fillStyle = tint(color, 0.2);
-      ctx.fillRect(rect.x, rect.y, rect.width, rect.height);
-      ctx.fillStyle = color;
-      ctx.fillRect(rect.x, rect.y, 3, rect.height);
+      pathOf(fills, tint(color, 0.2)).rect(rect.x, rect.y, rect.width, rect.height);
+      pathOf(fills, color).rect(rect.x, rect.y, 3, rect.height);
       const group = labels[head];
       if (group) {
-        ctx.strokeStyle = group.color;
-        ctx.lineWidth = 2;
-        ctx.strokeRect(rect.x + 1, rect.y + 1, rect.width - 2, rect.height - 2);
-        ctx.fillStyle = group.color;
-        ctx.fillRect(rect.x + rect.width - 13, rect.y, 13, 12);
-        ctx.fillStyle = "#fff";
-        ctx.textAlign = "center";
-        ctx.fillText(group.label, rect.x + rect.width - 6.5, rect.y + 6.5);
+        pathOf(outlines, group.color).rect(rect.x + 1, rect.y + 1, rect.width - 2, rect.height - 2);
+        pathOf(fills, group.color).rect(rect.x + rect.width - 13, rect.y, 13, 12);
+        letters.push([group.label, rect.x + rect.width - 6.5, rect.y + 6.5]);
       }
       const values = seriesOf(body, layerTag, info.name, head);
       const points = values ? sparkPoints(grid, rect, steps, values, domain) : [];
       if (values) any = true;
-      points.forEach((p, i) => (i === 0 || p.breakBefore ? line.moveTo(p.x, p.y) : line.lineTo(p.x, p.y)));
+      for (let i = 0; i < points.length; i++) {
+        const p = points[i];
+        if (i === 0 || p.breakBefore) line.moveTo(p.x, p.y);
+        else line.lineTo(p.x, p.y);
+      }
       if (points.length === 1) line.arc(points[0].x, points[0].y, 1.5, 0, 2 * Math.PI);
       if (hasStep) {
         const cx = sparkScales(grid, rect, steps, domain).x(steps[index]);
         current.moveTo(cx, rect.y + 1);
         current.lineTo(cx, rect.y + rect.height - 1);
       }
-      const markers = headMarkers(body, layerTag, head, grid, rect);
-      for (const marker of markers) allMarkers.push({...marker, tag: layerTag, head});
+      for (const marker of headMarkers(body, layerTag, head, grid, rect)) {
+        marker.tag = layerTag;
+        marker.head = head;
+        allMarkers.push(marker);
+      }
       cells.push({layer, head, tag: layerTag, role, group: group ? group.label : null, rect, points, values});
     }
-    measured.push(any);
     if (!any && heads) {
       ctx.fillStyle = "#757575";
       ctx.textAlign = "left";
@@ -140,14 +147,25 @@ export function renderHealth(host, body, {step, tag = null, measure = "entropy",
     }
     if (hasGroups) drawGroupCount(ctx, grid, extraRect(grid, layer), steps, groupCounts(body, layerTag), index);
   }
+  for (const [style, path] of fills) {
+    ctx.fillStyle = style;
+    ctx.fill(path);
+  }
+  ctx.lineWidth = 2;
+  for (const [style, path] of outlines) {
+    ctx.strokeStyle = style;
+    ctx.stroke(path);
+  }
+  ctx.fillStyle = "#fff";
+  ctx.textAlign = "center";
+  for (const [text, x, y] of letters) ctx.fillText(text, x, y);
   ctx.strokeStyle = CURRENT;
   ctx.lineWidth = 1;
   ctx.stroke(current);
   ctx.strokeStyle = LINE;
-  ctx.lineWidth = 1.25;
-  ctx.lineJoin = "round";
+  ctx.lineWidth = 1;
   ctx.stroke(line);
-  for (const marker of allMarkers) drawMarker(ctx, marker);
+  drawMarkers(ctx, allMarkers);
 
   // For tests and tools: where the cells and markers are, in CSS pixels of the canvas.
   canvas.dataset.grid = JSON.stringify({
@@ -217,26 +235,36 @@ function cellText(body, cell, steps, index, grid, x, info) {
   return parts.join("\n");
 }
 
-function drawMarker(ctx, marker) {
-  const {x, y} = marker;
-  ctx.beginPath();
-  if (marker.type === "alarm") {  // a downward triangle at the top edge
-    ctx.moveTo(x - 4.5, y - 3.5);
-    ctx.lineTo(x + 4.5, y - 3.5);
-    ctx.lineTo(x, y + 4);
-    ctx.fillStyle = ALARM_COLORS[marker.kind] || ALARM_COLORS.entropy_collapse;
-  } else {  // a diamond at the bottom edge in the role's colour
-    ctx.moveTo(x, y - 4.5);
-    ctx.lineTo(x + 4.5, y);
-    ctx.lineTo(x, y + 4.5);
-    ctx.lineTo(x - 4.5, y);
-    ctx.fillStyle = roleColor(marker.role);
+/** Alarms as downward triangles at the top edge, emergence as diamonds in the role's colour. */
+function drawMarkers(ctx, markers) {
+  const byColor = new Map();
+  const edges = new Path2D();
+  for (const marker of markers) {
+    const color = marker.type === "alarm" ? ALARM_COLORS[marker.kind] || ALARM_COLORS.entropy_collapse
+                                          : roleColor(marker.role);
+    if (!byColor.has(color)) byColor.set(color, new Path2D());
+    const {x, y} = marker;
+    for (const path of [byColor.get(color), edges]) {
+      if (marker.type === "alarm") {
+        path.moveTo(x - 4.5, y - 3.5);
+        path.lineTo(x + 4.5, y - 3.5);
+        path.lineTo(x, y + 4);
+      } else {
+        path.moveTo(x, y - 4.5);
+        path.lineTo(x + 4.5, y);
+        path.lineTo(x, y + 4.5);
+        path.lineTo(x - 4.5, y);
+      }
+      path.closePath();
+    }
   }
-  ctx.closePath();
-  ctx.fill();
+  for (const [color, path] of byColor) {
+    ctx.fillStyle = color;
+    ctx.fill(path);
+  }
   ctx.strokeStyle = "#fff";
   ctx.lineWidth = 1;
-  ctx.stroke();
+  ctx.stroke(edges);
 }
 
 /** The number of similarity groups (two or more heads) of a layer over steps, as a small line. */

@@ -63,7 +63,8 @@ test("role colours: every role its own colour, '_' or '-' alike, unknown roles o
   assert.equal(roleColor("something else"), roleColor("another"));
   assert.ok(!colors.includes(roleColor("something else")));
   assert.equal(roleColor(null), roleColor("none"));
-  assert.equal(tint("#1e88e5", 0.5), "rgba(30,136,229,0.5)");
+  assert.equal(tint("#1e88e5", 0.5), "rgb(143,196,242)");  // half-way to white
+  assert.equal(tint("#000000", 1), "rgb(0,0,0)");
 });
 
 test("roleAt and stepIndexAtOrBefore pick the role at the current step", () => {
