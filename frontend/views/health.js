@@ -185,7 +185,17 @@ export function renderHealth(host, body, {step, tag = null, measure = "entropy",
   };
   canvas.addEventListener("mousemove", (event) => {
     const found = cellUnder(event);
-    if (!found) return tooltip.hide();
+    if (!found) {
+      const {x, y} = localPoint(canvas, event);
+      const layer = Math.floor((y - grid.top) / (grid.cellHeight + grid.gap));
+      if (x < grid.left && layer >= 0 && layer < layers.length) {
+        const source = body.sources && body.sources[layers[layer]];
+        const how = source === "computed" ? "measures computed by the server from the stored steps"
+                  : source === "logged" ? "measures logged by the writer over its probe set" : "";
+        return tooltip.show(`${isolateBidi(layers[layer])}${how ? `: ${how}` : ""}`, event);
+      }
+      return tooltip.hide();
+    }
     if (found.marker) {
       const m = found.marker;
       return tooltip.show(`${isolateBidi(m.tag)} head ${m.head}: ${m.message}  (click to open this head at step ${m.step})`, event);
@@ -212,6 +222,10 @@ export function renderHealth(host, body, {step, tag = null, measure = "entropy",
     element("label", {className: "control"}, element("span", {}, "Measure"), picker));
   const changes = changeList(changeEntries(body), open);
   host.replaceChildren(controls, changes, note, canvas);
+  if ((body.errors || []).length) {
+    host.append(element("p", {className: "hint", id: "health-errors"},
+      `Left out: ${body.errors.map((e) => `${isolateBidi(String(e.tag))} step ${e.step}: ${e.error}`).join("; ")}`));
+  }
   return {
     canvas,
     legend: healthLegend(),
