@@ -20,6 +20,7 @@ Example:
 
 import collections
 import math
+import statistics
 
 import numpy as np
 
@@ -588,6 +589,7 @@ def entropy_alarms(steps, values, floor=ENTROPY_FLOOR, drop=ENTROPY_DROP, window
     [Alarm(step=300, kind='entropy-drop', value=0.3, reference=0.8), Alarm(step=400, kind='entropy-floor', value=0.01, reference=0.02)]
     """
     steps, values = _series(steps, values)
+    values = values.tolist()  # plain floats: the server judges 144 heads x 100 steps at once
     alarms = []
     below_floor = dropped = False
     for index, (step, value) in enumerate(zip(steps, values)):
@@ -597,11 +599,10 @@ def entropy_alarms(steps, values, floor=ENTROPY_FLOOR, drop=ENTROPY_DROP, window
         if now_below and not below_floor:
             alarms.append(Alarm(step, "entropy-floor", float(value), float(floor)))
         below_floor = now_below
-        history = values[max(0, index - window) : index]
-        history = history[~np.isnan(history)]
+        history = [v for v in values[max(0, index - window) : index] if not math.isnan(v)]
         now_dropped = False
-        if history.size >= min_history:
-            median = float(np.median(history))
+        if len(history) >= min_history:
+            median = float(statistics.median(history))
             now_dropped = value < (1 - drop) * median
             if now_dropped and not dropped and not now_below:
                 alarms.append(Alarm(step, "entropy-drop", float(value), median))

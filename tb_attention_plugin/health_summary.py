@@ -7,7 +7,7 @@ JSON; docs/format.md, "Head-health records"), `from_record` reads it back and `e
 `decode` go to and from the stored bytes. Both writers (`AttentionWriter.health` and
 `summary.write_health`) and the server use these functions, so the record has one definition.
 
-Record, version 1 (NaN is stored as `null`):
+Record, version 1 (NaN is stored as `null`; numbers rounded to 6 decimals):
 
 ```json
 {"version": 1, "heads": 2, "examples": 64,
@@ -99,7 +99,9 @@ def _floats(values):
     finite = np.isfinite(array)
     if not finite.any():
         return None
-    return [float(v) if ok else None for v, ok in zip(array.tolist(), finite.tolist())]
+    # 6 decimals: below float32's noise for measures in [0, 1]; keeps records and answers short.
+    rounded = np.round(array, 6).tolist()
+    return [v if ok else None for v, ok in zip(rounded, finite.tolist())]
 
 
 def groups_of(labels):
@@ -148,7 +150,7 @@ def to_record(result, similarity_threshold=health.SIMILARITY_THRESHOLD):
         "heads": heads,
         "examples": int(result.get("examples") or 0),
         "measures": measures,
-        "sinks": [[[int(k), float(alpha)] for k, alpha in head] for head in sinks],
+        "sinks": [[[int(k), round(float(alpha), 6)] for k, alpha in head] for head in sinks],
         "role": roles,
         "similarity_groups": groups,
     }
@@ -198,15 +200,17 @@ def check(record):
         if values is None:
             continue
         if not isinstance(values, list) or len(values) != heads or not all(
-            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values
+            v is None or _finite_number(v) for v in values
         ):
-            raise RecordError("health measure %r is not %d numbers or nulls" % (name, heads))
+            raise RecordError("health measure %r is not %d finite numbers or nulls" % (name, heads))
     roles = record.get("role")
     if not isinstance(roles, list) or len(roles) != heads or not all(isinstance(r, str) for r in roles):
         raise RecordError("health record 'role' is not %d strings" % heads)
     sinks = record.get("sinks", [[] for _ in range(heads)])
     if not isinstance(sinks, list) or len(sinks) != heads or not all(
-        isinstance(head, list) and all(isinstance(s, list) and len(s) == 2 for s in head)
+        isinstance(head, list) and all(
+            isinstance(s, list) and len(s) == 2 and isinstance(s[0], int) and _finite_number(s[1])
+            for s in head)
         for head in sinks
     ):
         raise RecordError("health record 'sinks' is not one list of [key, alpha] per head")
@@ -218,6 +222,10 @@ def check(record):
     ):
         raise RecordError("health record 'similarity_groups' is not lists of head indices")
     return record
+
+
+def _finite_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def from_record(record):

@@ -166,4 +166,4 @@ def write_health(tag, result, step=None, *, scalars=True, description=None):
                 step=step,
                 metadata=scalar_metadata.create_summary_metadata(display_name=scalar_tag, description=""),
             )
-    return bool(written)
+    return bool(written) if tf.executing_eagerly() else written

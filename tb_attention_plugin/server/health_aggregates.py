@@ -152,10 +152,14 @@ def health_signature(reader, ctx, experiment_id, run):
     for tag in layers:
         if records.get(tag):
             sources[tag] = ("logged", records[tag])
-        else:
+            continue
+        try:
             sources[tag] = ("computed", reader.steps(ctx, experiment_id, run, tag))
+        except NotFound as e:  # e.g. written by a newer format: the other layers still serve
+            sources[tag] = ("unreadable", str(e))
     signature = tuple(
-        (tag, sources[tag][0], tuple((d.step, d.wall_time) for d in sources[tag][1]))
+        (tag, sources[tag][0], sources[tag][1] if sources[tag][0] == "unreadable"
+         else tuple((d.step, d.wall_time) for d in sources[tag][1]))
         for tag in layers
     )
     return layers, sources, signature
@@ -175,11 +179,17 @@ def run_health(reader, ctx, experiment_id, run, cache, prepared=None):
     for tag in layers:
         source, items = sources[tag]
         found = {}
+        if source == "unreadable":
+            errors.append({"tag": tag, "step": None, "error": items})
+            items = ()
         for item in items:
             if source == "logged":
                 record = item.record if item.error is None else item.error
             else:
-                record = _computed_record(reader, ctx, experiment_id, run, tag, item, cache)
+                try:
+                    record = _computed_record(reader, ctx, experiment_id, run, tag, item, cache)
+                except NotFound as e:  # the step vanished since it was listed: not cached
+                    record = str(e)
             if isinstance(record, str):
                 errors.append({"tag": tag, "step": item.step, "error": record})
             else:
@@ -201,7 +211,7 @@ def run_health(reader, ctx, experiment_id, run, cache, prepared=None):
                 record = None
             for name in MEASURES:
                 values = None if record is None else record["measures"].get(name)
-                series[tag][name].append(_rounded(values) if values is not None else [None] * h)
+                series[tag][name].append(list(values) if values is not None else [None] * h)
             roles[tag].append(list(record["role"]) if record else [None] * h)
             groups[tag].append(record.get("similarity_groups") if record else None)
             sinks[tag].append(record.get("sinks") if record else None)
@@ -223,10 +233,6 @@ def run_health(reader, ctx, experiment_id, run, cache, prepared=None):
     }
 
 
-def _rounded(values):
-    return [None if v is None else round(float(v), 6) for v in values]
-
-
 def _changes(layers, steps, series):
     """Alarms, emergence and sentences from health.changes, per layer over its own steps."""
     found = []
@@ -239,14 +245,15 @@ def _changes(layers, steps, series):
             continue
         layer_steps = [steps[i] for i in present]
         h = len(measures["entropy"][present[0]])
-        heads = {}
-        for head in range(h):
-            heads[(tag, head)] = {
-                MEASURES[name]: np.array(
-                    [np.nan if measures[name][i][head] is None else measures[name][i][head]
-                     for i in present], np.float64)
-                for name in MEASURES
-            }
+        arrays = {  # [steps, heads] per measure, NaN for null
+            MEASURES[name]: np.array([[np.nan if v is None else v for v in measures[name][i]]
+                                      for i in present], np.float64)
+            for name in MEASURES
+        }
+        heads = {
+            (tag, head): {name: array[:, head] for name, array in arrays.items()}
+            for head in range(h)
+        }
         values_at[tag] = (layer_steps, heads)
         found.extend(health.changes(layer_steps, heads))
     found.sort(key=lambda c: (c.step, order[c.layer], c.head, c.kind))

@@ -16,6 +16,7 @@ apps = {"/health": routes.serve_health, "/mass": routes.serve_mass,
 """
 
 import io
+import json
 import re
 
 import numpy as np
@@ -53,7 +54,7 @@ class HealthRoutes:
         self.cache = health_aggregates.HealthCache()
         self._answers = bounded_cache.LRUCache(
             max_entries=1024, max_bytes=ANSWER_CACHE_BYTES,
-            size_of=lambda entry: len(entry[0]) if isinstance(entry[0], bytes) else 4096,
+            size_of=lambda entry: len(entry[0]),
         )
 
     @route_util.json_errors
@@ -69,7 +70,8 @@ class HealthRoutes:
             body = health_aggregates.run_health(
                 self._reader, ctx, eid, run, self.cache, prepared=prepared
             )
-            return body, None
+            # Bytes, so that the answer cache counts its real size.
+            return json.dumps(body, separators=(",", ":"), allow_nan=False).encode("ascii"), None
 
         # New steps keep coming while training: revalidate every time (304 when unchanged).
         return route_util.etagged(

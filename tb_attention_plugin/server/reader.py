@@ -79,6 +79,8 @@ class AttentionReader:
         self._downsample = downsample if downsample else _LIST_ALL
         self._indexes = bounded_cache.LRUCache(max_entries=256)
         self._headers = bounded_cache.LRUCache(max_entries=4096)
+        # Parsed head-health records (~100 bytes a head), by (run, tag, step, wall time).
+        self._records = bounded_cache.LRUCache(max_entries=16384)
         # (eid, run, tag) -> the newest shape seen
         self._shapes = bounded_cache.LRUCache(max_entries=4096)
         self._index_lock = threading.Lock()
@@ -167,15 +169,15 @@ class AttentionReader:
                 continue
             found = []
             for datum in sorted(datums, key=lambda d: d.step):
-                key = ("health", experiment_id, run, tag, datum.step, datum.wall_time)
-                cached = self._headers.get(key)
+                key = (experiment_id, run, tag, datum.step, datum.wall_time)
+                cached = self._records.get(key)
                 if cached is None:
                     try:
                         cached = health_summary.decode(datum.numpy)
                     except health_summary.RecordError as e:
                         cached = "run %r tag %r step %d cannot be read: %s" % (
                             run, tag, datum.step, e)
-                    self._headers.put(key, cached)
+                    self._records.put(key, cached)
                 if isinstance(cached, str):
                     found.append(HealthRecord(datum.step, datum.wall_time, None, cached))
                 else:
