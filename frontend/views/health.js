@@ -139,11 +139,12 @@ export function renderHealth(host, body, {step, tag = null, measure = "entropy",
       }
       cells.push({layer, head, tag: layerTag, role, group: group ? group.label : null, rect, points, values});
     }
-    if (!any && heads) {
+    if (!any) {
       ctx.fillStyle = "#757575";
       ctx.textAlign = "left";
-      ctx.fillText(`no ${info.label} for this layer`, first.x + 8, first.y + first.height / 2,
-                   grid.cellWidth * heads - 16);
+      const unreadable = !heads || (body.sources && body.sources[layerTag] === "unreadable");
+      ctx.fillText(unreadable ? "this layer cannot be read (see below the grid)" : `no ${info.label} for this layer`,
+                   first.x + 8, first.y + first.height / 2, grid.cellWidth * Math.max(heads, maxHeads) - 16);
     }
     if (hasGroups) drawGroupCount(ctx, grid, extraRect(grid, layer), steps, groupCounts(body, layerTag), index);
   }
