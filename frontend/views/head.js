@@ -132,10 +132,7 @@ export function renderHeadView(host, data, hooks) {
     const row = rowLabelAt(layout, x, y);
     if (row !== null) return hooks.tooltip.show(`query ${row}: ${queries[row]}`, event);
     const col = colLabelAt(layout, x, y);
-    if (col !== null) {
-      const action = hooks.toggleKey ? (selected.includes(col) ? "  (click to unselect)" : "  (click to select this key)") : "";
-      return hooks.tooltip.show(`key ${col}: ${keys[col]}${action}`, event);
-    }
+    if (col !== null) return hooks.tooltip.show(`key ${col}: ${keys[col]}`, event);
     hooks.tooltip.hide();
   });
   canvas.addEventListener("mouseleave", () => hooks.tooltip.hide());
