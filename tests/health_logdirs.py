@@ -17,7 +17,8 @@ import numpy as np
 from tb_attention_plugin import AttentionWriter
 from tb_attention_plugin import health
 
-TOKENS = ["The", "cat", "sat", "on", "the", "mat", "and", "then", "it", "slept"]
+# Token 0 is hostile: token text is user data and must reach the page as text only.
+TOKENS = ["<img src=x onerror=alert(1)>The", "cat", "sat", "on", "the", "mat", "and", "then", "it", "slept"]
 STEPS = list(range(0, 700, 100))
 EMERGE_STEP = 300
 COLLAPSE_STEP = 400

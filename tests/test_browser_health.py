@@ -191,7 +191,9 @@ def test_token_selection_gives_the_mass_of_every_head(tab, artifacts_dir):
     assert mass[0][2] == pytest.approx(1.0, abs=1e-3)  # the first-token head
     assert tab.canvas_info()["layout"]["keys"] == [0]
     chips = tab.eval("Array.from(document.querySelectorAll('#mass-panel .chip bdi')).map(b => b.textContent)")
-    assert chips == [TOKENS[0]]
+    assert chips == [TOKENS[0]]  # the hostile token, as text
+    assert tab.eval("document.querySelectorAll('#mass-panel img').length") == 0
+    assert tab.dialogs == []
     tab.screenshot(artifacts_dir / "health_token_mass.png")
     # Clicking key 3's label adds it; the mass is then that of keys 0 and 3.
     tab.eval("delete document.querySelector('#view').dataset.rendered")
