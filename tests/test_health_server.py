@@ -118,6 +118,19 @@ def client(logdir):
     return wsgi_client(production_plugin(logdir))
 
 
+def complete_health(fetch, run):
+    """`/health` of a run, asked again while measures are still being computed (`pending`)."""
+    for _ in range(50):
+        body = fetch(run)
+        if body["pending"] == 0:
+            return body
+    raise AssertionError("/health of %r still pending after 50 requests" % run)
+
+
+def health_of(client, run):
+    return complete_health(lambda r: get_json(client, "/health", run=r), run)
+
+
 def assert_error(response, status, *words):
     assert response.status_code == status, (response.status_code, response.get_data()[:300])
     message = json.loads(response.get_data())["error"]
@@ -282,7 +295,7 @@ def test_health_from_records_has_the_known_series_alarms_and_emergence(client):
 
 def test_health_computed_from_summary_op_steps_matches_the_records(client):
     logged = get_json(client, "/health", run="logged")
-    computed = get_json(client, "/health", run="op_only")
+    computed = health_of(client, "op_only")
     assert computed["sources"] == {CROSS: "computed", CAUSAL: "computed"}
     assert computed["steps"] == logged["steps"] and computed["heads"] == logged["heads"]
     assert computed["errors"] == []
@@ -311,6 +324,7 @@ def test_health_records_of_the_tf_path_equal_the_writers(client):
 
 def test_computed_steps_are_cached_and_the_answer_revalidates(logdir):
     plugin = production_plugin(logdir)
+    plugin._health.compute_seconds = 600  # every step in the first request
     client = wsgi_client(plugin)
     first = get(client, "/health", run="op_only")
     assert first.status_code == 200
@@ -323,6 +337,26 @@ def test_computed_steps_are_cached_and_the_answer_revalidates(logdir):
     third = get(client, "/health", run="op_only")
     assert third.status_code == 200 and cache.computed == 2 * len(STEPS)  # steps were cached
     assert json.loads(third.get_data()) == json.loads(first.get_data())
+
+
+def test_computing_in_a_time_budget_answers_partially_then_completely(logdir, client):
+    plugin = production_plugin(logdir)
+    budgeted = wsgi_client(plugin)
+    plugin._health.compute_seconds = 0  # one step per request
+    total = 2 * len(STEPS)
+    first = get(budgeted, "/health", run="op_only")
+    body = json.loads(first.get_data())
+    assert "ETag" not in first.headers and body["pending"] == total - 1
+    assert body["steps"] == [0]  # the first step of the first layer comes first
+    second = json.loads(get(budgeted, "/health", run="op_only").get_data())
+    assert second["pending"] == total - 2 and second["steps"] == [0]  # the other layer's first
+    third = json.loads(get(budgeted, "/health", run="op_only").get_data())
+    assert third["pending"] == total - 3 and third["steps"] == [0, STEPS[-1]]  # then the newest
+    assert third["series"][CAUSAL]["entropy"][1] == [None, None, None]  # not computed yet
+    plugin._health.compute_seconds = 60
+    final = get(budgeted, "/health", run="op_only")
+    assert json.loads(final.get_data())["pending"] == 0 and "ETag" in final.headers
+    assert json.loads(final.get_data()) == health_of(client, "op_only")
 
 
 def test_a_layer_with_records_but_no_steps_is_listed_by_health(client):
@@ -439,6 +473,30 @@ def test_mass_over_steps(mass_client):
     assert b[2] is None and c == [None, None, None]
 
 
+def test_mass_over_steps_in_a_time_budget_is_pending_then_complete(tmp_path):
+    with tba.AttentionWriter(tmp_path / "run") as writer:
+        for step in range(5):
+            for layer in ("a", "b"):
+                w = np.zeros((1, 2, 3, 3), np.float32)
+                w[..., step % 3] = 1.0
+                writer.attention(layer, w, step=step)
+    plugin = production_plugin(tmp_path)
+    client = wsgi_client(plugin)
+    plugin._health.compute_seconds = 0  # at most one (layer, step) read per request
+    params = dict(run="run", tag="a", step=4, example=0, keys="1", over_steps=1)
+    first = get_json(client, "/mass", **params)
+    assert first["mass"] == [[1.0, 1.0], [1.0, 1.0]]  # the asked step is always complete
+    assert first["pending"] == 10 - 2 - 1  # step 4 of both layers was read for "mass", then one
+    assert first["series"][0][0] == [0.0, 0.0] and first["series"][1][0] is None
+    for _ in range(20):
+        body = get_json(client, "/mass", **params)
+        if body["pending"] == 0:
+            break
+    assert body["pending"] == 0
+    expected = [[1.0, 1.0] if step % 3 == 1 else [0.0, 0.0] for step in range(5)]
+    assert body["series"] == [expected, expected]
+
+
 def test_key_profile_leaves_out_padding_rows_and_masked_keys():
     nan = np.nan
     weights = np.array([[[0.5, 0.5, nan], [1.0, 0.0, nan], [nan, nan, nan], [0.0, 0.0, 0.0]]])
@@ -505,7 +563,8 @@ def test_both_readers_list_and_serve_health(logdir, flags):
         assert body["steps"] == STEPS and body["sources"][CAUSAL] == "logged"
         assert {(e["head"], e["step"]) for e in body["emergence"] if e["tag"] == CAUSAL} == {
             (1, EMERGE_STEP), (2, COLLAPSE_STEP)}
-        computed = tensorboard_process.get_json(url + "/health?run=op_only")
+        computed = complete_health(
+            lambda run: tensorboard_process.get_json(url + "/health?run=" + run), "op_only")
         assert computed["sources"][CAUSAL] == "computed" and computed["steps"] == STEPS
         assert computed["roles"] == body["roles"]
         mass = tensorboard_process.get_json(
@@ -519,3 +578,30 @@ def test_both_readers_list_and_serve_health(logdir, flags):
         assert status == 200 and data.startswith(b"\x93NUMPY")
         status, _, data = tensorboard_process.http_get(url + "/health?run=nope")
         assert status == 404 and "nope" in json.loads(data)["error"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("tb_attention_plugin.encoding").encoding,
+                                "encode_pooled_step"),
+                    reason="pooled steps (contract A) are not in this checkout")
+def test_pooled_steps_are_reported_not_measured(tmp_path):
+    from tb_attention_plugin import encoding
+
+    full = np.full((1, 2, 8, 8), 1 / 8, np.float32)
+    means, maxes = encoding.pool(full, 4)
+    blobs = encoding.encode_pooled_step([1, 2, 8, 8], 4, means, maxes,
+                                        [("last_queries", (6, 8), (0, 8), full[:, :, 6:, :])])
+    with tba.AttentionWriter(tmp_path / "run") as writer:
+        writer.write_blobs("pooled", blobs, 0)
+        writer.attention("full", full, step=0)
+    client = wsgi_client(production_plugin(tmp_path))
+    body = get_json(client, "/health", run="run")
+    assert body["steps"] == [0] and body["roles"]["full"] == [["diffuse", "diffuse"]]
+    assert [e["tag"] for e in body["errors"]] == ["pooled"]
+    assert "overview" in body["errors"][0]["error"]
+    mass = get_json(client, "/mass", run="run", tag="full", step=0, example=0, keys="0")
+    assert mass["layers"] == ["full", "pooled"] and mass["mass"][1] is None
+    assert "overview" in mass["notes"][1]
+    assert_error(get(client, "/export", run="run", tag="pooled", step=0, example=0, head=0), 404,
+                 "overview")
+    assert_error(get(client, "/filmstrip", run="run", tag="pooled", example=0, head=0), 404,
+                 "overview")

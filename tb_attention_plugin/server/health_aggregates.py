@@ -20,6 +20,7 @@ mass["mass"]        # [[per head] per layer], share of each row on key 0
 """
 
 import math
+import time
 
 import numpy as np
 
@@ -36,6 +37,9 @@ ALARM_KINDS = {
     "entropy-drop": ("entropy_collapse", "entropy"),
     "max-logit": ("logit_growth", "max_logit"),
 }
+# Seconds one /health request spends computing measures from stored steps (the rest is
+# "pending", computed by the next requests).
+COMPUTE_SECONDS = 5.0
 # Most keys in one /mass request.
 MAX_KEYS = 4096
 
@@ -55,6 +59,8 @@ class HealthCache:
         self.profiles = bounded_cache.LRUCache(
             max_entries=65536, max_bytes=profile_bytes, size_of=lambda value: getattr(value, "nbytes", 64)
         )
+        # (experiment, run, tag, step, wall time) -> (layout, examples, Tk) of the step's header
+        self.facts = bounded_cache.LRUCache(max_entries=65536)
         self.computed = 0  # steps whose measures were computed (not cached): for tests
 
 
@@ -165,36 +171,52 @@ def health_signature(reader, ctx, experiment_id, run):
     return layers, sources, signature
 
 
-def run_health(reader, ctx, experiment_id, run, cache, prepared=None):
+def run_health(reader, ctx, experiment_id, run, cache, prepared=None,
+               compute_seconds=COMPUTE_SECONDS):
     """The `/health` answer of a run (docs/http_api.md): per layer, head and step the measures,
     roles, sinks and groups; alarms, emergence steps and what changed.
+
+    Measures of layers without records are computed from the stored steps for at most
+    `compute_seconds` per call (at least one step), coarse to fine over each layer's steps
+    (first, newest, middle, quarters, ...); what is left is counted in the answer's `pending`,
+    and the next call goes on where this one stopped.
 
     Args:
       reader, ctx, experiment_id, run: as for the other aggregates.
       cache: a `HealthCache`.
       prepared: `health_signature(...)` already computed by the caller (for the ETag).
+      compute_seconds: time budget for computing steps in this call.
     """
     layers, sources, _ = prepared or health_signature(reader, ctx, experiment_id, run)
-    per_layer, errors = {}, []
-    for tag in layers:
+    per_layer, errors = {tag: {} for tag in layers}, []
+    to_compute = []  # (order, tag, datum)
+    for position, tag in enumerate(layers):
         source, items = sources[tag]
-        found = {}
         if source == "unreadable":
             errors.append({"tag": tag, "step": None, "error": items})
-            items = ()
-        for item in items:
+            continue
+        for index, item in enumerate(items):
             if source == "logged":
                 record = item.record if item.error is None else item.error
             else:
-                try:
-                    record = _computed_record(reader, ctx, experiment_id, run, tag, item, cache)
-                except NotFound as e:  # the step vanished since it was listed: not cached
-                    record = str(e)
-            if isinstance(record, str):
-                errors.append({"tag": tag, "step": item.step, "error": record})
-            else:
-                found[item.step] = record
-        per_layer[tag] = found
+                record = cache.records.get(
+                    (experiment_id, run, tag, item.step, item.wall_time))
+                if record is None:
+                    to_compute.append(((_coarse_rank(index, len(items)), index, position), tag, item))
+                    continue
+            _keep(per_layer, errors, tag, item.step, record)
+    to_compute.sort(key=lambda entry: entry[0])
+    deadline = time.monotonic() + compute_seconds
+    pending = len(to_compute)
+    for _, tag, item in to_compute:
+        if pending < len(to_compute) and time.monotonic() > deadline:
+            break
+        try:
+            record = _computed_record(reader, ctx, experiment_id, run, tag, item, cache)
+        except NotFound as e:  # the step vanished since it was listed: not cached
+            record = str(e)
+        _keep(per_layer, errors, tag, item.step, record)
+        pending -= 1
     steps = sorted({step for found in per_layer.values() for step in found})
     heads, series, roles, groups, sinks = {}, {}, {}, {}, {}
     for tag in layers:
@@ -230,7 +252,30 @@ def run_health(reader, ctx, experiment_id, run, cache, prepared=None):
         "changes": changes,
         "groups": groups,
         "errors": errors,
+        "pending": pending,
     }
+
+
+def _keep(per_layer, errors, tag, step, record):
+    if isinstance(record, str):
+        errors.append({"tag": tag, "step": step, "error": record})
+    else:
+        per_layer[tag][step] = record
+
+
+def _coarse_rank(index, count):
+    """Order in which a layer's steps are computed: the first, the newest, then ever finer
+    halvings (every 2^k-th step before the others), so a partial answer spans the run.
+
+    >>> sorted(range(9), key=lambda i: (_coarse_rank(i, 9), i))
+    [0, 8, 4, 2, 6, 1, 3, 5, 7]
+    """
+    if index == 0:
+        return (0, 0)
+    if index == count - 1:
+        return (1, 0)
+    return (2, -(index & -index))  # multiples of larger powers of two first
+
 
 
 def _changes(layers, steps, series):
@@ -334,19 +379,41 @@ def _profile(reader, ctx, experiment_id, run, tag, datum, header, example, cache
     return profile
 
 
-def _layer_mass(reader, ctx, experiment_id, run, tag, step, example, keys, key_length, cache):
-    """`(mass per head or None, note or None, comparable)` of one layer at one step."""
+PENDING = "pending"  # a (layer, step) whose mass was not computed in this request's budget
+
+
+def _layer_mass(reader, ctx, experiment_id, run, tag, step, example, keys, key_length, cache,
+                may_read=True, reads=None):
+    """`(mass per head or None, note or None, comparable)` of one layer at one step, or
+    `(None, PENDING, True)` when that needs reading blobs and `may_read` is False. Appends to
+    the list `reads` when it reads."""
     try:
         datum = reader.datum(ctx, experiment_id, run, tag, step)
-        header = reader.header(ctx, experiment_id, run, tag, datum)
-        if header.get("layout", "full") != "full":
+        facts_key = (experiment_id, run, tag, step, datum.wall_time)
+        facts = cache.facts.get(facts_key)  # (layout, batch, Tk) of the step's header
+        if facts is None:
+            if not may_read:
+                return None, PENDING, True
+            if reads is not None:
+                reads.append(tag)
+            header = reader.header(ctx, experiment_id, run, tag, datum)
+            facts = (header.get("layout", "full"), header["shape"][0], header["shape"][3])
+            cache.facts.put(facts_key, facts)
+        layout, batch, tk = facts
+        if layout != "full":
             return None, "stored as an overview at step %d" % step, True
-        batch, _, _, tk = header["shape"]
         if tk != key_length:
             return None, "its key axis has %d positions, not %d: not comparable" % (tk, key_length), False
         if example >= batch:
             return None, "example %d out of range (batch %d)" % (example, batch), True
-        profile = _profile(reader, ctx, experiment_id, run, tag, datum, header, example, cache)
+        profile = cache.profiles.get(facts_key + (example,))
+        if profile is None:
+            if not may_read:
+                return None, PENDING, True
+            if reads is not None:
+                reads.append(tag)
+            header = reader.header(ctx, experiment_id, run, tag, datum)
+            profile = _profile(reader, ctx, experiment_id, run, tag, datum, header, example, cache)
     except NotFound as e:  # no such step, or unreadable (Unreadable is a NotFound)
         return None, str(e), True
     mass = profile[:, keys].sum(axis=1)
@@ -354,13 +421,18 @@ def _layer_mass(reader, ctx, experiment_id, run, tag, step, example, keys, key_l
 
 
 def key_mass(reader, ctx, experiment_id, run, tag, step, example, keys, over_steps=False,
-             cache=None):
+             cache=None, compute_seconds=COMPUTE_SECONDS):
     """The `/mass` answer: the attention mass each head of every layer of `run` puts on `keys`
     (positions of `tag`'s key axis), mean over query rows, at `step` and optionally every step.
+
+    The answer at `step` is always complete. Over steps, blobs are read for at most
+    `compute_seconds` (coarse to fine over the steps, as `/health`); the (layer, step) pairs
+    left are `null` in `series` and counted in `pending`.
 
     Raises `NotFound` for an unknown run/tag/step, an example or a key out of `tag`'s range.
     """
     cache = cache or HealthCache()
+    deadline = time.monotonic() + compute_seconds
     datum = reader.datum(ctx, experiment_id, run, tag, step)
     header = reader.header(ctx, experiment_id, run, tag, datum)
     batch, _, _, key_length = header["shape"]
@@ -384,10 +456,22 @@ def key_mass(reader, ctx, experiment_id, run, tag, step, example, keys, over_ste
     }
     if over_steps:
         steps = [d.step for d in reader.steps(ctx, experiment_id, run, tag)]
+        series = [[None] * len(steps) for _ in layers]
+        order = sorted(
+            ((_coarse_rank(i, len(steps)), i, li) for i in range(len(steps))
+             for li in range(len(layers))),
+        )
+        pending, reads = 0, []
+        for _, i, li in order:
+            # Within the budget, and always until one pair was read: every request progresses.
+            may_read = not reads or time.monotonic() <= deadline
+            values, note, _ = _layer_mass(reader, ctx, experiment_id, run, layers[li], steps[i],
+                                          example, keys, key_length, cache, may_read=may_read,
+                                          reads=reads)
+            if note == PENDING:
+                pending += 1
+            series[li][i] = values
         body["steps"] = steps
-        body["series"] = [
-            [_layer_mass(reader, ctx, experiment_id, run, layer, s, example, keys, key_length,
-                         cache)[0] for s in steps]
-            for layer in layers
-        ]
+        body["series"] = series
+        body["pending"] = pending
     return body

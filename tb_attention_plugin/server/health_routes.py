@@ -52,6 +52,8 @@ class HealthRoutes:
     def __init__(self, reader):
         self._reader = reader
         self.cache = health_aggregates.HealthCache()
+        # Seconds a /health request may spend computing measures from stored steps.
+        self.compute_seconds = health_aggregates.COMPUTE_SECONDS
         self._answers = bounded_cache.LRUCache(
             max_entries=1024, max_bytes=ANSWER_CACHE_BYTES,
             size_of=lambda entry: len(entry[0]),
@@ -65,18 +67,21 @@ class HealthRoutes:
         run = args.string("run")
         prepared = health_aggregates.health_signature(self._reader, ctx, eid, run)
         etag = route_util.etag("health", eid, run, prepared[2])
-
-        def build():
-            body = health_aggregates.run_health(
-                self._reader, ctx, eid, run, self.cache, prepared=prepared
-            )
-            # Bytes, so that the answer cache counts its real size.
-            return json.dumps(body, separators=(",", ":"), allow_nan=False).encode("ascii"), None
-
-        # New steps keep coming while training: revalidate every time (304 when unchanged).
-        return route_util.etagged(
-            request, etag, "application/json", build, cache=self._answers, expires=0
+        answered = self._answers.get(etag)  # (bytes, None) of a complete answer
+        if etag in request.if_none_match or answered is not None:
+            return route_util.etagged(request, etag, "application/json", lambda: answered,
+                                      expires=0)
+        body = health_aggregates.run_health(
+            self._reader, ctx, eid, run, self.cache, prepared=prepared,
+            compute_seconds=self.compute_seconds,
         )
+        if body["pending"]:  # a partial answer: neither cached nor given an ETag
+            return http_util.Respond(request, body, "application/json")
+        # Bytes, so that the answer cache counts its real size. New steps keep coming while
+        # training: the browser revalidates every time (304 when unchanged).
+        data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("ascii")
+        return route_util.etagged(request, etag, "application/json", lambda: (data, None),
+                                  cache=self._answers, expires=0)
 
     @route_util.json_errors
     def serve_mass(self, request):
@@ -91,7 +96,7 @@ class HealthRoutes:
             raise BadRequest("parameter 'over_steps' must be 0 or 1, got %r" % over_steps[:100])
         body = health_aggregates.key_mass(
             self._reader, ctx, eid, run, tag, step, example, keys,
-            over_steps=over_steps == "1", cache=self.cache,
+            over_steps=over_steps == "1", cache=self.cache, compute_seconds=self.compute_seconds,
         )
         # Not HTTP-cached: the profiles behind it are cached, and new steps keep coming.
         return http_util.Respond(request, body, "application/json")
