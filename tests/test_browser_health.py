@@ -78,7 +78,7 @@ def show(tab, **state):
 
 
 def show_health(tab, step=600, measure=None):
-    state = dict(run=RUN, tag=L0, step=step, view="health")
+    state = dict(run=RUN, tag=L0, step=step, view="health", healthPending=0)  # complete, not partial
     if measure:
         state["measure"] = measure
     return show(tab, **state)
@@ -182,7 +182,7 @@ def test_token_selection_gives_the_mass_of_every_head(tab, artifacts_dir):
     # Shift-click the cell (row 4, key 0): selects key 0 ("The").
     click_canvas(tab, "#view canvas", layout["x"] + 0.5 * layout["cell"], layout["y"] + 4.5 * layout["cell"],
                  shift=True)
-    rendered = tab.wait_for({"view": "head", "keys": [0]})
+    rendered = tab.wait_for({"view": "head", "keys": [0], "massPending": 0})
     assert rendered["keys"] == [0]
     weights = layer0_weights(600)[0]
     expected = weights[:, :, 0].mean(axis=1)  # mean over queries of the weight on key 0
@@ -198,7 +198,7 @@ def test_token_selection_gives_the_mass_of_every_head(tab, artifacts_dir):
     # Clicking key 3's label adds it; the mass is then that of keys 0 and 3.
     tab.eval("delete document.querySelector('#view').dataset.rendered")
     click_canvas(tab, "#view canvas", layout["x"] + 3.5 * layout["cell"], layout["y"] - 8)
-    rendered = tab.wait_for({"view": "head", "keys": [0, 3]})
+    rendered = tab.wait_for({"view": "head", "keys": [0, 3], "massPending": 0})
     assert np.allclose(rendered["mass"][0], weights[:, :, [0, 3]].sum(axis=2).mean(axis=1), atol=0.01)
     # A click on a cell of the mass grid opens that head.
     cell = next(c for c in json.loads(tab.eval("document.querySelector('.mass-canvas').dataset.mass"))["cells"]

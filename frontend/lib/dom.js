@@ -103,3 +103,13 @@ export function localPoint(canvas, event) {
   const rect = canvas.getBoundingClientRect();
   return {x: event.clientX - rect.left, y: event.clientY - rect.top};
 }
+
+/**
+ * The server answers partially while it computes measures (`pending` > 0): draw what came, then
+ * ask again (a refresh of the same state) while this drawing is still the one shown.
+ */
+export function askAgainWhileShown(host, node, ui, ms = 1000) {
+  setTimeout(() => {
+    if (node && node.isConnected && host.contains(node)) ui.set({});
+  }, ms);
+}

@@ -122,6 +122,8 @@ export function massPanel({body, error = null, keys, labels, step, tag, lut, wid
   });
   node.append(element("p", {className: "hint"},
     `Mean over queries of the weight on the selected keys, per head of every layer at step ${step} ` +
-    `(colour, 0 to ${formatStatistic(max)}; the line: over the logged steps). Click a head to open it.`), canvas);
+    `(colour, 0 to ${formatStatistic(max)}; the line: over the logged steps). Click a head to open it.` +
+    (body.pending > 0 ? ` Still reading ${body.pending} layer-step${body.pending === 1 ? "" : "s"}: the lines fill in.` : "")),
+    canvas);
   return {node, canvas};
 }

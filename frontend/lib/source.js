@@ -88,7 +88,9 @@ export class DataSource {
     if (!this.healthAnswers.has(run)) {
       const promise = this.api.health(run);
       this.healthAnswers.set(run, promise);
-      promise.catch(() => this.healthAnswers.delete(run));
+      // A partial answer (the server still computes some steps) is asked for again next time.
+      promise.then((body) => { if (body.pending > 0) this.healthAnswers.delete(run); },
+                   () => this.healthAnswers.delete(run));
     }
     return this.healthAnswers.get(run);
   }

@@ -17,7 +17,7 @@ import {heatmapLayout, cellAt, rowLabelAt, colLabelAt} from "../lib/layout.js";
 import {hiDpiCanvas, drawHeatmap, drawRowLabels, drawColLabels, drawPinnedRow, widestLabel,
         devicePixelRatio, legendCanvas} from "../lib/heatmap.js";
 import {axisLabels, describeCell, topKeys, formatWeight} from "../lib/tokens.js";
-import {element, localPoint} from "../lib/dom.js";
+import {askAgainWhileShown, element, localPoint} from "../lib/dom.js";
 import {mapLimited} from "../lib/api.js";
 import {tileScales} from "../lib/colormap.js";
 import {maxValue} from "../lib/decode.js";
@@ -81,13 +81,15 @@ export default {
                                lut: ui.lut, width: ui.width},
                               {tooltip: ui.tooltip, setKeys, open: ({tag, head}) => ui.set({tag, head, query: null})});
       host.append(panel.node);
+      if (mass && mass.pending > 0) askAgainWhileShown(host, panel.node, ui);
     } else {
       host.append(element("p", {className: "hint", id: "select-hint"},
         "Shift-click a cell or click a key label to select key tokens: a grid then shows how much " +
         "attention every head of every layer puts on them."));
     }
     return {canvas, legend: legendCanvas(ui.lut, vmax),
-            rendered: {keys, mass: mass ? mass.mass : null, massStep: mass ? mass.step : null}};
+            rendered: {keys, mass: mass ? mass.mass : null, massStep: mass ? mass.step : null,
+                       massPending: mass ? mass.pending || 0 : 0}};
   },
 };
 

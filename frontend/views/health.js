@@ -22,7 +22,7 @@ import {ALARM_COLORS, cellAtPoint, cellRect, changeEntries, extraRect, groupCoun
 import {FONT_FAMILY, hiDpiCanvas} from "../lib/heatmap.js";
 import {fitLabel} from "../lib/layout.js";
 import {formatStatistic} from "../lib/chart.js";
-import {element, fillSelect, localPoint} from "../lib/dom.js";
+import {askAgainWhileShown, element, fillSelect, localPoint} from "../lib/dom.js";
 import {isolateBidi} from "../lib/tokens.js";
 
 const LINE = "#263238";
@@ -38,8 +38,10 @@ export default {
   },
   render(host, {body}, state, ui) {
     const open = (partial) => ui.set({view: "head", query: null, ...partial});
-    return renderHealth(host, body, {step: state.step, tag: state.tag, measure: state.measure, width: ui.width,
-                                     tooltip: ui.tooltip, open, pickMeasure: (measure) => ui.set({measure})});
+    const result = renderHealth(host, body, {step: state.step, tag: state.tag, measure: state.measure, width: ui.width,
+                                             tooltip: ui.tooltip, open, pickMeasure: (measure) => ui.set({measure})});
+    if (body.pending > 0) askAgainWhileShown(host, result.canvas, ui);
+    return result;
   },
 };
 
@@ -218,7 +220,9 @@ export function renderHealth(host, body, {step, tag = null, measure = "entropy",
     `${layers.length} layer${layers.length === 1 ? "" : "s"}, ${steps.length} logged step${steps.length === 1 ? "" : "s"}` +
     `${hasStep ? `; roles and groups at step ${steps[index]}` : ""}. ${info.label[0].toUpperCase()}${info.label.slice(1)}: ${info.help} ` +
     `(${info.unit ? "0 to 1" : `${formatStatistic(domain[0])} to ${formatStatistic(domain[1])}`}, one scale for all heads). ` +
-    "Click a head to open its heatmap at this step, a marker to open it at the marker's step.");
+    "Click a head to open its heatmap at this step, a marker to open it at the marker's step." +
+    (body.pending > 0 ? ` Still computing ${body.pending} layer-step${body.pending === 1 ? "" : "s"} from the stored ` +
+                        "attention: the grid fills in as they come." : ""));
   const controls = element("div", {className: "toolbar health-toolbar"},
     element("label", {className: "control"}, element("span", {}, "Measure"), picker));
   const changes = changeList(changeEntries(body), open);
@@ -230,7 +234,7 @@ export function renderHealth(host, body, {step, tag = null, measure = "entropy",
   return {
     canvas,
     legend: healthLegend(),
-    rendered: {healthSteps: steps.length, healthLayers: layers.length, measure: info.name,
+    rendered: {healthSteps: steps.length, healthLayers: layers.length, measure: info.name, healthPending: body.pending || 0,
                healthMarkers: allMarkers.length, healthChanges: (body.changes || []).length},
   };
 }
