@@ -1,6 +1,11 @@
 /**
  * View "head" (1): one head large, query tokens down the left, key tokens along the top. Hover
  * shows query, key and exact weight; clicking a cell or a query label pins that query's row.
+ * Long heads: a pooled step draws its block overview; dragging (or clicking a block) zooms into
+ * a region (`state.zoom`). Token selection: shift-clicking a cell or clicking a key label toggles
+ * that key POSITION in `state.keys` (a zoomed region's columns are offset by its first key), and
+ * a layers x heads grid of the mass on the selected keys follows the heatmap. An overview's
+ * columns are blocks: there selection is not offered (a hint says to zoom in first).
  * `renderHeadView` draws it (also used by the rollout view and bench/bench_frontend.py).
  *
  * Example (the view protocol, frontend/README.md; the app calls it):
