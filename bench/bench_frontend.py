@@ -60,7 +60,7 @@ TARGETS_MS = {
 # Runs in the tab's iframe: imports the tab's own modules (same URLs as the running tab).
 DRAW_SCRIPT = """
 async ({repeats}) => {
-  const {AttentionApi} = await import("./static/lib/api.js");
+  const {AttentionApi} = await import("./static/ui/api.js");
   const {decodeMatrix, maxValue} = await import("./static/lib/decode.js");
   const {colormap} = await import("./static/lib/colormap.js");
   const {renderHeadView} = await import("./static/views/head.js");

@@ -1,7 +1,7 @@
 /**
  * The Attention tab: wires the parts together and hosts the views. The parts, one job each:
- * lib/store.js (the view state and its sync with the URL hash and localStorage), lib/source.js
- * (data loading and the one cache), lib/controls.js (pickers, slider, buttons) and the views
+ * ui/store.js (the view state and its sync with the URL hash and localStorage), ui/source.js
+ * (data loading and the one cache), ui/controls.js (pickers, slider, buttons) and the views
  * (views/*.js, one per view key, looked up in VIEWS below). Every view follows one protocol
  * (frontend/README.md, "Views"): the app passes it the state and callbacks, never itself.
  *
@@ -11,14 +11,14 @@
  *   await app.start();
  */
 
-import {AttentionApi} from "./lib/api.js";
+import {AttentionApi} from "./ui/api.js";
 import {colormap} from "./lib/colormap.js";
-import {Controls} from "./lib/controls.js";
-import {element, downloadBlob, downloadCanvas, safeFilename, Tooltip} from "./lib/dom.js";
-import {DataSource} from "./lib/source.js";
+import {Controls} from "./ui/controls.js";
+import {element, downloadBlob, downloadCanvas, safeFilename, Tooltip} from "./ui/dom.js";
+import {DataSource} from "./ui/source.js";
 import {latestStepAtOrBefore, VIEWS as VIEW_KEYS} from "./lib/state.js";
 import {regionFits} from "./lib/pooled.js";
-import {StateStore} from "./lib/store.js";
+import {StateStore} from "./ui/store.js";
 import {isolateBidi} from "./lib/tokens.js";
 import compare from "./views/compare.js";
 import diff from "./views/diff.js";

@@ -20,16 +20,16 @@
 
 import {heatmapLayout, cellAt, rowLabelAt, colLabelAt, labelStride} from "../lib/layout.js";
 import {hiDpiCanvas, drawHeatmap, drawRowLabels, drawColLabels, drawPinnedRow, widestLabel,
-        devicePixelRatio, legendCanvas, labelFontSize, drawRegions} from "../lib/heatmap.js";
+        devicePixelRatio, legendCanvas, labelFontSize, drawRegions} from "../ui/heatmap.js";
 import {axisLabels, topKeys, formatWeight} from "../lib/tokens.js";
-import {askAgainWhileShown, element, localPoint} from "../lib/dom.js";
-import {mapLimited} from "../lib/api.js";
+import {askAgainWhileShown, element, localPoint} from "../ui/dom.js";
+import {mapLimited} from "../ui/api.js";
 import {tileScales, logDecades} from "../lib/colormap.js";
 import {maxValue} from "../lib/decode.js";
 import {pooledInfo, blockLabels, describeAt, regionOfCells, regionOfPositions, windowFor, cropRegion,
         missingWindowSentence, describeRegion, regionFits, strideLabel} from "../lib/pooled.js";
 import {toggleKey} from "../lib/health.js";
-import {massPanel} from "../lib/massgrid.js";
+import {massPanel} from "../ui/massgrid.js";
 
 /** The matrix the state picks (its run, tag, step, example and head). */
 export function matrixParams({run, tag, step, example, head}) {

@@ -19,10 +19,10 @@
 import {ALARM_COLORS, cellAtPoint, cellRect, changeEntries, extraRect, groupCounts, groupLabels, groupsAt,
         groupText, headMarkers, healthGrid, markerAt, measureDomain, measureInfo, MEASURES, roleAt, roleColor,
         ROLES, seriesOf, sparkPoints, sparkScales, stepAtX, stepIndexAtOrBefore, tint} from "../lib/health.js";
-import {FONT_FAMILY, hiDpiCanvas} from "../lib/heatmap.js";
+import {FONT_FAMILY, hiDpiCanvas} from "../ui/heatmap.js";
 import {fitLabel} from "../lib/layout.js";
 import {formatStatistic} from "../lib/chart.js";
-import {askAgainWhileShown, element, fillSelect, localPoint} from "../lib/dom.js";
+import {askAgainWhileShown, element, fillSelect, localPoint} from "../ui/dom.js";
 import {isolateBidi} from "../lib/tokens.js";
 
 const LINE = "#263238";

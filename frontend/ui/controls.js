@@ -13,9 +13,9 @@
  *   controls.showSteps([0, 100, 200], 100);
  */
 
-import {COLORMAP_NAMES} from "./colormap.js";
+import {COLORMAP_NAMES} from "../lib/colormap.js";
 import {element, fillSelect} from "./dom.js";
-import {tokenLabel} from "./tokens.js";
+import {tokenLabel} from "../lib/tokens.js";
 
 const SCALE_LABELS = {head: "per head", shared: "shared across heads", unit: "fixed 0–1"};
 

@@ -11,12 +11,12 @@
  *   host.append(panel.node);
  */
 
-import {cellAtPoint, cellRect, healthGrid, massCells, massSeries, sparkPoints, sparkScales} from "./health.js";
+import {cellAtPoint, cellRect, healthGrid, massCells, massSeries, sparkPoints, sparkScales} from "../lib/health.js";
 import {FONT_FAMILY, hiDpiCanvas, lutColor} from "./heatmap.js";
-import {fitLabel} from "./layout.js";
+import {fitLabel} from "../lib/layout.js";
 import {element, localPoint} from "./dom.js";
-import {isolateBidi} from "./tokens.js";
-import {formatStatistic} from "./chart.js";
+import {isolateBidi} from "../lib/tokens.js";
+import {formatStatistic} from "../lib/chart.js";
 
 /**
  * Builds the panel. `body`: the `/mass?...&over_steps=1` answer (or null while none); `error`: an

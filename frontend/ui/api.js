@@ -10,7 +10,7 @@
  *   const matrix = await api.matrix({run: "train", tag: "enc/l0", step: 100, example: 0, head: 2});
  */
 
-import {decodeMatrix} from "./decode.js";
+import {decodeMatrix} from "../lib/decode.js";
 
 /** An HTTP answer other than 200, with the server's `{"error": ...}` message. */
 export class ApiError extends Error {
