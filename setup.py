@@ -31,6 +31,8 @@ setuptools.setup(
             "*.md",
             "lib/*.js",
             "lib/*.md",
+            "ui/*.js",
+            "ui/*.md",
             "views/*.js",
             "views/*.md",
         ]

@@ -1,7 +1,7 @@
 /**
  * The Attention tab: wires the parts together and hosts the views. The parts, one job each:
- * lib/store.js (the view state and its sync with the URL hash and localStorage), lib/source.js
- * (data loading and the one cache), lib/controls.js (pickers, slider, buttons) and the views
+ * ui/store.js (the view state and its sync with the URL hash and localStorage), ui/source.js
+ * (data loading and the one cache), ui/controls.js (pickers, slider, buttons) and the views
  * (views/*.js, one per view key, looked up in VIEWS below). Every view follows one protocol
  * (frontend/README.md, "Views"): the app passes it the state and callbacks, never itself.
  *
@@ -11,19 +11,20 @@
  *   await app.start();
  */
 
-import {AttentionApi} from "./lib/api.js";
+import {AttentionApi} from "./ui/api.js";
 import {colormap} from "./lib/colormap.js";
-import {Controls} from "./lib/controls.js";
-import {element, downloadCanvas, safeFilename, Tooltip} from "./lib/dom.js";
-import {DataSource} from "./lib/source.js";
+import {Controls} from "./ui/controls.js";
+import {element, downloadBlob, downloadCanvas, safeFilename, Tooltip} from "./ui/dom.js";
+import {DataSource} from "./ui/source.js";
 import {latestStepAtOrBefore, VIEWS as VIEW_KEYS} from "./lib/state.js";
 import {regionFits} from "./lib/pooled.js";
-import {StateStore} from "./lib/store.js";
+import {StateStore} from "./ui/store.js";
 import {isolateBidi} from "./lib/tokens.js";
 import compare from "./views/compare.js";
 import diff from "./views/diff.js";
 import head from "./views/head.js";
 import heads from "./views/heads.js";
+import health from "./views/health.js";
 import image from "./views/image.js";
 import lines from "./views/lines.js";
 import model from "./views/model.js";
@@ -31,7 +32,7 @@ import rollout from "./views/rollout.js";
 import stats from "./views/stats.js";
 
 /** The views by key, in the view picker's order (that of state.js VIEWS, which the hash accepts). */
-export const VIEWS = new Map([head, heads, model, lines, image, compare, diff, stats, rollout].map((v) => [v.key, v]));
+export const VIEWS = new Map([head, heads, model, lines, image, compare, diff, stats, rollout, health].map((v) => [v.key, v]));
 if ([...VIEWS.keys()].join() !== VIEW_KEYS.join()) {
   throw new Error(`views ${[...VIEWS.keys()]} do not match state.js VIEWS ${VIEW_KEYS}`);
 }
@@ -71,6 +72,8 @@ export class AttentionApp {
       togglePlay: () => this.togglePlay(),
       reload: () => this.reload(),
       save: () => this.savePng(),
+      exportNpy: () => this.download("npy"),
+      filmstrip: () => this.download("filmstrip"),
     });
     this.legend = element("div", {id: "legend", className: "legend-box"});
     this.host = element("div", {id: "view", className: "view"});
@@ -181,6 +184,7 @@ export class AttentionApp {
       const view = VIEWS.get(this.state.view);
       this.controls.showPickers(header, this.state, {usesHead: view.usesHead !== false});
       this.controls.showPermalink(this.store.save());
+      this.controls.showExports(view.usesHead !== false);
       this.controls.showInfo(stepInfo(this.state, header, this.wallTimes.get(this.state.step)));
       await this.draw(view, stale);
       if (stale()) return;
@@ -263,6 +267,26 @@ export class AttentionApp {
     }
   }
 
+  /**
+   * Downloads the state's head as `.npy` (`/export`) or its filmstrip across the logged steps
+   * (`/filmstrip`); the server's errors (e.g. an overview step) show in the error box.
+   */
+  async download(kind) {
+    const {run, tag, step, example, head, scale} = this.state;
+    const api = this.source.api;
+    const [route, params, extension] = kind === "npy"
+      ? ["export", {run, tag, step, example, head, format: "npy"}, "npy"]
+      : ["filmstrip", {run, tag, example, head, scale: FILMSTRIP_SCALES[scale] || "tile"}, "png"];
+    try {
+      const response = await api.request(route, params);
+      const name = kind === "npy" ? [run, tag, `step${step}`, `example${example}`, `head${head}`]
+                                  : ["filmstrip", run, tag, `example${example}`, `head${head}`];
+      await downloadBlob(await response.blob(), safeFilename(name, extension));
+    } catch (error) {
+      this.controls.showError(error);
+    }
+  }
+
   async savePng() {
     if (!this.canvas) return this.controls.showError(new Error("nothing to save: no view is drawn"));
     const {run, tag, step, head, view} = this.state;
@@ -273,6 +297,8 @@ export class AttentionApp {
     }
   }
 }
+
+const FILMSTRIP_SCALES = {head: "tile", shared: "shared", unit: "unit"};
 
 /** The info line: run / tag, step, wall time, shape and the writer's reduction note. */
 function stepInfo({run, tag, step}, header, wall) {

@@ -48,6 +48,8 @@ VIEWS = {
     "rollout_image": {"run": VISION, "tag": VISION_TAG, "view": "rollout"},
     # A long sequence (tests/long_logdirs.py: 2048 tokens stored pooled), log colour scale.
     "long": {"run": "long", "tag": "lm/pooled", "view": "head", "head": 1, "log": 1},
+    "health": {"run": TRANSLATION, "tag": CROSS, "view": "health"},
+    "tokens": {"run": TRANSLATION, "tag": CROSS, "view": "head", "head": 0, "keys": "1,2"},
 }
 # Views of the synthetic long run, served from a logdir of their own.
 LONG_VIEWS = ("long",)

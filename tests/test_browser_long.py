@@ -267,3 +267,52 @@ def test_token_lines_of_a_pooled_step_say_why_not(tab):
     assert "open One head" in tab.eval("document.querySelector('#error').textContent")
     tab.show(**POOLED, head=0, view="head")
     assert tab.eval("document.querySelector('#error').hidden") is True
+
+
+def test_token_selection_needs_exact_positions_and_uses_them_when_zoomed(tab, header, weights):
+    """Token selection (health-view) on a long head: an overview's columns are blocks, so it asks
+    to zoom first; in a zoomed region a shift-click selects the key's position in the sequence."""
+    tab.show(**POOLED, head=0, view="head")
+    hint = tab.eval("document.querySelector('#select-hint').textContent")
+    assert "needs exact key positions" in hint and "zoom into a stored window" in hint, hint
+    # A region of the last queries' window whose keys start at 100: column c is key 100 + c.
+    q0 = TOKENS - 64
+    rendered = tab.show(**POOLED, head=0, view="head", zoom="%d-%d,100-200" % (q0, TOKENS))
+    assert rendered["layout"] == "zoom" and rendered["keys"] == []
+    layout = tab.canvas_info()["layout"]
+    assert layout["offset"] == {"query": q0, "key": 100}
+    tab.page.keyboard.down("Shift")
+    try:
+        tab.page.mouse.click(*tab.page_point(*cell_point(layout, 10, 5)))
+    finally:
+        tab.page.keyboard.up("Shift")
+    rendered = tab.wait_for({"layout": "zoom", "keys": [105], "massPending": 0}, timeout=60)
+    assert rendered["keys"] == [105] and "keys=105" in tab.eval("location.hash")
+    assert tab.canvas_info()["layout"]["keys"] == [5]  # drawn column 5 of the region
+    # Mass on key 105: lm/full (the same head stored in full) has a number; lm/pooled says why not.
+    rows = rendered["mass"]
+    numbers = [r for r in rows if r]
+    assert len(rows) == 2 and len(numbers) == 1 and len(numbers[0]) == 1, rows
+    w = np.nan_to_num(np.where(long_mask(), weights[0, 0], np.nan))
+    want = float(w[:, 105].mean())
+    assert abs(numbers[0][0] - want) <= 0.03 * want + 1e-3, (numbers, want)
+    assert "105: " in tab.eval("document.querySelector('#mass-panel').textContent")
+    # Back on the overview the block holding key 105 is marked and the mass panel stays.
+    tab.frame.click("#zoom-out")
+    rendered = tab.wait_for({"layout": "pooled", "keys": [105]})
+    _, bk = header["pooled"]["block"]
+    assert tab.canvas_info()["layout"]["keys"] == [105 // bk]
+    assert tab.eval("document.querySelector('#mass-panel') !== null")
+    assert "blocks holding the selected keys are marked" in tab.eval("document.querySelector('#select-hint').textContent")
+    # A shift-click on the overview zooms (it never selects a block).
+    layout = tab.canvas_info()["layout"]
+    nq, _ = header["pooled"]["grid"]
+    tab.page.keyboard.down("Shift")
+    try:
+        tab.page.mouse.click(*tab.page_point(*cell_point(layout, nq - 1, 0)))
+    finally:
+        tab.page.keyboard.up("Shift")
+    assert tab.wait_for({"layout": "zoom"})["keys"] == [105]
+    tab.frame.click("#mass-clear")
+    assert tab.wait_for({"keys": []})["keys"] == []
+    assert tab.errors == []

@@ -1,6 +1,7 @@
 /**
  * The view state (run, tag, step, example, head, view, colour map, scale, log colour scale,
- * pinned query, zoomed region, compared runs, reference step, rollout residual) and its encoding in a URL hash, so that a link reopens
+ * pinned query, zoomed region, compared runs, reference step, rollout residual, health measure, selected keys)
+ * and its encoding in a URL hash, so that a link reopens
  * the same view.
  *
  * The Attention tab lives in TensorBoard's iframe (`/data/plugin_entry.html?name=attention`),
@@ -17,8 +18,13 @@
 
 import {formatZoom, parseZoom} from "./pooled.js";
 
-export const VIEWS = Object.freeze(["head", "heads", "model", "lines", "image", "compare", "diff", "stats", "rollout"]);
+export const VIEWS = Object.freeze(["head", "heads", "model", "lines", "image", "compare", "diff", "stats", "rollout",
+                                    "health"]);
 export const SCALES = Object.freeze(["head", "shared", "unit"]);
+/** The head-health view's measures (lib/health.js MEASURES). */
+export const HEALTH_MEASURES = Object.freeze(["entropy", "max_logit", "previous_token", "diagonal", "first_token",
+                                              "induction", "monotonicity"]);
+const MAX_KEYS = 256;  // selected key positions kept in the hash
 
 export const DEFAULT_STATE = Object.freeze({
   run: null, tag: null, step: null, example: 0, head: 0, view: "head",
@@ -28,9 +34,11 @@ export const DEFAULT_STATE = Object.freeze({
   residual: true,   // rollout with the residual identity term
   log: false,       // log colour scale (decades below the top) instead of linear
   zoom: null,       // zoomed region of a long head: {query: [q0, q1), key: [k0, k1)} positions
+  measure: "entropy",  // the health view's sparkline measure
+  keys: null,       // selected key positions (token selection), ascending; null: none
 });
 
-const KEYS = ["run", "tag", "step", "example", "head", "view", "cmap", "scale", "query", "ref"];
+const KEYS = ["run", "tag", "step", "example", "head", "view", "cmap", "scale", "query", "ref", "measure"];
 
 function nonNegativeInt(text) {
   return /^\d{1,9}$/.test(text) ? Number(text) : undefined;
@@ -48,6 +56,7 @@ export function encodeState(state) {
   if (state.residual === false) params.set("residual", "0");
   if (state.log === true) params.set("log", "1");
   if (state.zoom) params.set("zoom", formatZoom(state.zoom));
+  if (state.keys && state.keys.length) params.set("keys", state.keys.join(","));
   return params.toString();
 }
 
@@ -74,6 +83,13 @@ export function decodeState(hash, {colormaps = null} = {}) {
   }
   if (VIEWS.includes(text("view"))) state.view = text("view");
   if (SCALES.includes(text("scale"))) state.scale = text("scale");
+  if (HEALTH_MEASURES.includes(text("measure"))) state.measure = text("measure");
+  if (params.has("keys")) {
+    const keys = text("keys").split(",").map(nonNegativeInt);
+    if (keys.length <= MAX_KEYS && keys.every((k) => k !== undefined)) {
+      state.keys = keys.length && text("keys") ? [...new Set(keys)].sort((a, b) => a - b) : null;
+    }
+  }
   const compare = params.getAll("compare").filter((run) => run);
   if (compare.length) state.compare = compare;
   if (params.has("residual")) {

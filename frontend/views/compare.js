@@ -9,13 +9,13 @@
  *   const {canvas, legend, rendered} = compare.render(host, data, state, {width, lut, tooltip, set});
  */
 
-import {mapLimited} from "../lib/api.js";
+import {mapLimited} from "../ui/api.js";
 import {closestStep, comparedRuns, runsWithTag, sharedMaximum} from "../lib/compare.js";
-import {legendCanvas} from "../lib/heatmap.js";
+import {legendCanvas} from "../ui/heatmap.js";
 import {isolateBidi} from "../lib/tokens.js";
 import {describeAt} from "../lib/pooled.js";
-import {element} from "../lib/dom.js";
-import {renderPanels} from "../lib/panels.js";
+import {element} from "../ui/dom.js";
+import {renderPanels} from "../ui/panels.js";
 
 export default {
   key: "compare",

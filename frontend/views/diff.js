@@ -16,8 +16,8 @@ import {closestStep, differenceMatrix, sharedMaximum} from "../lib/compare.js";
 import {divergingLut} from "../lib/colormap.js";
 import {formatWeight, tokenLabel} from "../lib/tokens.js";
 import {describeAt} from "../lib/pooled.js";
-import {element, fillSelect} from "../lib/dom.js";
-import {divergingLegend, renderPanels} from "../lib/panels.js";
+import {element, fillSelect} from "../ui/dom.js";
+import {divergingLegend, renderPanels} from "../ui/panels.js";
 
 export default {
   key: "diff",

@@ -1,6 +1,11 @@
 /**
  * View "head" (1): one head large, query tokens down the left, key tokens along the top. Hover
  * shows query, key and exact weight; clicking a cell or a query label pins that query's row.
+ * Long heads: a pooled step draws its block overview; dragging (or clicking a block) zooms into
+ * a region (`state.zoom`). Token selection: shift-clicking a cell or clicking a key label toggles
+ * that key POSITION in `state.keys` (a zoomed region's columns are offset by its first key), and
+ * a layers x heads grid of the mass on the selected keys follows the heatmap. An overview's
+ * columns are blocks: there selection is not offered (a hint says to zoom in first).
  * `renderHeadView` draws it (also used by the rollout view and bench/bench_frontend.py).
  *
  * Example (the view protocol, frontend/README.md; the app calls it):
@@ -15,14 +20,16 @@
 
 import {heatmapLayout, cellAt, rowLabelAt, colLabelAt, labelStride} from "../lib/layout.js";
 import {hiDpiCanvas, drawHeatmap, drawRowLabels, drawColLabels, drawPinnedRow, widestLabel,
-        devicePixelRatio, legendCanvas, labelFontSize, drawRegions} from "../lib/heatmap.js";
+        devicePixelRatio, legendCanvas, labelFontSize, drawRegions} from "../ui/heatmap.js";
 import {axisLabels, topKeys, formatWeight} from "../lib/tokens.js";
-import {element, localPoint} from "../lib/dom.js";
-import {mapLimited} from "../lib/api.js";
+import {askAgainWhileShown, element, localPoint} from "../ui/dom.js";
+import {mapLimited} from "../ui/api.js";
 import {tileScales, logDecades} from "../lib/colormap.js";
 import {maxValue} from "../lib/decode.js";
 import {pooledInfo, blockLabels, describeAt, regionOfCells, regionOfPositions, windowFor, cropRegion,
         missingWindowSentence, describeRegion, regionFits, strideLabel} from "../lib/pooled.js";
+import {toggleKey} from "../lib/health.js";
+import {massPanel} from "../ui/massgrid.js";
 
 /** The matrix the state picks (its run, tag, step, example and head). */
 export function matrixParams({run, tag, step, example, head}) {
@@ -67,22 +74,50 @@ export async function loadHead(state, source) {
   return {header, matrix: whole, vmax, info, zoom, window, missing};
 }
 
+/** The selected key positions of `state` that exist in a matrix of `cols` keys. */
+export function selectedKeys(state, cols) {
+  return (state.keys || []).filter((k) => k < cols);
+}
+
+/** Key positions of the head: the full key axis (a pooled overview's header shape), else the matrix's. */
+function keyLength(header, matrix) {
+  return header && header.shape ? header.shape[3] : matrix.cols;
+}
+
 export default {
   key: "head",
   label: "One head",
   prefetch: (state, source) => source.matrix(matrixParams(state)),
-  load: loadHead,
-  render(host, {header, matrix, vmax, info, zoom, window, missing}, state, ui) {
+  async load(state, source) {
+    const data = await loadHead(state, source);
+    const keys = selectedKeys(state, keyLength(data.header, data.matrix));
+    if (!keys.length) return data;
+    const {run, tag, step, example} = state;
+    try {  // the heatmap is drawn even when the mass cannot be computed
+      data.mass = await source.mass({run, tag, step, example, keys, overSteps: true});
+    } catch (error) {
+      data.massError = error;
+    }
+    return data;
+  },
+  render(host, {header, matrix, vmax, info, zoom, window, missing, mass = null, massError = null}, state, ui) {
     const shown = zoom || matrix;
     const log = state.log ? logDecades(vmax, header.shape[3]) : 0;
     const pooled = Boolean(info && !zoom);
+    const keyCount = keyLength(header, matrix);
+    const keys = selectedKeys(state, keyCount);
+    const setKeys = (next) => ui.set({keys: next && next.length ? next : null});
     const {canvas} = renderHeadView(host, {
       matrix: shown, header, example: state.example, lut: ui.lut, vmax, log, pooled: pooled ? info : null,
       pinned: zoom || pooled ? null : state.query, width: ui.width, selection: missing ? state.zoom : null,
+      selectedKeys: keys,
     }, {
       tooltip: ui.tooltip,
       pinRow: (row) => ui.set({query: row}),
       zoom: (region) => ui.set({zoom: region, query: null}),
+      // Key positions (not columns): a zoomed region's columns start at its first key. An
+      // overview's columns are blocks of keys: selection needs exact positions (hint below).
+      toggleKey: pooled ? null : (position) => setKeys(toggleKey(keys, position)),
     });
     const notes = [];
     if (zoom) {
@@ -102,8 +137,28 @@ export default {
       notes.push(element("div", {className: "hint", id: "pooled-hint"}, "Drag over the matrix to zoom in."));
     }
     host.prepend(...notes);
+    if (keys.length) {
+      const labels = axisLabels(header, "key", state.example, keyCount);
+      const panel = massPanel({body: mass, error: massError, keys, labels, step: state.step, tag: state.tag,
+                               lut: ui.lut, width: ui.width},
+                              {tooltip: ui.tooltip, setKeys, open: ({tag, head}) => ui.set({tag, head, query: null})});
+      host.append(panel.node);
+      if (mass && mass.pending > 0) askAgainWhileShown(host, panel.node, ui);
+    }
+    if (pooled) {
+      host.append(element("p", {className: "hint", id: "select-hint"},
+        "Token selection needs exact key positions: zoom into a stored window (drag or click a block), then " +
+        "shift-click a cell or click a key label there." +
+        (keys.length ? " The blocks holding the selected keys are marked." : "")));
+    } else if (!keys.length) {
+      host.append(element("p", {className: "hint", id: "select-hint"},
+        "Shift-click a cell or click a key label to select key tokens: a grid then shows how much " +
+        "attention every head of every layer puts on them."));
+    }
     const rendered = {layout: pooled ? "pooled" : zoom ? "zoom" : "full", log: Boolean(log),
-                      window: window ? window.name : null, missing: Boolean(missing)};
+                      window: window ? window.name : null, missing: Boolean(missing),
+                      keys, mass: mass ? mass.mass : null, massStep: mass ? mass.step : null,
+                      massPending: mass ? mass.pending || 0 : 0};
     return {canvas, legend: legendCanvas(ui.lut, vmax, {log, label: pooled ? "block mean weight" : "attention weight"}),
             rendered};
   },
@@ -137,7 +192,8 @@ function viewLabels(matrix, header, example, pooled, axis, stride) {
  * region of positions; `hooks.pinRow(row)` a clicked query of a full matrix.
  */
 export function renderHeadView(host, data, hooks) {
-  const {matrix, header, example, lut, vmax, pinned, width, log = 0, pooled = null, selection = null} = data;
+  const {matrix, header, example, lut, vmax, pinned, width, log = 0, pooled = null, selection = null,
+         selectedKeys: selected = []} = data;
   const long = Math.max(matrix.rows, matrix.cols) > 128;
   const height = Math.max(240, Math.min(width, 1000));
   // A long matrix fits the box with cells of less than a pixel; labels then go every n-th.
@@ -147,6 +203,8 @@ export function renderHeadView(host, data, hooks) {
   const stride = labelStride(probeLayout.cell, labelFontSize(probeLayout.cell) + 2);
   const queries = viewLabels(matrix, header, example, pooled, "query", stride);
   const keys = viewLabels(matrix, header, example, pooled, "key", stride);
+  const keyOffset = matrix.offset ? matrix.offset.key : 0;
+  const selectedColumns = keyColumns(selected, {pooled, offset: keyOffset, cols: matrix.cols});
   const probe = hiDpiCanvas(1, 1).ctx;
   // Margins from the labels at the largest cell size; smaller cells only make labels shorter.
   // 10% slack: the pinned query's label is bold.
@@ -168,12 +226,13 @@ export function renderHeadView(host, data, hooks) {
     drawRegions(ctx, layout, pooled.windows, {perCell: pooled.block});
     if (selection) drawRegions(ctx, layout, [selection], {perCell: pooled.block, selected: true});
   }
+  drawSelectedKeys(ctx, layout, selectedColumns);
   drawRowLabels(ctx, queries, layout, {maxWidth: left - 12, highlight: pinned});
   drawColLabels(ctx, keys, layout, {maxWidth: LABEL_CAP});
   // For tests and tools: where the cells are, in CSS pixels of the canvas.
   canvas.dataset.layout = JSON.stringify({x: layout.x, y: layout.y, cell: layout.cell,
                                           rows: layout.rows, cols: layout.cols, stride,
-                                          offset: matrix.offset || null});
+                                          offset: matrix.offset || null, keys: selectedColumns});
 
   // A rubber band: a box over the canvas while the mouse is dragged.
   const frame = element("div", {className: "head-frame"});
@@ -249,6 +308,10 @@ export function renderHeadView(host, data, hooks) {
       if (cell && hooks.zoom) hooks.zoom(regionOfCells(pooled, cell, cell));
       return;
     }
+    if (hooks.toggleKey) {  // shift-click on a cell or a click on a key label selects that key
+      const col = cell && event.shiftKey ? cell.col : (cell ? null : colLabelAt(layout, x, y));
+      if (col !== null) return hooks.toggleKey(col + keyOffset);
+    }
     if (matrix.offset) return;  // a zoomed region: rows are not pinned
     const row = cell ? cell.row : rowLabelAt(layout, x, y);
     if (row !== null) hooks.pinRow(row === pinned ? null : row);
@@ -268,6 +331,33 @@ function axisText(pooled, matrix, axis, index) {
     return end > index * size ? `${index * size}–${end}` : String(index * size);
   }
   return String(index + (matrix.offset ? matrix.offset[axis] : 0));
+}
+
+/**
+ * The drawn columns of the selected key positions: the block holding each on an overview, the
+ * column of each inside a zoomed region (those outside it are not drawn), else the position.
+ */
+function keyColumns(positions, {pooled, offset, cols}) {
+  const columns = positions.map((k) => (pooled ? Math.floor(k / pooled.block[1]) : k - offset));
+  return [...new Set(columns.filter((c) => c >= 0 && c < cols))];
+}
+
+const SELECTED = "#e8710a";
+
+/** Marks the selected key columns: an outline around each and a bar between labels and cells. */
+function drawSelectedKeys(ctx, layout, selected) {
+  if (!selected.length) return;
+  ctx.save();
+  ctx.strokeStyle = SELECTED;
+  ctx.fillStyle = SELECTED;
+  ctx.lineWidth = 1.5;
+  for (const col of selected) {
+    if (col >= layout.cols) continue;
+    const x = layout.x + col * layout.cell;
+    ctx.fillRect(x, layout.y - 5, Math.max(2, layout.cell), 4);
+    ctx.strokeRect(x + 0.75, layout.y + 0.75, Math.max(0, layout.cell - 1.5), layout.height - 1.5);
+  }
+  ctx.restore();
 }
 
 function pinnedSummary(matrix, header, example, row, queries) {

@@ -14,11 +14,11 @@
  */
 
 import {tileGrid, tileOrigin, tileAt, heatmapLayout, cellAt} from "../lib/layout.js";
-import {hiDpiCanvas, drawHeatmap, devicePixelRatio, FONT_FAMILY, legendCanvas} from "../lib/heatmap.js";
+import {hiDpiCanvas, drawHeatmap, devicePixelRatio, FONT_FAMILY, legendCanvas} from "../ui/heatmap.js";
 import {tileScales, logDecades} from "../lib/colormap.js";
 import {describeAt} from "../lib/pooled.js";
-import {localPoint} from "../lib/dom.js";
-import {mapLimited} from "../lib/api.js";
+import {localPoint} from "../ui/dom.js";
+import {mapLimited} from "../ui/api.js";
 
 export default {
   key: "heads",

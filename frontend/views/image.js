@@ -15,10 +15,10 @@
  */
 
 import {patchOfKey, keyOfPoint, patchWeights} from "../lib/layout.js";
-import {hiDpiCanvas, FONT_FAMILY, legendCanvas, lutColor} from "../lib/heatmap.js";
+import {hiDpiCanvas, FONT_FAMILY, legendCanvas, lutColor} from "../ui/heatmap.js";
 import {maxValue} from "../lib/decode.js";
 import {tokenLabel, formatWeight} from "../lib/tokens.js";
-import {element, localPoint} from "../lib/dom.js";
+import {element, localPoint} from "../ui/dom.js";
 import {matrixParams} from "./head.js";
 
 export default {

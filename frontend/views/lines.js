@@ -14,9 +14,9 @@
  */
 
 import {lineLayout, lineTokenAt, fitLabel} from "../lib/layout.js";
-import {hiDpiCanvas, FONT_FAMILY, legendCanvas, lutColor} from "../lib/heatmap.js";
+import {hiDpiCanvas, FONT_FAMILY, legendCanvas, lutColor} from "../ui/heatmap.js";
 import {axisLabels, formatWeight} from "../lib/tokens.js";
-import {localPoint} from "../lib/dom.js";
+import {localPoint} from "../ui/dom.js";
 import {loadHead, matrixParams} from "./head.js";
 
 export default {

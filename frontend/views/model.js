@@ -9,7 +9,7 @@
  *   const {canvas, legend} = model.render(host, data, state, {width, lut, tooltip, set});
  */
 
-import {mapLimited} from "../lib/api.js";
+import {mapLimited} from "../ui/api.js";
 import {latestStepAtOrBefore} from "../lib/state.js";
 import {renderTiles, tilesLegend} from "./heads.js";
 

@@ -13,8 +13,8 @@
 
 import {maskLike, rolloutStack} from "../lib/compare.js";
 import {maxValue} from "../lib/decode.js";
-import {legendCanvas} from "../lib/heatmap.js";
-import {element} from "../lib/dom.js";
+import {legendCanvas} from "../ui/heatmap.js";
+import {element} from "../ui/dom.js";
 import {renderHeadView} from "./head.js";
 import {renderImageView} from "./image.js";
 

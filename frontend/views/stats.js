@@ -12,8 +12,8 @@
 
 import {chartAt, chartGrid, chartPoints, chartRect, chartScales, formatStatistic, nearestPoint,
         valueDomain} from "../lib/chart.js";
-import {FONT_FAMILY, hiDpiCanvas} from "../lib/heatmap.js";
-import {element, localPoint} from "../lib/dom.js";
+import {FONT_FAMILY, hiDpiCanvas} from "../ui/heatmap.js";
+import {element, localPoint} from "../ui/dom.js";
 
 export const STATISTICS = Object.freeze([
   {name: "entropy", label: "entropy", help: "normalised: 1 = uniform over the unmasked keys, 0 = one key"},

@@ -2,7 +2,7 @@
 
 An installed wheel carries the frontend as the package `tb_attention_plugin.frontend` (beside
 this `server/` package); a source checkout (editable install) has it at the repository root,
-`frontend/`. Files in subfolders (`lib/decode.js`, `views/head.js`) are served by their path.
+`frontend/`. Files in subfolders (`lib/decode.js`, `ui/dom.js`, `views/head.js`) are served by their path.
 
 Example:
 

@@ -39,3 +39,27 @@ test("compared runs, reference step and rollout residual round-trip through the 
   assert.equal(encodeState({...DEFAULT_STATE, view: "rollout", residual: true}), "view=rollout");
   assert.deepEqual(decodeState("#view=diff&ref=-1&residual=maybe&compare="), {view: "diff"});
 });
+
+test("the health measure and the selected keys survive the hash; bad ones are dropped", () => {
+  const state = {...DEFAULT_STATE, run: "r", view: "health", measure: "induction", keys: [2, 5, 11]};
+  const hash = encodeState(state);
+  assert.match(hash, /keys=2%2C5%2C11/);
+  assert.deepEqual(mergeState(DEFAULT_STATE, decodeState(hash)), state);
+  assert.deepEqual(decodeState("#keys=5,2,5").keys, [2, 5]);
+  assert.deepEqual(decodeState("#keys=1,x&measure=<b>"), {});
+  assert.deepEqual(decodeState("#keys=-1"), {});
+  assert.equal(encodeState({...DEFAULT_STATE, keys: []}), "");
+  assert.equal(decodeState("#measure=entropy&view=health").view, "health");
+});
+
+test("log, zoom, measure and selected keys live together in one hash (long-tab + health-view)", () => {
+  const state = {...DEFAULT_STATE, run: "long", tag: "lm/pooled", view: "head", log: true,
+                 zoom: {query: [1984, 2048], key: [0, 2048]}, measure: "induction", keys: [3, 2000]};
+  const hash = encodeState(state);
+  assert.match(hash, /log=1/);
+  assert.match(hash, /zoom=1984-2048%2C0-2048/);
+  assert.match(hash, /keys=3%2C2000/);
+  assert.deepEqual(mergeState(DEFAULT_STATE, decodeState(hash)), state);
+  // A bad zoom drops only the zoom, not the keys beside it.
+  assert.deepEqual(decodeState("#zoom=3-1,0-1&keys=4&log=1"), {keys: [4], log: true});
+});

@@ -1,7 +1,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
-import {safeFilename} from "../../frontend/lib/dom.js";
-import {queryString} from "../../frontend/lib/api.js";
+import {safeFilename} from "../../frontend/ui/dom.js";
+import {queryString} from "../../frontend/ui/api.js";
 
 test("download names keep letters (CJK too) and drop path and markup characters", () => {
   assert.equal(safeFilename(["attention", "run/1", "dec/layer 0", "step10"], "png"), "attention_run_1_dec_layer_0_step10.png");

@@ -1,6 +1,6 @@
 /**
  * The tab's controls: pickers (run, layer, example, head, view, colour map, scale, linear or log), the step
- * slider with play, reload, save and the permalink, the info line and the error box. It shows
+ * slider with play, reload, save (PNG, .npy, filmstrip) and the permalink, the info line and the error box. It shows
  * what it is given and reports what the user does through callbacks; it keeps no state.
  *
  * Example:
@@ -8,14 +8,14 @@
  *   const controls = new Controls(container, {
  *     views: [{value: "head", label: "One head"}],
  *     set: (partial, options) => ..., stepAt: (index) => ..., moveStep: (delta) => ...,
- *     togglePlay: () => ..., reload: () => ..., save: () => ...,
+ *     togglePlay: () => ..., reload: () => ..., save: () => ..., exportNpy: () => ..., filmstrip: () => ...,
  *   });
  *   controls.showSteps([0, 100, 200], 100);
  */
 
-import {COLORMAP_NAMES} from "./colormap.js";
+import {COLORMAP_NAMES} from "../lib/colormap.js";
 import {element, fillSelect} from "./dom.js";
-import {tokenLabel} from "./tokens.js";
+import {tokenLabel} from "../lib/tokens.js";
 
 const SCALE_LABELS = {head: "per head", shared: "shared across heads", unit: "fixed 0–1"};
 
@@ -42,6 +42,12 @@ export class Controls {
     this.playButton = element("button", {id: "play-button", type: "button", title: "Play through the steps"}, "▶ Play");
     this.reloadButton = element("button", {id: "reload-button", type: "button", title: "Reload runs and steps"}, "⟳ Reload");
     this.saveButton = element("button", {id: "save-button", type: "button", title: "Download the current view as PNG"}, "Save PNG");
+    this.npyButton = element("button", {id: "export-npy", type: "button",
+                                        title: "Download the current head's matrix as a NumPy .npy file (float32, NaN = masked)"},
+                             "Save .npy");
+    this.filmstripButton = element("button", {id: "filmstrip-button", type: "button",
+                                              title: "Download the current head across the logged steps as one PNG"},
+                                   "Filmstrip PNG");
     this.permalink = element("a", {id: "permalink", target: "_blank", rel: "noopener",
                                    title: "This view on a page of its own; the link reopens it"}, "Link to this view");
 
@@ -51,7 +57,7 @@ export class Controls {
       control("Scale", this.scaleSelect), control("Mapping", this.logSelect));
     const stepper = element("div", {className: "toolbar stepper"},
       this.playButton, element("span", {className: "control"}, element("span", {}, "Step"), this.slider), this.stepLabel,
-      this.reloadButton, this.saveButton, this.permalink);
+      this.reloadButton, this.saveButton, this.npyButton, this.filmstripButton, this.permalink);
     this.info = element("div", {id: "info", className: "info"});
     this.errorBox = element("div", {id: "error", className: "error", role: "alert", hidden: true});
     container.append(pickers, stepper, this.info, this.errorBox);
@@ -72,6 +78,8 @@ export class Controls {
     this.playButton.addEventListener("click", () => actions.togglePlay());
     this.reloadButton.addEventListener("click", () => actions.reload());
     this.saveButton.addEventListener("click", () => actions.save());
+    this.npyButton.addEventListener("click", () => actions.exportNpy());
+    this.filmstripButton.addEventListener("click", () => actions.filmstrip());
     document.addEventListener("keydown", (event) => this.onKey(event, actions.moveStep));
   }
 
@@ -121,6 +129,12 @@ export class Controls {
 
   showPlaying(playing) {
     this.playButton.textContent = playing ? "⏸ Pause" : "▶ Play";
+  }
+
+  /** Enables the .npy and filmstrip exports when the view shows one head's matrix. */
+  showExports(enabled) {
+    this.npyButton.disabled = !enabled;
+    this.filmstripButton.disabled = !enabled;
   }
 
   showPermalink(href) {

@@ -21,6 +21,7 @@ export class DataSource {
     this.api = api;
     this.runs = [];              // /runs: [{run, tags: [{tag, shape, error, ...}]}]
     this.stepLists = new Map();  // "run\0tag" -> ascending step numbers
+    this.healthAnswers = new Map();  // run -> promise of its /health answer
   }
 
   /** Fetches the run list again. */
@@ -57,6 +58,7 @@ export class DataSource {
   /** Forgets every step list (training wrote new steps). */
   forgetSteps() {
     this.stepLists.clear();
+    this.healthAnswers.clear();
   }
 
   /** Runs and the step numbers of (run, tag) fresh from the server, for polling. */
@@ -83,6 +85,23 @@ export class DataSource {
   /** Per-head statistics over every logged step of (run, tag) (`/stats`). */
   stats(run, tag) {
     return this.api.stats(run, tag);
+  }
+
+  /** Head health of every layer of `run` (`/health`), fetched once until `forgetSteps()`. */
+  health(run) {
+    if (!this.healthAnswers.has(run)) {
+      const promise = this.api.health(run);
+      this.healthAnswers.set(run, promise);
+      // A partial answer (the server still computes some steps) is asked for again next time.
+      promise.then((body) => { if (body.pending > 0) this.healthAnswers.delete(run); },
+                   () => this.healthAnswers.delete(run));
+    }
+    return this.healthAnswers.get(run);
+  }
+
+  /** Mass of every head on the key positions `keys` (`/mass`); `overSteps`: at every step. */
+  mass(params) {
+    return this.api.mass(params);
   }
 
   /** The rollout through `tags` (bottom first) at one step, decoded (cached). */

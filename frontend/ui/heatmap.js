@@ -10,9 +10,9 @@
  *   drawHeatmap(ctx, matrix, {x: 80, y: 80, width: 240, height: 240}, {vmax: 1, lut, dpr});
  */
 
-import {paintValues, colorIndex, logTicks, MASKED_RGB} from "./colormap.js";
-import {fitLabel, labelStride} from "./layout.js";
-import {resample} from "./resample.js";
+import {paintValues, colorIndex, logTicks, MASKED_RGB} from "../lib/colormap.js";
+import {fitLabel, labelStride} from "../lib/layout.js";
+import {resample} from "../lib/resample.js";
 
 export const FONT_FAMILY = 'system-ui, "Noto Sans CJK SC", "Noto Sans", sans-serif';
 

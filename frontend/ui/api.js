@@ -10,7 +10,7 @@
  *   const matrix = await api.matrix({run: "train", tag: "enc/l0", step: 100, example: 0, head: 2});
  */
 
-import {decodeMatrix} from "./decode.js";
+import {decodeMatrix} from "../lib/decode.js";
 
 /** An HTTP answer other than 200, with the server's `{"error": ...}` message. */
 export class ApiError extends Error {
@@ -142,6 +142,35 @@ export class AttentionApi {
       const response = await this.request("rollout", params);
       return decodeMatrix(await response.arrayBuffer());
     });
+  }
+
+  /**
+   * Head health of every layer of a run over its logged steps (`/health`): `{layers, heads, steps,
+   * series, roles, alarms, emergence, changes, groups}` (docs/http_api.md). Not cached here: runs grow.
+   */
+  health(run) {
+    return this.json("health", {run});
+  }
+
+  /**
+   * Attention mass every head of every layer puts on the key positions `keys` of one example at
+   * `step` of `tag`, mean over queries (`/mass`); with `overSteps`, at every logged step.
+   */
+  mass({run, tag, step, example, keys, overSteps = false}) {
+    const params = {run, tag, step, example, keys: keys.join(",")};
+    if (overSteps) params.over_steps = 1;
+    if (!overSteps) return this.cached("mass?" + queryString(params), () => this.json("mass", params));
+    return this.json("mass", params);
+  }
+
+  /** URL of the `.npy` file of one matrix (`/export?...&format=npy`). */
+  exportUrl({run, tag, step, example, head}) {
+    return this.url("export", {run, tag, step, example, head, format: "npy"});
+  }
+
+  /** URL of the filmstrip PNG of one head across the logged steps (`/filmstrip`). */
+  filmstripUrl({run, tag, example, head}) {
+    return this.url("filmstrip", {run, tag, example, head});
   }
 
   /** URL of an example's probe image (PNG). */

@@ -66,15 +66,20 @@ export function downloadCanvas(canvas, filename) {
   return new Promise((resolve, reject) => {
     canvas.toBlob((blob) => {
       if (!blob) return reject(new Error("the browser could not encode the picture as PNG"));
-      const url = URL.createObjectURL(blob);
-      const link = element("a", {href: url, download: filename});
-      document.body.append(link);
-      link.click();
-      link.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 10000);
-      resolve(filename);
+      resolve(downloadBlob(blob, filename));
     }, "image/png");
   });
+}
+
+/** Saves a Blob as a file named `filename` through a temporary <a download> link. */
+export function downloadBlob(blob, filename) {
+  const url = URL.createObjectURL(blob);
+  const link = element("a", {href: url, download: filename});
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+  return filename;
 }
 
 /** A file name made of `parts` with anything but letters, digits, dot and dash replaced. */
@@ -97,4 +102,14 @@ export function loadImage(url) {
 export function localPoint(canvas, event) {
   const rect = canvas.getBoundingClientRect();
   return {x: event.clientX - rect.left, y: event.clientY - rect.top};
+}
+
+/**
+ * The server answers partially while it computes measures (`pending` > 0): draw what came, then
+ * ask again (a refresh of the same state) while this drawing is still the one shown.
+ */
+export function askAgainWhileShown(host, node, ui, ms = 1000) {
+  setTimeout(() => {
+    if (node && node.isConnected && host.contains(node)) ui.set({});
+  }, ms);
 }

@@ -13,12 +13,12 @@
  *   ]}, {tooltip, describe: (panel, row, col) => "..."});
  */
 
-import {heatmapLayout, cellAt} from "./layout.js";
+import {heatmapLayout, cellAt} from "../lib/layout.js";
 import {hiDpiCanvas, drawHeatmap, drawRowLabels, drawColLabels, widestLabel, devicePixelRatio,
         FONT_FAMILY, blit, drawLegendMarks} from "./heatmap.js";
-import {paintDiverging} from "./colormap.js";
-import {axisLabels} from "./tokens.js";
-import {localPoint} from "../lib/dom.js";
+import {paintDiverging} from "../lib/colormap.js";
+import {axisLabels} from "../lib/tokens.js";
+import {localPoint} from "./dom.js";
 
 const LABEL_CAP = 110;  // CSS px of a token label; the full token is in the tooltip
 const GAP = 28;

@@ -12,8 +12,8 @@
  *   store.watchHash(() => redraw(store.state));
  */
 
-import {COLORMAP_NAMES} from "./colormap.js";
-import {DEFAULT_STATE, decodeState, encodeState, mergeState} from "./state.js";
+import {COLORMAP_NAMES} from "../lib/colormap.js";
+import {DEFAULT_STATE, decodeState, encodeState, mergeState} from "../lib/state.js";
 
 export const STORAGE_KEY = "tb-attention:view-state";
 
