@@ -6,13 +6,13 @@ Runs (one directory each under `--logdir`):
   rates, to compare runs side by side in the Attention tab (the slower run aligns later);
 - `vision`: the Vision Transformer on synthetic shapes, attention drawn over the images;
 - `seed_attention`: the article's function-style attention, fixed, from a custom TF2 loop;
-- `induction_lm`: a two-layer causal language model on repeated random spans, where a
-  previous-token head (layer 0) and then an induction head (layer 1) appear during training.
+- `induction_lm`: a two-layer causal language model on recurring random spans, where layer 0
+  turns to the previous token and layer 1 grows induction heads (at about step 175).
 
 Usage:
 
 ```
-python -m demo.run_all --logdir logs          # under 2 minutes on 2 CPU cores
+python -m demo.run_all --logdir logs          # a few minutes on 2 CPU cores
 python -m demo.run_all --logdir logs --small  # reduced sizes, for CI
 tensorboard --logdir logs
 ```
