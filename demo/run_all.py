@@ -7,7 +7,7 @@ Runs (one directory each under `--logdir`):
 - `vision`: the Vision Transformer on synthetic shapes, attention drawn over the images;
 - `seed_attention`: the article's function-style attention, fixed, from a custom TF2 loop;
 - `induction_lm`: a two-layer causal language model on recurring random spans, where layer 0
-  turns to the previous token and layer 1 grows induction heads (at about step 175).
+  turns to the previous token and layer 1 grows induction heads (at about step 175-200).
 
 Usage:
 
