@@ -102,7 +102,8 @@ def test_language_model_layer_0_turns_to_the_previous_token(logged):
     _, steps, results = lm_series(runs, path, layer)
     scores = np.array([r["previous_token"] for r in results])  # [steps, heads]
     for head in range(scores.shape[1]):
-        print("\n%s head %d previous-token score %s" % (layer, head, describe(steps, scores[:, head])))
+        print("\n%s head %d previous-token score %s"
+              % (layer, head, describe(steps, scores[:, head])))
     best = int(np.argmax(scores[-1]))
     assert scores[-1, best] >= 0.25 and scores[-1, best] >= 2 * scores[0, best]
     assert scores[-1].sum() >= health.ROLE_THRESHOLDS["previous_token"] > scores[0].sum()
