@@ -126,3 +126,25 @@ def test_translation_cross_attention_becomes_monotonic(logged):
     assert last[best] >= threshold
     assert results[-1]["roles"][best] == "monotonic"
     assert last[best] > first[best]
+
+
+def test_language_model_health_records_name_the_induction_heads(logged):
+    """The callback's own measures (`health_probe=`: 64 induction-probe sequences, full
+    precision) find the same induction heads and emergence step range as the logged steps."""
+    from callback_helpers import read_health
+
+    path, runs = logged
+    records = read_health(path)[LM_RUN + "/train"]["layer_1/self_attention"]
+    steps = sorted(records)
+    assert steps == [step for step, _, _ in runs[LM_RUN + "/train"]["layer_1/self_attention"]]
+    last = records[steps[-1]]
+    assert last["examples"] == induction_lm.HEALTH_PROBE_SIZE
+    heads = [h for h, role in enumerate(last["role"]) if role == "induction"]
+    assert heads, last["role"]
+    for head in heads:
+        scores = [records[step]["measures"]["induction"][head] for step in steps]
+        step = health.emergence_step(steps, scores, health.ROLE_THRESHOLDS["induction"])
+        print("\nhealth record: layer_1 head %d induction %.2f -> %.2f, emerged at step %s"
+              % (head, scores[0], scores[-1], step))
+        assert records[steps[0]]["role"][head] != "induction"
+        assert step is not None and steps[0] < step < steps[-1]
