@@ -5,12 +5,14 @@ Runs (one directory each under `--logdir`):
 - `translation_lr1e-3`, `translation_lr3e-4`: the English->Chinese Transformer at two learning
   rates, to compare runs side by side in the Attention tab (the slower run aligns later);
 - `vision`: the Vision Transformer on synthetic shapes, attention drawn over the images;
-- `seed_attention`: the article's function-style attention, fixed, from a custom TF2 loop.
+- `seed_attention`: the article's function-style attention, fixed, from a custom TF2 loop;
+- `induction_lm`: a two-layer causal language model on recurring random spans, where layer 0
+  turns to the previous token and layer 1 grows induction heads (at about step 175-200).
 
 Usage:
 
 ```
-python -m demo.run_all --logdir logs          # under 2 minutes on 2 CPU cores
+python -m demo.run_all --logdir logs          # a few minutes on 2 CPU cores
 python -m demo.run_all --logdir logs --small  # reduced sizes, for CI
 tensorboard --logdir logs
 ```
@@ -23,6 +25,7 @@ import time
 
 def run_all(logdir, small=False, probe_examples=4, verbose=2):
     """Trains all demos under `logdir`; returns `{run name: (result dict, seconds)}`."""
+    from demo import induction_lm
     from demo import seed_attention
     from demo import translation
     from demo import vision
@@ -39,6 +42,8 @@ def run_all(logdir, small=False, probe_examples=4, verbose=2):
         ("seed_attention", lambda name: seed_attention.train(
             logdir, name, steps=200 if small else 600, log_every=50 if small else 150,
             probe_examples=min(probe_examples, 4))),
+        ("induction_lm", lambda name: induction_lm.train(
+            logdir, name, small=small, probe_examples=probe_examples, verbose=verbose)),
     ]
     results = {}
     for name, train in runs:

@@ -64,15 +64,16 @@ def write_result(run_dir, settings, learning_rate, seed, seconds, probe_examples
     return result
 
 
-def parse_args(argv, description, run_name, probe_help):
+def parse_args(argv, description, run_name, probe_help, learning_rate=1e-3):
     """The demo command line: `--logdir`, `--run-name` (default `run_name`), `--epochs`,
-    `--small`, `--learning-rate`, `--probe-examples` (described by `probe_help`) and `--seed`."""
+    `--small`, `--learning-rate` (default `learning_rate`), `--probe-examples` (described by
+    `probe_help`) and `--seed`."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--logdir", default="logs", help="TensorBoard log root")
     parser.add_argument("--run-name", default=run_name, help="run directory under --logdir")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs")
     parser.add_argument("--small", action="store_true", help="reduced size (CI)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float, default=learning_rate)
     parser.add_argument("--probe-examples", type=int, default=4, help=probe_help)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)

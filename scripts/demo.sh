@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: installs tb-attention into a virtualenv, trains every demo
 # (English->Chinese translation at two learning rates, a Vision Transformer, the seed article's
-# hand-written attention) into ./logs, then starts TensorBoard with the Attention tab on
-# http://127.0.0.1:6006/.
+# hand-written attention, a causal language model growing an induction head) into ./logs, then
+# starts TensorBoard with the Attention tab on http://127.0.0.1:6006/.
 #
 #   bash scripts/demo.sh            # everything, then serve
 #   TB_ATTENTION_NO_SERVER=1 bash scripts/demo.sh   # train only (for scripts)

@@ -9,7 +9,8 @@ import time
 from tensorboard_process import free_port, http_get
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUNS = {"seed_attention", "translation_lr1e-3/train", "translation_lr3e-4/train", "vision/train"}
+RUNS = {"seed_attention", "translation_lr1e-3/train", "translation_lr3e-4/train", "vision/train",
+        "induction_lm/train"}
 
 
 def test_demo_script_trains_every_demo_and_serves_the_attention_tab(tmp_path):

@@ -1,0 +1,252 @@
+"""A two-layer causal language model in which a previous-token head and an induction head appear.
+
+The model reads sequences of random tokens built from a recurring span: a random span of `P`
+tokens (`4 <= P <= 16`, drawn per sequence, no token twice in a span) repeated to the end. The
+first copy cannot be predicted; every later token can, by the two-step circuit of Olsson et al.
+(2022), "In-context Learning and Induction Heads": a **previous-token head** in layer 0 copies
+into each position the token before it, and an **induction head** in layer 1 looks for the
+earlier position whose previous token is the current token and predicts what followed it.
+Because `P` differs from sequence to sequence, no fixed positional offset does the job: the
+heads must match content. The loss on the repeats falls as the two heads form.
+
+`AttentionLogger` logs both attention layers before training and every `update_freq` steps on an
+induction probe (`tb_attention_plugin.induction_probe`: a random span of `L = 16` tokens
+repeated once, 32 tokens), and measures head health (`health_probe=`) over 64 such sequences.
+In the Attention tab, `layer_0/self_attention` turns into a line one below the diagonal
+(previous token) and `layer_1/self_attention` into a line `L - 1` below the diagonal in the
+second half (induction), at a step the head-health measures name
+(`tb_attention_plugin.health.emergence_step`; `tests/test_demo_roles.py` prints it).
+
+Why short sequences: the model trains on 64 tokens and is probed on 32, not on the 512-1024
+tokens at which a step would be stored in the pooled long-sequence layout. On the shared 2-core
+machine a step at 64 tokens (batch 32) costs about 0.08 CPU seconds; with spans of up to 32
+tokens the induction head needed about 2000 steps (and 4 heads of 16 dimensions over 128 ids
+had none after 1300 steps); at 512 tokens a step would cost tens of times as much (attention
+grows with the square of the length; estimated, not measured), so that demo would not fit the
+main job's 10 minutes. Spans of 4-16 tokens over 64 ids with 2 heads of 32
+dimensions bring the phase change to about step 175 (induction score 0.14 -> 0.33 between steps
+150 and 175, 0.94 at step 1200 of a longer run, where the loss on the probe's repeated half fell
+from 4.4 to 0.03; the CI size's 480 steps show it at step 200).
+The model takes any length up to `length`.
+Positions are sinusoidal (fixed), so the previous-token head need not wait for learned positions.
+
+Data are generated here (no download).
+
+Usage:
+
+```
+python -m demo.induction_lm --logdir logs --run-name induction_lm
+tensorboard --logdir logs   # Attention tab: layer_0 then layer_1 of run induction_lm/train
+```
+"""
+
+import os
+import pathlib
+
+import keras
+import numpy as np
+from keras import ops
+
+import tb_attention_plugin
+from demo import training
+
+PAD = 0  # reserved id: never drawn, so the probe and the data share the vocabulary
+
+SIZES = {
+    # length: training tokens per sequence; spans of min_period..max_period tokens recur;
+    # repeat: L of the induction probe (2 L tokens). train_size / batch_size optimizer steps.
+    "full": dict(length=64, vocab_size=64, width=64, heads=2, min_period=4, max_period=16,
+                 repeat=16, train_size=25600, batch_size=32, epochs=1, update_freq=25),
+    "small": dict(length=64, vocab_size=64, width=64, heads=2, min_period=4, max_period=16,
+                  repeat=16, train_size=15360, batch_size=32, epochs=1, update_freq=25),
+}
+HEALTH_PROBE_SIZE = 64  # induction-probe sequences the head-health measures average over
+
+
+def vocabulary(size):
+    """Token names: `"<pad>"` then distinct two-syllable words (`"bako"`, ...), `size` in all."""
+    consonants, vowels = "bdfgklmnprstvz", "aeiou"
+    syllables = [c + v for c in consonants for v in vowels]
+    words = [a + b for a in syllables for b in syllables if a != b]
+    if size - 1 > len(words):
+        raise ValueError("vocabulary size %d is larger than %d" % (size, len(words) + 1))
+    return ["<pad>"] + words[: size - 1]
+
+
+def make_sequences(count, length, vocab_size, min_period, seed=0, max_period=None, max_lead=0):
+    """`count` sequences of `length + 1` tokens with a recurring span, int32.
+
+    Each row: a random lead-in (0 to `max_lead` tokens), then a random span of `P` tokens
+    (`min_period <= P <= max_period`, default `length // 2`, drawn per row, without repetition
+    inside the span) repeated to the end. Ids are drawn from `1 .. vocab_size - 1` (0 is
+    padding). Inputs are `[:, :-1]`, next-token targets `[:, 1:]`.
+
+    Example:
+
+    >>> rows = make_sequences(2, 32, 64, min_period=4)
+    >>> rows.shape, bool((rows > 0).all())
+    ((2, 33), True)
+    """
+    max_period = length // 2 if max_period is None else max_period
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(1, vocab_size, (count, length + 1)).astype(np.int32)
+    for row in rows:
+        lead = int(rng.integers(0, max_lead + 1))
+        period = int(rng.integers(min_period, max_period + 1))
+        span = rng.choice(np.arange(1, vocab_size), size=period, replace=period >= vocab_size)
+        repeats = -(-(length + 1 - lead) // period)
+        row[lead:] = np.tile(span, repeats)[: length + 1 - lead]
+    return rows
+
+
+def sinusoidal_positions(length, width):
+    """The fixed sinusoidal position encoding of Vaswani et al. (2017): `[length, width]`."""
+    positions = np.arange(length)[:, None]
+    rates = 1.0 / np.power(10000.0, np.arange(0, width, 2) / width)
+    table = np.zeros((length, width), np.float32)
+    table[:, 0::2] = np.sin(positions * rates)
+    table[:, 1::2] = np.cos(positions * rates)
+    return table
+
+
+@keras.saving.register_keras_serializable(package="tb_attention_demo")
+class TokensAndSinusoids(keras.layers.Layer):
+    """Token embedding plus the fixed sinusoidal position encoding."""
+
+    def __init__(self, vocab_size, length, width, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.length, self.width = vocab_size, length, width
+        # Unit-variance token vectors: as large as the position encoding, so that after the
+        # layer norm a token is as visible as its position (Keras' default initialiser, uniform
+        # +-0.05, leaves tokens at a few percent of the norm and the induction head forms later).
+        self.tokens = keras.layers.Embedding(
+            vocab_size, width, embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),
+            name="tokens")
+        self.table = sinusoidal_positions(length, width)
+
+    def build(self, ids_shape):
+        self.tokens.build(ids_shape)
+
+    def call(self, ids):
+        count = ops.shape(ids)[-1]
+        return self.tokens(ids) + ops.convert_to_tensor(self.table)[None, :count]
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "length": self.length,
+                "width": self.width}
+
+
+@keras.saving.register_keras_serializable(package="tb_attention_demo")
+class CausalBlock(keras.layers.Layer):
+    """Pre-norm causal self-attention with a residual (attention-only, as in Olsson et al.)."""
+
+    def __init__(self, width, heads, **kwargs):
+        super().__init__(**kwargs)
+        self.width, self.heads = width, heads
+        self.norm = keras.layers.LayerNormalization(name="norm")
+        self.self_attention = keras.layers.MultiHeadAttention(
+            heads, width // heads, name="self_attention"
+        )
+
+    def build(self, x_shape):
+        self.norm.build(x_shape)
+        self.self_attention.build(x_shape, x_shape)
+
+    def call(self, x):
+        normed = self.norm(x)
+        return x + self.self_attention(normed, normed, use_causal_mask=True)
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "heads": self.heads}
+
+
+def build_model(vocab_size, length, width=64, heads=4, layers=2):
+    """The causal language model: ids `[batch, length]` -> next-token logits."""
+    ids = keras.Input((None,), dtype="int32", name="ids")  # any length up to `length`
+    x = TokensAndSinusoids(vocab_size, length, width, name="embedding")(ids)
+    for i in range(layers):
+        x = CausalBlock(width, heads, name="layer_%d" % i)(x)
+    x = keras.layers.LayerNormalization(name="final_norm")(x)
+    logits = keras.layers.Dense(vocab_size, name="logits")(x)
+    return keras.Model(ids, logits, name="induction_lm")
+
+
+def probe_batch(settings, count, seed=0):
+    """An induction probe: `tb_attention_plugin.induction_probe(vocab_size, repeat)`.
+
+    Returns `(ids int32 [count, 2 * repeat], repeat)`: a random span of `repeat` tokens repeated
+    once; an induction head at query `i >= repeat` attends to key `i - repeat + 1`.
+    """
+    return tb_attention_plugin.induction_probe(
+        settings["vocab_size"], settings["repeat"], batch=count, seed=seed, reserved_ids=(PAD,)
+    )
+
+
+def train(logdir, run_name="induction_lm", epochs=None, small=False, learning_rate=3e-3,
+          probe_examples=4, seed=0, verbose=2):
+    """Trains the language model and logs loss and attention under `<logdir>/<run_name>`.
+
+    Writes `<run_name>/model.keras` and `<run_name>/result.json` (settings, losses on the
+    first and the repeated half of held-out sequences, training seconds). Returns the result.
+    """
+    settings = training.sized_settings(SIZES, small, epochs)
+    keras.utils.set_random_seed(seed)
+    length, vocab_size = settings["length"], settings["vocab_size"]
+    rows, heldout = (
+        make_sequences(count, length, vocab_size, settings["min_period"], data_seed,
+                       max_period=settings["max_period"])
+        for count, data_seed in ((settings["train_size"], seed), (256, seed + 1))
+    )
+    model = build_model(vocab_size, length, settings["width"], settings["heads"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    probe, repeat_offset = probe_batch(settings, probe_examples)
+    health_probe = probe_batch(settings, HEALTH_PROBE_SIZE, seed=1)
+    words = vocabulary(vocab_size)
+    run_dir = pathlib.Path(logdir) / run_name
+    seconds = training.fit_logged(
+        model, run_dir, rows[:, :-1], rows[:, 1:], (heldout[:, :-1], heldout[:, 1:]), settings,
+        verbose, probe=probe, vocabulary=words, health_probe=health_probe,
+        update_freq=settings["update_freq"], max_examples=probe_examples,
+    )
+    first, repeated = copy_losses(model, settings)
+    return training.write_result(
+        run_dir, settings, learning_rate, seed, seconds, probe_examples,
+        repeat_offset=repeat_offset, final_loss=float(model.history.history["loss"][-1]),
+        probe_first_half_loss=first, probe_second_half_loss=repeated,
+    )
+
+
+def copy_losses(model, settings, count=32):
+    """Mean next-token loss on the first and on the repeated half of induction-probe rows.
+
+    A model with an induction head predicts the second half (loss near 0) but not the first
+    (loss near `ln(vocab_size - 1)`)."""
+    ids, offset = probe_batch(settings, count, seed=7)
+    logits = np.asarray(model.predict_on_batch(ids), np.float64)[:, :-1]
+    targets = ids[:, 1:]
+    logits -= logits.max(axis=-1, keepdims=True)
+    log_probs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    loss = -np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    return float(loss[:, : offset - 1].mean()), float(loss[:, offset:].mean())
+
+
+def parse_args(argv=None):
+    return training.parse_args(argv, __doc__.split("\n")[0], "induction_lm",
+                               "induction-probe sequences whose attention is logged",
+                               learning_rate=3e-3)
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return training.train_from_args(
+        train, parse_args(argv),
+        lambda r: ", probe loss %.2f (first half) / %.2f (repeated half)"
+        % (r["probe_first_half_loss"], r["probe_second_half_loss"]),
+    )
+
+
+if __name__ == "__main__":
+    main()
