@@ -114,7 +114,7 @@ class AttentionLogger(keras.callbacks.Callback):
         `(inputs, repeat_offset)` as `tb_attention_plugin.induction_probe(vocab_size, L)`
         returns it, which adds the induction score of the self-attention layers; `False`: no
         health records. Layers the budget pools are not measured (the measures need their
-        full matrices; one warning says so). Defaults to `None`.
+        full matrices; the reduced-view warning says so). Defaults to `None`.
 
     Example:
 
@@ -329,7 +329,11 @@ class AttentionLogger(keras.callbacks.Callback):
         if plan is None:  # no shape pass (e.g. its layers were all skipped): plan these calls
             plan = self._budget.plan_for(calls)
         if plan.note:
-            self._problems.warn("reduced", "logging a reduced view: " + plan.note)
+            said = "logging a reduced view: "
+            if self._health is not None and self._pooled:
+                said = ("logging a reduced view (head health is not measured on pooled layers: "
+                        "it needs their full matrices): ")
+            self._problems.warn("reduced", said + plan.note)
         skipped = {tag for tag, layer in plan.layers.items() if layer.mode == "skip"}
         kept = [call for call in calls if call.tag not in skipped]
         layers = len(plan.layers) or len(calls)

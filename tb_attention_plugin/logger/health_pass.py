@@ -14,7 +14,7 @@ A layer whose measures cannot be computed costs that layer's record, with one
 `AttentionLoggerWarning` per cause. Layers the budget POOLS (`budget.py`: their full
 `[Tq, Tk]` matrices do not fit `max_bytes_per_step`) are not measured either: the measures
 need those full matrices, which is what pooling avoids computing; they run their plain fast
-path in the health pass and get one warning saying so.
+path in the health pass; the logger's one reduced-view warning says so.
 
 Example:
 
@@ -149,7 +149,8 @@ class HealthPass:
 
         `records`: the displayed capture's records, measured directly when this pass has no
         probe set of its own (`inputs=None`). `pooled`: `{(layer path, call index): tag}` of
-        the layers the display budget pools; they are not measured (one warning each).
+        the layers the display budget pools; they are not measured (the caller's reduced-view
+        warning says so).
         Exceptions of the forward pass propagate; a layer whose measures raise is warned about
         and left out.
         """
@@ -158,12 +159,6 @@ class HealthPass:
         self._broken = set()
         layers, maxima = {}, {}
         pooled = pooled or {}
-        for tag in pooled.values():
-            self._problems.warn(
-                ("health", tag, "pooled"),
-                "no head-health record for %s: the budget pools this layer (its full attention "
-                "does not fit max_bytes_per_step) and the health measures need the full "
-                "matrices; other layers are measured" % tag)
         if self.inputs is None:
             records = [r for r in records or [] if r.pooled is None and r.tag not in
                        set(pooled.values())]
