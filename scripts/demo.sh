@@ -17,7 +17,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e .
+.venv/bin/python -m pip install -q -e ".[tensorflow]"  # the demos train on Keras with TensorFlow
 
 export TF_CPP_MIN_LOG_LEVEL=3
 .venv/bin/python -m demo.run_all --logdir "$LOGDIR" "$@"
