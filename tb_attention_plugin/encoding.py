@@ -475,8 +475,12 @@ def encode_step(
         "image": image_info,
         "reduced": reduced,
     }
-    header_blob = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return [header_blob] + payloads + image_blobs
+    return [_header_blob(header)] + payloads + image_blobs
+
+
+def _header_blob(header):
+    """Blob 0 of a step: the header as compact UTF-8 JSON (tokens kept as written)."""
+    return json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def payload_bound(values):
@@ -1015,8 +1019,7 @@ def encode_pooled_step(
         "image": image_info,
         "reduced": reduced,
     }
-    header_blob = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return [header_blob] + payloads + image_blobs
+    return [_header_blob(header)] + payloads + image_blobs
 
 
 def _pooled_blobs(per_part, windows, images):

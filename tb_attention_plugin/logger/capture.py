@@ -616,20 +616,8 @@ def layer_shapes(model, inputs, sites):
     Nothing but shapes (and whether a mask is causal) is kept: the layers run their own fast
     path, so this costs one forward pass of the probe. What `budget.py` plans from.
     """
-    import keras
-
     patcher = _Patcher(sites, shapes_only=True)
-    try:
-        patcher.install()
-        if keras.backend.backend() == "torch":
-            import torch
-
-            with torch.no_grad():
-                model(inputs, training=False)
-        else:
-            model(inputs, training=False)
-    finally:
-        patcher.restore()
+    _run_patched(model, inputs, patcher)
     shapes = []
     for site in sites:
         entries = patcher.calls.get(id(site), [])
@@ -644,20 +632,10 @@ def layer_shapes(model, inputs, sites):
     return shapes
 
 
-def capture_attention(model, inputs, sites, plans=None):
-    """Runs `model(inputs, training=False)` once and returns the scores of `sites`.
-
-    `plans` (`{(site path, call index): budget.LayerPlan}`) computes POOLED layers in blocks
-    and leaves out skipped ones; without it every layer is captured in full.
-
-    The model must be built (the caller builds it first: an unbuilt model is traced
-    symbolically, which yields no values). Every shadow is removed before this returns or
-    raises. Exceptions of the forward pass itself propagate; layers that yield no scores are
-    reported in `CaptureResult.problems`.
-    """
+def _run_patched(model, inputs, patcher):
+    """One inference pass of `model` with `patcher`'s shadows installed, removed afterwards."""
     import keras
 
-    patcher = _Patcher(sites, plans=plans)
     try:
         patcher.install()
         if keras.backend.backend() == "torch":
@@ -669,6 +647,21 @@ def capture_attention(model, inputs, sites, plans=None):
             model(inputs, training=False)
     finally:
         patcher.restore()
+
+
+def capture_attention(model, inputs, sites, plans=None):
+    """Runs `model(inputs, training=False)` once and returns the scores of `sites`.
+
+    `plans` (`{(site path, call index): budget.LayerPlan}`) computes POOLED layers in blocks
+    and leaves out skipped ones; without it every layer is captured in full.
+
+    The model must be built (the caller builds it first: an unbuilt model is traced
+    symbolically, which yields no values). Every shadow is removed before this returns or
+    raises. Exceptions of the forward pass itself propagate; layers that yield no scores are
+    reported in `CaptureResult.problems`.
+    """
+    patcher = _Patcher(sites, plans=plans)
+    _run_patched(model, inputs, patcher)
     problems = dict(patcher.problems)
     records = _records_from_calls(patcher.calls, problems, sites, plans)
     return CaptureResult(records, problems)
