@@ -116,19 +116,26 @@ def measure(layers=12, heads=12, examples=64, tokens=128, d_model=768, vocab=100
     }
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_probe_shape(description, block_flag, block_default):
+    """The command line both health benchmarks share: the model and probe-set shape, plus the
+    block flag (`--block` of the measures, `--batch-size` of the callback's health pass)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--examples", type=int, default=64)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--d-model", type=int, default=768)
     parser.add_argument("--vocab", type=int, default=1000)
-    parser.add_argument("--block", type=int, default=16)
+    parser.add_argument(block_flag, type=int, default=block_default)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     if args.tokens % 2:
         parser.error("--tokens must be even (an induction probe is two copies)")
+    return args
+
+
+def main():
+    args = parse_probe_shape(__doc__.splitlines()[0], "--block", 16)
     r = measure(args.layers, args.heads, args.examples, args.tokens, args.d_model, args.vocab,
                 args.block, args.repeats)
     print("probe: %d sequences x %d tokens (induction probe, L = %d); best of %d runs; %d CPUs"

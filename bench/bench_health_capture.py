@@ -74,18 +74,9 @@ def measure(layers=12, heads=12, examples=64, tokens=128, d_model=768, vocab=100
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--examples", type=int, default=64)
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--d-model", type=int, default=768)
-    parser.add_argument("--vocab", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
-    if args.tokens % 2:
-        parser.error("--tokens must be even (an induction probe is two copies)")
+    from bench_health import parse_probe_shape
+
+    args = parse_probe_shape(__doc__.splitlines()[0], "--batch-size", 8)
     r = measure(args.layers, args.heads, args.examples, args.tokens, args.d_model, args.vocab,
                 args.batch_size, args.repeats)
     print("probe set: %d sequences x %d tokens (induction probe, L = %d); best of %d; %d CPUs"

@@ -114,22 +114,32 @@ export function paintValues(values, vmax, lut, out, {log = 0} = {}) {
   const k = vmax > 0 ? 255 / vmax : 0;
   for (let i = 0, p = 0; i < values.length; i++, p += 4) {
     const v = values[i];
-    if (v !== v) {  // NaN: masked
-      out[p] = MASKED_RGB[0];
-      out[p + 1] = MASKED_RGB[1];
-      out[p + 2] = MASKED_RGB[2];
-    } else {
-      let index = Math.round(v * k);
+    let index = MASKED_INDEX;
+    if (v === v) {
+      index = Math.round(v * k);
       if (index > 255) index = 255;
       else if (!(index > 0)) index = 0;
-      const c = index * 3;
-      out[p] = lut[c];
-      out[p + 1] = lut[c + 1];
-      out[p + 2] = lut[c + 2];
     }
-    out[p + 3] = 255;
+    putPixel(out, p, lut, index);
   }
   return out;
+}
+
+const MASKED_INDEX = -1;  // lookup index of a masked (NaN) value: drawn MASKED_RGB
+
+/** Writes the RGBA pixel at byte `p` of `out`: `lut` entry `index`, or MASKED_RGB. */
+function putPixel(out, p, lut, index) {
+  if (index === MASKED_INDEX) {
+    out[p] = MASKED_RGB[0];
+    out[p + 1] = MASKED_RGB[1];
+    out[p + 2] = MASKED_RGB[2];
+  } else {
+    const c = index * 3;
+    out[p] = lut[c];
+    out[p + 1] = lut[c + 1];
+    out[p + 2] = lut[c + 2];
+  }
+  out[p + 3] = 255;
 }
 
 /**
@@ -187,17 +197,7 @@ export function paintDiverging(values, limit, lut, out) {
   if (out.length < values.length * 4) throw new RangeError("pixel buffer too small");
   for (let i = 0, p = 0; i < values.length; i++, p += 4) {
     const v = values[i];
-    if (v !== v) {
-      out[p] = MASKED_RGB[0];
-      out[p + 1] = MASKED_RGB[1];
-      out[p + 2] = MASKED_RGB[2];
-    } else {
-      const c = divergingIndex(v, limit) * 3;
-      out[p] = lut[c];
-      out[p + 1] = lut[c + 1];
-      out[p + 2] = lut[c + 2];
-    }
-    out[p + 3] = 255;
+    putPixel(out, p, lut, v !== v ? MASKED_INDEX : divergingIndex(v, limit));
   }
   return out;
 }
@@ -233,20 +233,13 @@ function paintLog(values, vmax, decades, lut, out) {
   const logFloor = vmax > 0 ? Math.log(vmax) - decades * Math.LN10 : 0;
   for (let i = 0, p = 0; i < values.length; i++, p += 4) {
     const v = values[i];
-    if (v !== v) {
-      out[p] = MASKED_RGB[0];
-      out[p + 1] = MASKED_RGB[1];
-      out[p + 2] = MASKED_RGB[2];
-    } else {
-      let index = v > 0 && vmax > 0 ? Math.round((Math.log(v) - logFloor) * k) : 0;
+    let index = MASKED_INDEX;
+    if (v === v) {
+      index = v > 0 && vmax > 0 ? Math.round((Math.log(v) - logFloor) * k) : 0;
       if (index > 255) index = 255;
       else if (!(index > 0)) index = 0;
-      const c = index * 3;
-      out[p] = lut[c];
-      out[p + 1] = lut[c + 1];
-      out[p + 2] = lut[c + 2];
     }
-    out[p + 3] = 255;
+    putPixel(out, p, lut, index);
   }
   return out;
 }

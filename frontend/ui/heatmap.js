@@ -13,6 +13,7 @@
 import {paintValues, colorIndex, logTicks, MASKED_RGB} from "../lib/colormap.js";
 import {fitLabel, labelStride} from "../lib/layout.js";
 import {resample} from "../lib/resample.js";
+import {cellRect} from "../lib/health.js";
 
 export const FONT_FAMILY = 'system-ui, "Noto Sans CJK SC", "Noto Sans", sans-serif';
 
@@ -30,6 +31,32 @@ export function hiDpiCanvas(width, height, canvas = document.createElement("canv
   const ctx = canvas.getContext("2d");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   return {canvas, ctx, dpr};
+}
+
+/**
+ * A white chart canvas for a grid of cells `grid.width` x `grid.height` (plus a small margin),
+ * with the grids' label font set; returns `{canvas, ctx}`.
+ *
+ *   const {canvas, ctx} = gridCanvas(grid, "view-canvas health-canvas");
+ */
+export function gridCanvas(grid, className, fontSize = 11) {
+  const {canvas, ctx} = hiDpiCanvas(grid.width + 8, grid.height + 4);
+  canvas.className = className;
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, grid.width + 8, grid.height + 4);
+  ctx.font = `${fontSize}px ${FONT_FAMILY}`;
+  ctx.textBaseline = "middle";
+  return {canvas, ctx};
+}
+
+/** Writes "head h" centred above each of the first `heads` columns of `grid`. */
+export function drawHeadLabels(ctx, grid, heads) {
+  ctx.textAlign = "center";
+  ctx.fillStyle = "#424242";
+  for (let h = 0; h < heads; h++) {
+    const rect = cellRect(grid, 0, h);
+    ctx.fillText(`head ${h}`, rect.x + rect.width / 2, grid.top / 2, rect.width);
+  }
 }
 
 let scratch = null;

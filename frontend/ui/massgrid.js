@@ -12,7 +12,7 @@
  */
 
 import {cellAtPoint, cellRect, healthGrid, massCells, massSeries, sparkPoints, sparkScales} from "../lib/health.js";
-import {FONT_FAMILY, hiDpiCanvas, lutColor} from "./heatmap.js";
+import {FONT_FAMILY, drawHeadLabels, gridCanvas, lutColor} from "./heatmap.js";
 import {fitLabel} from "../lib/layout.js";
 import {element, localPoint} from "./dom.js";
 import {isolateBidi} from "../lib/tokens.js";
@@ -47,18 +47,8 @@ export function massPanel({body, error = null, keys, labels, step, tag, lut, wid
   const maxHeads = Math.max(1, ...layers.map((_, l) => headsOf(l)));
   const grid = healthGrid({layers: layers.length, heads: maxHeads, width, height: 40});
   const steps = body.steps || [];
-  const {canvas, ctx} = hiDpiCanvas(grid.width + 8, grid.height + 4);
-  canvas.className = "view-canvas mass-canvas";
-  ctx.fillStyle = "#fff";
-  ctx.fillRect(0, 0, grid.width + 8, grid.height + 4);
-  ctx.font = `11px ${FONT_FAMILY}`;
-  ctx.textBaseline = "middle";
-  ctx.textAlign = "center";
-  ctx.fillStyle = "#424242";
-  for (let h = 0; h < maxHeads; h++) {
-    const rect = cellRect(grid, 0, h);
-    ctx.fillText(`head ${h}`, rect.x + rect.width / 2, grid.top / 2, rect.width);
-  }
+  const {canvas, ctx} = gridCanvas(grid, "view-canvas mass-canvas");
+  drawHeadLabels(ctx, grid, maxHeads);
   const measure = (s) => ctx.measureText(s).width;
   layers.forEach((layerTag, layer) => {
     const first = cellRect(grid, layer, 0);

@@ -19,7 +19,7 @@
 import {ALARM_COLORS, cellAtPoint, cellRect, changeEntries, extraRect, groupCounts, groupLabels, groupsAt,
         groupText, headMarkers, healthGrid, markerAt, measureDomain, measureInfo, MEASURES, roleAt, roleColor,
         ROLES, seriesOf, sparkPoints, sparkScales, stepAtX, stepIndexAtOrBefore, tint} from "../lib/health.js";
-import {FONT_FAMILY, hiDpiCanvas} from "../ui/heatmap.js";
+import {FONT_FAMILY, drawHeadLabels, gridCanvas} from "../ui/heatmap.js";
 import {fitLabel} from "../lib/layout.js";
 import {formatStatistic} from "../lib/chart.js";
 import {askAgainWhileShown, element, fillSelect, localPoint} from "../ui/dom.js";
@@ -68,18 +68,8 @@ export function renderHealth(host, body, {step, tag = null, measure = "entropy",
   const index = stepIndexAtOrBefore(steps, step);
   const domain = measureDomain(body, info.name);
 
-  const {canvas, ctx} = hiDpiCanvas(grid.width + 8, grid.height + 4);
-  canvas.className = "view-canvas health-canvas";
-  ctx.fillStyle = "#fff";
-  ctx.fillRect(0, 0, grid.width + 8, grid.height + 4);
-  ctx.font = `11px ${FONT_FAMILY}`;
-  ctx.textBaseline = "middle";
-  ctx.textAlign = "center";
-  ctx.fillStyle = "#424242";
-  for (let h = 0; h < maxHeads; h++) {
-    const rect = cellRect(grid, 0, h);
-    ctx.fillText(`head ${h}`, rect.x + rect.width / 2, grid.top / 2, rect.width);
-  }
+  const {canvas, ctx} = gridCanvas(grid, "view-canvas health-canvas");
+  drawHeadLabels(ctx, grid, maxHeads);
   if (hasGroups) ctx.fillText("similar groups", grid.extraX + grid.right / 2, grid.top / 2, grid.right);
 
   const cells = [];

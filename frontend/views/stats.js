@@ -12,7 +12,7 @@
 
 import {chartAt, chartGrid, chartPoints, chartRect, chartScales, formatStatistic, nearestPoint,
         valueDomain} from "../lib/chart.js";
-import {FONT_FAMILY, hiDpiCanvas} from "../ui/heatmap.js";
+import {FONT_FAMILY, gridCanvas} from "../ui/heatmap.js";
 import {element, localPoint} from "../ui/dom.js";
 
 export const STATISTICS = Object.freeze([
@@ -54,12 +54,7 @@ export function renderStatistics(host, body, {tag, step, vision, width, tooltip,
     return {canvas: null, legend: null, rendered: {statsSteps: 0}};
   }
   const grid = chartGrid({rows: STATISTICS.length, columns: Math.max(1, heads), width, left: 150, top: 22});
-  const {canvas, ctx} = hiDpiCanvas(grid.width + 8, grid.height + 4);
-  canvas.className = "view-canvas stats-canvas";
-  ctx.fillStyle = "#fff";
-  ctx.fillRect(0, 0, grid.width + 8, grid.height + 4);
-  ctx.font = `12px ${FONT_FAMILY}`;
-  ctx.textBaseline = "middle";
+  const {canvas, ctx} = gridCanvas(grid, "view-canvas stats-canvas", 12);
   const charts = [];
   STATISTICS.forEach((statistic, row) => {
     const series = body.stats[statistic.name] || [];

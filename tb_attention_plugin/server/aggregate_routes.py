@@ -61,9 +61,7 @@ class AggregateRoutes:
         args = request_args.QueryArgs(request)
         run, step = args.string("run"), args.integer("step")
         example = args.integer("example", minimum=0)
-        residual = args.string("residual", default="1")
-        if residual not in ("0", "1"):
-            raise BadRequest("parameter 'residual' must be 0 or 1, got %r" % residual[:100])
+        residual = args.choice("residual", ("0", "1"), default="1")
         tags = _tags(request)
         # The ETag includes every layer's wall time, so a restarted run's rewrite gets a new one.
         wall_times = tuple(self._reader.datum(ctx, eid, run, tag, step).wall_time for tag in tags)

@@ -327,28 +327,6 @@ def _changes(layers, steps, series):
 # /mass
 
 
-def parse_keys(text):
-    """The `keys` parameter: comma-separated distinct key positions (integers >= 0), in order.
-
-    >>> parse_keys("0,3,7")
-    [0, 3, 7]
-    """
-    if not text:
-        raise BadRequest("parameter 'keys' must list key positions, e.g. keys=0,3")
-    parts = text.split(",")
-    if len(parts) > MAX_KEYS:
-        raise BadRequest("parameter 'keys' lists %d positions, more than %d" % (len(parts), MAX_KEYS))
-    keys = []
-    for part in parts:
-        if not part.isdigit() or len(part) > 9 or not part.isascii():
-            raise BadRequest("parameter 'keys' must be integers >= 0 separated by commas, got %r"
-                             % part[:100])
-        keys.append(int(part))
-    if len(set(keys)) != len(keys):
-        raise BadRequest("parameter 'keys' lists a position twice")
-    return keys
-
-
 def key_profile(weights):
     """Per head, the mean over valid query rows of each key's weight: float64 `[H, Tk]`.
 

@@ -90,10 +90,8 @@ class HealthRoutes:
         args = request_args.QueryArgs(request)
         run, tag, step = args.string("run"), args.string("tag"), args.integer("step")
         example = args.integer("example", minimum=0)
-        keys = health_aggregates.parse_keys(args.string("keys"))
-        over_steps = args.string("over_steps", default="0")
-        if over_steps not in ("0", "1"):
-            raise BadRequest("parameter 'over_steps' must be 0 or 1, got %r" % over_steps[:100])
+        keys = args.integer_list("keys", most=health_aggregates.MAX_KEYS, minimum=0)
+        over_steps = args.choice("over_steps", ("0", "1"), default="0")
         body = health_aggregates.key_mass(
             self._reader, ctx, eid, run, tag, step, example, keys,
             over_steps=over_steps == "1", cache=self.cache, compute_seconds=self.compute_seconds,
@@ -109,9 +107,7 @@ class HealthRoutes:
         run, tag, step = args.string("run"), args.string("tag"), args.integer("step")
         example = args.integer("example", minimum=0)
         head = args.integer_or("head", "mean", minimum=0)
-        fmt = args.string("format", default="npy")
-        if fmt != "npy":
-            raise BadRequest("parameter 'format' must be 'npy', got %r" % fmt[:100])
+        args.choice("format", ("npy",), default="npy")
         datum = self._reader.datum(ctx, eid, run, tag, step)
         etag = route_util.etag("export", eid, run, tag, step, datum.wall_time, example, head)
         filename = "%s_%s_step%d_example%d_head%s.npy" % (
@@ -136,14 +132,12 @@ class HealthRoutes:
         run, tag = args.string("run"), args.string("tag")
         example = args.integer("example", minimum=0)
         head = args.integer_or("head", "mean", minimum=0)
-        scale = args.string("scale", default="tile")
-        if scale not in filmstrip.SCALES:
-            raise BadRequest("parameter 'scale' must be one of %s, got %r"
-                             % (", ".join(filmstrip.SCALES), scale[:100]))
+        scale = args.choice("scale", filmstrip.SCALES, default="tile")
         cell = args.integer("cell", default=None, minimum=1)
         if cell is not None and cell > MAX_CELL:
             raise BadRequest("parameter 'cell' must be 1 to %d, got %d" % (MAX_CELL, cell))
-        datums = self._filmstrip_datums(ctx, eid, run, tag, args.string("steps", default=None))
+        datums = self._filmstrip_datums(ctx, eid, run, tag, args.integer_list(
+            "steps", default=None, most=MAX_FILMSTRIP_TILES))
         # The newest tile's shape decides the size; every tile must share it.
         newest = self._reader.header(ctx, eid, run, tag, datums[-1])
         rows, cols = newest["shape"][2:]
@@ -179,8 +173,8 @@ class HealthRoutes:
                      ("X-Gap", str(FILMSTRIP_GAP))],
         )
 
-    def _filmstrip_datums(self, ctx, eid, run, tag, steps_text):
-        if steps_text is None:
+    def _filmstrip_datums(self, ctx, eid, run, tag, steps):
+        if steps is None:
             datums = self._reader.steps(ctx, eid, run, tag)
             if not datums:
                 raise NotFound("run %r tag %r has no retained step" % (run, tag))
@@ -188,18 +182,6 @@ class HealthRoutes:
                 picks = np.unique(np.round(np.linspace(0, len(datums) - 1, MAX_FILMSTRIP_TILES)))
                 datums = [datums[int(i)] for i in picks]
             return datums
-        parts = steps_text.split(",")
-        if len(parts) > MAX_FILMSTRIP_TILES:
-            raise BadRequest("parameter 'steps' lists %d steps, more than %d"
-                             % (len(parts), MAX_FILMSTRIP_TILES))
-        steps = []
-        for part in parts:
-            if not re.fullmatch(r"-?[0-9]{1,18}", part):
-                raise BadRequest("parameter 'steps' must be integers separated by commas, got %r"
-                                 % part[:100])
-            steps.append(int(part))
-        if len(set(steps)) != len(steps):
-            raise BadRequest("parameter 'steps' lists a step twice")
         return [self._reader.datum(ctx, eid, run, tag, step) for step in steps]
 
     def _matrix(self, ctx, eid, run, tag, datum, example, head):

@@ -9,6 +9,8 @@ Example:
 >>> args = QueryArgs(EnvironBuilder(query_string="step=12&head=mean").get_request())
 >>> args.integer("step"), args.integer_or("head", "mean")
 (12, 'mean')
+>>> args.choice("residual", ("0", "1"), default="1"), args.integer_list("keys", None, 16)
+('1', None)
 """
 
 import re
@@ -67,6 +69,35 @@ class QueryArgs:
                 "parameter %r must be %r or an integer >= %d, got %r"
                 % (name, word, minimum, value[:100])
             ) from None
+
+
+    def choice(self, name, choices, default=_REQUIRED):
+        """One of the strings `choices` (e.g. `("0", "1")` for a flag)."""
+        value = self._raw(name, default)
+        if value not in choices and not (value is default and default is not _REQUIRED):
+            raise BadRequest("parameter %r must be %s, got %r"
+                             % (name, " or ".join(repr(c) for c in choices), value[:100]))
+        return value
+
+    def integer_list(self, name, default=_REQUIRED, most=64, minimum=_INT64_MIN):
+        """Distinct comma-separated integers >= `minimum` (at most `most` of them), in order."""
+        value = self._raw(name, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if not value:
+            raise BadRequest("parameter %r must not be empty: list values as %s=1,3" % (name, name))
+        parts = value.split(",")
+        if len(parts) > most:
+            raise BadRequest("parameter %r lists %d values, more than %d" % (name, len(parts), most))
+        try:
+            numbers = [_parse_integer(name, part, minimum) for part in parts]
+        except BadRequest:
+            floor = "" if minimum <= _INT64_MIN else " >= %d" % minimum
+            raise BadRequest("parameter %r must be integers%s separated by commas, got %r"
+                             % (name, floor, value[:100])) from None
+        if len(set(numbers)) != len(numbers):
+            raise BadRequest("parameter %r lists a value twice" % name)
+        return numbers
 
 
 def _parse_integer(name, value, minimum):
