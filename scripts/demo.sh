@@ -7,6 +7,7 @@
 #   bash scripts/demo.sh            # everything, then serve
 #   TB_ATTENTION_NO_SERVER=1 bash scripts/demo.sh   # train only (for scripts)
 #   LOGDIR=/tmp/logs bash scripts/demo.sh --small   # extra flags go to demo/run_all.py
+#   bash scripts/demo.sh --retrain  # a second run serves what is trained; this trains it again
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,7 +1,9 @@
-"""Shared fixtures: artifacts folder, a headless Debian Chromium driven by playwright."""
+"""Shared fixtures: artifacts folder, a headless Debian Chromium driven by playwright, and the
+demos trained once by the README's main-job command."""
 
 import os
 import pathlib
+import subprocess
 
 import pytest
 
@@ -45,3 +47,22 @@ def page(browser):
     pg = context.new_page()
     yield pg
     context.close()
+
+
+# Examples the demos log: the demo tests measure alignment over 32 held-out sentences.
+DEMO_PROBE_EXAMPLES = 32
+
+
+@pytest.fixture(scope="session")
+def demo_logs(tmp_path_factory):
+    """The README's main job run once for the whole session, as a script would run it:
+    `scripts/demo.sh --small --probe-examples 32` with TB_ATTENTION_NO_SERVER=1 (train, then
+    exit). Returns `(logdir, completed process)`. The demo tests read its event files, and
+    tests/test_main_job.py checks the script itself, so the demos are trained once."""
+    logdir = tmp_path_factory.mktemp("main_job") / "logs"
+    env = dict(os.environ, LOGDIR=str(logdir), TB_ATTENTION_NO_SERVER="1")
+    result = subprocess.run(
+        ["bash", "scripts/demo.sh", "--small", "--probe-examples", str(DEMO_PROBE_EXAMPLES)],
+        cwd=REPO, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return logdir, result

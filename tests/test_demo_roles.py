@@ -1,8 +1,8 @@
 """Head roles the demos are known to grow, found by tb_attention_plugin.health in their event files.
 
-The module fixture trains two demos in their reduced (CI) sizes: the causal language model on
-repeated spans (`demo/induction_lm.py`) and the English->Chinese translator at learning rate 1e-3
-(`demo/translation.py`). The tests read the logged attention back through TensorBoard's data
+The main-job command trains the demos once per session in their reduced (CI) sizes
+(`conftest.demo_logs`); here: the causal language model on repeated spans (`demo/induction_lm.py`)
+and the English->Chinese translator at learning rate 1e-3 (`demo/translation.py`). The tests read the logged attention back through TensorBoard's data
 provider (`readback.read_back`) and measure every head of every logged step with `health.py`:
 
 - the language model grows an induction head in layer 1, absent at step 0, with an emergence
@@ -32,12 +32,10 @@ LM_RUN, TRANSLATION_RUN = "induction_lm", "translation_lr1e-3"
 
 
 @pytest.fixture(scope="module")
-def logged(tmp_path_factory):
-    """`(logdir, {run: {tag: [(step, header, weights)]}})` of the two demos, trained small."""
-    path = tmp_path_factory.mktemp("roles")
-    induction_lm.train(str(path), LM_RUN, small=True, verbose=0)
-    translation.train(str(path), TRANSLATION_RUN, small=True, learning_rate=1e-3,
-                      probe_examples=16, verbose=0)
+def logged(demo_logs):
+    """`(logdir, {run: {tag: [(step, header, weights)]}})` of the demos, trained small by the
+    main-job command (`conftest.demo_logs`)."""
+    path, _ = demo_logs
     return path, read_back(path)
 
 

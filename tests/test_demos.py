@@ -1,6 +1,7 @@
 """The demos learn what the Attention tab shows: checked on their real event files.
 
-`python -m demo.run_all --small` trains every demo once (module fixture); the tests read the
+The main-job command (`scripts/demo.sh --small`, once per session: `conftest.demo_logs`) trains
+every demo; the seed article's demo is trained again here to keep what it logged. The tests read the
 attention the callback and the summary op logged through TensorBoard's data provider and
 measure it: cross-attention aligns Chinese words with their English source, the ViT's class
 token looks at the object, the article's attention (fixed) round-trips eagerly and from a
@@ -16,6 +17,7 @@ import pytest
 import tensorflow as tf
 from tensorboard import context as tb_context
 
+from conftest import DEMO_PROBE_EXAMPLES
 from readback import provider_for, read_back
 from tb_attention_plugin import encoding, metadata, png
 
@@ -24,25 +26,30 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from demo import run_all, seed_attention, translation, translation_data, vision  # noqa: E402
 
-PROBE_EXAMPLES = 32
+PROBE_EXAMPLES = DEMO_PROBE_EXAMPLES  # examples the main job logs per demo
 
 
 @pytest.fixture(scope="module")
-def logdir(tmp_path_factory):
-    """One logdir with every demo trained in its reduced (CI) size."""
-    path = tmp_path_factory.mktemp("demos")
-    results = run_all.main(
-        ["--logdir", str(path), "--small", "--probe-examples", str(PROBE_EXAMPLES)]
-    )
-    for name, (_, seconds) in results.items():
-        print("trained %s in %.1f s" % (name, seconds))
-    return path, results
+def logdir(demo_logs):
+    """One logdir with every demo trained in its reduced (CI) size by the main-job command
+    (`conftest.demo_logs`), logging PROBE_EXAMPLES examples."""
+    path, _ = demo_logs
+    return path
+
+
+@pytest.fixture(scope="module")
+def seed_run(tmp_path_factory):
+    """The seed article's demo trained in this process (its result holds the weights it logged,
+    which the round-trip test compares with what was stored)."""
+    path = tmp_path_factory.mktemp("seed")
+    return path, seed_attention.train(str(path), "seed_attention", steps=200, log_every=50,
+                                      probe_examples=4)
 
 
 @pytest.fixture(scope="module")
 def logged(logdir):
     """`{run: {tag: [(step, header, weights)]}}` read through TensorBoard's data provider."""
-    return read_back(logdir[0])
+    return read_back(logdir)
 
 
 def last_cross_attention_tag(tags):
@@ -116,7 +123,7 @@ def test_translation_logs_every_attention_kind_with_masks(logged):
 
 
 def test_translation_runs_compare_and_keep_their_loss(logdir, logged):
-    path, _ = logdir
+    path = logdir
     slow = logged["translation_lr3e-4/train"]
     fast = logged["translation_lr1e-3/train"]
     tag = last_cross_attention_tag(fast)
@@ -145,7 +152,7 @@ def test_translation_runs_compare_and_keep_their_loss(logdir, logged):
 
 
 def test_translation_saved_model_translates_heldout_sentences(logdir):
-    path, _ = logdir
+    path = logdir
     model = keras.saving.load_model(path / "translation_lr1e-3" / "model.keras")
     corpus = small_corpus()
     pairs = corpus.heldout[-20:]
@@ -173,7 +180,7 @@ def read_probe_images(path, run, tag, step):
 
 
 def test_vision_class_token_attends_to_the_object(logdir, logged):
-    path, _ = logdir
+    path = logdir
     tags = logged["vision/train"]
     tag = sorted(tags)[-1]  # the last ViT block
     settings = vision.SIZES["small"]
@@ -199,10 +206,9 @@ def test_vision_class_token_attends_to_the_object(logdir, logged):
     assert ratio >= 3.0
 
 
-def test_seed_attention_round_trips_eager_and_tf_function(logdir, logged):
-    _, results = logdir
-    result, _ = results["seed_attention"]
-    entries = logged["seed_attention"][seed_attention.TAG]
+def test_seed_attention_round_trips_eager_and_tf_function(seed_run):
+    path, result = seed_run
+    entries = read_back(path)["seed_attention"][seed_attention.TAG]
     assert [s for s, _, _ in entries] == sorted(result["logged"])
     modes = {mode for mode, _ in result["logged"].values()}
     assert modes == {"eager", "tf.function"}
