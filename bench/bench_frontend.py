@@ -280,12 +280,13 @@ def zooms(frame, count=8):
     return times
 
 
-def main():
+def main(argv=None):
+    """Runs the benchmark with command-line `argv`; prints and returns `{measure: [ms, ...]}`."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--only-health", action="store_true",
                         help="only the health view's drawing (a small logdir, no 512x512 heads)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,7 +318,7 @@ def main():
                 frame, "model/layer_00", "model", [0, 1], [0, 1])
             results["zoom into a stored window, 2048 tokens"] = zooms(frame)
             browser.close()
-    report(results)
+    return report(results)
 
 
 def report(results):
@@ -329,6 +330,7 @@ def report(results):
         m = median(times)
         print("%-40s %9.2f %9.2f %9.2f %8s %7s" % (name, m, min(times), max(times), target or "-",
                                                      "%.2f" % (m / target) if target else "-"))
+    return results
 
 
 if __name__ == "__main__":

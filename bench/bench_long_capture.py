@@ -41,14 +41,16 @@ def median_seconds(function, repeats):
     return statistics.median(times)
 
 
-def main():
+def main(argv=None):
+    """Runs the benchmark with command-line `argv`; prints and returns the seconds of each
+    pass (`plain`, `capture`, `whole`, `encode`)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import keras
     import keras_hub
@@ -101,6 +103,8 @@ def main():
     print("capture / plain forward: %.2f (target <= %.1f): %s"
           % (capture / plain, TARGET, "met" if capture / plain <= TARGET else "NOT met"))
     print("capture + encode + write / plain forward: %.2f" % (whole / plain))
+    return {"plain": plain, "capture": capture, "whole": whole, "encode": encode,
+            "modes": modes, "tokens": args.tokens, "layers": args.layers, "heads": args.heads}
 
 
 if __name__ == "__main__":

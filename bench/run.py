@@ -13,12 +13,21 @@ Runs, in this process and one after the other:
   against TensorBoard's images plugin serving a 512x512 PNG from the same logdir, on the Rust
   data server and on the Python reader;
 - `bench_memory.measure`: the RSS of the whole `tensorboard` process tree with that logdir
-  loaded against the same logdir without attention, on both readers.
+  loaded against the same logdir without attention, on both readers;
+- long sequences: `bench_long_capture.main` (a GPT-2-small-shaped keras-hub backbone at 1024
+  tokens, every layer pooled: capture against one traced forward pass) and
+  `bench_capture_memory.measure` (peak extra memory of one capture of a 32-head layer at 8192
+  tokens, in a subprocess each);
+- head health: `bench_health_capture.measure` (the callback's health pass over a 64-sequence
+  probe set against the forward pass of the same sequences);
+- the tab: `bench_frontend.main` (draw and zoom times in headless Chromium inside a real
+  TensorBoard, against their targets in ms).
 
 Prints each benchmark's own output, then the table `measure | ours | baseline | ratio | target
-| met?`. About 6 minutes on 2 shared CPU cores; `--quick` shrinks every size (about 3 minutes).
+| met?`. About 40 minutes on 2 shared CPU cores; `--quick` shrinks every size (about 12
+minutes); `--only codes,size,fit,serving,long,memory,health,frontend` picks parts.
 
-    python bench/run.py [--quick] [--layers 12] [--steps 100] [--epochs 12]
+    python bench/run.py [--quick] [--only long,frontend] [--layers 12] [--steps 100]
 """
 
 import argparse
@@ -33,11 +42,17 @@ import time
 BENCH = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+import bench_capture_memory  # noqa: E402
 import bench_codes  # noqa: E402
 import bench_fit_overhead  # noqa: E402
+import bench_frontend  # noqa: E402
+import bench_health_capture  # noqa: E402
+import bench_long_capture  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_serving  # noqa: E402
 import bench_size  # noqa: E402
+
+PARTS = ("codes", "size", "fit", "serving", "long", "memory", "health", "frontend")
 
 
 def _ms(seconds):
@@ -151,6 +166,47 @@ def serving_and_memory_rows(layers, steps, requests):
     return rows
 
 
+def long_capture_rows(tokens, layers):
+    r = bench_long_capture.main(["--tokens", str(tokens), "--layers", str(layers)])
+    shape = "%d layers x %d heads, %d tokens, %s" % (r["layers"], r["heads"], r["tokens"],
+                                                     "/".join(r["modes"]))
+    return [
+        row("capture vs traced forward pass (%s)" % shape, "%.2f s" % r["capture"],
+            "%.2f s" % r["plain"], r["capture"] / r["plain"], "<= 3.0",
+            bench_long_capture.TARGET),
+        row("capture + encode + write vs forward pass (same)", "%.2f s" % r["whole"],
+            "%.2f s" % r["plain"], r["whole"] / r["plain"], "-"),
+    ]
+
+
+def capture_memory_rows(tokens, heads):
+    captured = bench_capture_memory.measure("traced", tokens, heads, 16)
+    scores_mb = heads * tokens ** 2 * 4 / 2 ** 20
+    print("capture extra memory, %d heads x %d tokens (traced): %.1f MB; float32 scores %.0f MB"
+          % (heads, tokens, captured["extra_mb"], scores_mb))
+    return [row("peak extra memory of one capture, %d heads x %d tokens" % (heads, tokens),
+                "%.0f MB" % captured["extra_mb"], "512 MB (target)",
+                captured["extra_mb"] / bench_capture_memory.TARGET_MB, "<= 1.0", 1.0)]
+
+
+def health_rows(layers, examples):
+    r = bench_health_capture.measure(layers=layers, examples=examples)
+    return [row("health pass vs forward pass, %d layers x 12 heads, %d x 128 tokens"
+                % (layers, examples), "%.2f s" % r["health_wall"], "%.2f s" % r["forward_wall"],
+                r["ratio_wall"], "<= 1.5", 1.5)]
+
+
+def frontend_rows(repeats):
+    results = bench_frontend.main(["--repeats", str(repeats)])
+    rows = []
+    for name, target in bench_frontend.TARGETS_MS.items():
+        if name in results:
+            m = statistics.median(results[name])
+            rows.append(row("tab: " + name + " (median)", "%.1f ms" % m, "%d ms (target)" % target,
+                            m / target, "<= 1.0", 1.0))
+    return rows
+
+
 def print_table(rows):
     header = ("measure", "ours", "baseline", "ratio", "target", "met?")
     print("\n| " + " | ".join(header) + " |")
@@ -169,20 +225,40 @@ def main():
     parser.add_argument("--requests", type=int, help="timed requests per serving row (40)")
     parser.add_argument("--epochs", type=int, help="fit-overhead epochs per variant (12)")
     parser.add_argument("--samples", type=int, help="fit-overhead training pairs (4000)")
-    args = parser.parse_args()
     parser.add_argument("--tokens", type=int, nargs="+",
                         help="faithful-codes head sizes (128 1024 4096)")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help="comma-separated parts to run, of: " + ", ".join(PARTS))
+    args = parser.parse_args()
+    parts = args.only.split(",")
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error("unknown parts %s (known: %s)" % (", ".join(unknown), ", ".join(PARTS)))
     quick = {"layers": 4, "steps": 30, "requests": 20, "epochs": 4, "samples": 2000,
-             "tokens": [128, 1024]}
+             "tokens": [128, 1024], "long_tokens": 1024, "long_layers": 4,
+             "memory_tokens": 4096, "health_layers": 4, "health_examples": 32, "repeats": 10}
     full = {"layers": 12, "steps": 100, "requests": 40, "epochs": 12, "samples": 4000,
-            "tokens": [128, 1024, 4096]}
-    sizes = {k: getattr(args, k) or (quick if args.quick else full)[k] for k in full}
+            "tokens": [128, 1024, 4096], "long_tokens": 1024, "long_layers": 12,
+            "memory_tokens": 8192, "health_layers": 12, "health_examples": 64, "repeats": 30}
+    sizes = {k: getattr(args, k, None) or (quick if args.quick else full)[k] for k in full}
 
     started = time.perf_counter()
-    rows = codes_rows(sizes["tokens"])
-    rows += size_rows()
-    rows += fit_rows(sizes["epochs"], sizes["samples"])
-    rows += serving_and_memory_rows(sizes["layers"], sizes["steps"], sizes["requests"])
+    runs = [
+        ("codes", lambda: codes_rows(sizes["tokens"])),
+        ("size", size_rows),
+        ("fit", lambda: fit_rows(sizes["epochs"], sizes["samples"])),
+        ("serving", lambda: serving_and_memory_rows(sizes["layers"], sizes["steps"],
+                                                    sizes["requests"])),
+        ("long", lambda: long_capture_rows(sizes["long_tokens"], sizes["long_layers"])),
+        ("memory", lambda: capture_memory_rows(sizes["memory_tokens"], 32)),
+        ("health", lambda: health_rows(sizes["health_layers"], sizes["health_examples"])),
+        ("frontend", lambda: frontend_rows(sizes["repeats"])),
+    ]
+    rows = []
+    for name, run in runs:
+        if name in parts:
+            print("\n== %s" % name, flush=True)
+            rows += run()
     print_table(rows)
     print("\n%s; %s, %d CPU cores; total %.0f s"
           % (" ".join(["python bench/run.py"] + sys.argv[1:]), platform.machine(),
