@@ -373,7 +373,9 @@ _LEVEL_CHUNK = 1 << 16  # values rounded at a time: the temporaries stay in the 
 
 def _rule_boundaries():
     """int32 bits of the smallest float32 fraction in [0, 1] that `level_rule_v2` puts at
-    level u or above, for u = 1 .. V2_LEVELS - 1 (the rule is monotone: bisection is exact)."""
+    level u or above, for u = 1 .. V2_LEVELS - 1. Bisection is exact because the rule is
+    monotone in `x`; `bench/bench_encode_speed.py --exhaustive` checks the table against the
+    rule on every float32 fraction, tests/test_fast_codes.py around every boundary."""
     wanted = np.arange(1, V2_LEVELS, dtype=np.int64)
     low = np.zeros(wanted.shape, np.int64)
     high = np.full(wanted.shape, _ONE_BITS, np.int64)  # the rule puts 1.0 at the last level
