@@ -5,6 +5,8 @@ Runs, in this process and one after the other:
 - `bench_codes.measure`: relative and absolute error, row-entropy error and bytes/value of
   float32, format v1 codes and format v2 codes at 128, 1024 and 4096 tokens (causal head with
   a sink, bidirectional head, ViT head);
+- `bench_encode_speed.measure`: writing and reading faithful codes, the table-driven encoder
+  against the encoder first written (byte-identical outputs), at 1024 and 4096 tokens;
 - `bench_size.measure`: stored bytes per attention value against float32 `tf.summary.write`
   of the same tensor, with the format's error;
 - `bench_fit_overhead.main`: `model.fit` with and without `AttentionLogger` at its default
@@ -34,6 +36,7 @@ BENCH = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import bench_codes  # noqa: E402
+import bench_encode_speed  # noqa: E402
 import bench_fit_overhead  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_serving  # noqa: E402
@@ -66,6 +69,20 @@ def size_rows():
             "<= 0.25, err <= %.5f" % bound, 0.25, also=error <= bound)
         for name, values, ratio, error, ours, plain in rows
     ]
+
+
+def encode_speed_rows(tokens, repeats=3):
+    """new/old time of v2 codes (quantize + pack), payloads (+ zlib) and decoding."""
+    print("faithful codes: table-driven encoder vs the encoder first written (same bytes)")
+    rows = []
+    for count in tokens:
+        for kind in ("causal", "bidirectional"):
+            for part, (old, new) in bench_encode_speed.measure(kind, count, repeats).items():
+                print("  %-14s %5d %-8s old %8.1f ms  new %8.1f ms  %.2fx"
+                      % (kind, count, part, old * 1000, new * 1000, new / old))
+                rows.append(row("v2 %s, %s head, %d tokens (new / old encoder)"
+                                % (part, kind, count), _ms(new), _ms(old), new / old, "-"))
+    return rows
 
 
 def codes_rows(tokens):
@@ -180,6 +197,7 @@ def main():
 
     started = time.perf_counter()
     rows = codes_rows(sizes["tokens"])
+    rows += encode_speed_rows([t for t in sizes["tokens"] if t >= 1024])
     rows += size_rows()
     rows += fit_rows(sizes["epochs"], sizes["samples"])
     rows += serving_and_memory_rows(sizes["layers"], sizes["steps"], sizes["requests"])
