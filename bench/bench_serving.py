@@ -6,7 +6,8 @@ for the Rust data server (default) and the Python reader (`--load_fast=false`), 
 `tensorboard` on 127.0.0.1 and times HTTP requests:
 
 - `images`: `/data/plugin/images/individualImage?blob_key=...` for distinct steps (TensorBoard's
-  own path for one image; it has no server-side cache);
+  own path for one image; it has no server-side cache), asked alternately with `head (cold)`
+  (image, head, head, image, ...) so that a change of the machine's load hits both alike;
 - `steps`: `/steps` of the tag, as the tab asks before showing a step (it starts reading the
   headers of all listed steps in the background);
 - `head (cold)`: `/matrix?...&head=H` for (step, head) pairs never asked before, after `/steps`
@@ -22,6 +23,7 @@ Prints median latencies and the ratio to `images`, both readers side by side. Re
 Usage:
 
     .venv/bin/python bench/bench_serving.py [--layers 12] [--steps 100] [--requests 40]
+                                            [--logdir DIR]
 
 Steps repeat four distinct sets of weights (encoding is not what is measured); every step is
 still its own event, blob and cache key.
@@ -144,9 +146,6 @@ def measure(logdir, flags, layers, steps, requests):
             base + "/data/plugin/images/individualImage?" + pngs[int(s)]["query"] for s in chosen
         ]
         get(image_urls[0])  # warm the connection path
-        timings = [get(url) for url in image_urls]
-        results["images"] = [t for t, _, _ in timings]
-        results["png bytes"] = timings[0][2]
         small = json.loads(get(base + "/data/plugin/images/images?" + urllib.parse.urlencode(
             {"run": "train", "tag": SMALL_IMAGE_TAG}))[1])
         small_timings = [
@@ -164,7 +163,9 @@ def measure(logdir, flags, layers, steps, requests):
         results["steps (index build)"] = [steps_time]
         time.sleep(2)  # the tab lists the steps; a person then picks one
         pairs = [(int(s), int(h)) for s, h in zip(chosen, rng.integers(1, HEADS, len(chosen)))]
-        cold = [get(matrix_url(base, s, h)) for s, h in pairs]
+        timings, cold = interleaved(image_urls, [matrix_url(base, s, h) for s, h in pairs])
+        results["images"] = [t for t, _, _ in timings]
+        results["png bytes"] = timings[0][2]
         results["head (cold)"] = [t for t, _, _ in cold]
         first, _, _ = get(matrix_url(base, int(chosen[0]), "0", layer=1))  # builds the index
         results["first head (index build)"] = [first]
@@ -181,6 +182,20 @@ def measure(logdir, flags, layers, steps, requests):
     return results
 
 
+def interleaved(first_urls, second_urls):
+    """`(answers to first_urls, answers to second_urls)`, asked alternately (A B, B A, A B, ...)
+    so that both medians see the same moments of a machine whose load changes."""
+    first, second = [], []
+    for k, (a, b) in enumerate(zip(first_urls, second_urls)):
+        if k % 2:
+            second.append(get(b))
+            first.append(get(a))
+        else:
+            first.append(get(a))
+            second.append(get(b))
+    return first, second
+
+
 def get_plain(url):
     with urllib.request.urlopen(url, timeout=120) as response:
         return response.read()
@@ -191,16 +206,22 @@ def main():
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--logdir", help="write the events here and keep them; a directory that "
+                        "already holds them (same --layers and --steps) is read as it is, so "
+                        "two versions of the plugin can be measured on the same data")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
-        logdir = pathlib.Path(tmp)
+        logdir = pathlib.Path(args.logdir or tmp)
         start = time.perf_counter()
-        step_bytes = write_logdir(logdir, args.layers, args.steps)
+        if args.logdir and (logdir / "train").is_dir():
+            step_bytes = sum(len(b) for b in encoding.encode_step(attention_weights(0))) * args.layers
+        else:
+            step_bytes = write_logdir(logdir, args.layers, args.steps)
         size = sum(f.stat().st_size for f in logdir.rglob("*") if f.is_file())
         print(
             "logdir: %d layers x %d heads x %dx%d, %d steps, 1 example: %.0f MB of events "
-            "(%.1f MB of attention per step), written in %.0f s"
+            "(%.1f MB of attention per step), written or found in %.0f s"
             % (args.layers, HEADS, SIZE, SIZE, args.steps, size / 1e6, step_bytes / 1e6,
                time.perf_counter() - start)
         )

@@ -5,6 +5,8 @@ Runs, in this process and one after the other:
 - `bench_codes.measure`: relative and absolute error, row-entropy error and bytes/value of
   float32, format v1 codes and format v2 codes at 128, 1024 and 4096 tokens (causal head with
   a sink, bidirectional head, ViT head);
+- `bench_encode_speed.measure`: writing and reading faithful codes, the table-driven encoder
+  against the encoder first written (byte-identical outputs), at 1024 and 4096 tokens;
 - `bench_size.measure`: stored bytes per attention value against float32 `tf.summary.write`
   of the same tensor, with the format's error;
 - `bench_fit_overhead.main`: `model.fit` with and without `AttentionLogger` at its default
@@ -25,7 +27,7 @@ Runs, in this process and one after the other:
 
 Prints each benchmark's own output, then the table `measure | ours | baseline | ratio | target
 | met?`. About 40 minutes on 2 shared CPU cores; `--quick` shrinks every size (about 12
-minutes); `--only codes,size,fit,serving,long,memory,health,frontend` picks parts.
+minutes); `--only codes,encode,size,fit,serving,long,memory,health,frontend` picks parts.
 
     python bench/run.py [--quick] [--only long,frontend] [--layers 12] [--steps 100]
 """
@@ -44,6 +46,7 @@ sys.path.insert(0, str(BENCH))
 
 import bench_capture_memory  # noqa: E402
 import bench_codes  # noqa: E402
+import bench_encode_speed  # noqa: E402
 import bench_fit_overhead  # noqa: E402
 import bench_frontend  # noqa: E402
 import bench_health_capture  # noqa: E402
@@ -52,7 +55,7 @@ import bench_memory  # noqa: E402
 import bench_serving  # noqa: E402
 import bench_size  # noqa: E402
 
-PARTS = ("codes", "size", "fit", "serving", "long", "memory", "health", "frontend")
+PARTS = ("codes", "encode", "size", "fit", "serving", "long", "memory", "health", "frontend")
 
 
 def _ms(seconds):
@@ -81,6 +84,20 @@ def size_rows():
             "<= 0.25, err <= %.5f" % bound, 0.25, also=error <= bound)
         for name, values, ratio, error, ours, plain in rows
     ]
+
+
+def encode_speed_rows(tokens, repeats=3):
+    """new/old time of v2 codes (quantize + pack), payloads (+ zlib) and decoding."""
+    print("faithful codes: table-driven encoder vs the encoder first written (same bytes)")
+    rows = []
+    for count in tokens:
+        for kind in ("causal", "bidirectional"):
+            for part, (old, new) in bench_encode_speed.measure(kind, count, repeats).items():
+                print("  %-14s %5d %-8s old %8.1f ms  new %8.1f ms  %.2fx"
+                      % (kind, count, part, old * 1000, new * 1000, new / old))
+                rows.append(row("v2 %s, %s head, %d tokens (new / old encoder)"
+                                % (part, kind, count), _ms(new), _ms(old), new / old, "-"))
+    return rows
 
 
 def codes_rows(tokens):
@@ -245,6 +262,7 @@ def main():
     started = time.perf_counter()
     runs = [
         ("codes", lambda: codes_rows(sizes["tokens"])),
+        ("encode", lambda: encode_speed_rows([t for t in sizes["tokens"] if t >= 1024])),
         ("size", size_rows),
         ("fit", lambda: fit_rows(sizes["epochs"], sizes["samples"])),
         ("serving", lambda: serving_and_memory_rows(sizes["layers"], sizes["steps"],

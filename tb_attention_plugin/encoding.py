@@ -25,6 +25,7 @@ True
 (2, 'u8-loglin-zlib', 'uint16')
 """
 
+import functools
 import json
 import math
 import numbers
@@ -335,8 +336,18 @@ def v2_table(scale):
     return table
 
 
-def _levels_v2(x):
-    """Nearest version 2 level index of fractions `x` in [0, 1] (float32 array) as uint16."""
+def level_rule_v2(x):
+    """Nearest version 2 level index of fractions `x` in [0, 1] (float32 array) as uint16.
+
+    The rounding rule of docs/format.md in float32 arithmetic, as version 2 writers have
+    applied it since the format began: THE definition of the stored level indices. Writers take
+    the same levels from a table derived from this function (`_level_lookup`); this slow,
+    readable form is what the table and the tests check against.
+
+    >>> level_rule_v2(np.array([0, 2e-7, 1e-6, 0.5, 1], np.float32)).tolist()
+    [0, 0, 1, 313, 440]
+    """
+    x = np.asarray(x, np.float32)
     with np.errstate(divide="ignore"):
         log_index = np.rint(np.log(np.maximum(x, np.float32(1e-30)) / np.float32(LOG_FLOOR))
                             * np.float32(1 / LOG_STEP)) + 1
@@ -346,6 +357,93 @@ def _levels_v2(x):
     index = np.where(x >= np.float32(_V2_LINEAR_EDGE), linear_index, log_index)
     index[x < np.float32(LOG_FLOOR / 2)] = 0
     return index.astype(np.uint16)
+
+
+# Fast rounding by table. A non-negative float32 orders like its bits read as an int32, so the
+# rule is a step function of the bits. `bits >> _BUCKET_SHIFT` (the exponent and 8 mantissa
+# bits: 256 buckets per octave) indexes the level at the start of the bucket; buckets are
+# narrower than the gap between any two rounding boundaries (at most 0.4% of a value wide, the
+# log levels are 5.7% apart and the linear ones 1/254), so one comparison with the next
+# boundary finishes the rounding. The boundaries are found from `level_rule_v2` itself
+# (bisection over float32 bit patterns), so the table reproduces the rule bit for bit.
+_BUCKET_SHIFT = 15
+_ONE_BITS = int(np.array(1.0, np.float32).view(np.int32))
+_LEVEL_CHUNK = 1 << 16  # values rounded at a time: the temporaries stay in the CPU's cache
+
+
+def _rule_boundaries():
+    """int32 bits of the smallest float32 fraction in [0, 1] that `level_rule_v2` puts at
+    level u or above, for u = 1 .. V2_LEVELS - 1. Bisection is exact because the rule is
+    monotone in `x`; `bench/bench_encode_speed.py --exhaustive` checks the table against the
+    rule on every float32 fraction, tests/test_fast_codes.py around every boundary."""
+    wanted = np.arange(1, V2_LEVELS, dtype=np.int64)
+    low = np.zeros(wanted.shape, np.int64)
+    high = np.full(wanted.shape, _ONE_BITS, np.int64)  # the rule puts 1.0 at the last level
+    while np.any(low < high):
+        middle = (low + high) // 2
+        reached = level_rule_v2(middle.astype(np.int32).view(np.float32)) >= wanted
+        high = np.where(reached, middle, high)
+        low = np.where(reached, low, middle + 1)
+    return low
+
+
+@functools.lru_cache(maxsize=None)
+def _level_lookup():
+    """`(first_level, next_boundary)` per bucket (`bits >> _BUCKET_SHIFT` of fractions 0 .. 1):
+    the uint16 level of the bucket's first fraction, and the int32 bits of the smallest
+    fraction of the level above it (the int32 maximum above the last level)."""
+    boundaries = _rule_boundaries()
+    bucket_starts = np.arange((_ONE_BITS >> _BUCKET_SHIFT) + 1, dtype=np.int64) << _BUCKET_SHIFT
+    first_level = np.searchsorted(boundaries, bucket_starts, side="right")
+    if np.diff(first_level).max() > 1 or first_level[-1] != V2_LEVELS - 1:
+        raise AssertionError("a bucket of the level table holds two rounding boundaries")
+    above = np.append(boundaries, np.iinfo(np.int32).max).astype(np.int32)
+    return first_level.astype(np.uint16), above[first_level]
+
+
+class _Scratch:
+    """Buffers of `_LEVEL_CHUNK` values reused by `_fractions_to_levels` (no allocation per
+    chunk)."""
+
+    def __init__(self, size):
+        self.fractions = np.empty(size, np.float32)
+        self.bucket = np.empty(size, np.intp)
+        self.boundary = np.empty(size, np.int32)
+        self.above = np.empty(size, bool)
+
+
+def _fractions_to_levels(x, out, scratch):
+    """Writes the level indices (`level_rule_v2`) of float32 fractions `x` (at most 1, no NaN;
+    one-dimensional) into the uint16 array `out`, by table."""
+    first_level, next_boundary = _level_lookup()
+    n = len(x)
+    bits = x.view(np.int32)
+    bucket = np.right_shift(bits, _BUCKET_SHIFT, out=scratch.bucket[:n], casting="unsafe")
+    # mode="clip" skips numpy's bounds check (the fast path) and maps negative fractions and
+    # -0.0 (negative int32 bits) to bucket 0, level 0.
+    np.take(first_level, bucket, out=out, mode="clip")
+    boundary = np.take(next_boundary, bucket, out=scratch.boundary[:n], mode="clip")
+    out += np.greater_equal(bits, boundary, out=scratch.above[:n])
+
+
+def _v2_codes(matrix, scale, masked=None):
+    """uint16 level indices of float32 weights at `scale` (> 0), `V2_MASKED` where `masked`.
+
+    Fractions are `min(weight / scale, 1)` in float32, rounded by `level_rule_v2`'s table.
+    """
+    flat = np.ascontiguousarray(matrix, np.float32).reshape(-1)
+    codes = np.empty(flat.shape, np.uint16)
+    scale = np.float32(scale)
+    scratch = _Scratch(min(flat.size, _LEVEL_CHUNK))
+    for start in range(0, flat.size, _LEVEL_CHUNK):
+        stop = min(flat.size, start + _LEVEL_CHUNK)
+        x = np.divide(flat[start:stop], scale, out=scratch.fractions[:stop - start])
+        np.minimum(x, np.float32(1), out=x)
+        _fractions_to_levels(x, codes[start:stop], scratch)
+    codes = codes.reshape(np.shape(matrix))
+    if masked is not None:
+        np.copyto(codes, np.uint16(V2_MASKED), where=masked)
+    return codes
 
 
 def quantize(matrix, mask=None, version=None):
@@ -360,8 +458,7 @@ def quantize(matrix, mask=None, version=None):
     [1.0, 0.0097783, 1.01e-05, 0.0]
     """
     version = metadata.FORMAT_VERSION if version is None else version
-    attended = matrix if mask is None else matrix[mask]
-    scale = np.float32(attended.max()) if attended.size else np.float32(0.0)
+    scale = _largest(matrix, mask)
     if version == 1:
         if scale > 0:
             codes = np.rint(matrix * (np.float32(LEVELS) / scale)).astype(np.uint8)
@@ -372,18 +469,36 @@ def quantize(matrix, mask=None, version=None):
         return codes, float(scale)
     if version != 2:
         raise ValueError("cannot write format version %r" % (version,))
+    masked = None if mask is None else ~np.asarray(mask, bool)
     if scale > 0:
-        matrix = np.asarray(matrix, np.float32)
-        codes = np.empty(matrix.shape, np.uint16)
-        rows = max(1, _CHUNK_VALUES // max(1, matrix.shape[-1]))  # bounded temporaries
-        for start in range(0, matrix.shape[0], rows):
-            x = np.minimum(matrix[start:start + rows] / scale, np.float32(1))
-            codes[start:start + rows] = _levels_v2(x)
-    else:
-        codes = np.zeros(matrix.shape, np.uint16)
-    if mask is not None:
-        codes[~mask] = V2_MASKED
+        return _v2_codes(matrix, scale, masked), float(scale)
+    codes = np.zeros(np.shape(matrix), np.uint16)
+    if masked is not None:
+        codes[masked] = V2_MASKED
     return codes, float(scale)
+
+
+# The stored primary byte of each level index: ESCAPE for escaped levels, MASKED for V2_MASKED.
+_PRIMARY_OF_LEVEL = np.minimum(np.arange(V2_MASKED + 1), ESCAPE).astype(np.uint8)
+_PRIMARY_OF_LEVEL[V2_MASKED] = MASKED
+
+
+def _look_up(table, indices, out):
+    """`out[:] = table[indices]` for one-dimensional arrays of indices within `table`, in
+    cache-sized chunks through numpy's fast (`mode="clip"`, unchecked) gather."""
+    for start in range(0, len(indices), _LEVEL_CHUNK):
+        stop = start + _LEVEL_CHUNK
+        np.take(table, indices[start:stop], out=out[start:stop], mode="clip")
+    return out
+
+
+def _largest(matrix, mask=None):
+    """float32 largest value of `matrix` where `mask` (all of it when None); 0 when none."""
+    if mask is None:
+        return np.float32(matrix.max()) if matrix.size else np.float32(0.0)
+    if not np.any(mask):
+        return np.float32(0.0)
+    return np.float32(np.max(matrix, where=mask, initial=-np.inf))  # no copy of the attended
 
 
 def pack_codes(codes):
@@ -398,11 +513,12 @@ def pack_codes(codes):
         return np.ascontiguousarray(codes).tobytes()
     if codes.dtype != np.uint16:
         raise TypeError("codes must be uint8 (version 1) or uint16 (version 2), got %s" % codes.dtype)
-    flat = codes.ravel()
-    primary = np.minimum(flat, ESCAPE).astype(np.uint8)
-    primary[flat == V2_MASKED] = MASKED
-    extension = flat[(flat >= ESCAPE) & (flat != V2_MASKED)] - ESCAPE
-    return primary.tobytes() + extension.astype(np.uint8).tobytes()
+    flat = np.ascontiguousarray(codes).reshape(-1)
+    if flat.size and int(flat.max()) > V2_MASKED:
+        raise ValueError("level index %d is beyond the last level" % int(flat.max()))
+    primary = _look_up(_PRIMARY_OF_LEVEL, flat, np.empty(flat.size, np.uint8))
+    extension = (flat[primary == ESCAPE] - ESCAPE).astype(np.uint8)
+    return b"".join((primary.data, extension.data))
 
 
 def unpack_v2(raw, rows, cols):
@@ -416,12 +532,13 @@ def unpack_v2(raw, rows, cols):
             "payload holds %d bytes, expected %d (%dx%d codes and %d extension bytes)"
             % (len(raw), cells + escapes, rows, cols, escapes)
         )
-    codes = primary.astype(np.uint16)
-    codes[primary == MASKED] = V2_MASKED
-    extension = np.frombuffer(raw, np.uint8, offset=cells).astype(np.uint16)
+    extension = np.frombuffer(raw, np.uint8, offset=cells)
     if escapes and int(extension.max()) > V2_LEVELS - 1 - ESCAPE:
         raise FormatError("payload extension byte %d is beyond the last level" % int(extension.max()))
-    codes[escaped] = extension + ESCAPE
+    codes = primary.astype(np.uint16)  # a widening copy: faster than any look-up
+    np.copyto(codes, np.uint16(V2_MASKED), where=primary == MASKED)
+    if escapes:
+        codes[escaped] = extension + np.uint16(ESCAPE)
     return codes.reshape(rows, cols)
 
 
@@ -755,7 +872,9 @@ def codes_to_weights(codes, scale):
     if codes.dtype == np.uint16:
         if codes.size and int(codes.max()) > V2_MASKED:
             raise FormatError("level index %d is beyond the last level" % int(codes.max()))
-        return v2_table(scale)[codes]
+        flat = np.ascontiguousarray(codes).reshape(-1)
+        weights = _look_up(v2_table(scale), flat, np.empty(flat.size, np.float32))
+        return weights.reshape(codes.shape)
     weights = codes.astype(np.float32) * (np.float32(scale) / np.float32(LEVELS))
     weights[codes == MASKED] = np.nan
     return weights
@@ -1049,14 +1168,9 @@ def _encode_nan_masked(matrix, scale_from=None):
     scale = np.float32(scale_values.max()) if scale_values.size else np.float32(0.0)
     filled = np.where(attended, matrix, 0).astype(np.float32)
     if scale > 0:
-        codes = np.empty(filled.shape, np.uint16)
-        rows = max(1, _CHUNK_VALUES // max(1, filled.shape[-1]))
-        for start in range(0, filled.shape[0], rows):
-            x = np.minimum(filled[start:start + rows] / scale, np.float32(1))
-            codes[start:start + rows] = _levels_v2(x)
+        codes = _v2_codes(filled, scale, masked=~attended)
     else:
-        codes = np.zeros(filled.shape, np.uint16)
-    codes[~attended] = V2_MASKED
+        codes = np.where(attended, 0, V2_MASKED).astype(np.uint16)
     return zlib.compress(pack_codes(codes), 6), float(scale)
 
 
