@@ -116,7 +116,7 @@ def figures(values):
 
 
 def train(stages, vocab, base, every):
-    """Trains under `stages` and prints the probes' scores every `every` steps."""
+    """Trains under `stages`, prints the probes' scores every `every` steps; returns the model."""
     import keras
 
     import tb_attention_plugin
@@ -146,7 +146,7 @@ def train(stages, vocab, base, every):
             print("step %4d  train CPU %5.0f s | %s" % (step, cpu, " | ".join(parts)),
                   flush=True)
         if step == len(schedule):
-            break
+            return model
         shape = schedule[step]
         rows = data[shape][used[shape]:used[shape] + shape[0]]
         used[shape] += shape[0]
