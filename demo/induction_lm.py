@@ -17,16 +17,51 @@ In the Attention tab, `layer_0/self_attention` turns into a line one below the d
 second half (induction), at a step the head-health measures name
 (`tb_attention_plugin.health.emergence_step`; `tests/test_demo_roles.py` prints it).
 
-Why short sequences: the model trains on 64 tokens and is probed on 32, not on the 512-1024
-tokens at which a step would be stored in the pooled long-sequence layout. On the shared 2-core
-machine a step at 64 tokens (batch 32) costs about 0.08 CPU seconds; with spans of up to 32
-tokens the induction head needed about 2000 steps (and 4 heads of 16 dimensions over 128 ids
-had none after 1300 steps); at 512 tokens a step would cost tens of times as much (attention
-grows with the square of the length; estimated, not measured), so that demo would not fit the
-main job's 10 minutes. Spans of 4-16 tokens over 64 ids with 2 heads of 32
-dimensions bring the phase change to about step 175 (induction score 0.14 -> 0.33 between steps
-150 and 175, 0.94 at step 1200 of a longer run, where the loss on the probe's repeated half fell
-from 4.4 to 0.03; the CI size's 480 steps show it at step 200).
+Why short sequences, measured (2026-11-29, on the shared 2-core machine, load average 6-9;
+CPU seconds from `time.process_time`; `bench/bench_induction_lengths.py` reruns it): the model
+trains on 64 tokens and is probed on 32, so its steps are stored in full, not in the pooled
+long-sequence layout. At the default budget (4 MiB per step) the logger first keeps one probe
+example, and this model's 2 layers x 2 heads are pooled only from `T = 1024` tokens (4 heads x
+`payload_bound(1024 * 1024)` = 4,195,892 bytes > 4 MiB; at 768 they fit in full). An
+induction probe that long (`L = 512`) needs more than 512 token ids: with 64, every token
+recurs about 8 times in a copy and an induction head splits its weight among them.
+
+- Cost: a step of 2048 tokens takes 0.087 CPU s at 32 x 64 (vocabulary 64), 0.10 at 32 x 64
+  (vocabulary 1024), 0.135 at 8 x 256, 0.25 at 4 x 512, 0.39-0.46 at 2 x 1024.
+- Probing this demo's trained model (CI size) longer than it was trained does not work: the
+  induction score of layer 1 is 0.72/0.83 (two heads) on `L = 16`, 0.36/0.44 on `L = 32`,
+  0.08/0.09 on `L = 128` and 0.015/0.023 on `L = 512` (1024 tokens), where at most 1 of the
+  256 last-64 rows of 4 examples peaks on `i - L + 1`; layer 0's previous-token score falls
+  from 0.28 to 0.012.
+- Training at 2 x 1024 (vocabulary 1024): no induction by step 200 (97 CPU s; score 0.001 on
+  `L = 512`, 0.05 on `L = 16`). Mixing 3 steps of 32 x 64 with 1 of 2 x 1024: none by step
+  300 (75 CPU s; 0.05 on `L = 16`, against 0.22 at step 300 with 64 tokens only).
+- 64 tokens, then longer: 400 steps at 32 x 64 (0.44 on `L = 16`, 0.012 on `L = 512`), then
+  80 at 2 x 1024: still 0.013 on `L = 512` (97 CPU s in all). Doubling the length every 50
+  steps (64, 128, 256, 512, 1024) after 300 steps at 64 (vocabulary 1024, sinusoids of base
+  10, below): 0.025 on `L = 512` at step 500 (121 CPU s). The same after 250 steps at 64 with
+  vocabulary 64: previous-token and induction scores of 0.013-0.015 on 1024 tokens of one
+  recurring 16-token span (the training distribution), while the training loss at 1024 tokens
+  was 0.85 (94 CPU s). There, on the last 64 queries, layer 1's heads do put 78% and 87% of
+  their weight on the continuations of earlier copies (keys `i - 15 - 16k`), in sharp peaks
+  (0.85, 0.94), but on far copies: 0.000 on the nearest (`i - 15`), so the `last_queries`
+  window would show no line at `i - 15`; layer 0's heads are diffuse at those positions (peak
+  weight 0.03, 0.001 on `i - 1`).
+- Random position offsets (64-token windows drawn anywhere in a 1024-position table, so every
+  position is trained): the heads form later (`L = 16` induction 0.15 at step 400 with
+  vocabulary 64, 0.17 at step 600 with 1024), without helping the long probe.
+- Sinusoids of base 10 instead of 10000 (every period within 63 positions): the heads form
+  sooner at 64 tokens (vocabulary 64: `L = 16` induction 0.48/0.56 at step 150, 0.77/0.84 at
+  200; vocabulary 1024: 0.67 at step 300, 0.92 at 600) but still score 0.027 on `L = 512`.
+
+So no schedule measured here shows the heads on a pooled-size probe within the budget of this
+demo (its CI size trains in about 50 CPU s, the whole main job is near its 10 minutes).
+With 64 tokens, spans of up to 32 tokens needed about 2000 steps for the induction head
+(and 4 heads of 16 dimensions over 128 ids had none after 1300 steps). Spans of 4-16 tokens
+over 64 ids with 2 heads of 32 dimensions bring the phase change to about step 175 (induction
+score 0.14 -> 0.33 between steps 150 and 175, 0.94 at step 1200 of a longer run, where the loss
+on the probe's repeated half fell from 4.4 to 0.03; the CI size's 480 steps show it at step
+200).
 The model takes any length up to `length`.
 Positions are sinusoidal (fixed), so the previous-token head need not wait for learned positions.
 

@@ -54,25 +54,10 @@ def read_logs(logdir):
 
 
 def pooled_parts(header, blobs):
-    """`(means, maxes, {window name: weights})` of a pooled step, each `[B, H, ...]` float32
-    (NaN = masked), decoded through encoding.py's pooled readers."""
-    batch, heads = header["shape"][:2]
-    nq, nk = header["pooled"]["grid"]
-    means = np.empty((batch, heads, nq, nk), np.float32)
-    maxes = np.empty_like(means)
-    windows = {}
-    for b in range(batch):
-        for h in range(heads):
-            index = encoding.overview_index(header, b, h)
-            means[b, h], maxes[b, h] = encoding.decode_overview(
-                blobs[index], header, header["scales"][index - 1])
-            for entry in header["windows"]:
-                index = encoding.window_index(header, entry["name"], b, h)
-                values = encoding.decode_window(blobs[index], header, entry["name"],
-                                                header["scales"][index - 1])
-                windows.setdefault(entry["name"], np.empty(
-                    (batch, heads) + values.shape, np.float32))[b, h] = values
-    return means, maxes, windows
+    """`(means, maxes, {window name: weights})` of a pooled step (`readback.pooled_parts`)."""
+    from readback import pooled_parts as parts
+
+    return parts(header, blobs)
 
 
 def attention_layers(model):

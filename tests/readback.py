@@ -33,8 +33,32 @@ def decode_weights(header, blobs):
     return weights
 
 
+def pooled_parts(header, blobs):
+    """`(means, maxes, {window name: weights})` of a pooled step, each `[B, H, ...]` float32
+    (NaN = masked), decoded through encoding.py's pooled readers."""
+    batch, heads = header["shape"][:2]
+    nq, nk = header["pooled"]["grid"]
+    means = np.empty((batch, heads, nq, nk), np.float32)
+    maxes = np.empty_like(means)
+    windows = {}
+    for b in range(batch):
+        for h in range(heads):
+            index = encoding.overview_index(header, b, h)
+            means[b, h], maxes[b, h] = encoding.decode_overview(
+                blobs[index], header, header["scales"][index - 1])
+            for entry in header["windows"]:
+                index = encoding.window_index(header, entry["name"], b, h)
+                values = encoding.decode_window(blobs[index], header, entry["name"],
+                                                header["scales"][index - 1])
+                windows.setdefault(entry["name"], np.empty(
+                    (batch, heads) + values.shape, np.float32))[b, h] = values
+    return means, maxes, windows
+
+
 def read_back(logdir):
-    """Returns `{run: {tag: [(step, header, weights float32 [B, H, Tq, Tk], NaN = masked)]}}`."""
+    """Returns `{run: {tag: [(step, header, weights)]}}`: `weights` float32 `[B, H, Tq, Tk]`
+    (NaN = masked) of a full step, `pooled_parts(header, blobs)` of a pooled one
+    (`encoding.is_pooled(header)`)."""
     provider = provider_for(logdir)
     ctx = tb_context.RequestContext()
     sequences = provider.read_blob_sequences(
@@ -47,6 +71,8 @@ def read_back(logdir):
             for datum in datums:
                 blobs = [provider.read_blob(ctx, blob_key=ref.blob_key) for ref in datum.values]
                 header = encoding.decode_header(blobs[0])
-                entries.append((datum.step, header, decode_weights(header, blobs)))
+                weights = (pooled_parts(header, blobs) if encoding.is_pooled(header)
+                           else decode_weights(header, blobs))
+                entries.append((datum.step, header, weights))
             result.setdefault(run, {})[tag] = entries
     return result
