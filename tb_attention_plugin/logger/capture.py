@@ -4,7 +4,10 @@ Each attention layer instance gets instance attributes that shadow its `call` an
 method (`_compute_attention` for `MultiHeadAttention` / `GroupedQueryAttention`, `_apply_scores`
 for `Attention` / `AdditiveAttention`) for the duration of one `model(probe, training=False)`
 call. The shadows ask the original methods for scores, record them together with the mask that
-was applied, and return what the caller expected. Afterwards every layer is restored exactly,
+was applied, and return what the caller expected. A POOLED layer (`budget.py`) is instead
+computed in query chunks by `blocked.py`, from the `_compute_attention` shadow
+(`MultiHeadAttention`, `GroupedQueryAttention`) or the `call` shadow (`Attention`,
+`AdditiveAttention`), so its full scores never exist. Afterwards every layer is restored exactly,
 also when the pass raises, so compiled training steps never see them. On TensorFlow,
 `CompiledCapture` traces that patched pass once into a graph and reruns the graph.
 `ProbeCapture` is what the `AttentionLogger` runs at each capture: layers found once, the
