@@ -536,6 +536,8 @@ class _Patcher:
             if self._shapes_only:
                 _, entry = self._entry(site)
                 shape = tuple(weights.shape)
+                if entry.get("causal_flag"):
+                    entry["mask_causal"] = True  # no need to read the [Tq, Tk] mask back
                 self._record_shape(entry, (shape[0], 1) + shape[1:], scores_mask)
                 entry["skipped"] = True
                 return output, weights
