@@ -5,8 +5,9 @@ subprocess and reads the kernel's resident-set high-water mark (`VmHWM` of
 /proc/self/status) after resetting it (`/proc/self/clear_refs`) once the model, the probe and
 TensorFlow are loaded: extra = high-water mark during the pass - resident size before it.
 
-Side by side, in separate processes, for a one-layer model (`MultiHeadAttention`, 32 heads,
-causal, 1 example):
+Side by side, in separate processes, for a one-layer model (`--layer mha`:
+`MultiHeadAttention`, 32 heads; `--layer gqa`: `GroupedQueryAttention`, 32 query heads over 8
+key/value heads; `--layer attention`: `Attention`, one head; causal, 1 example):
 
 - capture: `capture.capture_attention` with the plan the default 4 MiB budget chooses (the
   layer POOLED: computed in query chunks, reduced, dropped), eager; and the same capture
@@ -18,7 +19,8 @@ causal, 1 example):
 
 Prints MB and ratios; the target is capture extra <= 512 MB at 8192 tokens.
 
-    python bench/bench_capture_memory.py [--tokens 8192] [--heads 32] [--plain-tokens 2048]
+    python bench/bench_capture_memory.py [--layer mha|gqa|attention] [--tokens 8192] [--heads 32]
+                                         [--plain-tokens 2048]
 """
 
 import argparse
@@ -42,7 +44,22 @@ def _status(field):
     raise RuntimeError(field)
 
 
-def child(mode, tokens, heads, key_dim):
+def attention_output(kind, inputs, heads, key_dim):
+    """The causal self-attention layer measured (named "mha" whatever its kind) applied to
+    `inputs`, and its number of heads."""
+    import keras
+
+    if kind == "mha":
+        layer = keras.layers.MultiHeadAttention(heads, key_dim, name="mha")
+        return layer(inputs, inputs, use_causal_mask=True), heads
+    if kind == "gqa":
+        layer = keras.layers.GroupQueryAttention(key_dim, heads, max(1, heads // 4), name="mha")
+        return layer(inputs, inputs, use_causal_mask=True), heads
+    layer = keras.layers.Attention(use_scale=True, name="mha")
+    return layer([inputs, inputs], use_causal_mask=True), 1
+
+
+def child(kind, mode, tokens, heads, key_dim):
     sys.path.insert(0, REPO)
     import keras
     import numpy as np
@@ -51,8 +68,7 @@ def child(mode, tokens, heads, key_dim):
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((None, 64))  # any length: the warm-up runs 8 tokens
-    outputs = keras.layers.MultiHeadAttention(heads, key_dim, name="mha")(
-        inputs, inputs, use_causal_mask=True)
+    outputs, heads = attention_output(kind, inputs, heads, key_dim)
     model = keras.Model(inputs, outputs)
     probe = np.random.default_rng(0).normal(size=(1, tokens, 64)).astype("float32")
     sites, _ = capture.find_attention_layers(model)
@@ -85,10 +101,10 @@ def child(mode, tokens, heads, key_dim):
     print(json.dumps({"before": before, "peak": peak, "seconds": seconds}))
 
 
-def measure(mode, tokens, heads, key_dim):
+def measure(kind, mode, tokens, heads, key_dim):
     result = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--child", mode, "--tokens", str(tokens),
-         "--heads", str(heads), "--key-dim", str(key_dim)],
+        [sys.executable, os.path.abspath(__file__), "--child", mode, "--layer", kind,
+         "--tokens", str(tokens), "--heads", str(heads), "--key-dim", str(key_dim)],
         capture_output=True, text=True, cwd=REPO)
     if result.returncode != 0:
         raise RuntimeError("%s at %d tokens failed:\n%s" % (mode, tokens, result.stderr[-3000:]))
@@ -99,6 +115,9 @@ def measure(mode, tokens, heads, key_dim):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--layer", choices=["mha", "gqa", "attention"], default="mha",
+                        help="MultiHeadAttention, GroupedQueryAttention (heads / 4 key/value "
+                        "heads) or Attention (one head)")
     parser.add_argument("--tokens", type=int, default=8192)
     parser.add_argument("--heads", type=int, default=32)
     parser.add_argument("--key-dim", type=int, default=16)
@@ -108,17 +127,18 @@ def main():
     parser.add_argument("--child", choices=["plain", "eager", "traced"])
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.tokens, args.heads, args.key_dim)
+        child(args.layer, args.child, args.tokens, args.heads, args.key_dim)
         return
-    scores_mb = args.heads * args.tokens ** 2 * 4 / 2**20
-    print("one layer, %d heads, causal, 1 example; float32 scores at %d tokens: %.0f MB"
-          % (args.heads, args.tokens, scores_mb))
+    heads = 1 if args.layer == "attention" else args.heads
+    scores_mb = heads * args.tokens ** 2 * 4 / 2**20
+    print("one %s layer, %d heads, causal, 1 example; float32 scores at %d tokens: %.0f MB"
+          % (args.layer, heads, args.tokens, scores_mb))
     rows = []
     for mode in args.modes.split(","):
-        values = measure(mode, args.tokens, args.heads, args.key_dim)
+        values = measure(args.layer, mode, args.tokens, heads, args.key_dim)
         rows.append(("capture (%s) at %d" % (mode, args.tokens), values))
-    plain = measure("plain", args.plain_tokens, args.heads, args.key_dim)
-    same = measure("eager", args.plain_tokens, args.heads, args.key_dim) \
+    plain = measure(args.layer, "plain", args.plain_tokens, heads, args.key_dim)
+    same = measure(args.layer, "eager", args.plain_tokens, heads, args.key_dim) \
         if args.plain_tokens != args.tokens else rows[0][1]
     rows += [("plain forward at %d" % args.plain_tokens, plain),
              ("capture (eager) at %d" % args.plain_tokens, same)]

@@ -1,22 +1,36 @@
-"""Attention of one `MultiHeadAttention` call computed in query blocks, reduced as it goes.
+"""Attention of one layer call computed in query chunks, reduced as it goes.
 
 A 32-head layer at 8192 tokens has an 8.6 GB float32 score tensor; a capture must never hold
-it. `blocked_attention` runs inside the patched `_compute_attention` of a POOLED layer (see
-`budget.py`): it computes the layer's own attention (its `_inverse_sqrt_key_dim` query
-scaling, `_dot_product_equation`, `_masked_softmax` and `_combine_equation`; no dropout, the
-probe runs in inference mode) for a few query rows at a time over every head and key, reduces
-each chunk to what is stored and drops it:
+it. For a POOLED layer (see `budget.py`) the capture runs the layer's own attention math a few
+query rows at a time over every head and key, reduces each chunk to what is stored and drops it:
 
 - the block sums, maxes and unmasked counts of the pooled overview (means = sums / counts);
 - the rows of the exact windows;
 - the largest pre-softmax logit of each head (over unmasked positions);
 
-and returns the layer output (`softmax(scores) @ V`, combined per chunk), which equals the
-unpatched layer's output up to float rounding. Chunks hold at most `CHUNK_BYTES` of scores
-(several temporaries of that size live at once: softmax, mask, logits). In a traced
-TensorFlow graph each chunk waits for the previous one, so chunks never run side by side.
+and returns the layer output, computed per chunk, which equals the unpatched layer's output up
+to float rounding. One loop (`_reduce_in_chunks`) does this for every layer type; a *kernel*
+holds what differs between them, always with the layer's own methods and no dropout (the probe
+runs in inference mode):
 
-Example (what `capture.py` does for a pooled layer):
+- `_HeadsKernel`: `MultiHeadAttention` (and subclasses such as keras-hub's
+  `CachedMultiHeadAttention`) and `GroupedQueryAttention`, inside their patched
+  `_compute_attention`: the query scaling (`_inverse_sqrt_key_dim` / `_inverse_sqrt_head_dim`),
+  `_dot_product_equation`, `_masked_softmax` and `_combine_equation`. `GroupedQueryAttention`
+  hands `_compute_attention` keys and values already repeated from its `num_key_value_heads` to
+  its `num_query_heads`, so each query head meets its group's key head;
+- `_SingleKernel`: `Attention` (`score_mode` "dot" or "concat", `use_scale`) and
+  `AdditiveAttention`, inside their patched `call` (`blocked_call`): the layer's
+  `_calculate_scores` on a chunk of queries and its `_apply_scores` (masking bias, softmax,
+  weights @ value); the causal mask is built per chunk and the query mask applied afterwards,
+  as `Attention.call` does.
+
+Chunks hold at most `CHUNK_BYTES` of scores (several temporaries of that size live at once:
+softmax, mask, logits; for "concat" and additive scores the `[rows, Tk, dim]` sum before the
+reduction over `dim` counts too). In a traced TensorFlow graph each chunk waits for the
+previous one, so chunks never run side by side.
+
+Example (what `capture.py` does for a pooled `MultiHeadAttention`):
 
 ```python
 output, reduced = blocked_attention(layer, query, key, value, attention_mask,
@@ -31,37 +45,160 @@ import numpy as np
 CHUNK_BYTES = 32 * 2**20  # float32 scores of one chunk: [B, H, rows, Tk]
 
 
+def _own(layer, name):
+    """The layer's method `name` as its class defines it: not a capture shadow installed on
+    the instance (the blocked pass replaces those shadows; it must not trigger them)."""
+    return getattr(type(layer), name).__get__(layer)
+
+
+def _static(*tensors):
+    """True when every axis of every tensor has a known size (what the chunking needs)."""
+    return all(isinstance(n, int) for t in tensors for n in tuple(t.shape))
+
+
 def supports(layer, query, key, value):
     """True when `blocked_attention` reproduces this layer's `_compute_attention`.
 
-    Plain `MultiHeadAttention` math (and subclasses that keep it, e.g. keras-hub's
-    `CachedMultiHeadAttention`): rank-4 projected tensors `[B, T, N, D]` with attention over
-    the sequence axis, and the helper methods and equations this module calls.
+    `MultiHeadAttention` math (and subclasses that keep it, e.g. keras-hub's
+    `CachedMultiHeadAttention`) or `GroupedQueryAttention`'s: rank-4 projected tensors
+    `[B, T, N, D]` with static shapes, attention over the sequence axis, and the helper
+    methods and equations `_HeadsKernel` calls.
     """
     import keras
 
-    if not isinstance(layer, keras.layers.MultiHeadAttention):
+    if not isinstance(layer, (keras.layers.MultiHeadAttention,
+                              keras.layers.GroupQueryAttention)):
         return False
-    needed = ("_dot_product_equation", "_combine_equation", "_masked_softmax",
-              "_inverse_sqrt_key_dim")
-    if not all(hasattr(layer, name) for name in needed):
+    needed = ("_dot_product_equation", "_combine_equation", "_masked_softmax")
+    if not all(hasattr(layer, name) for name in needed) or _query_scale(layer) is None:
         return False
     if len(query.shape) != 4 or len(key.shape) != 4 or len(value.shape) != 4:
         return False
     if tuple(getattr(layer, "_attention_axes", (1,))) != (1,):
         return False
-    return all(isinstance(n, int) for n in tuple(query.shape) + tuple(key.shape))
+    return _static(query, key, value)
 
 
-def chunk_rows(batch, heads, key_length, block_rows):
+def supports_single(layer, inputs):
+    """True when `blocked_call` reproduces this layer's `call`.
+
+    Keras' own `Attention` and `AdditiveAttention` (not subclasses that change how scores,
+    masks or outputs are computed), called on `[query, value]` or `[query, value, key]` of
+    rank 3 `[B, T, dim]` with static shapes.
+    """
+    import keras
+
+    attention, additive = keras.layers.Attention, keras.layers.AdditiveAttention
+    cls = type(layer)
+    if not isinstance(layer, attention):
+        return False
+    own = (cls.call is attention.call and cls._apply_scores is attention._apply_scores
+           and cls._calculate_score_mask is attention._calculate_score_mask
+           and cls._calculate_scores in (attention._calculate_scores,
+                                         additive._calculate_scores))
+    if not own or not isinstance(inputs, (list, tuple)) or len(inputs) not in (2, 3):
+        return False
+    return all(len(t.shape) == 3 for t in inputs) and _static(*inputs)
+
+
+def chunk_rows(batch, heads, key_length, block_rows, depth=1):
     """Query rows per chunk: a power of two that divides `block_rows` or that it divides,
-    with at most `CHUNK_BYTES` of float32 scores (at least one row)."""
-    per_row = max(1, batch * heads * key_length * 4)
+    with at most `CHUNK_BYTES` of float32 scores (at least one row). `depth`: values per
+    score while it is computed (the `dim` of "concat" and additive scores, else 1)."""
+    per_row = max(1, batch * heads * key_length * 4 * depth)
     rows = max(1, CHUNK_BYTES // per_row)
     rows = 1 << (rows.bit_length() - 1)  # a power of two
     if block_rows & (block_rows - 1) == 0:  # power-of-two blocks: rows | bq or bq | rows
         return rows
     return block_rows if rows >= block_rows else 1
+
+
+def _query_scale(layer):
+    """The factor the layer multiplies its queries with (1 / sqrt of the key or head size)."""
+    for name in ("_inverse_sqrt_key_dim", "_inverse_sqrt_head_dim"):
+        if hasattr(layer, name):
+            return getattr(layer, name)
+    return None
+
+
+class _HeadsKernel:
+    """`MultiHeadAttention` / `GroupedQueryAttention` attention on chunks of query rows.
+
+    `query`, `key`, `value`: the projected `[B, T, N, D]` tensors `_compute_attention`
+    receives (for `GroupedQueryAttention`, keys and values already repeated to the query
+    heads by its `call`).
+    """
+
+    depth = 1
+    masked_weights_are_zero = True  # Keras' masked Softmax zeroes them, whole rows included
+
+    def __init__(self, layer, query, key, value):
+        import keras
+        from keras import ops
+
+        self.layer = layer
+        self.key, self.value = key, value
+        self.query = ops.multiply(query, ops.cast(_query_scale(layer), query.dtype))
+        self.shape = (query.shape[0], query.shape[2], query.shape[1], key.shape[1])
+        # MultiHeadAttention's equation takes (key, query), GroupedQueryAttention's (query, key).
+        self._query_first = isinstance(layer, keras.layers.GroupQueryAttention)
+
+    def query_rows(self, start, stop):
+        return self.query[:, start:stop]
+
+    def logits(self, query_rows):
+        """`[B, N, r, Tk]` scaled dot products of `query_rows` with every key."""
+        from keras import ops
+
+        operands = ((query_rows, self.key) if self._query_first else (self.key, query_rows))
+        return ops.einsum(self.layer._dot_product_equation, *operands)
+
+    def attend(self, logits, mask):
+        """`(weights [B, N, r, Tk], output rows [B, r, N, Dv])` under the layer's `mask` rows."""
+        from keras import ops
+
+        weights = _own(self.layer, "_masked_softmax")(logits, mask)
+        return weights, ops.einsum(self.layer._combine_equation, weights, self.value)
+
+
+class _SingleKernel:
+    """`Attention` / `AdditiveAttention` (one head) on chunks of query rows.
+
+    `query` `[B, Tq, dim]`, `key` `[B, Tk, dim]`, `value` `[B, Tk, dv]` as `call` receives
+    them; `training` as the call got it (`_apply_scores` drops out only when training).
+    """
+
+    # `_apply_scores` masks with a large negative bias: a row with every key masked gets
+    # uniform weights there.
+    masked_weights_are_zero = False
+
+    def __init__(self, layer, query, key, value, training):
+        import keras
+
+        self.layer = layer
+        self.query, self.key, self.value = query, key, value
+        self.training = bool(training)
+        self.shape = (query.shape[0], 1, query.shape[1], key.shape[1])
+        dot = not isinstance(layer, keras.layers.AdditiveAttention) and \
+            getattr(layer, "score_mode", "dot") == "dot"
+        self.depth = 1 if dot else int(query.shape[-1])  # [B, r, Tk, dim] before the sum
+
+    def query_rows(self, start, stop):
+        return self.query[:, start:stop]
+
+    def logits(self, query_rows):
+        """`[B, 1, r, Tk]`: the layer's `_calculate_scores` of `query_rows` with every key."""
+        from keras import ops
+
+        return ops.expand_dims(_own(self.layer, "_calculate_scores")(query_rows, self.key), 1)
+
+    def attend(self, logits, mask):
+        """`(weights [B, 1, r, Tk], output rows [B, r, dv])`: the layer's `_apply_scores`."""
+        from keras import ops
+
+        output, weights = _own(self.layer, "_apply_scores")(
+            ops.squeeze(logits, 1), self.value, scores_mask=mask, training=self.training)
+        return ops.expand_dims(weights, 1), output
 
 
 def _slice_mask(mask, start, stop):
@@ -114,28 +251,37 @@ def _block_reduce(weights, mask, bq, bk, nk, tk):
     return sums, maxes, counts
 
 
+
 def max_logit(layer, query, key, mask):
     """`[B, N]` largest pre-softmax logit of each head over unmasked positions, in chunks of
-    query rows (for FULL layers, whose scores come from the layer itself)."""
+    query rows (for FULL `MultiHeadAttention` / `GroupedQueryAttention` layers, whose scores
+    come from the layer itself)."""
     from keras import ops
 
-    batch, tq, heads, _ = query.shape
-    tk = key.shape[1]
+    kernel = _HeadsKernel(layer, query, key, key)
+    batch, heads, tq, tk = kernel.shape
     mask = None if mask is None else ops.cast(mask, "bool")
-    scaled = ops.multiply(query, ops.cast(layer._inverse_sqrt_key_dim, query.dtype))
     rows = chunk_rows(batch, heads, tk, 1)
     result = None
     for start in range(0, tq, rows):
         stop = min(start + rows, tq)
-        scores = ops.einsum(layer._dot_product_equation, key, scaled[:, start:stop])
+        scores = kernel.logits(kernel.query_rows(start, stop))
         chunk_mask = _slice_mask(mask, start, stop)
         if chunk_mask is not None:
-            while len(chunk_mask.shape) < 4:
-                chunk_mask = ops.expand_dims(chunk_mask, 1)
-            scores = ops.where(chunk_mask, scores, ops.cast(float("-inf"), scores.dtype))
+            scores = ops.where(_as_rank4(chunk_mask), scores,
+                               ops.cast(float("-inf"), scores.dtype))
         chunk = ops.max(ops.cast(scores, "float32"), axis=(2, 3))
         result = chunk if result is None else ops.maximum(result, chunk)
     return result
+
+
+def _as_rank4(mask):
+    """A `[B, Tq, Tk]`-like mask with a head axis added (Keras' own expansion)."""
+    from keras import ops
+
+    while len(mask.shape) < 4:
+        mask = ops.expand_dims(mask, 1)
+    return mask
 
 
 def static_counts(tq, tk, bq, bk):
@@ -154,11 +300,13 @@ def _causal_rows(start, stop, tk):
     return ops.expand_dims(ops.greater_equal(rows, cols), 0)
 
 
+
 def blocked_attention(layer, query, key, value, attention_mask, block, windows, causal=False):
-    """The layer's attention output and its reductions, without the full score tensor.
+    """A `MultiHeadAttention` / `GroupedQueryAttention` layer's attention output and its
+    reductions, without the full score tensor (what its patched `_compute_attention` returns).
 
     Args:
-      layer: the `MultiHeadAttention` (see `supports`).
+      layer: the layer (see `supports`).
       query, key, value: the projected `[B, T, N, D]` tensors `_compute_attention` receives.
       attention_mask: bool `[B, Tq, Tk]` (or broadcastable rows; `1` query rows allowed) or
         None, causal mask already combined in.
@@ -168,45 +316,84 @@ def blocked_attention(layer, query, key, value, attention_mask, block, windows, 
         `[Tq, Tk]` causal mask (and Keras' int32 temporaries of that size) never exists.
 
     Returns:
-      `(output, reduced)`: the `[B, Tq, N, Dv]` output and a dict of tensors: `sums`,
-      `maxes` `[B, N, nq, nk]`, `counts` `[B or 1, N or 1, nq, nk]` (absent without a mask),
-      `max_logit` `[B, N]`, and per window `window_<i>` `[B, N, q1-q0, k1-k0]` with its mask
-      `window_mask_<i>` (absent without a mask).
+      `(output, reduced)`: the `[B, Tq, N, Dv]` output and the reductions (`_reduce_in_chunks`).
+    """
+    kernel = _HeadsKernel(layer, query, key, value)
+    return _reduce_in_chunks(kernel, attention_mask, block, windows, causal)
+
+
+def blocked_call(layer, inputs, mask, training, use_causal_mask, block, windows):
+    """An `Attention` / `AdditiveAttention` layer's `call` and its reductions, without the full
+    score tensor (what its patched `call` returns; see `supports_single`).
+
+    Args:
+      layer: the layer.
+      inputs, mask, training, use_causal_mask: the arguments of its `call` (`inputs`
+        `[query, value]` or `[query, value, key]`, `mask` None or `[query_mask, value_mask]`).
+      block, windows: as for `blocked_attention`.
+
+    Returns:
+      `(output, reduced)`: the `[B, Tq, dv]` output (zero at masked queries, as `call` gives
+      it) and the reductions with one head axis (`_reduce_in_chunks`).
+    """
+    from keras import ops
+
+    layer._validate_inputs(inputs=inputs, mask=mask)
+    query, value = inputs[0], inputs[1]
+    key = inputs[2] if len(inputs) > 2 else value
+    query_mask = mask[0] if mask else None
+    value_mask = mask[1] if mask else None
+    # `_calculate_score_mask`'s value part, `[B, 1, Tk]`; its causal part is built per chunk.
+    scores_mask = None if value_mask is None else ops.expand_dims(
+        ops.cast(value_mask, "bool"), -2)
+    kernel = _SingleKernel(layer, query, key, value, training)
+    output, reduced = _reduce_in_chunks(kernel, scores_mask, block, windows, use_causal_mask)
+    if query_mask is not None:
+        output = ops.where(ops.expand_dims(query_mask, -1), output, 0)
+    return output, reduced
+
+
+def _reduce_in_chunks(kernel, attention_mask, block, windows, causal):
+    """The attention output of `kernel` and its reductions, a chunk of query rows at a time.
+
+    `attention_mask`: bool, the layer's own form (`[B, Tq, Tk]` or broadcastable rows), or
+    None; `causal`: also hide future keys (built per chunk).
+
+    Returns `(output, reduced)`: the output rows concatenated along axis 1, and a dict of
+    tensors: `sums`, `maxes` `[B, N, nq, nk]`, `counts` `[B or 1, N or 1, nq, nk]` (absent
+    without a mask), `max_logit` `[B, N]`, and per window `window_<i>` `[B, N, q1-q0, k1-k0]`
+    with its mask `window_mask_<i>` (absent without a mask).
     """
     from keras import ops
 
     bq, bk = block
-    batch, tq, heads, _ = query.shape
-    tk = key.shape[1]
+    batch, heads, tq, tk = kernel.shape
     nk = -(-tk // bk)
     mask = None if attention_mask is None else ops.cast(attention_mask, "bool")
-    scaled = ops.multiply(query, ops.cast(layer._inverse_sqrt_key_dim, query.dtype))
-    rows = chunk_rows(batch, heads, tk, bq)
+    rows = chunk_rows(batch, heads, tk, bq, kernel.depth)
     outputs, block_parts = [], {}
     window_parts = [[] for _ in windows]
     window_mask_parts = [[] for _ in windows]
     max_logit, previous = None, None
     for start in range(0, tq, rows):
         stop = min(start + rows, tq)
-        q = _serialise(scaled[:, start:stop], previous)
-        scores = ops.einsum(layer._dot_product_equation, key, q)  # [B, N, r, Tk]
+        scores = kernel.logits(_serialise(kernel.query_rows(start, stop), previous))
         chunk_mask = _slice_mask(mask, start, stop)
         if causal:
             rows_mask = _causal_rows(start, stop, tk)
             chunk_mask = rows_mask if chunk_mask is None else ops.logical_and(chunk_mask,
                                                                                rows_mask)
-        if chunk_mask is not None:
-            expanded = chunk_mask
-            while len(expanded.shape) < 4:
-                expanded = ops.expand_dims(expanded, 1)
-            logits = ops.where(expanded, scores, ops.cast(float("-inf"), scores.dtype))
-        else:
-            logits = scores
+        expanded = None if chunk_mask is None else _as_rank4(chunk_mask)
+        logits = scores if expanded is None else ops.where(
+            expanded, scores, ops.cast(float("-inf"), scores.dtype))
         chunk_max = ops.max(ops.cast(logits, "float32"), axis=(2, 3))
         max_logit = chunk_max if max_logit is None else ops.maximum(max_logit, chunk_max)
-        weights = layer._masked_softmax(scores, chunk_mask)
-        outputs.append(ops.einsum(layer._combine_equation, weights, value))
+        weights, output_rows = kernel.attend(scores, chunk_mask)
+        outputs.append(output_rows)
         weights32 = ops.cast(weights, "float32")
+        if expanded is not None and not kernel.masked_weights_are_zero:
+            # Masked positions must add nothing to a block's sum or max.
+            weights32 = ops.where(expanded, weights32, 0.0)
         for i, (_, (q0, q1), (k0, k1)) in enumerate(windows):
             a, b = max(q0, start), min(q1, stop)
             if a < b:
@@ -214,8 +401,7 @@ def blocked_attention(layer, query, key, value, attention_mask, block, windows, 
                 if chunk_mask is not None:
                     part = chunk_mask if chunk_mask.shape[-2] == 1 else \
                         chunk_mask[..., a - start:b - start, :]
-                    while len(part.shape) < 4:
-                        part = ops.expand_dims(part, 1)
+                    part = _as_rank4(part)
                     part = ops.broadcast_to(part, (part.shape[0], part.shape[1], b - a, tk))
                     window_mask_parts[i].append(part[..., k0:k1])
         # Overview blocks: a chunk holds whole blocks (rows >= bq: the last chunk's rows are

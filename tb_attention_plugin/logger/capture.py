@@ -4,7 +4,10 @@ Each attention layer instance gets instance attributes that shadow its `call` an
 method (`_compute_attention` for `MultiHeadAttention` / `GroupedQueryAttention`, `_apply_scores`
 for `Attention` / `AdditiveAttention`) for the duration of one `model(probe, training=False)`
 call. The shadows ask the original methods for scores, record them together with the mask that
-was applied, and return what the caller expected. Afterwards every layer is restored exactly,
+was applied, and return what the caller expected. A POOLED layer (`budget.py`) is instead
+computed in query chunks by `blocked.py`, from the `_compute_attention` shadow
+(`MultiHeadAttention`, `GroupedQueryAttention`) or the `call` shadow (`Attention`,
+`AdditiveAttention`), so its full scores never exist. Afterwards every layer is restored exactly,
 also when the pass raises, so compiled training steps never see them. On TensorFlow,
 `CompiledCapture` traces that patched pass once into a graph and reruns the graph.
 `ProbeCapture` is what the `AttentionLogger` runs at each capture: layers found once, the
@@ -318,9 +321,38 @@ class _Patcher:
             else:
                 same = _same_values(query, key)
             calls.append({"same": same, "causal_flag": bool(bound.get("use_causal_mask"))})
+            if site.kind == _SINGLE and not self._shapes_only:
+                output = self._blocked_single_call(site, bound)
+                if output is not None:
+                    return output
             return original(*args, **kwargs)
 
         return call
+
+    def _blocked_single_call(self, site, bound):
+        """A POOLED `Attention` / `AdditiveAttention` call computed in query chunks
+        (`blocked.blocked_call`): its output, or None where the layer's own call must run
+        (not pooled, scores asked for by the caller, a layer `blocked.py` cannot reproduce,
+        or a failure, which is reported)."""
+        from tb_attention_plugin.logger import blocked
+
+        index, entry = self._entry(site)
+        plan = self._plans.get((site.path, index))
+        if plan is None or plan.mode != "pooled" or bound.get("return_attention_scores"):
+            return None
+        inputs = bound.get("inputs")
+        if not blocked.supports_single(site.layer, inputs):
+            return None
+        try:
+            output, reduced = blocked.blocked_call(
+                site.layer, inputs, bound.get("mask"), bound.get("training"),
+                bool(bound.get("use_causal_mask")), plan.block, plan.windows)
+            entry["reduced"] = {k: self._convert(v) for k, v in reduced.items()}
+            entry["scores"] = None
+        except Exception as e:
+            self._failed(site, e)
+            return None
+        return output
 
     def _record(self, site, scores, mask):
         calls = self.calls[id(site)]
@@ -438,11 +470,11 @@ class _Patcher:
                 entry.setdefault("scores", None)
                 entry["skipped"] = True
                 return plain()
-            wanted = kwargs.get("return_attention_scores", False)
+            # MultiHeadAttention is asked through the argument, GroupedQueryAttention through
+            # the attribute its `call` sets.
+            wanted = kwargs.get("return_attention_scores", False) if takes_flag else \
+                bool(getattr(layer, "_return_attention_scores", False))
             if mode == "pooled" and not wanted and blocked.supports(layer, query, key, value):
-                # The blocked pass computes the max logit itself; the first chunk's softmax
-                # must not record one.
-                entry["max_logit"] = None
                 try:
                     # The causal part is built per chunk: no [Tq, Tk] mask is materialised.
                     output, reduced = blocked.blocked_attention(
@@ -504,6 +536,8 @@ class _Patcher:
             if self._shapes_only:
                 _, entry = self._entry(site)
                 shape = tuple(weights.shape)
+                if entry.get("causal_flag"):
+                    entry["mask_causal"] = True  # no need to read the [Tq, Tk] mask back
                 self._record_shape(entry, (shape[0], 1) + shape[1:], scores_mask)
                 entry["skipped"] = True
                 return output, weights
@@ -578,6 +612,8 @@ def _records_from_calls(calls, problems, sites, plans=None):
             mask = entry.get("mask")
             if site.kind == _SINGLE:
                 scores = scores[:, np.newaxis]
+                if mask is not None and mask.ndim == 2:
+                    mask = mask[:, np.newaxis]  # a value mask [B, Tk]: `_apply_scores`'s rows
                 mask = None if mask is None else mask[..., np.newaxis, :, :]
             if scores.ndim != 4:
                 problems.setdefault(
