@@ -83,7 +83,7 @@ def _serialise(tensor, previous):
 
     if tf.executing_eagerly():
         return tensor
-    with tf.control_dependencies([previous]):
+    with tf.control_dependencies(list(previous) if isinstance(previous, tuple) else [previous]):
         return tf.identity(tensor)
 
 
@@ -154,7 +154,8 @@ def _causal_rows(start, stop, tk):
     return ops.expand_dims(ops.greater_equal(rows, cols), 0)
 
 
-def blocked_attention(layer, query, key, value, attention_mask, block, windows, causal=False):
+def blocked_attention(layer, query, key, value, attention_mask, block, windows, causal=False,
+                      on_chunk=None):
     """The layer's attention output and its reductions, without the full score tensor.
 
     Args:
@@ -166,6 +167,10 @@ def blocked_attention(layer, query, key, value, attention_mask, block, windows, 
       windows: `[(name, (q0, q1), (k0, k1))]` exact windows.
       causal: also hide future keys (`use_causal_mask=True`), built per chunk: the full
         `[Tq, Tk]` causal mask (and Keras' int32 temporaries of that size) never exists.
+      on_chunk: None, or `on_chunk(start, stop, weights, mask)`, called in query order with
+        each chunk's float32 weights `[B, N, stop-start, Tk]` and its bool mask (broadcastable,
+        causal part included; None without one): the health pass measures pooled layers from
+        it (`chunk_feed.py`). What it returns (a tensor, or None) the next chunk waits for.
 
     Returns:
       `(output, reduced)`: the `[B, Tq, N, Dv]` output and a dict of tensors: `sums`,
@@ -207,6 +212,7 @@ def blocked_attention(layer, query, key, value, attention_mask, block, windows, 
         weights = layer._masked_softmax(scores, chunk_mask)
         outputs.append(ops.einsum(layer._combine_equation, weights, value))
         weights32 = ops.cast(weights, "float32")
+        fed = None if on_chunk is None else on_chunk(start, stop, weights32, chunk_mask)
         for i, (_, (q0, q1), (k0, k1)) in enumerate(windows):
             a, b = max(q0, start), min(q1, stop)
             if a < b:
@@ -239,7 +245,7 @@ def blocked_attention(layer, query, key, value, attention_mask, block, windows, 
                 part = (s + part[0], ops.maximum(x, part[1]),
                         None if c is None else c + part[2])
             block_parts[first + j] = part
-        previous = sums
+        previous = sums if fed is None else (sums, fed)
     reduced = {
         "sums": ops.stack([block_parts[j][0] for j in sorted(block_parts)], axis=2),
         "maxes": ops.stack([block_parts[j][1] for j in sorted(block_parts)], axis=2),
