@@ -467,3 +467,55 @@ def test_pooled_layers_are_measured_from_chunks_equal_to_their_full_matrices(
     if health_probe == "set":  # the chunks left a traced graph through tf.numpy_function
         assert logger._health.compiled is not None
     helpers.assert_unpatched(model)
+
+
+POOLED_JAX_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, "tests")
+    import numpy as np, keras
+    import tb_attention_plugin as tba
+    from tb_attention_plugin.logger import blocked
+    import callback_helpers as helpers
+    blocked.CHUNK_BYTES = 8 * 2 * 192 * 4 * 16  # 16 query rows of 192 keys for 8 examples
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((192,), dtype="int32")
+    x = keras.layers.Embedding(24, 8)(inputs)
+    x = x + keras.layers.MultiHeadAttention(2, 4, name="causal")(x, x, use_causal_mask=True)
+    memory = keras.layers.Dense(8)(x)  # another sequence of 192 positions: cross-attention
+    x = x + keras.layers.MultiHeadAttention(2, 4, name="cross")(x, memory)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x)))
+    model.compile("adam", "mse")
+    ids, offset = tba.induction_probe(24, 96, batch=10, seed=4)
+    logger = tba.AttentionLogger(sys.argv[1], ids[:2], update_freq=2,
+                                 max_bytes_per_step=96 * 1024, health_probe=(ids, offset))
+    model.fit(ids, np.zeros((10, 1), "float32"), batch_size=5, epochs=1, verbose=0,
+              callbacks=[logger])
+    layers = helpers.attention_layers(model)
+    with helpers.InputRecorder(layers) as recorder:
+        model(ids, training=False)
+    np.savez(sys.argv[2], step=int(np.asarray(model.optimizer.iterations.value)),
+             **{layer.name: helpers.reference_scores(layer, recorder.calls[id(layer)][0])
+                for layer in layers})
+""")
+
+
+def test_jax_pooled_layers_are_measured_from_chunks(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("the jax package is not installed in this environment")
+    environment = dict(os.environ, KERAS_BACKEND="jax")
+    reference = tmp_path / "reference.npz"
+    subprocess.run([sys.executable, "-c", POOLED_JAX_SCRIPT, str(tmp_path / "logs"),
+                    str(reference)], check=True, cwd=REPO, env=environment, timeout=600)
+    saved = np.load(reference)
+    attention, _ = helpers.read_logs(tmp_path / "logs")
+    records = helpers.read_health(tmp_path / "logs")["train"]
+    assert sorted(records) == ["causal", "cross"]
+    step = int(saved["step"])
+    options = {"causal": dict(causal=True, repeat_offset=96), "cross": dict(cross=True)}
+    for tag in ("causal", "cross"):
+        assert all(encoding.is_pooled(s["header"]) for s in attention["train"][tag].values())
+        assert sorted(records[tag]) == sorted(attention["train"][tag]) and step in records[tag]
+        expected = health.head_health(saved[tag], **options[tag])
+        assert_record_equals(records[tag][step], expected, tag)

@@ -10,11 +10,15 @@ the measures: nothing of size `[B, H, Tq, Tk]` outlives a block. On TensorFlow t
 through one traced graph (the last block is padded with earlier probe examples to the same
 shape, and the padding is dropped before measuring).
 
-A layer whose measures cannot be computed costs that layer's record, with one
-`AttentionLoggerWarning` per cause. Layers the budget POOLS (`budget.py`: their full
-`[Tq, Tk]` matrices do not fit `max_bytes_per_step`) are not measured either: the measures
-need those full matrices, which is what pooling avoids computing; they run their plain fast
-path in the health pass; the logger's one reduced-view warning says so.
+Layers the budget POOLS (`budget.py`: their full `[Tq, Tk]` matrices do not fit
+`max_bytes_per_step`) are measured too, without those matrices: they are computed in query
+chunks by their blocked pass (`blocked.py`, plan mode "stream"), which hands each chunk to a
+`health_stream.ChunkedHeadHealth` (`chunk_feed.py`) and drops it; the results equal
+`HeadHealth`'s on the full matrices. With `inputs=None` (the displayed probe is the whole probe
+set) the pooled layers get one pass of their own over the probe, the others are skipped in it.
+A pooled layer that cannot be computed in chunks (`blocked.supports`) runs its plain attention
+and gets no record. A layer whose measures cannot be computed costs that layer's record, with
+one `AttentionLoggerWarning` per cause.
 
 Example:
 
