@@ -167,6 +167,11 @@ class ChunkedHeadHealth:
         js = None if batch.js is None else (batch.js[0][keep], batch.js[1][keep])
         self.health._add_examples(measures, js)
 
+    @property
+    def fed(self):
+        """True while a batch is being fed (a chunk came since the last `end_batch`)."""
+        return self._batch is not None
+
     def add_max_logit(self, largest):
         """Takes the largest pre-softmax logit per head `[H]` of a batch (NaN: none seen)."""
         largest = np.asarray(largest, np.float32)

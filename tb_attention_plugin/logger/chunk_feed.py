@@ -28,16 +28,18 @@ class ChunkSink:
     """Where the chunks of one layer call go: `target.add_chunk(start, weights, mask)`.
 
     `error` holds the first exception raised by the target (later chunks are then ignored)
-    or the reason the layer was not computed in chunks at all (`unsupported`).
+    or the reason the layer is not computed in chunks at all (`unsupported`: said while a
+    graph is traced, so it outlives `reset`).
     """
 
     def __init__(self):
         self.target = None
         self.error = None
+        self._unsupported = None
 
     def reset(self, target):
-        """Sends the chunks of the next forward passes to `target`; forgets any error."""
-        self.target, self.error = target, None
+        """Sends the chunks of the next forward passes to `target`; forgets the target's error."""
+        self.target, self.error = target, self._unsupported
 
     def feed(self, start, weights, mask):
         if self.target is None or self.error is not None:
@@ -49,8 +51,8 @@ class ChunkSink:
 
     def unsupported(self, reason):
         """The layer ran its plain attention: its chunks will never come."""
-        if self.error is None:
-            self.error = ValueError(reason)
+        self._unsupported = self._unsupported or ValueError(reason)
+        self.error = self.error or self._unsupported
 
 
 def hook(sink, symbolic):

@@ -126,11 +126,15 @@ class _Stream:
         self.sink.reset(self._make_health())
 
     def end_batch(self, examples):
-        if self.sink.error is None:
-            try:
-                self.sink.target.end_batch(examples)
-            except ValueError as e:  # e.g. the layer was not called in this pass
-                self.sink.error = e
+        if self.sink.error is not None:
+            return
+        if not self.sink.target.fed:
+            self.sink.error = ValueError("its blocked pass handed over no query chunks")
+            return
+        try:
+            self.sink.target.end_batch(examples)
+        except ValueError as e:
+            self.sink.error = e
 
 
 class _Blocks:
