@@ -469,6 +469,32 @@ def test_pooled_layers_are_measured_from_chunks_equal_to_their_full_matrices(
     helpers.assert_unpatched(model)
 
 
+def test_a_pooled_layer_not_computed_in_chunks_warns_once_and_the_others_get_health(tmp_path):
+    # GroupedQueryAttention is not computed in query chunks by the health pass (blocked.py
+    # reproduces MultiHeadAttention only): pooled, it gets no record and one warning.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((192,), dtype="int32")
+    x = keras.layers.Embedding(20, 8)(inputs)
+    x = x + keras.layers.GroupQueryAttention(4, 2, 1, name="gqa")(x, x)
+    x = keras.layers.AveragePooling1D(24)(x)
+    x = x + keras.layers.MultiHeadAttention(2, 4, name="short")(x, x)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x)))
+    model.compile("adam", "mse")
+    ids = np.random.default_rng(0).integers(1, 20, size=(8, 192))
+    logger = AttentionLogger(str(tmp_path), ids[:2], update_freq=2, max_bytes_per_step=64 * 1024,
+                             health_probe=ids)
+    messages = fit(model, ids, np.zeros((8, 1), "float32"), [logger], epochs=1, batch_size=4)
+    health_messages = [m for m in messages if "head-health" in m]
+    assert len(health_messages) == 1, messages
+    assert "no head-health record for gqa" in health_messages[0]
+    assert "GroupedQueryAttention attention is not computed in query chunks" in health_messages[0]
+    records = helpers.read_health(tmp_path)["train"]
+    assert sorted(records) == ["short"] and len(records["short"]) >= 2
+    attention, _ = helpers.read_logs(tmp_path)
+    assert all(encoding.is_pooled(s["header"]) for s in attention["train"]["gqa"].values())
+    helpers.assert_unpatched(model)
+
+
 POOLED_JAX_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, "tests")
