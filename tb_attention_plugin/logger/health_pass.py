@@ -178,10 +178,10 @@ class HealthPass:
         self._problems = problems
         self._capture_options = dict(patterns=patterns, run_eagerly=run_eagerly,
                                      problems=problems)
-        self.batch_size = int(batch_size)
         self._probe = probe
         self._blocks = None if inputs is None else self._new_blocks(inputs, batch_size)
         self.size = None if inputs is None else self._blocks.size
+        self.batch_size = None if inputs is None else self._blocks.batch_size
         self._probe_blocks = None  # inputs=None: the pooled layers' pass over the probe
         self._pooled = {}
         self._broken = set()  # tags whose measures raised at this capture
