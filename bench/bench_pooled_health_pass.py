@@ -8,6 +8,8 @@ model and TensorFlow are loaded and the pass ran once, so tracing is not counted
 - health: `HealthPass` with the layer pooled, as the `AttentionLogger` runs it at each capture
   (traced graph; the blocked pass hands each query chunk to `ChunkedHeadHealth` through
   `tf.numpy_function`), similarity included;
+- health-full: the same `HealthPass` with the layer FULL (its `[8, H, T, T]` scores captured
+  and measured by `HeadHealth`: what an unpooled layer costs);
 - plain: `model.predict` of the same 8 sequences, which materialises the `[8, H, T, T]` scores
   (TensorFlow's CPU attention has no fused kernel).
 
@@ -56,12 +58,13 @@ def child(mode, tokens, heads, examples):
         inputs, inputs, use_causal_mask=True)
     model = keras.Model(inputs, outputs)
     probe = np.random.default_rng(0).normal(size=(examples, tokens, 64)).astype("float32")
-    if mode == "health":
+    if mode in ("health", "health-full"):
         measure = health_pass.HealthPass(probe, None, patterns=None, run_eagerly=False,
                                          problems=Problems(), batch_size=examples)
+        pooled = {("mha", 0): "mha"} if mode == "health" else {}
 
         def run():
-            results = measure(model, pooled={("mha", 0): "mha"})
+            results = measure(model, pooled=pooled)
             assert "mha" in results, "no record"
     else:
         def run():
@@ -91,19 +94,28 @@ def main():
     parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--examples", type=int, default=8)
-    parser.add_argument("--child", choices=("health", "plain"))
+    parser.add_argument("--child", choices=("health", "health-full", "plain"))
+    parser.add_argument("--skip-full", action="store_true",
+                        help="do not run health-full (it needs the full scores in memory)")
     args = parser.parse_args()
     if args.child:
         child(args.child, args.tokens, args.heads, args.examples)
         return
     health = run_child("health", args)
+    full = None if args.skip_full else run_child("health-full", args)
     plain = run_child("plain", args)
     scores_mb = args.examples * args.heads * args.tokens**2 * 4 / 2**20
     print("one causal layer, %d heads x %d tokens, %d probe sequences (full float32 scores: "
           "%.0f MB)" % (args.heads, args.tokens, args.examples, scores_mb))
-    for name, r in (("health pass, pooled", health), ("plain forward", plain)):
-        print("%-20s wall %6.2f s  CPU %6.2f s  peak extra %6.0f MB"
-              % (name, r["wall"], r["cpu"], r["extra_mb"]))
+    for name, r in (("health pass, pooled", health), ("health pass, full", full),
+                    ("plain forward", plain)):
+        if r is not None:
+            print("%-20s wall %6.2f s  CPU %6.2f s  peak extra %6.0f MB"
+                  % (name, r["wall"], r["cpu"], r["extra_mb"]))
+    if full is not None:
+        print("ratios pooled/full health pass: wall %.2fx, CPU %.2fx, peak extra memory %.2fx"
+              % (health["wall"] / full["wall"], health["cpu"] / full["cpu"],
+                 health["extra_mb"] / max(full["extra_mb"], 1e-9)))
     print("ratios health/plain: wall %.2fx, CPU %.2fx, peak extra memory %.2fx"
           % (health["wall"] / plain["wall"], health["cpu"] / plain["cpu"],
              health["extra_mb"] / max(plain["extra_mb"], 1e-9)))
