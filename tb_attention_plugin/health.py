@@ -122,49 +122,76 @@ class _Rows:
         self.p = kept  # [B, H, Tq, Tk], rows sum to 1 (valid) or 0, masked entries 0
 
 
+def _row_sum(values, rows):
+    """`(total, count)` of `values [B, H, n]` over `rows [B, H, n]`: float64 and int, [B, H]."""
+    return np.where(rows, values, 0).sum(axis=-1, dtype=np.float64), rows.sum(axis=-1)
+
+
+def _mean_of(total, count, least=1):
+    """`total / count` where `count >= least`, NaN elsewhere."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count >= least, total / np.maximum(count, 1), np.nan)
+
+
 def _row_mean(values, rows):
     """Mean of `values [B, H, n]` over `rows [B, H, n]`; NaN for an example/head without rows."""
-    count = rows.sum(axis=-1)
-    total = np.where(rows, values, 0).sum(axis=-1, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return _mean_of(*_row_sum(values, rows))
 
 
-def _entropies(rows):
-    """Per example and head: (normalised entropy, entropy in nats), each [B, H]."""
+def _row_entropies(rows):
+    """Per row: (normalised entropy, entropy in nats), each [B, H, Tq]."""
     p = rows.p
     plogp = p * np.log(p + _TINY)
     nats = -plogp.sum(axis=-1, dtype=np.float32)
     normalised = nats / np.log(np.maximum(rows.keys, 2)).astype(np.float32)
+    return normalised, nats
+
+
+def _entropies(rows):
+    """Per example and head: (normalised entropy, entropy in nats), each [B, H]."""
+    normalised, nats = _row_entropies(rows)
     return _row_mean(normalised, rows.informative), _row_mean(nats, rows.informative)
 
 
-def _offset_score(rows, queries, keys):
-    """Mean over informative rows `queries` of p[i, keys[i]], per example and head [B, H]."""
+def _offset_sums(rows, queries, keys):
+    """`(total, count)` over informative rows `queries` of p[i, keys[i]], per example and head.
+
+    `queries` index the rows of `rows` (a block of query rows, or all of them)."""
     queries = np.asarray(queries, dtype=np.intp)
     keys = np.asarray(keys, dtype=np.intp)
     if queries.size == 0:
         shape = rows.p.shape[:2]
-        return np.full(shape, np.nan)
-    values = rows.p[:, :, queries, keys]
-    return _row_mean(values, rows.informative[:, :, queries])
+        return np.zeros(shape), np.zeros(shape, np.int64)
+    return _row_sum(rows.p[:, :, queries, keys], rows.informative[:, :, queries])
+
+
+def _offset_score(rows, queries, keys):
+    """Mean over informative rows `queries` of p[i, keys[i]], per example and head [B, H]."""
+    return _mean_of(*_offset_sums(rows, queries, keys))
+
+
+def _sink_sums(rows, cross, first_query=0):
+    """`(total, count)` per example, head and key [B, H, Tk] over the informative queries
+    i >= k (all queries for cross-attention) that see key k; the rows of `rows` are the
+    queries `first_query, first_query + 1, ...`."""
+    _, _, tq, tk = rows.p.shape
+    seen = rows.attended & rows.informative[..., np.newaxis]
+    if not cross:
+        queries = np.arange(first_query, first_query + tq)
+        seen &= queries[:, np.newaxis] >= np.arange(tk)[np.newaxis, :]
+    return np.where(seen, rows.p, 0).sum(axis=-2, dtype=np.float64), seen.sum(axis=-2)
 
 
 def _sink_alpha(rows, cross, min_queries):
     """alpha_k per example, head and key [B, H, Tk]: mean over informative queries i >= k
     (all queries for cross-attention) that see key k; NaN with fewer than `min_queries`."""
-    _, _, tq, tk = rows.p.shape
-    seen = rows.attended & rows.informative[..., np.newaxis]
-    if not cross:
-        seen &= np.arange(tq)[:, np.newaxis] >= np.arange(tk)[np.newaxis, :]
-    count = seen.sum(axis=-2)
-    total = np.where(seen, rows.p, 0).sum(axis=-2, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count >= min_queries, total / np.maximum(count, 1), np.nan)
+    return _mean_of(*_sink_sums(rows, cross), least=min_queries)
 
 
-def _monotonic(rows, band):
-    """Share of attention mass within +-band keys of the best non-decreasing path [B, H]."""
+def _monotonic_advance(rows, band, score):
+    """Runs the monotonic-path dynamic programme over the rows of `rows`, in order, from
+    `score [B, H, Tk]` (the best path mass ending at each key after the previous rows; zeros
+    before the first row), updated in place. Returns the number of valid rows [B, H]."""
     p = rows.p
     b, h, tq, tk = p.shape
     cumulative = np.concatenate(
@@ -178,22 +205,29 @@ def _monotonic(rows, band):
     on_band = np.ascontiguousarray(
         np.moveaxis(on_band * rows.valid[..., np.newaxis], 2, 0), dtype=np.float32
     )
-    score = np.zeros((b, h, tk), np.float32)
     for i in range(tq):
         np.maximum.accumulate(score, axis=-1, out=score)  # the path may stay or move right
         score += on_band[i]
-    count = rows.valid.sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, score.max(axis=-1) / np.maximum(count, 1), np.nan)
+    return rows.valid.sum(axis=-1)
 
 
-def _js_rows(rows, valid):
-    """Sum over examples of the mean Jensen-Shannon divergence (bits) of two heads' rows:
-    returns (total [H, H], examples [H, H]).
+def _monotonic(rows, band):
+    """Share of attention mass within +-band keys of the best non-decreasing path [B, H]."""
+    b, h, _, tk = rows.p.shape
+    score = np.zeros((b, h, tk), np.float32)
+    count = _monotonic_advance(rows, band, score)
+    return _mean_of(score.max(axis=-1), count)
+
+
+def _js_example_sums(rows, valid):
+    """Per example, the Jensen-Shannon divergence (bits) of two heads' rows summed over the rows
+    `valid` in both, and the number of those rows: `(total [B, H, H], rows [B, H, H])`. The
+    diagonal holds 0 and each head's number of `valid` rows (JS(p, p) = 0).
 
     JS(p, q) = (sum p log2 p + sum q log2 q) / 2 - sum m log2 m with m = (p + q) / 2, and
     sum m log2 m = (sum s log2 s) / 2 - 1 for s = p + q (rows summing to 1). When nothing is
-    attended above the diagonal (causal attention), only the lower triangle is compared.
+    attended above the diagonal (causal attention), only the lower triangle is compared; keys
+    no row attends (the future of a block of causal rows) are left out.
     """
     p = rows.p
     b, h, tq, tk = p.shape
@@ -206,14 +240,16 @@ def _js_rows(rows, valid):
         def row_sums(x):
             return np.add.reduceat(x, starts, axis=-1)
     else:
-        flat = p.reshape(b, h, tq * tk)
+        used = np.flatnonzero(rows.attended.any(axis=(0, 1, 2)))
+        tk = int(used[-1]) + 1 if used.size else 1
+        flat = np.ascontiguousarray(p[..., :tk]).reshape(b, h, tq * tk)
 
         def row_sums(x):
             return x.reshape(x.shape[:-1] + (tq, tk)).sum(axis=-1)
 
     plogp = row_sums(flat * np.log2(flat + _TINY))  # [B, H, Tq]
-    total = np.zeros((h, h))
-    examples = np.zeros((h, h), np.int64)
+    total = np.zeros((b, h, h))
+    count = np.zeros((b, h, h), np.int64)
     pair_sum = np.empty((b, h - 1, flat.shape[-1]), np.float32)
     scratch = np.empty_like(pair_sum)
     for first in range(h - 1):
@@ -225,14 +261,25 @@ def _js_rows(rows, valid):
         t *= s
         js = 0.5 * (plogp[:, first : first + 1] + plogp[:, others]) - (0.5 * row_sums(t) - 1.0)
         both = valid[:, first : first + 1] & valid[:, others]
-        per_example = _row_mean(np.maximum(js, 0), both)  # [B, H - first - 1]
-        present = ~np.isnan(per_example)
-        total[first, others] = np.where(present, per_example, 0).sum(axis=0)
-        examples[first, others] = present.sum(axis=0)
-    total = total + total.T
-    examples = examples + examples.T
-    examples[np.diag_indices(h)] = (valid.any(axis=-1)).sum(axis=0)  # JS(p, p) = 0
-    return total, examples
+        total[:, first, others], count[:, first, others] = _row_sum(np.maximum(js, 0), both)
+    total = total + total.transpose(0, 2, 1)
+    count = count + count.transpose(0, 2, 1)
+    count[:, np.arange(h), np.arange(h)] = valid.sum(axis=-1)
+    return total, count
+
+
+def _js_over_examples(total, count):
+    """Sum over examples of each example's mean divergence, and the number of examples with
+    rows: `(total [H, H], examples [H, H])` from `_js_example_sums`' per-example sums."""
+    per_example = _mean_of(total, count)
+    present = ~np.isnan(per_example)
+    return np.where(present, per_example, 0).sum(axis=0), present.sum(axis=0)
+
+
+def _js_rows(rows, valid):
+    """Sum over examples of the mean Jensen-Shannon divergence (bits) of two heads' rows:
+    returns (total [H, H], examples [H, H])."""
+    return _js_over_examples(*_js_example_sums(rows, valid))
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,6 +385,44 @@ class HeadHealth:
         """
         weights = _as_batch(weights)
         b, h, tq, tk = weights.shape
+        self._check_shape(h, tq, tk)
+        if self.causal:
+            future = np.triu(np.ones((tq, tk), bool), k=1)
+            mask = ~future if mask is None else _mask_for(mask, weights.shape) & ~future
+        rows = _Rows(weights, mask)
+
+        normalised, nats = _entropies(rows)
+        measures = {"entropy": normalised, "entropy_nats": nats}
+        positions = np.arange(tq)
+        measures["first_token"] = _offset_score(rows, positions, np.zeros_like(positions))
+        if not self.cross:
+            measures["previous_token"] = _offset_score(rows, positions[1:], positions[1:] - 1)
+            measures["diagonal"] = _offset_score(rows, positions, positions)
+            if self.repeat_offset is not None:
+                queries = positions[self.repeat_start :]
+                keys = queries - self.repeat_offset + 1
+                measures["induction"] = _offset_score(rows, queries, keys)
+        else:
+            measures["monotonic"] = _monotonic(rows, self.monotonic_band)
+        measures["sink_alpha"] = _sink_alpha(rows, self.cross, self.sink_min_queries)
+
+        if logits is not None:
+            logits = _as_batch(logits, "logits")
+            if logits.shape != weights.shape:
+                raise ValueError(
+                    "logits of shape %s do not match weights of shape %s"
+                    % (tuple(logits.shape), tuple(weights.shape))
+                )
+            usable = rows.attended & np.isfinite(logits)
+            largest = np.where(usable, logits, -np.inf).max(axis=(0, 2, 3))
+            self._max_logit = (
+                largest if self._max_logit is None else np.maximum(self._max_logit, largest)
+            )
+        js = _js_example_sums(rows, rows.informative) if self.similarity else None
+        return self._add_examples(measures, js)
+
+    def _check_shape(self, h, tq, tk):
+        """Takes the first block's `(H, Tq, Tk)`; later blocks must have the same."""
         if self.shape is None:
             if not self.cross and tq != tk:
                 raise ValueError(
@@ -355,50 +440,22 @@ class HeadHealth:
                 "a block of shape [*, %d, %d, %d] does not match the first block's [*, %d, %d, %d]"
                 % ((h, tq, tk) + self.shape)
             )
-        if self.causal:
-            future = np.triu(np.ones((tq, tk), bool), k=1)
-            mask = ~future if mask is None else _mask_for(mask, weights.shape) & ~future
-        rows = _Rows(weights, mask)
 
-        normalised, nats = _entropies(rows)
-        self._add("entropy", normalised)
-        self._add("entropy_nats", nats)
-        positions = np.arange(tq)
-        self._add("first_token", _offset_score(rows, positions, np.zeros_like(positions)))
-        if not self.cross:
-            self._add("previous_token", _offset_score(rows, positions[1:], positions[1:] - 1))
-            self._add("diagonal", _offset_score(rows, positions, positions))
-            if self.repeat_offset is not None:
-                queries = positions[self.repeat_start :]
-                keys = queries - self.repeat_offset + 1
-                self._add("induction", _offset_score(rows, queries, keys))
-        else:
-            self._add("monotonic", _monotonic(rows, self.monotonic_band))
-
-        alpha = _sink_alpha(rows, self.cross, self.sink_min_queries)
-        self._add("sink_alpha", alpha)
-
-        if logits is not None:
-            logits = _as_batch(logits, "logits")
-            if logits.shape != weights.shape:
-                raise ValueError(
-                    "logits of shape %s do not match weights of shape %s"
-                    % (tuple(logits.shape), tuple(weights.shape))
-                )
-            usable = rows.attended & np.isfinite(logits)
-            largest = np.where(usable, logits, -np.inf).max(axis=(0, 2, 3))
-            self._max_logit = (
-                largest if self._max_logit is None else np.maximum(self._max_logit, largest)
-            )
-
-        if self.similarity:
-            total, count = _js_rows(rows, rows.informative)
+    def _add_examples(self, measures, js=None):
+        """Adds the measures of a block of examples: `{name: [B, H]}` (NaN: the example has no
+        row for it; `"sink_alpha"` `[B, H, Tk]`) and, with similarity, `_js_example_sums`'
+        per-example sums. Shared by `update` and the query-chunked
+        `health_stream.ChunkedHeadHealth`. Returns self."""
+        for name, per_example in measures.items():
+            self._add(name, per_example)
+        if self.similarity and js is not None:
+            total, count = _js_over_examples(*js)
             if self._js is None:
                 self._js = [total, count]
             else:
                 self._js[0] += total
                 self._js[1] += count
-        self.examples += b
+        self.examples += len(measures["entropy"])
         return self
 
     def _mean(self, name):

@@ -10,6 +10,11 @@ Run "health", causal self-attention over TOKENS (10 tokens, 2 examples), steps 0
 - "lm/layer_1" (2 heads): attention steps plus health records written with
   `AttentionWriter.health` from `health.head_health(..., logits=...)`, head 0's largest logit
   growing past 100 at LOGIT_STEP.
+
+Run "long" (LONG_TOKENS causal positions, 2 examples, steps 0 and 100): "lm/long" is stored
+POOLED (an overview and windows, as the callback stores a layer over its byte budget) with the
+health records the callback writes for it (measured from its query chunks, equal to
+`head_health` on the full weights): head 0 uniform, head 1 a previous-token head from step 100.
 """
 
 import numpy as np
@@ -71,8 +76,37 @@ def layer1_logits(step, examples=2):
     return logits
 
 
+LONG_TOKENS = 96
+LONG_STEPS = [0, 100]
+
+
+def long_weights(step, examples=2):
+    """`[examples, 2, LONG_TOKENS, LONG_TOKENS]`: a uniform causal head, and a head that turns
+    from uniform to previous-token at step 100."""
+    t = LONG_TOKENS
+    uniform = np.tril(np.ones((t, t))) / np.arange(1, t + 1)[:, None]
+    previous = np.eye(t, k=-1)
+    previous[0, 0] = 1.0
+    heads = [uniform, previous if step >= 100 else uniform]
+    return np.broadcast_to(np.stack(heads)[None], (examples, 2, t, t)).astype(np.float32)
+
+
+def write_long_run(logdir):
+    t = LONG_TOKENS
+    tokens = ["w%d" % i for i in range(t)]
+    mask = np.broadcast_to(np.tril(np.ones((t, t), bool))[None, None], (2, 1, t, t))
+    with AttentionWriter(logdir / "long") as writer:
+        for step in LONG_STEPS:
+            weights = long_weights(step)
+            writer.attention("lm/long", weights, step, query_tokens=tokens, key_tokens=tokens,
+                             mask=mask, max_bytes=8 * 1024)
+            writer.health("lm/long", health.head_health(weights, causal=True), step)
+
+
 def write_health_logdir(logdir):
-    """Writes run "health" (see the module docstring) under `logdir`; returns `logdir`."""
+    """Writes runs "health" and "long" (see the module docstring) under `logdir`; returns
+    `logdir`."""
+    write_long_run(logdir)
     mask = np.broadcast_to(causal_mask()[None, None], (2, 1, T, T))
     with AttentionWriter(logdir / "health") as writer:
         for step in STEPS:

@@ -15,6 +15,7 @@ from health_logdirs import (
     COLLAPSE_STEP,
     EMERGE_STEP,
     LOGIT_STEP,
+    LONG_STEPS,
     STEPS,
     TOKENS,
     layer0_weights,
@@ -118,6 +119,23 @@ def test_grid_draws_every_head_with_its_role_and_markers_at_their_steps(tab, art
     legend = tab.eval("document.querySelector('#health-legend').textContent")
     assert "previous-token" in legend and "entropy collapse" in legend and "logit growth" in legend
     tab.screenshot(artifacts_dir / "health_view.png")
+
+
+def test_a_pooled_layer_is_in_the_grid_like_any_other_and_opens_its_overview(tab):
+    # Run "long": one layer stored pooled, with the health records the callback writes for it.
+    rendered = show(tab, run="long", tag="lm/long", step=100, view="health", healthPending=0)
+    assert rendered["healthLayers"] == 1 and rendered["healthSteps"] == len(LONG_STEPS)
+    info = grid_info(tab)
+    assert [(c["tag"], c["head"], c["role"]) for c in info["cells"]] == [
+        ("lm/long", 0, "diffuse"), ("lm/long", 1, "previous-token")]
+    emerged = [m for m in info["markers"] if m["kind"] == "emergence"]
+    assert [(m["head"], m["step"]) for m in emerged] == [(1, 100)]
+    cell = cell_of(info, "lm/long", 1)
+    tab.eval("delete document.querySelector('#view').dataset.rendered")
+    click_canvas(tab, "#view canvas", cell["x"] + cell["width"] * 0.15, cell["y"] + cell["height"] / 2)
+    rendered = tab.wait_for({"view": "head", "tag": "lm/long", "head": 1, "step": 100})
+    assert rendered["layout"] == "pooled"
+    assert tab.errors == []
 
 
 def test_groups_change_over_training(tab):

@@ -372,37 +372,190 @@ class ScoresCounted(keras.layers.MultiHeadAttention):
                                           return_attention_scores, **kwargs)
 
 
-@pytest.mark.parametrize("health_probe", ["set", "probe"])
-def test_pooled_layers_get_no_health_record_and_are_never_materialised(tmp_path, health_probe):
-    # "long" attends over 192 positions: 2 x 192 x 192 per example does not fit 64 KiB, so the
-    # budget pools it; "short" (8 positions, after average pooling) stays FULL.
+LONG = 96  # the induction probe's copy length: 192 positions
+
+
+def build_long_model():
+    """Three layers over 192 positions that a 96 KiB budget pools: causal self-attention,
+    bidirectional self-attention and cross-attention to a 2x shorter sequence; "short" (8
+    positions, after average pooling) stays FULL. Every pooled layer counts full-score asks."""
     keras.utils.set_random_seed(0)
-    ScoresCounted.full_requests = 0
-    inputs = keras.Input((192,), dtype="int32")
-    x = keras.layers.Embedding(20, 8)(inputs)
+    inputs = keras.Input((2 * LONG,), dtype="int32")
+    x = keras.layers.Embedding(VOCABULARY_SIZE, 8)(inputs)
+    x = x + ScoresCounted(2, 4, name="causal")(x, x, use_causal_mask=True)
     x = x + ScoresCounted(2, 4, name="long")(x, x)
+    memory = keras.layers.AveragePooling1D(2)(x)
+    x = x + ScoresCounted(2, 4, name="cross")(x, memory)
     x = keras.layers.AveragePooling1D(24)(x)
     x = x + keras.layers.MultiHeadAttention(2, 4, name="short")(x, x)
     model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x)))
     model.compile("adam", "mse")
-    rng = np.random.default_rng(0)
-    x, y = rng.integers(1, 20, size=(16, 192)), rng.normal(size=(16, 1)).astype("float32")
-    probe = x[:2]
-    logger = AttentionLogger(str(tmp_path), probe, update_freq=2, max_bytes_per_step=64 * 1024,
-                             health_probe=x if health_probe == "set" else None)
-    messages = fit(model, x, y, [logger], epochs=1, batch_size=4)
-    # One warning: the reduced view, which says that pooled layers get no health measures.
-    assert len(messages) == 1, messages
-    assert "logging a reduced view (head health is not measured on pooled layers" in messages[0]
-    assert "192x192 positions pooled in" in messages[0]
+    return model
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 16 query rows for a block of 8 examples (the blocked pass' real code, on
+    matrices small enough for a test), and the shape of every chunk the health measures get."""
+    from tb_attention_plugin import health_stream
+    from tb_attention_plugin.logger import blocked
+
+    monkeypatch.setattr(blocked, "CHUNK_BYTES", 8 * 2 * 2 * LONG * 4 * 16)
+    shapes = []
+    original = health_stream.ChunkedHeadHealth.add_chunk
+
+    def add_chunk(self, start, weights, mask=None):
+        shapes.append(np.shape(weights))
+        return original(self, start, weights, mask)
+
+    monkeypatch.setattr(health_stream.ChunkedHeadHealth, "add_chunk", add_chunk)
+    return shapes
+
+
+def pooled_references(model, ids, offset):
+    """`{tag: (HeadHealth.result(), largest logit per head)}` of every layer of
+    `build_long_model` from its own `return_attention_scores` on `ids`."""
+    options = {"causal": dict(causal=True, repeat_offset=offset),
+               "long": dict(repeat_offset=offset), "cross": dict(cross=True), "short": {}}
+    found = {}
+    for tag, (scores, logits, causal) in references(model, ids).items():
+        seen = np.tril(np.ones(logits.shape[-2:], bool)) if causal else True
+        largest = np.where(seen, logits, -np.inf).max(axis=(0, 2, 3))
+        found[tag] = (health.head_health(scores, **options[tag]), largest)
+    return found
+
+
+@pytest.mark.parametrize("health_probe", ["set", "probe"])
+def test_pooled_layers_are_measured_from_chunks_equal_to_their_full_matrices(
+        tmp_path, health_probe, small_chunks):
+    ScoresCounted.full_requests = 0
+    model = build_long_model()
+    ids, offset = tba.induction_probe(VOCABULARY_SIZE, LONG, batch=12, seed=2)
+    y = np.random.default_rng(0).normal(size=(12, 1)).astype("float32")
+    logger = AttentionLogger(str(tmp_path), ids[:2], update_freq=2, max_bytes_per_step=96 * 1024,
+                             health_probe=(ids, offset) if health_probe == "set" else None)
+    messages = fit(model, ids, y, [logger], epochs=1, batch_size=4)
+    # One warning: the reduced view; it no longer says that pooled layers lack health.
+    assert len(messages) == 1 and "logging a reduced view: " in messages[0], messages
+    assert "192x192 positions pooled in" in messages[0] and "health" not in messages[0]
     assert ScoresCounted.full_requests == 0  # neither the display nor the health pass asked
     attention, _ = helpers.read_logs(tmp_path)
-    assert sorted(attention["train"]) == ["long", "short"]
-    assert all(encoding.is_pooled(step["header"])
-               for step in attention["train"]["long"].values())
+    assert sorted(attention["train"]) == ["causal", "cross", "long", "short"]
+    for tag in ("causal", "cross", "long"):
+        assert all(encoding.is_pooled(step["header"])
+                   for step in attention["train"][tag].values()), tag
+    # The health measures got query chunks of at most 16 rows of 192 keys (8 examples) or 64
+    # (the 2-example probe), never a whole matrix.
+    assert len(small_chunks) >= 2 * 3 * 2  # at least 2 captures x 3 layers x 2 chunks
+    rows = 16 if health_probe == "set" else 64
+    assert max(shape[2] * shape[3] for shape in small_chunks) <= rows * 2 * LONG
     records = helpers.read_health(tmp_path)["train"]
-    assert sorted(records) == ["short"]
-    assert sorted(records["short"]) == sorted(attention["train"]["short"]) == [0, 2, 4]
-    examples = 16 if health_probe == "set" else 2
-    assert all(r["examples"] == examples for r in records["short"].values())
+    assert sorted(records) == ["causal", "cross", "long", "short"]
+    final = final_step(model)
+    probe = ids if health_probe == "set" else ids[:2]
+    for tag, (expected, largest) in pooled_references(
+            model, probe, offset if health_probe == "set" else None).items():
+        assert sorted(records[tag]) == sorted(attention["train"][tag]), tag
+        assert final in records[tag] and len(records[tag]) >= 2, tag
+        record = records[tag][final]
+        assert_record_equals(record, expected, tag)
+        np.testing.assert_allclose(record["measures"]["max_logit"], largest, rtol=1e-4,
+                                   atol=1e-5, err_msg=tag)
+    measures = records["cross"][final]["measures"]
+    assert measures["monotonicity"] is not None and measures["previous_token"] is None
+    assert (records["causal"][final]["measures"]["induction"] is None) == (health_probe != "set")
+    if health_probe == "set":  # the chunks left a traced graph through tf.numpy_function
+        assert logger._health.compiled is not None
     helpers.assert_unpatched(model)
+
+
+class DoubledScoreAttention(keras.layers.Attention):
+    """A user's variant of Keras' dot-product attention (its scores doubled): blocked.py
+    reproduces only Keras' own score functions, so this layer is not computed in chunks."""
+
+    def _calculate_scores(self, query, key):
+        return 2.0 * super()._calculate_scores(query, key)
+
+
+def test_a_pooled_layer_not_computed_in_chunks_warns_once_and_the_others_get_health(tmp_path):
+    # Pooled, GroupedQueryAttention is measured from its query chunks; the user's Attention
+    # subclass cannot be chunked: it gets no record and one warning, and nothing else is lost.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((192,), dtype="int32")
+    x = keras.layers.Embedding(20, 8)(inputs)
+    x = x + keras.layers.GroupQueryAttention(4, 2, 1, name="gqa")(x, x)
+    x = x + DoubledScoreAttention(name="custom")([x, x])
+    x = keras.layers.AveragePooling1D(24)(x)
+    x = x + keras.layers.MultiHeadAttention(2, 4, name="short")(x, x)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x)))
+    model.compile("adam", "mse")
+    ids = np.random.default_rng(0).integers(1, 20, size=(8, 192))
+    logger = AttentionLogger(str(tmp_path), ids[:2], update_freq=2, max_bytes_per_step=64 * 1024,
+                             health_probe=ids)
+    messages = fit(model, ids, np.zeros((8, 1), "float32"), [logger], epochs=1, batch_size=4)
+    health_messages = [m for m in messages if "head-health" in m]
+    assert len(health_messages) == 1, messages
+    assert "no head-health record for custom" in health_messages[0]
+    assert "DoubledScoreAttention attention is not computed in query chunks" in health_messages[0]
+    records = helpers.read_health(tmp_path)["train"]
+    assert sorted(records) == ["gqa", "short"] and len(records["gqa"]) >= 2
+    attention, _ = helpers.read_logs(tmp_path)
+    assert all(encoding.is_pooled(s["header"]) for s in attention["train"]["gqa"].values())
+    # The chunked measures of the pooled GQA layer equal health.py's on its own full scores.
+    embedded = model.layers[1](ids)
+    _, scores = model.get_layer("gqa")(embedded, embedded, return_attention_scores=True)
+    assert_record_equals(records["gqa"][final_step(model)],
+                         health.head_health(np.asarray(scores)), "gqa")
+    helpers.assert_unpatched(model)
+
+
+POOLED_JAX_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, "tests")
+    import numpy as np, keras
+    import tb_attention_plugin as tba
+    from tb_attention_plugin.logger import blocked
+    import callback_helpers as helpers
+    blocked.CHUNK_BYTES = 8 * 2 * 192 * 4 * 16  # 16 query rows of 192 keys for 8 examples
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((192,), dtype="int32")
+    x = keras.layers.Embedding(24, 8)(inputs)
+    x = x + keras.layers.MultiHeadAttention(2, 4, name="causal")(x, x, use_causal_mask=True)
+    memory = keras.layers.Dense(8)(x)  # another sequence of 192 positions: cross-attention
+    x = x + keras.layers.MultiHeadAttention(2, 4, name="cross")(x, memory)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x)))
+    model.compile("adam", "mse")
+    ids, offset = tba.induction_probe(24, 96, batch=10, seed=4)
+    logger = tba.AttentionLogger(sys.argv[1], ids[:2], update_freq=2,
+                                 max_bytes_per_step=96 * 1024, health_probe=(ids, offset))
+    model.fit(ids, np.zeros((10, 1), "float32"), batch_size=5, epochs=1, verbose=0,
+              callbacks=[logger])
+    layers = helpers.attention_layers(model)
+    with helpers.InputRecorder(layers) as recorder:
+        model(ids, training=False)
+    np.savez(sys.argv[2], step=int(np.asarray(model.optimizer.iterations.value)),
+             **{layer.name: helpers.reference_scores(layer, recorder.calls[id(layer)][0])
+                for layer in layers})
+""")
+
+
+def test_jax_pooled_layers_are_measured_from_chunks(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("the jax package is not installed in this environment")
+    environment = dict(os.environ, KERAS_BACKEND="jax")
+    reference = tmp_path / "reference.npz"
+    subprocess.run([sys.executable, "-c", POOLED_JAX_SCRIPT, str(tmp_path / "logs"),
+                    str(reference)], check=True, cwd=REPO, env=environment, timeout=600)
+    saved = np.load(reference)
+    attention, _ = helpers.read_logs(tmp_path / "logs")
+    records = helpers.read_health(tmp_path / "logs")["train"]
+    assert sorted(records) == ["causal", "cross"]
+    step = int(saved["step"])
+    options = {"causal": dict(causal=True, repeat_offset=96), "cross": dict(cross=True)}
+    for tag in ("causal", "cross"):
+        assert all(encoding.is_pooled(s["header"]) for s in attention["train"][tag].values())
+        assert sorted(records[tag]) == sorted(attention["train"][tag]) and step in records[tag]
+        expected = health.head_health(saved[tag], **options[tag])
+        assert_record_equals(records[tag][step], expected, tag)

@@ -141,6 +141,26 @@ def test_overview_and_windows_equal_the_layers_own_scores(trained):
         assert last.shape[-1] == LENGTH and entry is not None  # the last rows see every key
 
 
+def test_pooled_layers_health_at_defaults_equals_their_own_scores(trained):
+    # At the defaults the health probe is the 2-example probe: every pooled layer is measured
+    # from the query chunks of its blocked pass, as on its full matrices.
+    from tb_attention_plugin import health
+    from tb_attention_plugin import health_summary
+
+    records = helpers.read_health(trained["logdir"])["train"]
+    assert sorted(records) == sorted(trained["references"])
+    for tag, scores in trained["references"].items():
+        assert sorted(records[tag]) == [0, 1], tag
+        record = records[tag][1]
+        assert record["heads"] == HEADS and record["examples"] == 2
+        expected = health.head_health(scores, causal=True)
+        stored = health_summary.from_record(record)
+        for key in ("entropy", "previous_token", "diagonal", "first_token"):
+            np.testing.assert_allclose(stored[key], expected[key], rtol=1e-4, atol=1e-5,
+                                       err_msg="%s %s" % (tag, key))
+        assert stored["roles"] == expected["roles"], tag
+
+
 def test_predictions_are_identical_with_and_without_the_callback(trained):
     model, x = trained["model"], trained["x"]
     before = model.predict(x, verbose=0)

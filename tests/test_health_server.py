@@ -605,3 +605,30 @@ def test_pooled_steps_are_reported_not_measured(tmp_path):
                  "overview")
     assert_error(get(client, "/filmstrip", run="run", tag="pooled", example=0, head=0), 404,
                  "overview")
+
+
+def test_a_pooled_layer_with_logged_health_is_served_like_any_other(tmp_path):
+    # The callback measures pooled layers from their query chunks (docs/health.md, "Pooled
+    # layers") and writes their records as for any layer: /health serves them as logged.
+    t = 96
+    weights = np.zeros((2, 2, t, t), np.float32)
+    weights[:, 0] = np.tril(np.ones((t, t))) / np.arange(1, t + 1)[:, None]  # uniform causal
+    weights[:, 1] = np.eye(t, k=-1)
+    weights[:, 1, 0, 0] = 1.0  # previous-token
+    mask = np.broadcast_to(np.tril(np.ones((t, t), bool)), weights.shape)
+    with tba.AttentionWriter(tmp_path / "run") as writer:
+        for step in (0, 10):
+            writer.attention("long", weights, step, mask=mask, max_bytes=8 * 1024)
+            writer.health("long", health.head_health(weights, causal=True), step)
+    client = wsgi_client(production_plugin(tmp_path))
+    step = get_json(client, "/step", run="run", tag="long", step=10)
+    assert step["layout"] == "pooled"
+    body = get_json(client, "/health", run="run")
+    expected = health.head_health(weights, causal=True)
+    assert body["layers"] == ["long"] and body["steps"] == [0, 10]
+    assert body["sources"] == {"long": "logged"} and body["errors"] == []
+    assert body["roles"]["long"] == [["diffuse", "previous-token"]] * 2
+    np.testing.assert_allclose(body["series"]["long"]["previous_token"][1],
+                               expected["previous_token"], atol=1e-6)
+    np.testing.assert_allclose(body["series"]["long"]["entropy"][1], expected["entropy"],
+                               atol=1e-6)

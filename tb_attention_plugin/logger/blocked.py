@@ -220,7 +220,7 @@ def _serialise(tensor, previous):
 
     if tf.executing_eagerly():
         return tensor
-    with tf.control_dependencies([previous]):
+    with tf.control_dependencies(list(previous) if isinstance(previous, tuple) else [previous]):
         return tf.identity(tensor)
 
 
@@ -300,8 +300,8 @@ def _causal_rows(start, stop, tk):
     return ops.expand_dims(ops.greater_equal(rows, cols), 0)
 
 
-
-def blocked_attention(layer, query, key, value, attention_mask, block, windows, causal=False):
+def blocked_attention(layer, query, key, value, attention_mask, block, windows, causal=False,
+                      on_chunk=None):
     """A `MultiHeadAttention` / `GroupedQueryAttention` layer's attention output and its
     reductions, without the full score tensor (what its patched `_compute_attention` returns).
 
@@ -314,15 +314,19 @@ def blocked_attention(layer, query, key, value, attention_mask, block, windows, 
       windows: `[(name, (q0, q1), (k0, k1))]` exact windows.
       causal: also hide future keys (`use_causal_mask=True`), built per chunk: the full
         `[Tq, Tk]` causal mask (and Keras' int32 temporaries of that size) never exists.
+      on_chunk: None, or `on_chunk(start, stop, weights, mask)`, called in query order with
+        each chunk's float32 weights `[B, N, stop-start, Tk]` and its bool mask (broadcastable,
+        causal part included; None without one): the health pass measures pooled layers from
+        it (`chunk_feed.py`). What it returns (a tensor, or None) the next chunk waits for.
 
     Returns:
       `(output, reduced)`: the `[B, Tq, N, Dv]` output and the reductions (`_reduce_in_chunks`).
     """
     kernel = _HeadsKernel(layer, query, key, value)
-    return _reduce_in_chunks(kernel, attention_mask, block, windows, causal)
+    return _reduce_in_chunks(kernel, attention_mask, block, windows, causal, on_chunk)
 
 
-def blocked_call(layer, inputs, mask, training, use_causal_mask, block, windows):
+def blocked_call(layer, inputs, mask, training, use_causal_mask, block, windows, on_chunk=None):
     """An `Attention` / `AdditiveAttention` layer's `call` and its reductions, without the full
     score tensor (what its patched `call` returns; see `supports_single`).
 
@@ -330,7 +334,7 @@ def blocked_call(layer, inputs, mask, training, use_causal_mask, block, windows)
       layer: the layer.
       inputs, mask, training, use_causal_mask: the arguments of its `call` (`inputs`
         `[query, value]` or `[query, value, key]`, `mask` None or `[query_mask, value_mask]`).
-      block, windows: as for `blocked_attention`.
+      block, windows, on_chunk: as for `blocked_attention`.
 
     Returns:
       `(output, reduced)`: the `[B, Tq, dv]` output (zero at masked queries, as `call` gives
@@ -347,17 +351,19 @@ def blocked_call(layer, inputs, mask, training, use_causal_mask, block, windows)
     scores_mask = None if value_mask is None else ops.expand_dims(
         ops.cast(value_mask, "bool"), -2)
     kernel = _SingleKernel(layer, query, key, value, training)
-    output, reduced = _reduce_in_chunks(kernel, scores_mask, block, windows, use_causal_mask)
+    output, reduced = _reduce_in_chunks(kernel, scores_mask, block, windows, use_causal_mask,
+                                        on_chunk)
     if query_mask is not None:
         output = ops.where(ops.expand_dims(query_mask, -1), output, 0)
     return output, reduced
 
 
-def _reduce_in_chunks(kernel, attention_mask, block, windows, causal):
+def _reduce_in_chunks(kernel, attention_mask, block, windows, causal, on_chunk=None):
     """The attention output of `kernel` and its reductions, a chunk of query rows at a time.
 
     `attention_mask`: bool, the layer's own form (`[B, Tq, Tk]` or broadcastable rows), or
-    None; `causal`: also hide future keys (built per chunk).
+    None; `causal`: also hide future keys (built per chunk); `on_chunk`: see
+    `blocked_attention`.
 
     Returns `(output, reduced)`: the output rows concatenated along axis 1, and a dict of
     tensors: `sums`, `maxes` `[B, N, nq, nk]`, `counts` `[B or 1, N or 1, nq, nk]` (absent
@@ -394,6 +400,7 @@ def _reduce_in_chunks(kernel, attention_mask, block, windows, causal):
         if expanded is not None and not kernel.masked_weights_are_zero:
             # Masked positions must add nothing to a block's sum or max.
             weights32 = ops.where(expanded, weights32, 0.0)
+        fed = None if on_chunk is None else on_chunk(start, stop, weights32, chunk_mask)
         for i, (_, (q0, q1), (k0, k1)) in enumerate(windows):
             a, b = max(q0, start), min(q1, stop)
             if a < b:
@@ -425,7 +432,7 @@ def _reduce_in_chunks(kernel, attention_mask, block, windows, causal):
                 part = (s + part[0], ops.maximum(x, part[1]),
                         None if c is None else c + part[2])
             block_parts[first + j] = part
-        previous = sums
+        previous = sums if fed is None else (sums, fed)
     reduced = {
         "sums": ops.stack([block_parts[j][0] for j in sorted(block_parts)], axis=2),
         "maxes": ops.stack([block_parts[j][1] for j in sorted(block_parts)], axis=2),

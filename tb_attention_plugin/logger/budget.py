@@ -96,7 +96,8 @@ class LayerPlan:
     `mode`: `"full"`, `"pooled"` (computed in blocks, stored as overview + windows) or
     `"skip"` (not logged); `shape`: its full `(B, H, Tq, Tk)`; `examples`, `heads`: what is
     kept of it; `causal`; `block` `(bq, bk)` and `windows` `((name, (q0, q1), (k0, k1)), ...)`
-    of a pooled layer.
+    of a pooled layer. The health pass adds `"stream"`: computed in blocks like a pooled
+    layer, its query chunks handed to `chunks` (a `chunk_feed.ChunkSink`) as they pass.
     """
 
     mode: str
@@ -106,6 +107,7 @@ class LayerPlan:
     causal: bool = False
     block: tuple = None
     windows: tuple = ()
+    chunks: object = None
 
 
 @dataclasses.dataclass(frozen=True)

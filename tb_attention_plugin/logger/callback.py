@@ -113,8 +113,9 @@ class AttentionLogger(keras.callbacks.Callback):
         `max_examples`); a batch of model inputs (e.g. 64 sequences; run in blocks of 8);
         `(inputs, repeat_offset)` as `tb_attention_plugin.induction_probe(vocab_size, L)`
         returns it, which adds the induction score of the self-attention layers; `False`: no
-        health records. Layers the budget pools are not measured (the measures need their
-        full matrices; the reduced-view warning says so). Defaults to `None`.
+        health records. Layers the budget pools are measured from the query chunks of their
+        blocked pass (their full matrices never exist), with the same results. Defaults to
+        `None`.
 
     Example:
 
@@ -195,7 +196,8 @@ class AttentionLogger(keras.callbacks.Callback):
             inputs = None  # the displayed capture is the whole probe set: measure its records
         return health_pass.HealthPass(
             inputs, repeat_offset, patterns=self.options.layers,
-            run_eagerly=self.options.run_eagerly, problems=self._problems)
+            run_eagerly=self.options.run_eagerly, problems=self._problems,
+            probe=self.probe.inputs)
 
     # ----------------------------------------------------------------------- Keras hooks
 
@@ -329,11 +331,7 @@ class AttentionLogger(keras.callbacks.Callback):
         if plan is None:  # no shape pass (e.g. its layers were all skipped): plan these calls
             plan = self._budget.plan_for(calls)
         if plan.note:
-            said = "logging a reduced view: "
-            if self._health is not None and self._pooled:
-                said = ("logging a reduced view (head health is not measured on pooled layers: "
-                        "it needs their full matrices): ")
-            self._problems.warn("reduced", said + plan.note)
+            self._problems.warn("reduced", "logging a reduced view: " + plan.note)
         skipped = {tag for tag, layer in plan.layers.items() if layer.mode == "skip"}
         kept = [call for call in calls if call.tag not in skipped]
         layers = len(plan.layers) or len(calls)

@@ -330,15 +330,16 @@ class _Patcher:
         return call
 
     def _blocked_single_call(self, site, bound):
-        """A POOLED `Attention` / `AdditiveAttention` call computed in query chunks
-        (`blocked.blocked_call`): its output, or None where the layer's own call must run
-        (not pooled, scores asked for by the caller, a layer `blocked.py` cannot reproduce,
-        or a failure, which is reported)."""
+        """A POOLED (or, in the health pass, STREAMED) `Attention` / `AdditiveAttention` call
+        computed in query chunks (`blocked.blocked_call`): its output, or None where the
+        layer's own call must run (not pooled, scores asked for by the caller, a layer
+        `blocked.py` cannot reproduce, or a failure, which is reported)."""
         from tb_attention_plugin.logger import blocked
 
         index, entry = self._entry(site)
         plan = self._plans.get((site.path, index))
-        if plan is None or plan.mode != "pooled" or bound.get("return_attention_scores"):
+        if (plan is None or plan.mode not in ("pooled", "stream")
+                or bound.get("return_attention_scores")):
             return None
         inputs = bound.get("inputs")
         if not blocked.supports_single(site.layer, inputs):
@@ -346,7 +347,8 @@ class _Patcher:
         try:
             output, reduced = blocked.blocked_call(
                 site.layer, inputs, bound.get("mask"), bound.get("training"),
-                bool(bound.get("use_causal_mask")), plan.block, plan.windows)
+                bool(bound.get("use_causal_mask")), plan.block, plan.windows,
+                on_chunk=self._chunk_hook(plan))
             entry["reduced"] = {k: self._convert(v) for k, v in reduced.items()}
             entry["scores"] = None
         except Exception as e:
@@ -474,18 +476,25 @@ class _Patcher:
             # the attribute its `call` sets.
             wanted = kwargs.get("return_attention_scores", False) if takes_flag else \
                 bool(getattr(layer, "_return_attention_scores", False))
-            if mode == "pooled" and not wanted and blocked.supports(layer, query, key, value):
+            if (mode in ("pooled", "stream") and not wanted
+                    and blocked.supports(layer, query, key, value)):
+                # The blocked pass computes the max logit itself; the first chunk's softmax
+                # must not record one.
+                entry["max_logit"] = None
                 try:
                     # The causal part is built per chunk: no [Tq, Tk] mask is materialised.
                     output, reduced = blocked.blocked_attention(
                         layer, query, key, value, attention_mask, plan.block, plan.windows,
-                        causal=bool(kwargs.get("use_causal_mask")))
+                        causal=bool(kwargs.get("use_causal_mask")),
+                        on_chunk=self._chunk_hook(plan))
                     entry["reduced"] = {k: self._convert(v) for k, v in reduced.items()}
                     entry["scores"] = None
                 except Exception as e:
                     self._failed(site, e)
                     return plain()
                 return output, None
+            if mode == "stream" and not wanted:
+                return self._unstreamed(site, entry, plan, plain)
             kwargs.pop("return_attention_scores", None)
             forced = dict(kwargs)
             restore_attribute = None
@@ -526,10 +535,33 @@ class _Patcher:
 
         return compute_attention
 
+    def _chunk_hook(self, plan):
+        """`blocked_attention`'s `on_chunk` for the health pass (mode "stream"), else None."""
+        if plan.mode != "stream":
+            return None
+        from tb_attention_plugin.logger import chunk_feed
+
+        return chunk_feed.hook(plan.chunks, self._symbolic)
+
+    def _unstreamed(self, site, entry, plan, plain):
+        """A "stream" layer this module cannot compute in chunks runs its plain attention:
+        its full scores are what the budget avoids, so the health pass gets no chunks."""
+        plan.chunks.unsupported(
+            "pooled, and %s attention is not computed in query chunks: its full matrices "
+            "do not fit max_bytes_per_step" % type(site.layer).__name__)
+        entry["max_logit"] = None
+        entry.setdefault("scores", None)
+        entry["skipped"] = True
+        return plain()
+
     def _shadow_apply_scores(self, site, original):
         def apply_scores(scores, value, scores_mask=None, training=False):
             index, entry = self._entry(site)
             plan = self._plans.get((site.path, index))
+            if plan is not None and plan.mode == "stream":
+                return self._unstreamed(
+                    site, entry, plan,
+                    lambda: original(scores, value, scores_mask=scores_mask, training=training))
             if not (self._shapes_only or (plan is not None and plan.mode == "skip")):
                 self._record_logits(site, scores, scores_mask, head_axis=None)
             output, weights = original(scores, value, scores_mask=scores_mask, training=training)

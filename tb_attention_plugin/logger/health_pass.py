@@ -10,11 +10,15 @@ the measures: nothing of size `[B, H, Tq, Tk]` outlives a block. On TensorFlow t
 through one traced graph (the last block is padded with earlier probe examples to the same
 shape, and the padding is dropped before measuring).
 
-A layer whose measures cannot be computed costs that layer's record, with one
-`AttentionLoggerWarning` per cause. Layers the budget POOLS (`budget.py`: their full
-`[Tq, Tk]` matrices do not fit `max_bytes_per_step`) are not measured either: the measures
-need those full matrices, which is what pooling avoids computing; they run their plain fast
-path in the health pass; the logger's one reduced-view warning says so.
+Layers the budget POOLS (`budget.py`: their full `[Tq, Tk]` matrices do not fit
+`max_bytes_per_step`) are measured too, without those matrices: they are computed in query
+chunks by their blocked pass (`blocked.py`, plan mode "stream"), which hands each chunk to a
+`health_stream.ChunkedHeadHealth` (`chunk_feed.py`) and drops it; the results equal
+`HeadHealth`'s on the full matrices. With `inputs=None` (the displayed probe is the whole probe
+set) the pooled layers get one pass of their own over the probe, the others are skipped in it.
+A pooled layer that cannot be computed in chunks (`blocked.supports`) runs its plain attention
+and gets no record. A layer whose measures cannot be computed costs that layer's record, with
+one `AttentionLoggerWarning` per cause.
 
 Example:
 
@@ -33,6 +37,7 @@ import keras
 import numpy as np
 
 from tb_attention_plugin import health as health_measures
+from tb_attention_plugin import health_stream
 
 from tb_attention_plugin.logger import capture
 from tb_attention_plugin.logger import probe as probe_utils
@@ -109,8 +114,47 @@ def _rows(inputs, start, stop, pad_to):
     return keras.tree.map_structure(cut, inputs)
 
 
+class _Stream:
+    """The health of one pooled layer call, measured from the query chunks of its blocked pass."""
+
+    def __init__(self, tag, sink, make_health):
+        self.tag = tag
+        self.sink = sink
+        self._make_health = make_health  # () -> a fresh health_stream.ChunkedHeadHealth
+
+    def restart(self):
+        self.sink.reset(self._make_health())
+
+    def end_batch(self, examples):
+        if self.sink.error is not None:
+            return
+        if not self.sink.target.fed:
+            self.sink.error = ValueError("its blocked pass handed over no query chunks")
+            return
+        try:
+            self.sink.target.end_batch(examples)
+        except ValueError as e:
+            self.sink.error = e
+
+
+class _Blocks:
+    """One probe set run in blocks through a patched capture whose pooled layers stream."""
+
+    def __init__(self, inputs, batch_size, capture_options):
+        self.inputs = inputs
+        self.size = probe_utils.batch_size(inputs)
+        self.batch_size = min(int(batch_size), self.size)
+        self.streams = {}  # (layer path, call index) -> _Stream, filled by the planner
+        self.capture = capture.ProbeCapture(
+            _rows(inputs, 0, self.batch_size, self.batch_size), **capture_options)
+
+
 class HealthPass:
     """Computes `health.HeadHealth` results of every captured layer call over a probe set.
+
+    Layers the display budget POOLS are computed in query chunks here too (their `[B, H, Tq,
+    Tk]` attention never exists): `blocked.py` hands each chunk to a
+    `health_stream.ChunkedHeadHealth`, whose result equals `HeadHealth`'s on the full matrices.
 
     Args:
       inputs: the health probe set (model inputs with a batch axis), or None to reuse the
@@ -122,59 +166,126 @@ class HealthPass:
       batch_size: probe sequences per forward pass.
       similarity: also measure head similarity (the Jensen-Shannon divergence, two thirds of
         the measures' cost) for `similarity_groups`.
+      probe: with `inputs=None`, the displayed probe: pooled layers have no scores in the
+        displayed records, so they are measured by a pass of their own over it.
     """
 
     def __init__(self, inputs, repeat_offset, patterns, run_eagerly, problems,
-                 batch_size=DEFAULT_BATCH_SIZE, similarity=True):
+                 batch_size=DEFAULT_BATCH_SIZE, similarity=True, probe=None):
         self.inputs = inputs
         self.repeat_offset = repeat_offset
         self.similarity = bool(similarity)
         self._problems = problems
-        self.size = None if inputs is None else probe_utils.batch_size(inputs)
-        self.batch_size = None if inputs is None else min(int(batch_size), self.size)
-        self._capture = None
-        if inputs is not None:
-            self._capture = capture.ProbeCapture(
-                _rows(inputs, 0, self.batch_size, self.batch_size), patterns=patterns,
-                run_eagerly=run_eagerly, problems=problems)
+        self._capture_options = dict(patterns=patterns, run_eagerly=run_eagerly,
+                                     problems=problems)
+        self._probe = probe
+        self._blocks = None if inputs is None else self._new_blocks(inputs, batch_size)
+        self.size = None if inputs is None else self._blocks.size
+        self.batch_size = None if inputs is None else self._blocks.batch_size
+        self._probe_blocks = None  # inputs=None: the pooled layers' pass over the probe
+        self._pooled = {}
         self._broken = set()  # tags whose measures raised at this capture
 
     @property
     def compiled(self):
         """The traced capture of the health blocks (TensorFlow), or None."""
-        return None if self._capture is None else self._capture.compiled
+        return None if self._blocks is None else self._blocks.capture.compiled
+
+    def _new_blocks(self, inputs, batch_size, measure_full=True):
+        blocks = _Blocks(inputs, batch_size, self._capture_options)
+        blocks.capture.planner = lambda shapes: self._plan(shapes, blocks, measure_full)
+        return blocks
 
     def __call__(self, model, records=None, pooled=None):
         """`{tag: HeadHealth.result()}` at the model's current weights.
 
         `records`: the displayed capture's records, measured directly when this pass has no
         probe set of its own (`inputs=None`). `pooled`: `{(layer path, call index): tag}` of
-        the layers the display budget pools; they are not measured (the caller's reduced-view
-        warning says so).
+        the layers the display budget pools; they are measured from the query chunks of their
+        blocked pass (over the probe set, or over the probe with `inputs=None`).
         Exceptions of the forward pass propagate; a layer whose measures raise is warned about
         and left out.
         """
-        from tb_attention_plugin.logger import budget
-
         self._broken = set()
+        self._pooled = dict(pooled or {})
         layers, maxima = {}, {}
-        pooled = pooled or {}
         if self.inputs is None:
-            records = [r for r in records or [] if r.pooled is None and r.tag not in
-                       set(pooled.values())]
+            pooled_tags = set(self._pooled.values())
+            records = [r for r in records or [] if r.pooled is None and r.tag not in pooled_tags]
             self._add_block(layers, maxima, records, len(records[0].scores)
                             if records else 0)
+            if self._pooled and self._probe is not None:
+                if self._probe_blocks is None:
+                    self._probe_blocks = self._new_blocks(
+                        self._probe, probe_utils.batch_size(self._probe), measure_full=False)
+                self._run_blocks(model, self._probe_blocks, layers, maxima)
         else:
-            if self._capture.plans is None and pooled:
-                # Pooled layers run their plain fast path: no [B, H, T, T] in the health pass.
-                self._capture.plans = {
-                    key: budget.LayerPlan("skip", (0, 0, 0, 0), 0, 0) for key in pooled}
-            for start in range(0, self.size, self.batch_size):
-                stop = min(start + self.batch_size, self.size)
-                block = _rows(self.inputs, start, stop, self.batch_size)
-                self._add_block(layers, maxima, self._capture(model, block), stop - start)
+            self._run_blocks(model, self._blocks, layers, maxima)
+        return self._results(layers, maxima)
+
+    def _run_blocks(self, model, blocks, layers, maxima):
+        """Runs the probe set in blocks: full layers feed `layers`, pooled ones their streams."""
+        if blocks.capture.plans is None and not self._pooled:
+            blocks.capture.plans = {}  # nothing pooled: no shape pass needed
+        for stream in blocks.streams.values():
+            stream.restart()
+        for start in range(0, blocks.size, blocks.batch_size):
+            stop = min(start + blocks.batch_size, blocks.size)
+            block = _rows(blocks.inputs, start, stop, blocks.batch_size)
+            self._add_block(layers, maxima, blocks.capture(model, block), stop - start)
+            for stream in blocks.streams.values():
+                stream.end_batch(stop - start)
+        for stream in blocks.streams.values():
+            # A layer asked for its scores by the model itself was measured from them.
+            layers.setdefault(stream.tag, stream)
+
+    def _plan(self, shapes, blocks, measure_full):
+        """The health capture's plans from its shape pass: the display's pooled layers stream
+        their chunks to a `ChunkedHeadHealth` (mode "stream"); the other layers are captured
+        in full, or skipped when `measure_full` is False (their records come from elsewhere)."""
+        from tb_attention_plugin.logger import blocked
+        from tb_attention_plugin.logger import budget
+        from tb_attention_plugin.logger import chunk_feed
+
+        plans = {}
+        for shape in shapes:
+            key = (shape.path, shape.index)
+            batch, heads, queries, keys = (int(n) for n in shape.shape)
+            if key not in self._pooled:
+                if not measure_full:
+                    plans[key] = budget.LayerPlan("skip", tuple(shape.shape), 0, 0)
+                continue
+            sink = chunk_feed.ChunkSink()
+            # One overview block per chunk: the health pass keeps nothing of the overview.
+            rows = blocked.chunk_rows(batch, heads, keys, 1)
+            plans[key] = budget.LayerPlan(
+                "stream", tuple(shape.shape), batch, heads, shape.causal, block=(rows, keys),
+                chunks=sink)
+            stream = _Stream(shape.tag, sink, self._stream_health(shape))
+            stream.restart()
+            blocks.streams[key] = stream
+        return plans
+
+    def _stream_health(self, shape):
+        """A factory of `ChunkedHeadHealth` for one pooled layer call."""
+        _, _, queries, keys = (int(n) for n in shape.shape)
+        options = dict(repeat_offset=self._induction_offset(shape.cross, queries, keys),
+                       causal=shape.causal, cross=shape.cross, similarity=self.similarity)
+        return lambda: health_stream.ChunkedHeadHealth(queries=queries, **options)
+
+    def _induction_offset(self, cross, queries, keys):
+        induction = (self.repeat_offset is not None and not cross and queries == keys
+                     and queries > self.repeat_offset)
+        return self.repeat_offset if induction else None
+
+    def _results(self, layers, maxima):
         results = {}
         for tag, layer in layers.items():
+            if isinstance(layer, _Stream):
+                if layer.sink.error is not None:
+                    self._warn(tag, layer.sink.error)
+                    continue
+                layer = layer.sink.target.health
             if tag in self._broken or layer.shape is None:
                 continue
             try:
@@ -192,10 +303,8 @@ class HealthPass:
         layer = layers.get(record.tag)
         if layer is None:
             _, _, tq, tk = record.scores.shape
-            induction = (self.repeat_offset is not None and not record.cross and tq == tk
-                         and tq > self.repeat_offset)
             layer = health_measures.HeadHealth(
-                repeat_offset=self.repeat_offset if induction else None,
+                repeat_offset=self._induction_offset(record.cross, tq, tk),
                 causal=record.causal, cross=record.cross, similarity=self.similarity)
             layers[record.tag] = layer
         return layer
@@ -203,6 +312,9 @@ class HealthPass:
     def _add_block(self, layers, maxima, records, examples):
         for record in records:
             if record.tag in self._broken:
+                continue
+            if record.pooled is not None:  # a streamed layer: only its max logit is here
+                self._add_max_logit(maxima, record, examples)
                 continue
             try:
                 layer = self._layer(layers, record)
@@ -212,13 +324,16 @@ class HealthPass:
                 self._broken.add(record.tag)
                 self._warn(record.tag, e)
                 continue
-            if record.max_logit is not None:
-                # `[B, H]` per example; the padding repeats earlier probe examples: the maximum
-                # is unchanged either way.
-                largest = np.fmax.reduce(record.max_logit[:examples], axis=0)
-                previous = maxima.get(record.tag)
-                maxima[record.tag] = (largest if previous is None
-                                      else np.fmax(previous, largest))
+            self._add_max_logit(maxima, record, examples)
+
+    @staticmethod
+    def _add_max_logit(maxima, record, examples):
+        if record.max_logit is not None:
+            # `[B, H]` per example; the padding repeats earlier probe examples: the maximum
+            # is unchanged either way.
+            largest = np.fmax.reduce(record.max_logit[:examples], axis=0)
+            previous = maxima.get(record.tag)
+            maxima[record.tag] = largest if previous is None else np.fmax(previous, largest)
 
     def _warn(self, tag, error):
         self._problems.warn(
