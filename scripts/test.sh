@@ -33,8 +33,5 @@ export PYTHONDONTWRITEBYTECODE=1
 echo "== JavaScript unit tests (node --test)"
 node --test tests/js/
 
-echo "== Python tests (pytest, two worker processes; PYTEST_WORKERS=0 runs them in this one)"
-# --dist loadgroup: each test file runs in one worker (tests/conftest.py names the groups), so
-# module fixtures start once and the demos are trained once.
-.venv/bin/python -m pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-2}" --dist loadgroup \
-  tests "$@"
+echo "== Python tests (pytest)"
+.venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"

@@ -22,19 +22,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-# Test files that read the session's demo logs (`demo_logs`): one xdist group, so that with
-# `pytest -n 2` (scripts/test.sh) the demos are trained once, by one worker.
-DEMO_LOG_FILES = {"test_demos.py", "test_demo_roles.py", "test_main_job.py"}
-
-
-def pytest_collection_modifyitems(items):
-    """Groups tests by file for `--dist loadgroup` (module fixtures such as a tensorboard
-    process start once per file), and the demo-log readers into one group."""
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("demo_logs" if name in DEMO_LOG_FILES else name))
-
-
 @pytest.fixture(scope="session")
 def artifacts_dir():
     """Where browser tests save screenshots for a person to look at (test-artifacts/)."""
