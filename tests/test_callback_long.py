@@ -346,3 +346,46 @@ def test_a_traced_capture_computes_pooled_layers_in_blocks_too():
             np.testing.assert_allclose(weights, expected, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(record.max_logit, full.max_logit, rtol=1e-5)
     assert blocked.supports(sites[0].layer, *[keras.ops.zeros((1, 96, 2, 8))] * 3)
+
+
+class BiasedScoreAttention(keras.layers.MultiHeadAttention):
+    """A user's MultiHeadAttention with its own `_compute_attention` (here its logits doubled
+    through the query): the chunked kernel does not know it, so it is not computed in chunks."""
+
+    def _compute_attention(self, query, key, value, *args, **kwargs):
+        return super()._compute_attention(2.0 * query, key, value, *args, **kwargs)
+
+
+def test_a_subclass_with_its_own_attention_math_keeps_it_when_pooled():
+    # Pooled, such a layer runs its own `_compute_attention` (so its output is its own): the
+    # overview and the max logit come from its scores, not from MultiHeadAttention's math.
+    from tb_attention_plugin.logger import capture
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((96,), dtype="int32")
+    x = keras.layers.Embedding(20, 16)(inputs)
+    layer = BiasedScoreAttention(2, 8, name="biased")
+    x = layer(x, x, use_causal_mask=True)
+    model = keras.Model(inputs, x)
+    probe = np.random.default_rng(0).integers(1, 20, (1, 96)).astype("int32")
+    assert not blocked.supports(layer, *[keras.ops.zeros((1, 96, 2, 8))] * 3)
+    sites, _ = capture.find_attention_layers(model)
+    windows = tuple(encoding.default_windows((1, 2, 96, 96), 8, True))
+    plan = budget.LayerPlan("pooled", (1, 2, 96, 96), 1, 2, True, (8, 8), windows)
+    result = capture.capture_attention(model, probe, sites, {("biased", 0): plan})
+    helpers.assert_unpatched(model)
+    embedded = model.layers[1](probe)
+    _, own = layer(embedded, embedded, use_causal_mask=True, return_attention_scores=True)
+    own = np.asarray(own)
+    assert result.problems == {}
+    record = result.records[0]
+    # Captured by the layer's own method, then pooled: the overview holds its doubled logits.
+    assert record.scores is None and record.shape == (1, 2, 96, 96)
+    causal = np.tril(np.ones((96, 96), bool))
+    means, maxes = encoding.pool(own, (8, 8), causal)
+    np.testing.assert_allclose(record.pooled["means"], means, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(record.pooled["maxes"], maxes, rtol=1e-5, atol=1e-7)
+    query = np.asarray(layer._query_dense(embedded)) / np.sqrt(8)
+    key = np.asarray(layer._key_dense(embedded))
+    logits = np.where(causal, 2.0 * np.einsum("bqhd,bkhd->bhqk", query, key), -np.inf)
+    np.testing.assert_allclose(record.max_logit, logits.max((2, 3)), rtol=1e-5)

@@ -59,15 +59,19 @@ def _static(*tensors):
 def supports(layer, query, key, value):
     """True when `blocked_attention` reproduces this layer's `_compute_attention`.
 
-    `MultiHeadAttention` math (and subclasses that keep it, e.g. keras-hub's
-    `CachedMultiHeadAttention`) or `GroupedQueryAttention`'s: rank-4 projected tensors
+    `MultiHeadAttention` math (and subclasses that keep its `_compute_attention`, e.g.
+    keras-hub's `CachedMultiHeadAttention`) or `GroupedQueryAttention`'s: rank-4 projected tensors
     `[B, T, N, D]` with static shapes, attention over the sequence axis, and the helper
     methods and equations `_HeadsKernel` calls.
     """
     import keras
 
-    if not isinstance(layer, (keras.layers.MultiHeadAttention,
-                              keras.layers.GroupQueryAttention)):
+    stock = (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention)
+    if not isinstance(layer, stock):
+        return False
+    # A subclass with its own `_compute_attention` (a position bias, another score function)
+    # computes something the kernel does not: it keeps its plain attention.
+    if type(layer)._compute_attention not in tuple(c._compute_attention for c in stock):
         return False
     needed = ("_dot_product_equation", "_combine_equation", "_masked_softmax")
     if not all(hasattr(layer, name) for name in needed) or _query_scale(layer) is None:

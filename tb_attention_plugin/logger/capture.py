@@ -57,6 +57,22 @@ class AttentionSite:
         return "AttentionSite(%r, %s)" % (self.path, type(self.layer).__name__)
 
 
+def _attention_parameters(layer, method):
+    """The parameters of a layer's `_compute_attention` (bound `method`), by name.
+
+    A subclass that forwards `*args, **kwargs` to its base is named by the Keras class it
+    derives from, so the arguments Keras passes by position keep their meaning."""
+    import keras
+
+    parameters = inspect.signature(method).parameters
+    if not any(p.kind == p.VAR_POSITIONAL for p in parameters.values()):
+        return parameters
+    for base in (keras.layers.GroupQueryAttention, keras.layers.MultiHeadAttention):
+        if isinstance(layer, base):
+            return dict(list(inspect.signature(base._compute_attention).parameters.items())[1:])
+    return parameters
+
+
 class AttentionRecord:
     """Scores of one call of one attention layer during the probe pass.
 
@@ -433,7 +449,7 @@ class _Patcher:
         from tb_attention_plugin.logger import blocked
 
         layer = site.layer
-        parameters = inspect.signature(original).parameters
+        parameters = _attention_parameters(layer, original)
         takes_flag = "return_attention_scores" in parameters
         # Names of positional parameters after (query, key, value, attention_mask, training).
         later_names = [
