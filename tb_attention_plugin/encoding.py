@@ -572,14 +572,14 @@ def encode_step(
     version = metadata.FORMAT_VERSION if version is None else version
     if version not in ENCODINGS:
         raise ValueError("cannot write format version %r" % (version,))
-    payloads, scales = _encode_payloads(array, mask, version)
+    payloads, scales, lengths = _encode_payloads(array, mask, version)
     if version == 2 and max(len(p) for p in payloads) > payload_bound(tq * tk):
         # Faithful codes of weights spread evenly over [0, scale] (uniform random numbers, not
         # a softmax head) can take more than a byte per value; a payload never exceeds what one
         # byte per value compresses to at worst (size budgets count on it), so such a step is
         # written with version 1's linear codes.
         version = 1
-        payloads, scales = _encode_payloads(array, mask, version)
+        payloads, scales, lengths = _encode_payloads(array, mask, version)
     header = {
         "version": version,
         "shape": [batch, heads, tq, tk],
@@ -592,7 +592,21 @@ def encode_step(
         "image": image_info,
         "reduced": reduced,
     }
+    header.update(payload_checks(payloads, lengths))
     return [_header_blob(header)] + payloads + image_blobs
+
+
+def payload_checks(payloads, lengths):
+    """The header fields that let a reader trust payload blobs without inflating them:
+    `payload_crc32` (CRC-32 of each stored blob, as `zlib.crc32` computes it) and
+    `payload_lengths` (the bytes each inflates to), in blob order from blob 1, like `scales`.
+
+    >>> checks = payload_checks([zlib.compress(b"ab")], [2])
+    >>> checks["payload_crc32"] == [zlib.crc32(zlib.compress(b"ab"))], checks["payload_lengths"]
+    (True, [2])
+    """
+    return {"payload_crc32": [zlib.crc32(p) for p in payloads],
+            "payload_lengths": [int(n) for n in lengths]}
 
 
 def _header_blob(header):
@@ -613,17 +627,69 @@ def payload_bound(values):
 
 
 def _encode_payloads(array, mask, version):
-    payloads, scales = [], []
+    """`(payloads, scales, inflated lengths)` of every head of every example."""
+    payloads, scales, lengths = [], [], []
     for b in range(array.shape[0]):
         for h in range(array.shape[1]):
             codes, scale = quantize(array[b, h], None if mask is None else mask[b, h], version)
-            payloads.append(zlib.compress(pack_codes(codes), 6))
+            raw = pack_codes(codes)
+            payloads.append(zlib.compress(raw, 6))
             scales.append(scale)
-    return payloads, scales
+            lengths.append(len(raw))
+    return payloads, scales, lengths
 
 
 def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a count
+
+
+def _check_payload_checks(header, payloads):
+    """`payload_crc32` and `payload_lengths` are optional (older writers), but both or neither,
+    one entry per payload blob."""
+    crcs, lengths = header.get("payload_crc32"), header.get("payload_lengths")
+    if crcs is None and lengths is None:
+        return
+    for key, values, top in (("payload_crc32", crcs, 0xFFFFFFFF),
+                             ("payload_lengths", lengths, 2 * MAX_VALUES_PER_STEP)):
+        if (not isinstance(values, list) or len(values) != payloads
+                or not all(_is_int(v) and 0 <= v <= top for v in values)):
+            raise FormatError("step header %s must hold %d integers" % (key, payloads))
+
+
+def vouched_length(blob, header, index, shape=None):
+    """The inflated length of payload blob `index` when the header's checksum vouches for it,
+    else None (an older header without checksums, or a blob that differs from what was
+    written). A vouched blob is exactly one plain zlib stream of the right length, as the
+    writer made it: it can be handed on without inflating it (`inflate_raw` checks the rest).
+
+    >>> blobs = encode_step(np.full((1, 1, 2, 2), 0.5, np.float32))
+    >>> header = decode_header(blobs[0])
+    >>> vouched_length(blobs[1], header, 1)  # 4 codes, each with an extension byte
+    8
+    >>> vouched_length(blobs[1] + b"x", header, 1) is None
+    True
+    """
+    crcs = header.get("payload_crc32")
+    if crcs is None or not 1 <= index <= len(crcs):
+        return None
+    if zlib.crc32(blob) != crcs[index - 1] or not is_plain_zlib(blob):
+        return None
+    length = header["payload_lengths"][index - 1]
+    tq, tk = header["shape"][2:] if shape is None else shape
+    cells = tq * tk
+    limit = 2 * cells if header.get("version", 1) >= 2 else cells
+    return length if cells <= length <= limit else None
+
+
+def is_plain_zlib(blob):
+    """True when `blob` starts with a zlib header for deflate without a preset dictionary and
+    has room for the trailer (what `zlib.compress` writes)."""
+    return (
+        len(blob) >= 6
+        and blob[0] & 0x0F == 8  # deflate
+        and (blob[0] << 8 | blob[1]) % 31 == 0
+        and not blob[1] & 0x20  # no preset dictionary
+    )
 
 
 def _check_tokens(header, key, length):
@@ -689,6 +755,7 @@ def decode_header(blob):
         )
     ):
         raise FormatError("step header must hold %d scales in [0, 1]" % (batch * heads * parts))
+    _check_payload_checks(header, len(scales))
     _check_tokens(header, "query_tokens", tq)
     _check_tokens(header, "key_tokens", tk)
     image = header.get("image")
@@ -1108,19 +1175,21 @@ def encode_pooled_step(
     if images is not None:
         image_blobs, image_info = normalize_images(images, batch, tk, image_grid, prefix_tokens)
 
-    payloads, scales = [], []
+    payloads, scales, lengths = [], [], []
+
+    def add(raw, scale):
+        payloads.append(zlib.compress(raw, 6))
+        scales.append(scale)
+        lengths.append(len(raw))
+
     stacked = np.concatenate(planes, axis=2)  # [B, H, 2*nq, nk]: means plane, then maxes plane
     for b in range(batch):
         for h in range(heads):
-            payload, scale = _encode_nan_masked(stacked[b, h], scale_from=planes[1][b, h])
-            payloads.append(payload)
-            scales.append(scale)
+            add(*_nan_masked_codes(stacked[b, h], scale_from=planes[1][b, h]))
     for array in window_arrays:
         for b in range(batch):
             for h in range(heads):
-                payload, scale = _encode_nan_masked(array[b, h])
-                payloads.append(payload)
-                scales.append(scale)
+                add(*_nan_masked_codes(array[b, h]))
     per_part = batch * heads
     header = {
         "version": 2,
@@ -1138,6 +1207,7 @@ def encode_pooled_step(
         "image": image_info,
         "reduced": reduced,
     }
+    header.update(payload_checks(payloads, lengths))
     return [_header_blob(header)] + payloads + image_blobs
 
 
@@ -1162,6 +1232,12 @@ def _check_probabilities(array, label):
 
 def _encode_nan_masked(matrix, scale_from=None):
     """`(zlib payload, scale)` of a float32 matrix in faithful codes, NaN = masked."""
+    raw, scale = _nan_masked_codes(matrix, scale_from)
+    return zlib.compress(raw, 6), scale
+
+
+def _nan_masked_codes(matrix, scale_from=None):
+    """`(packed faithful codes, scale)` of a float32 matrix, NaN = masked (`pack_codes`)."""
     attended = ~np.isnan(matrix)
     source = matrix if scale_from is None else scale_from
     scale_values = source[~np.isnan(source)]
@@ -1171,7 +1247,7 @@ def _encode_nan_masked(matrix, scale_from=None):
         codes = _v2_codes(filled, scale, masked=~attended)
     else:
         codes = np.where(attended, 0, V2_MASKED).astype(np.uint16)
-    return zlib.compress(pack_codes(codes), 6), float(scale)
+    return pack_codes(codes), float(scale)
 
 
 def is_pooled(header):

@@ -21,6 +21,12 @@ PREFIX = "/data/plugin/attention"
 
 def production_plugin(logdir):
     """An `AttentionPlugin` over `logdir`, loaded as `tensorboard` with no flags would."""
+    return production_plugin_and_multiplexer(logdir)[0]
+
+
+def production_plugin_and_multiplexer(logdir):
+    """`(plugin, multiplexer)`: `production_plugin` and the multiplexer it reads, for tests
+    that write more and `multiplexer.Reload()` as TensorBoard's reload thread does."""
     flags = argparse.Namespace(samples_per_plugin={})
     loader.AttentionLoader().fix_flags(flags)
     tensor_size_guidance = dict(data_ingester.DEFAULT_TENSOR_SIZE_GUIDANCE)
@@ -36,7 +42,7 @@ def production_plugin(logdir):
         logdir=str(logdir),
         sampling_hints=flags.samples_per_plugin,
     )
-    return loader.AttentionLoader().load(context)
+    return loader.AttentionLoader().load(context), multiplexer
 
 
 def wsgi_client(plugin):

@@ -45,6 +45,11 @@ def header_with(**changes):
         (header_with(key_tokens=[[1, 2, 3, 4, 5, 6]] * 2), "key_tokens must hold strings"),
         (header_with(image={"grid": [2, 2], "prefix_tokens": 1}), "image grid"),
         (header_with(image="yes"), "image must be an object"),
+        (header_with(payload_crc32=[1] * 5), "payload_crc32 must hold 6 integers"),
+        (header_with(payload_crc32=[-1] * 6), "payload_crc32 must hold 6 integers"),
+        (header_with(payload_crc32=[1 << 32] * 6), "payload_crc32 must hold 6 integers"),
+        (header_with(payload_lengths=[True] * 6), "payload_lengths must hold 6 integers"),
+        (header_with(payload_lengths=None), "payload_lengths must hold 6 integers"),
     ],
 )
 def test_malformed_headers_are_rejected(blob, words):

@@ -30,7 +30,8 @@ JSON_VALUES = st.recursive(
 )
 FIELDS = st.sampled_from(sorted(GOOD) + ["image.grid", "image.prefix_tokens", "image.width",
                                          "shape.0", "shape.3", "scales.0", "query_tokens.0",
-                                         "key_tokens.1.4", "extra"])
+                                         "key_tokens.1.4", "payload_crc32.0",
+                                         "payload_lengths.5", "extra"])
 # Values near the valid ones hit the checks' edges more often than arbitrary JSON.
 NEAR = st.sampled_from([0, 1, 2, 3, 4, 5, -1, True, False, 1.0, 2.5, 0.5, 1e308, float("nan"),
                         [2, 2], [True, True], [4, 1], [1, 4], [0, 5], [-2, -2], [2.0, 2.0], "2", None,
@@ -60,6 +61,11 @@ def check_usable(header):
     batch, heads, tq, tk = header["shape"]
     assert all(type(n) is int and n > 0 for n in header["shape"])
     assert len(header["scales"]) == batch * heads
+    for key in ("payload_crc32", "payload_lengths"):  # optional: both or neither
+        values = header.get(key)
+        assert (values is None) == (header.get("payload_crc32") is None)
+        assert values is None or (len(values) == batch * heads
+                                  and all(type(v) is int and v >= 0 for v in values))
     indexes = {encoding.payload_index(header, b, h) for b in range(batch) for h in range(heads)}
     assert indexes == set(range(1, 1 + batch * heads))
     for key, length in (("query_tokens", tq), ("key_tokens", tk)):

@@ -52,6 +52,30 @@ def test_every_writer_writes_version_2():
     assert metadata.SUPPORTED_VERSIONS == {1, 2}
 
 
+def test_every_step_records_each_payloads_checksum_and_length():
+    # What lets the server answer a head without inflating its payload (docs/format.md).
+    weights, mask = attention_head("causal", 128, seed=2)
+    full = encoding.encode_step(np.stack([weights, weights.T])[np.newaxis], version=2)
+    old_codes = encoding.encode_step(weights, mask=mask, version=1)
+    means, maxes = encoding.pool(weights[np.newaxis, np.newaxis], 16, mask)
+    window = np.where(mask, weights, np.nan)[np.newaxis, np.newaxis, 112:, :]
+    pooled = encoding.encode_pooled_step((1, 1, 128, 128), 16, means, maxes,
+                                         [("last_queries", (112, 128), (0, 128), window)])
+    for blobs in (full, old_codes, pooled):
+        header = encoding.decode_header(blobs[0])
+        payloads = blobs[1:1 + len(header["scales"])]
+        assert header["payload_crc32"] == [zlib.crc32(p) for p in payloads]
+        assert header["payload_lengths"] == [len(zlib.decompress(p)) for p in payloads]
+    header = encoding.decode_header(full[0])
+    assert [encoding.vouched_length(p, header, i) for i, p in enumerate(full[1:], 1)] == \
+        header["payload_lengths"]
+    flipped = full[1][:30] + bytes([full[1][30] ^ 1]) + full[1][31:]
+    assert encoding.vouched_length(flipped, header, 1) is None  # then it is inflated to check
+    assert encoding.vouched_length(full[1], header, 2) is None  # another head's checksum
+    unchecked = {k: v for k, v in header.items() if not k.startswith("payload_")}
+    assert encoding.vouched_length(full[1], unchecked, 1) is None  # an older writer's step
+
+
 def test_levels_meet_both_bounds_everywhere():
     """Every x in [1e-6, 1] of the scale rounds to a level within 2.79% and 1/508."""
     x = np.geomspace(1e-6, 1, 400_000).astype(np.float32)

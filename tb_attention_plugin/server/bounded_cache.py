@@ -57,6 +57,12 @@ class LRUCache:
                 _, (_, evicted_size) = self._entries.popitem(last=False)
                 self._bytes -= evicted_size
 
+    def remove_where(self, predicate):
+        """Drops every entry whose key satisfies `predicate(key)`."""
+        with self._lock:
+            for key in [k for k in self._entries if predicate(k)]:
+                self._bytes -= self._entries.pop(key)[1]
+
     def __len__(self):
         with self._lock:
             return len(self._entries)

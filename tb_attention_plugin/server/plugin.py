@@ -143,7 +143,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
         def build():  # the header is cached by the reader: no answer cache needed
             header = self._reader.header(ctx, eid, run, tag, datum)
             body = {"step": step, "wall_time": datum.wall_time, "layout": "full"}
-            hidden = ("scales", "version", "encoding", "blobs")
+            hidden = ("scales", "version", "encoding", "blobs", "payload_crc32",
+                      "payload_lengths")
             body.update((k, v) for k, v in header.items() if k not in hidden)
             return body, None
 
@@ -174,21 +175,25 @@ class AttentionPlugin(base_plugin.TBPlugin):
         )
 
     def _head_body(self, ctx, eid, run, tag, datum, example, head, coding, window=None):
-        # The payload is always inflated first, whatever the coding: that is what finds a
-        # corrupt payload and answers 404 with a message instead of a stream the browser fails
-        # to decode.
-        # Served from the stored bytes as they are: nothing is unpacked per value.
-        part = self._reader.stored_part(ctx, eid, run, tag, datum, example, head, window)
+        # Served from the stored bytes as they are: nothing is unpacked per value. A payload
+        # is checked before any answer: by the CRC-32 the step header records for it (a deflate
+        # answer then needs no inflating), else by inflating it. A corrupt one answers 404 with
+        # a message instead of a stream the browser fails to decode.
+        part = self._reader.stored_part(ctx, eid, run, tag, datum, example, head, window,
+                                        inflate=coding != "deflate")
         dtype = wire_format.stored_dtype(part.faithful, part.planes)
         shape = (part.rows, part.cols, part.scale)
-        if coding is None or len(part.raw) < GZIP_MIN_BYTES:
+        if part.raw is None:  # vouched for by its checksum: a plain zlib stream as written
+            return wire_format.deflate_codes_from_zlib(
+                *shape, part.stream, dtype, part.length), "deflate"
+        if coding is None or part.length < GZIP_MIN_BYTES:
             return wire_format.encode_stored(part.raw, *shape, dtype), None
         if coding == "gzip":
             return wire_format.gzip_stored(part.raw, *shape, dtype, part.stream), "gzip"
         if part.stream is not None:
             try:
                 return wire_format.deflate_codes_from_zlib(
-                    *shape, part.stream, dtype, len(part.raw)
+                    *shape, part.stream, dtype, part.length
                 ), "deflate"
             except wire_format.WireError:
                 pass

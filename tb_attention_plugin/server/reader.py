@@ -19,6 +19,7 @@ header, codes, scale, stream = reader.header_and_head(
 import concurrent.futures
 import dataclasses
 import threading
+import time
 
 from tensorboard import errors as tb_errors
 from tensorboard.backend.event_processing import data_provider as multiplexer_provider
@@ -41,6 +42,11 @@ _CONCURRENT_READS = 8
 # Header reads in flight at once when `/steps` prefetches the headers of a tag's steps: all of
 # them share one such wait on the Rust data server.
 _PREFETCH_READS = 32
+# A step's blobs are looked up in a listing of its tag at most this old: the tab asks for a
+# step's header and heads in bursts, and each listing is a call to the data provider (a gRPC
+# round trip to the Rust data server). A step missing from it is looked up in a new listing,
+# and `/steps` and `/runs` always list afresh, so new steps show at once.
+DATUM_LISTING_SECONDS = 1.0
 # Decoded headers kept: long token lists make a header of a 8192-token step about 1 MB in memory.
 HEADER_CACHE_BYTES = 128 * 1024 * 1024
 # Most headers one `/steps` prefetches (the newest ones; the tab lists 100 steps by default).
@@ -56,7 +62,10 @@ class StoredPart:
     """One head's stored part as `/matrix` serves it (`AttentionReader.stored_part`)."""
 
     header: dict
-    raw: bytes  # the inflated stored bytes, checked (v1 codes, or v2 primary + extension bytes)
+    # The inflated stored bytes, checked (v1 codes, or v2 primary + extension bytes); None when
+    # `stored_part(inflate=False)` found the payload vouched for by the header's checksum.
+    raw: bytes
+    length: int  # of the inflated stored bytes
     rows: int  # of one plane: Tq, a window's rows, or nq for an overview
     cols: int
     planes: int  # 2 for a pooled step's overview (means rows, then maxes rows), else 1
@@ -155,6 +164,11 @@ class AttentionReader:
                 return None, str(e)
 
         run_tags = [(run, tag) for run in sorted(listing) for tag in sorted(listing[run])]
+        # A tag this listing no longer holds (its run was deleted) is not served from an older
+        # listing either (`datum`).
+        listed = set(run_tags)
+        self._indexes.remove_where(
+            lambda key: key[0] == experiment_id and (key[1], key[2]) not in listed)
         headers = self._map(lambda run_tag: newest_header(*run_tag), run_tags)
         summaries = []
         for (run, tag), (header, error) in zip(run_tags, headers):
@@ -245,6 +259,11 @@ class AttentionReader:
 
     def datum(self, ctx, experiment_id, run, tag, step):
         """Returns the `BlobSequenceDatum` of one step; `NotFound` if it is not retained."""
+        cached = self._indexes.get((experiment_id, run, tag))
+        if cached is not None and time.monotonic() - cached[2] < DATUM_LISTING_SECONDS:
+            found = cached[1][0].get(step)
+            if found is not None:
+                return found
         by_step = self._index(ctx, experiment_id, run, tag)[0]
         if step not in by_step:
             raise NotFound(
@@ -341,7 +360,8 @@ class AttentionReader:
             payload = self._read(ctx, datum, index)
         return header, payload
 
-    def stored_part(self, ctx, experiment_id, run, tag, datum, example, head, window=None):
+    def stored_part(self, ctx, experiment_id, run, tag, datum, example, head, window=None,
+                    inflate=True):
         """The stored bytes of one head's part, checked but not unpacked: what `/matrix` serves.
 
         `window=None` is the head's payload (full step) or its overview (pooled step: codes of
@@ -349,7 +369,9 @@ class AttentionReader:
         step (`NotFound` naming the windows there are, or saying the step is stored in full).
         Returns a `StoredPart`; its `raw` bytes passed every
         check `encoding.inflate_raw` makes (a corrupt payload is `Unreadable` here, before any
-        answer is sent), without building per-value arrays.
+        answer is sent), without building per-value arrays. With `inflate=False` a payload
+        whose CRC-32 and length the step header records (`encoding.vouched_length`) is not
+        inflated at all: `raw` is None and `stream` the payload, byte for byte as written.
         """
         if window is None:
             try:
@@ -364,6 +386,14 @@ class AttentionReader:
             index, shape = self._part_index(run, tag, datum, header, example, head, window)
             planes = 2 if window is None else 1
             payload = self._read(ctx, datum, index)
+        rows, cols = header["shape"][2:] if shape is None else shape
+        facts = dict(header=header, rows=rows // planes, cols=cols, planes=planes,
+                     scale=header["scales"][index - 1],
+                     faithful=header.get("version", 1) >= 2)
+        if not inflate:
+            length = encoding.vouched_length(payload, header, index, shape)
+            if length is not None:
+                return StoredPart(raw=None, length=length, stream=payload, **facts)
         try:
             raw, whole = encoding.inflate_raw(payload, header, shape=shape)
         except encoding.FormatError as e:
@@ -373,12 +403,7 @@ class AttentionReader:
                 "run %r tag %r step %d example %d head %d%s cannot be read: %s"
                 % (run, tag, datum.step, example, head, part, e)
             ) from None
-        rows, cols = header["shape"][2:] if shape is None else shape
-        return StoredPart(
-            header=header, raw=raw, rows=rows // planes, cols=cols, planes=planes,
-            scale=header["scales"][index - 1], faithful=header.get("version", 1) >= 2,
-            stream=payload if whole else None,
-        )
+        return StoredPart(raw=raw, length=len(raw), stream=payload if whole else None, **facts)
 
     def _decode_head(self, run, tag, datum, header, example, head, payload):
         """`(codes, scale, whole)`; see `encoding.inflate_codes`."""
@@ -530,12 +555,15 @@ class AttentionReader:
             raise Unreadable("run %r tag %r: %s" % (run, tag, error))
         signature = (series.max_step, series.max_wall_time, series.max_length)
         key = (experiment_id, run, tag)
+        listed_at = time.monotonic()
         cached = self._indexes.get(key)
         if cached is not None and cached[0] == signature:
+            self._indexes.put(key, (signature, cached[1], listed_at))
             return cached[1]
         with self._index_lock:  # one rebuild at a time: the frontend fires requests in bursts
             cached = self._indexes.get(key)
             if cached is not None and cached[0] == signature:
+                self._indexes.put(key, (signature, cached[1], listed_at))
                 return cached[1]
             sequences = self._provider.read_blob_sequences(
                 ctx,
@@ -546,7 +574,7 @@ class AttentionReader:
             )
             datums = sorted(sequences.get(run, {}).get(tag) or [], key=lambda d: d.step)
             index = ({d.step: d for d in datums}, datums)
-            self._indexes.put(key, (signature, index))
+            self._indexes.put(key, (signature, index, listed_at))
             return index
 
 

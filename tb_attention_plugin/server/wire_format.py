@@ -156,7 +156,7 @@ def gzip_stored(raw, rows, cols, scale, dtype, zlib_payload):
     (exactly `zlib.compress(raw)`, checksum verified): a CRC-32 over `raw`, no recompression."""
     header = _header(dtype, rows, cols, scale)
     payload = bytes(zlib_payload or b"")
-    if not _is_plain_zlib(payload):
+    if not encoding.is_plain_zlib(payload):
         return gzip.compress(header + bytes(raw), compresslevel=1, mtime=0)
     stored_block = b"\x00" + struct.pack("<HH", len(header), len(header) ^ 0xFFFF) + header
     crc = zlib.crc32(raw, zlib.crc32(header))
@@ -263,8 +263,8 @@ def deflate_codes_from_zlib(rows, cols, scale, zlib_payload, dtype=DTYPE_CODES, 
     >>> zlib.decompress(body) == encode_codes(codes, 0.5)
     True
     """
-    payload = bytes(zlib_payload)
-    if not _is_plain_zlib(payload):
+    payload = zlib_payload
+    if not encoding.is_plain_zlib(payload):
         raise WireError("payload is not a plain zlib stream")
     header = _header(dtype, rows, cols, scale)
     stored_block = b"\x00" + struct.pack("<HH", len(header), len(header) ^ 0xFFFF) + header
@@ -272,17 +272,9 @@ def deflate_codes_from_zlib(rows, cols, scale, zlib_payload, dtype=DTYPE_CODES, 
         zlib.adler32(header), struct.unpack(">I", payload[-4:])[0],
         rows * cols if length is None else length,
     )
-    return payload[:2] + stored_block + payload[2:-4] + struct.pack(">I", checksum)
-
-
-def _is_plain_zlib(payload):
-    """A zlib header for deflate without a preset dictionary, room for a trailer."""
-    return (
-        len(payload) >= 6
-        and payload[0] & 0x0F == 8  # deflate
-        and (payload[0] << 8 | payload[1]) % 31 == 0
-        and not payload[1] & 0x20  # no preset dictionary
-    )
+    # One copy of the deflate blocks (a slice and a concatenation would make two).
+    return b"".join((payload[:2], stored_block, memoryview(payload)[2:-4],
+                     struct.pack(">I", checksum)))
 
 
 _ADLER_BASE = 65521
