@@ -17,6 +17,11 @@ for the Rust data server (default) and the Python reader (`--load_fast=false`), 
 - `head (cached)`: the same requests again (the plugin's LRU answer cache);
 - `mean (cold)`: `/matrix?...&head=mean` (reads and decodes all 12 heads of the step).
 
+Then the CPU time the `tensorboard` process tree (with `rustboard`) spends per request, from
+`/proc`, in batches of 10 requests (CPU ticks are 10 ms): PNGs, cold heads (head 0 of the same
+steps, never asked before) and the same heads again (cached). A loaded machine stretches
+latencies far more than CPU time, so these ratios are the steadier ones.
+
 Prints median latencies and the ratio to `images`, both readers side by side. Requests send
 `Accept-Encoding: gzip, deflate`, as every browser does (at least).
 
@@ -175,11 +180,56 @@ def measure(logdir, flags, layers, steps, requests):
         results["matrix bytes (compressed)"] = cold[0][2]
         results["head (cached)"] = [get(matrix_url(base, s, h))[0] for s, h in pairs]
         results["mean (cold)"] = [get(matrix_url(base, s, "mean"))[0] for s in chosen[:10]]
+        results.update(cpu_per_request(base, image_urls, [matrix_url(base, s, 0) for s in chosen]))
         plain = get_plain(matrix_url(base, pairs[0][0], pairs[0][1]))
         assert cold[0][1] == plain  # the compressed answer decodes to exactly the plain one
         check = wire_format.decode(plain)
         assert (check.rows, check.cols) == (SIZE, SIZE)
     return results
+
+
+def process_tree(port):
+    """PIDs of the tensorboard serving `port` and of its children (the Rust data server)."""
+    flag = ("--port=%d" % port).encode()
+    parents = {}
+    server = None
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = open("/proc/%s/cmdline" % entry, "rb").read().split(b"\0")
+            stat = open("/proc/%s/stat" % entry).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat[1])
+        if flag in cmdline and b"tensorboard.main" in cmdline:
+            server = int(entry)
+    return [server] + [pid for pid, parent in parents.items() if parent == server]
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(base, image_urls, cold_urls, batch=10):
+    """Mean CPU seconds of the server per request: PNGs, cold heads, the same heads cached."""
+    pids = process_tree(urllib.parse.urlparse(base).port)
+    spent = {"cpu: images": [], "cpu: head (cold)": [], "cpu: head (cached)": []}
+    for start in range(0, len(cold_urls) - batch + 1, batch):
+        for key, urls in (("cpu: images", image_urls), ("cpu: head (cold)", cold_urls),
+                          ("cpu: head (cached)", cold_urls)):
+            before = cpu_seconds(pids)
+            for url in urls[start:start + batch]:
+                get(url)
+            spent[key].append((cpu_seconds(pids) - before) / batch)
+    return spent
 
 
 def interleaved(first_urls, second_urls):
@@ -242,6 +292,14 @@ def main():
             median = statistics.median(results[name][key]) * 1000
             ratio = median / (statistics.median(results[name]["images"]) * 1000)
             cells.append("%9.2f ms  %6.2fx images" % (median, ratio))
+        print("%-26s" % key + "".join("%28s" % c for c in cells))
+    print("%-26s" % "mean server CPU / request" + "".join("%28s" % n for n in names))
+    for key in ("cpu: images", "cpu: head (cold)", "cpu: head (cached)"):
+        cells = []
+        for name in names:
+            mean = statistics.mean(results[name][key]) * 1000
+            ratio = mean / (statistics.mean(results[name]["cpu: images"]) * 1000)
+            cells.append("%9.2f ms  %6.2fx images" % (mean, ratio))
         print("%-26s" % key + "".join("%28s" % c for c in cells))
     for key in ("png bytes", "small png bytes", "matrix bytes (compressed)", "load (s)"):
         print("%-26s" % key + "".join("%28.1f" % results[n][key] for n in names))

@@ -170,6 +170,11 @@ def serving_and_memory_rows(layers, steps, requests):
                 row("serve the same head again, plugin LRU (%s)" % reader, _ms(cached),
                     _ms(images) + " (512x512 PNG)", cached / images, "-"),
             ]
+            cpu = {key: statistics.mean(results["cpu: " + key])
+                   for key in ("images", "head (cold)")}
+            rows.append(row("server CPU per cold head vs per 512x512 PNG (%s)" % reader,
+                            _ms(cpu["head (cold)"]), _ms(cpu["images"]),
+                            cpu["head (cold)"] / cpu["images"], "-"))
         memory = bench_memory.measure(with_attention, without_attention, layers, steps)
         bench_memory.print_results(memory)
         for reader, r in memory.items():
