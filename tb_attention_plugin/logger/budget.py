@@ -58,7 +58,9 @@ DEFAULT_BYTES_PER_STEP = 4 * 2**20
 MIN_BYTES_PER_STEP = 64 * 1024
 # Per tag: event and record framing, summary metadata, the header's fixed fields.
 _TAG_OVERHEAD = 2048
-_BLOB_OVERHEAD = 32  # per blob: its length prefix in the tensor proto, a scale in the header
+# Per blob: its length prefix in the tensor proto (6), and in the header its scale (a float's
+# repr, 23), CRC-32 (11) and inflated length (10), with their commas.
+_BLOB_OVERHEAD = 56
 _IMAGE_OVERHEAD = 64  # per image: its PNG chunks and length prefix
 _SCALAR_BYTES = 160  # one statistics scalar event, its tag included
 _NOTE_ALLOWANCE = 1024  # bytes of the reduction note counted per layer while planning
