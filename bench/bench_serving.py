@@ -251,6 +251,18 @@ def get_plain(url):
         return response.read()
 
 
+def print_ratios(title, results, names, average, baseline, keys):
+    """One row per key: `average` of its samples per reader, in ms and as a ratio."""
+    print("%-26s" % title + "".join("%28s" % n for n in names))
+    for key in keys:
+        cells = []
+        for name in names:
+            value = average(results[name][key]) * 1000
+            ratio = value / (average(results[name][baseline]) * 1000)
+            cells.append("%9.2f ms  %6.2fx images" % (value, ratio))
+        print("%-26s" % key + "".join("%28s" % c for c in cells))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=12)
@@ -283,24 +295,12 @@ def main():
 
     names = list(readers)
     print()
-    print("%-26s" % "median latency" + "".join("%28s" % n for n in names))
-    for key in ("images", "images, 128x128 PNG", "runs, cold (all layers)", "steps (index build)",
-                "head (cold)", "first head (index build)", "head (cold, no /steps)",
-                "head (cached)", "mean (cold)"):
-        cells = []
-        for name in names:
-            median = statistics.median(results[name][key]) * 1000
-            ratio = median / (statistics.median(results[name]["images"]) * 1000)
-            cells.append("%9.2f ms  %6.2fx images" % (median, ratio))
-        print("%-26s" % key + "".join("%28s" % c for c in cells))
-    print("%-26s" % "mean server CPU / request" + "".join("%28s" % n for n in names))
-    for key in ("cpu: images", "cpu: head (cold)", "cpu: head (cached)"):
-        cells = []
-        for name in names:
-            mean = statistics.mean(results[name][key]) * 1000
-            ratio = mean / (statistics.mean(results[name]["cpu: images"]) * 1000)
-            cells.append("%9.2f ms  %6.2fx images" % (mean, ratio))
-        print("%-26s" % key + "".join("%28s" % c for c in cells))
+    print_ratios("median latency", results, names, statistics.median, "images", (
+        "images", "images, 128x128 PNG", "runs, cold (all layers)", "steps (index build)",
+        "head (cold)", "first head (index build)", "head (cold, no /steps)", "head (cached)",
+        "mean (cold)"))
+    print_ratios("mean server CPU / request", results, names, statistics.mean, "cpu: images",
+                 ("cpu: images", "cpu: head (cold)", "cpu: head (cached)"))
     for key in ("png bytes", "small png bytes", "matrix bytes (compressed)", "load (s)"):
         print("%-26s" % key + "".join("%28.1f" % results[n][key] for n in names))
     print(
