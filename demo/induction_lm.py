@@ -77,6 +77,7 @@ tensorboard --logdir logs   # Attention tab: layer_0 then layer_1 of run inducti
 
 import os
 import pathlib
+import time
 
 import keras
 import numpy as np
@@ -88,14 +89,21 @@ from demo import training
 PAD = 0  # reserved id: never drawn, so the probe and the data share the vocabulary
 
 SIZES = {
-    # length: training tokens per sequence; spans of min_period..max_period tokens recur;
-    # repeat: L of the induction probe (2 L tokens). train_size / batch_size optimizer steps.
-    "full": dict(length=64, vocab_size=64, width=64, heads=2, min_period=4, max_period=16,
-                 repeat=16, train_size=25600, batch_size=32, epochs=1, update_freq=25),
-    "small": dict(length=64, vocab_size=64, width=64, heads=2, min_period=4, max_period=16,
-                  repeat=16, train_size=15360, batch_size=32, epochs=1, update_freq=25),
+    # Two stages of training, in this order: `short_steps` batches of `batch_size` x `length`
+    # tokens whose spans of min_period..max_period tokens recur (the heads form here), then
+    # `long_steps` batches of `long_batch` x `long_length` tokens with spans of up to
+    # `long_max_period` tokens (the heads learn to work at every distance up to the probe's).
+    # repeat: L of the displayed induction probe (2 L tokens, stored pooled).
+    "full": dict(length=64, vocab_size=576, width=64, heads=2, min_period=4, max_period=16,
+                 short_steps=480, batch_size=32, long_length=1024, long_max_period=512,
+                 long_steps=80, long_batch=2, repeat=512, epochs=1, update_freq=20),
+    "small": dict(length=64, vocab_size=576, width=64, heads=2, min_period=4, max_period=16,
+                  short_steps=360, batch_size=32, long_length=1024, long_max_period=512,
+                  long_steps=40, long_batch=2, repeat=512, epochs=1, update_freq=20),
 }
-HEALTH_PROBE_SIZE = 64  # induction-probe sequences the head-health measures average over
+HEALTH_PROBE_SIZE = 8  # induction-probe sequences (2 L tokens each) the head-health measures use
+ROTARY_PERIODS = (2, 3, 5, 7, 11, 13, 17, 19)  # positions, per rotated pair of dimensions
+LOG_LENGTH = 64  # queries at position i are scaled by log(i + 1) / log(LOG_LENGTH)
 
 
 def vocabulary(size):
@@ -134,41 +142,88 @@ def make_sequences(count, length, vocab_size, min_period, seed=0, max_period=Non
     return rows
 
 
-def sinusoidal_positions(length, width):
-    """The fixed sinusoidal position encoding of Vaswani et al. (2017): `[length, width]`."""
-    positions = np.arange(length)[:, None]
-    rates = 1.0 / np.power(10000.0, np.arange(0, width, 2) / width)
-    table = np.zeros((length, width), np.float32)
-    table[:, 0::2] = np.sin(positions * rates)
-    table[:, 1::2] = np.cos(positions * rates)
-    return table
+@keras.saving.register_keras_serializable(package="tb_attention_demo")
+class RotaryAttention(keras.layers.MultiHeadAttention):
+    """`MultiHeadAttention` with rotary positions on part of each head and log-length scaling.
+
+    Only `call` differs from Keras' layer: it projects with the layer's own `_query_dense` /
+    `_key_dense` / `_value_dense`, rotates the first `rotary_dims` dimensions of every query
+    and key by position (Su et al. 2021, RoPE: pair `p` turns by `2 pi / periods[p]` per
+    position), multiplies the query at position `i` by `log(i + 1) / log(log_length)` (as
+    Qwen's "logn" attention: softmax stays as sharp with 1000 keys as with 64), then calls
+    Keras' own `_compute_attention` and `_output_dense`. The other dimensions are not rotated:
+    they match content at any distance (the induction head's job); the rotated ones see only
+    relative positions (the previous-token head's job), so the layer takes any length.
+    Keeping `_compute_attention` lets `AttentionLogger` compute the layer in query chunks when
+    it is pooled (tb_attention_plugin/logger/blocked.py).
+
+    Example:
+
+    >>> layer = RotaryAttention(2, 32, rotary_dims=16)
+    >>> x = np.zeros((1, 5, 64), "float32")
+    >>> tuple(layer(x, x, use_causal_mask=True).shape)
+    (1, 5, 64)
+    """
+
+    def __init__(self, num_heads, key_dim, rotary_dims=16, periods=ROTARY_PERIODS,
+                 log_length=LOG_LENGTH, **kwargs):
+        super().__init__(num_heads, key_dim, **kwargs)
+        if rotary_dims % 2 or rotary_dims > key_dim or len(periods) < rotary_dims // 2:
+            raise ValueError("rotary_dims must be even, at most key_dim, with a period per pair")
+        self.rotary_dims, self.periods = rotary_dims, tuple(periods)[: rotary_dims // 2]
+        self.log_length = log_length
+
+    def _rotate(self, x):
+        half = self.rotary_dims // 2
+        rates = ops.convert_to_tensor((2 * np.pi / np.array(self.periods)).astype(np.float32))
+        angles = ops.cast(ops.arange(ops.shape(x)[1]), "float32")[:, None] * rates[None]
+        cos, sin = ops.cos(angles)[None, :, None, :], ops.sin(angles)[None, :, None, :]
+        a, b, rest = x[..., :half], x[..., half:self.rotary_dims], x[..., self.rotary_dims:]
+        return ops.concatenate([a * cos - b * sin, a * sin + b * cos, rest], axis=-1)
+
+    def call(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None,
+             attention_mask=None, return_attention_scores=False, training=None,
+             use_causal_mask=False):
+        key = value if key is None else key
+        mask = self._compute_attention_mask(
+            query, value, query_mask=query_mask, value_mask=value_mask, key_mask=key_mask,
+            attention_mask=attention_mask, use_causal_mask=use_causal_mask)
+        q = self._rotate(self._query_dense(query))
+        positions = ops.cast(ops.arange(ops.shape(q)[1]), "float32")
+        q = q * (ops.log(positions + 1.0) / np.log(self.log_length))[None, :, None, None]
+        k = self._rotate(self._key_dense(key))
+        v = self._value_dense(value)
+        output, scores = self._compute_attention(q, k, v, mask, training,
+                                                 return_attention_scores)
+        output = self._output_dense(output)
+        return (output, scores) if return_attention_scores else output
+
+    def get_config(self):
+        return {**super().get_config(), "rotary_dims": self.rotary_dims,
+                "periods": list(self.periods), "log_length": self.log_length}
 
 
 @keras.saving.register_keras_serializable(package="tb_attention_demo")
-class TokensAndSinusoids(keras.layers.Layer):
-    """Token embedding plus the fixed sinusoidal position encoding."""
+class Tokens(keras.layers.Layer):
+    """The token embedding (positions enter in the attention layers: `RotaryAttention`)."""
 
-    def __init__(self, vocab_size, length, width, **kwargs):
+    def __init__(self, vocab_size, width, **kwargs):
         super().__init__(**kwargs)
-        self.vocab_size, self.length, self.width = vocab_size, length, width
-        # Unit-variance token vectors: as large as the position encoding, so that after the
-        # layer norm a token is as visible as its position (Keras' default initialiser, uniform
-        # +-0.05, leaves tokens at a few percent of the norm and the induction head forms later).
+        self.vocab_size, self.width = vocab_size, width
+        # Unit-variance token vectors (Keras' default initialiser, uniform +-0.05, leaves
+        # tokens at a few percent of the norm and the induction head forms later).
         self.tokens = keras.layers.Embedding(
             vocab_size, width, embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),
             name="tokens")
-        self.table = sinusoidal_positions(length, width)
 
     def build(self, ids_shape):
         self.tokens.build(ids_shape)
 
     def call(self, ids):
-        count = ops.shape(ids)[-1]
-        return self.tokens(ids) + ops.convert_to_tensor(self.table)[None, :count]
+        return self.tokens(ids)
 
     def get_config(self):
-        return {**super().get_config(), "vocab_size": self.vocab_size, "length": self.length,
-                "width": self.width}
+        return {**super().get_config(), "vocab_size": self.vocab_size, "width": self.width}
 
 
 @keras.saving.register_keras_serializable(package="tb_attention_demo")
@@ -179,9 +234,7 @@ class CausalBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.width, self.heads = width, heads
         self.norm = keras.layers.LayerNormalization(name="norm")
-        self.self_attention = keras.layers.MultiHeadAttention(
-            heads, width // heads, name="self_attention"
-        )
+        self.self_attention = RotaryAttention(heads, width // heads, name="self_attention")
 
     def build(self, x_shape):
         self.norm.build(x_shape)
@@ -195,15 +248,38 @@ class CausalBlock(keras.layers.Layer):
         return {**super().get_config(), "width": self.width, "heads": self.heads}
 
 
-def build_model(vocab_size, length, width=64, heads=4, layers=2):
-    """The causal language model: ids `[batch, length]` -> next-token logits."""
-    ids = keras.Input((None,), dtype="int32", name="ids")  # any length up to `length`
-    x = TokensAndSinusoids(vocab_size, length, width, name="embedding")(ids)
+def build_model(vocab_size, width=64, heads=2, layers=2):
+    """The causal language model: ids `[batch, length]` (any length) -> next-token logits."""
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    x = Tokens(vocab_size, width, name="embedding")(ids)
     for i in range(layers):
         x = CausalBlock(width, heads, name="layer_%d" % i)(x)
     x = keras.layers.LayerNormalization(name="final_norm")(x)
     logits = keras.layers.Dense(vocab_size, name="logits")(x)
     return keras.Model(ids, logits, name="induction_lm")
+
+
+def schedule(settings, seed):
+    """The two training stages as one `tf.data.Dataset` of `(inputs, targets)` batches, in
+    order: `short_steps` batches of short rows, then `long_steps` batches of long rows (one
+    dataset of unknown length, so that one `fit` and one `AttentionLogger` see every step)."""
+    import tensorflow as tf
+
+    short = make_sequences(
+        settings["short_steps"] * settings["batch_size"], settings["length"],
+        settings["vocab_size"], settings["min_period"], seed, max_period=settings["max_period"])
+    long = make_sequences(
+        settings["long_steps"] * settings["long_batch"], settings["long_length"],
+        settings["vocab_size"], settings["min_period"], seed + 2,
+        max_period=settings["long_max_period"])
+
+    def batches():
+        for rows, size in ((short, settings["batch_size"]), (long, settings["long_batch"])):
+            for start in range(0, len(rows), size):
+                yield rows[start:start + size, :-1], rows[start:start + size, 1:]
+
+    spec = tf.TensorSpec((None, None), tf.int32)
+    return tf.data.Dataset.from_generator(batches, output_signature=(spec, spec))
 
 
 def probe_batch(settings, count, seed=0):
@@ -226,35 +302,33 @@ def train(logdir, run_name="induction_lm", epochs=None, small=False, learning_ra
     """
     settings = training.sized_settings(SIZES, small, epochs)
     keras.utils.set_random_seed(seed)
-    length, vocab_size = settings["length"], settings["vocab_size"]
-    rows, heldout = (
-        make_sequences(count, length, vocab_size, settings["min_period"], data_seed,
-                       max_period=settings["max_period"])
-        for count, data_seed in ((settings["train_size"], seed), (256, seed + 1))
-    )
-    model = build_model(vocab_size, length, settings["width"], settings["heads"])
+    heldout = make_sequences(256, settings["length"], settings["vocab_size"],
+                             settings["min_period"], seed + 1, max_period=settings["max_period"])
+    model = build_model(settings["vocab_size"], settings["width"], settings["heads"])
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     probe, repeat_offset = probe_batch(settings, probe_examples)
     health_probe = probe_batch(settings, HEALTH_PROBE_SIZE, seed=1)
-    words = vocabulary(vocab_size)
+    words = vocabulary(settings["vocab_size"])
     run_dir = pathlib.Path(logdir) / run_name
+    started = time.process_time()
     seconds = training.fit_logged(
-        model, run_dir, rows[:, :-1], rows[:, 1:], (heldout[:, :-1], heldout[:, 1:]), settings,
-        verbose, probe=probe, vocabulary=words, health_probe=health_probe,
+        model, run_dir, schedule(settings, seed), None, (heldout[:, :-1], heldout[:, 1:]),
+        settings, verbose, probe=probe, vocabulary=words, health_probe=health_probe,
         update_freq=settings["update_freq"], max_examples=probe_examples,
     )
+    cpu_seconds = time.process_time() - started
     first, repeated = copy_losses(model, settings)
     return training.write_result(
         run_dir, settings, learning_rate, seed, seconds, probe_examples,
         repeat_offset=repeat_offset, final_loss=float(model.history.history["loss"][-1]),
-        probe_first_half_loss=first, probe_second_half_loss=repeated,
+        probe_first_half_loss=first, probe_second_half_loss=repeated, train_cpu_seconds=cpu_seconds,
     )
 
 
-def copy_losses(model, settings, count=32):
+def copy_losses(model, settings, count=8):
     """Mean next-token loss on the first and on the repeated half of induction-probe rows.
 
     A model with an induction head predicts the second half (loss near 0) but not the first
