@@ -1,69 +1,71 @@
-"""A two-layer causal language model in which a previous-token head and an induction head appear.
+"""A two-layer causal language model in which a previous-token head and an induction head appear,
+logged on a 1536-token probe, so that every step is stored in the POOLED long-sequence layout.
 
 The model reads sequences of random tokens built from a recurring span: a random span of `P`
-tokens (`4 <= P <= 16`, drawn per sequence, no token twice in a span) repeated to the end. The
-first copy cannot be predicted; every later token can, by the two-step circuit of Olsson et al.
-(2022), "In-context Learning and Induction Heads": a **previous-token head** in layer 0 copies
-into each position the token before it, and an **induction head** in layer 1 looks for the
-earlier position whose previous token is the current token and predicts what followed it.
-Because `P` differs from sequence to sequence, no fixed positional offset does the job: the
-heads must match content. The loss on the repeats falls as the two heads form.
+tokens (no token twice in a span) repeated to the end. The first copy cannot be predicted; every
+later token can, by the two-step circuit of Olsson et al. (2022), "In-context Learning and
+Induction Heads": a **previous-token head** in layer 0 copies into each position the token
+before it, and an **induction head** in layer 1 looks for the earlier position whose previous
+token is the current token and predicts what followed it. Because `P` differs from sequence to
+sequence, no fixed positional offset does the job: the heads must match content.
 
-`AttentionLogger` logs both attention layers before training and every `update_freq` steps on an
-induction probe (`tb_attention_plugin.induction_probe`: a random span of `L = 16` tokens
-repeated once, 32 tokens), and measures head health (`health_probe=`) over 64 such sequences.
-In the Attention tab, `layer_0/self_attention` turns into a line one below the diagonal
-(previous token) and `layer_1/self_attention` into a line `L - 1` below the diagonal in the
-second half (induction), at a step the head-health measures name
-(`tb_attention_plugin.health.emergence_step`; `tests/test_demo_roles.py` prints it).
+Training has two stages (one `fit`, one `AttentionLogger`): 32 x 64 tokens with `4 <= P <= 16`
+(the heads form here, at 64 tokens, where a step is cheap), then 1 x 1024 tokens with
+`4 <= P <= 512` (the heads learn to work at every distance). `AttentionLogger` logs both
+layers before training and every `update_freq` (40) steps on an induction probe
+(`tb_attention_plugin.induction_probe`: a random span of `L = 768` tokens repeated once, 1536
+tokens, 800 token ids so that no id recurs within a copy), and measures head health
+(`health_probe=`) over 2 such sequences. At the default budget (4 MiB a step) the logger keeps
+one example and pools both layers: 2 heads x `payload_bound(T * T)` is 4,148,618 bytes at
+`T = 1440`, under 4 MiB, and 4,720,186 at 1536, over it (at 1024 tokens the logger pooled layer
+0 and kept layer 1 in full, measured), so a 2-head layer alone no longer fits in full. A step holds the overview (4 x 4 blocks, each block's mean and max) and the
+exact windows: in `last_queries` (the last 64 queries over all keys) `layer_0/self_attention`
+draws a line one below the diagonal (previous token) and `layer_1/self_attention` a line at key
+`i - L + 1` (induction: the token after the earlier copy of token `i`), from the step the
+head-health records name (`tb_attention_plugin.health.emergence_step`; `tests/test_demo_roles.py`
+measures both on the window and in the records and prints them).
 
-Why short sequences, measured (2026-11-29, on the shared 2-core machine, load average 6-9;
-CPU seconds from `time.process_time`; `bench/bench_induction_lengths.py` reruns it): the model
-trains on 64 tokens and is probed on 32, so its steps are stored in full, not in the pooled
-long-sequence layout. At the default budget (4 MiB per step) the logger first keeps one probe
-example, and this model's 2 layers x 2 heads are pooled only from `T = 1024` tokens (4 heads x
-`payload_bound(1024 * 1024)` = 4,195,892 bytes > 4 MiB; at 768 they fit in full). An
-induction probe that long (`L = 512`) needs more than 512 token ids: with 64, every token
-recurs about 8 times in a copy and an induction head splits its weight among them.
+Positions (`RotaryAttention`, a `MultiHeadAttention` subclass that overrides only `call`):
+rotary positions on 16 of each head's 32 dimensions, one pair per period 2, 3, 5, 7, ..., 19
+positions, and the queries at position `i` scaled by `log(i + 1) / log(64)`; the other 16
+dimensions carry content at any distance. Measured (2026-11-29, shared 2-core machine; CPU
+seconds from `time.process_time`; vocabulary 576 and a 1024-token probe `L = 512` unless
+said; scores are `health.head_health`'s means over the probe's rows, "window" the same on its
+last 64 rows):
 
-- Cost: a step of 2048 tokens takes 0.087 CPU s at 32 x 64 (vocabulary 64), 0.10 at 32 x 64
-  (vocabulary 1024), 0.135 at 8 x 256, 0.25 at 4 x 512, 0.39-0.46 at 2 x 1024.
-- Probing this demo's trained model (CI size) longer than it was trained does not work: the
-  induction score of layer 1 is 0.72/0.83 (two heads) on `L = 16`, 0.36/0.44 on `L = 32`,
-  0.08/0.09 on `L = 128` and 0.015/0.023 on `L = 512` (1024 tokens), where at most 1 of the
-  256 last-64 rows of 4 examples peaks on `i - L + 1`; layer 0's previous-token score falls
-  from 0.28 to 0.012.
-- Training at 2 x 1024 (vocabulary 1024): no induction by step 200 (97 CPU s; score 0.001 on
-  `L = 512`, 0.05 on `L = 16`). Mixing 3 steps of 32 x 64 with 1 of 2 x 1024: none by step
-  300 (75 CPU s; 0.05 on `L = 16`, against 0.22 at step 300 with 64 tokens only).
-- 64 tokens, then longer: 400 steps at 32 x 64 (0.44 on `L = 16`, 0.012 on `L = 512`), then
-  80 at 2 x 1024: still 0.013 on `L = 512` (97 CPU s in all). Doubling the length every 50
-  steps (64, 128, 256, 512, 1024) after 300 steps at 64 (vocabulary 1024, sinusoids of base
-  10, below): 0.025 on `L = 512` at step 500 (121 CPU s). The same after 250 steps at 64 with
-  vocabulary 64: previous-token and induction scores of 0.013-0.015 on 1024 tokens of one
-  recurring 16-token span (the training distribution), while the training loss at 1024 tokens
-  was 0.85 (94 CPU s). There, on the last 64 queries, layer 1's heads do put 78% and 87% of
-  their weight on the continuations of earlier copies (keys `i - 15 - 16k`), in sharp peaks
-  (0.85, 0.94), but on far copies: 0.000 on the nearest (`i - 15`), so the `last_queries`
-  window would show no line at `i - 15`; layer 0's heads are diffuse at those positions (peak
-  weight 0.03, 0.001 on `i - 1`).
-- Random position offsets (64-token windows drawn anywhere in a 1024-position table, so every
-  position is trained): the heads form later (`L = 16` induction 0.15 at step 400 with
-  vocabulary 64, 0.17 at step 600 with 1024), without helping the long probe.
-- Sinusoids of base 10 instead of 10000 (every period within 63 positions): the heads form
-  sooner at 64 tokens (vocabulary 64: `L = 16` induction 0.48/0.56 at step 150, 0.77/0.84 at
-  200; vocabulary 1024: 0.67 at step 300, 0.92 at 600) but still score 0.027 on `L = 512`.
+- Sinusoids added to the tokens (the previous version of this demo, trained at 64 tokens) do
+  not extrapolate: induction 0.72/0.83 on `L = 16`, 0.015/0.023 on `L = 512`; no schedule with
+  them showed the heads at 1024 tokens within the budget (training at 2 x 1024 from the start:
+  no induction by step 200, 97 CPU s; 64 then 1024 tokens, doubling lengths, random position
+  offsets, sinusoids of base 10: 0.012-0.027 on `L = 512`).
+- Rotary (geometric frequencies from period 6 to 47), 600 steps at 32 x 64: `L = 16`
+  previous-token 0.82/0.45, induction 0.94/0.92; on `L = 512` 0.085/0.080 and 0.070/0.061:
+  the softmax spreads over 1000 keys instead of 64. With the log-length scaling of the
+  queries: 0.015/0.16 and 0.04/0.06; layer 0's weight then sits on aliases of the previous
+  token, distances where every rotated pair is back near its phase at distance 1 (755, 479,
+  270, 177, 101 with geometric periods; 91, 301, 661, 211 = 1 + multiples of 30 with the
+  prime periods), because 64-token training never showed those distances. A learned linear
+  bias on key positions, folded into the query and key vectors, did not remove them (and
+  layer 1 learned to prefer far keys); rotating all 32 dimensions of layer 0 neither.
+- A second stage at long lengths removes them within 20 steps: after 400 steps at 32 x 64,
+  2 x 1024 tokens with `P <= 16` fixed layer 0 (previous-token 0.85 on `L = 512`, 77% of the
+  last rows' weight on distance 1) but not layer 1 (induction 0.19/0.10: the training spans
+  never reached 512); with `P <= 512` both: previous-token 0.96/0.77 and induction 0.80/0.80
+  after 20 long steps (14 CPU s), 0.96/0.71 and 0.89/0.88 after 40.
+- 4 heads of 16 dimensions (8 rotated, periods 3, 5, 7, 11; all 4 pooled at 1024 tokens): no
+  heads by step 420, not even at 64 tokens (`L = 16` induction <= 0.07).
+- On the 1536-token probe (`L = 768`, vocabulary 800), CI size, read back from the event
+  files: long stage 40 steps at 1 x 1536, learning rate 3e-3, 360 + 40 steps: previous-token
+  window 0.71/0.62 and records 0.87/0.77, induction window 0.76/0.81 and records 0.87/0.84,
+  emerging at step 380, 127 CPU s of training with a capture every 20 steps. Stopping the
+  first stage at 240 steps: no heads (the 64-token phase change comes first); batches of 16
+  instead of 32 neither. The long stage at 1 x 1024 tokens carries to 1536: induction window
+  0.55/0.58, records 0.77/0.71. With learning rate 5e-3, 280 + 60 steps (this CI size):
+  previous-token window 0.76 (head 0; head 1 0.10) and induction 0.67/0.64 at step 340,
+  records 0.82 and 0.81/0.82, emerging at step 320; 94 CPU s of training (two runs shared the
+  2 cores) against 40 CPU s for the whole previous 64-token demo (`--small`, load 4-5).
 
-So no schedule measured here shows the heads on a pooled-size probe within the budget of this
-demo (its CI size trains in about 50 CPU s, the whole main job is near its 10 minutes).
-With 64 tokens, spans of up to 32 tokens needed about 2000 steps for the induction head
-(and 4 heads of 16 dimensions over 128 ids had none after 1300 steps). Spans of 4-16 tokens
-over 64 ids with 2 heads of 32 dimensions bring the phase change to about step 175 (induction
-score 0.14 -> 0.33 between steps 150 and 175, 0.94 at step 1200 of a longer run, where the loss
-on the probe's repeated half fell from 4.4 to 0.03; the CI size's 480 steps show it at step
-200).
-The model takes any length up to `length`.
-Positions are sinusoidal (fixed), so the previous-token head need not wait for learned positions.
+The model takes any length (positions are computed, not looked up).
 
 Data are generated here (no download).
 
