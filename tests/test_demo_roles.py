@@ -5,13 +5,13 @@ The main-job command trains the demos once per session in their reduced (CI) siz
 and the English->Chinese translator at learning rate 1e-3 (`demo/translation.py`). The tests read
 the logged attention back through TensorBoard's data provider (`readback.read_back`):
 
-- the language model's displayed probe is 1024 tokens long, so every step of both layers is
-  stored POOLED (overview + exact windows); its layer 0 grows a previous-token head and its
+- the language model's displayed probe is 1536 tokens long, so every step of both layers is
+  stored POOLED (overview + exact windows) at the default budget; its layer 0 grows a previous-token head and its
   layer 1 an induction head, absent at step 0, with the emergence step strictly inside the
   logged range. Measured twice: on the exact `last_queries` window of the displayed probe
   (the weight of each of its 64 rows on the previous token, and on the token after the
   earlier copy of the current one), and by the callback's own head-health records, computed
-  from the pooled layers' query chunks over 8 such 1024-token sequences (`health_probe=`);
+  from the pooled layers' query chunks over 2 such 1536-token sequences (`health_probe=`);
 - the translator's cross-attention becomes monotonic-with-reordering (the mass on one
   left-to-right path, local swaps allowed) above the role's threshold (`health.py` on its
   full steps).
@@ -111,7 +111,7 @@ def test_language_model_logs_a_long_probe_pooled(logged):
 ])
 def test_language_model_grows_its_roles_on_the_pooled_probe(logged, lm_health, layer, role,
                                                             score, column):
-    """Layer 0 turns to the previous token, layer 1 into an induction head, on the 1024-token
+    """Layer 0 turns to the previous token, layer 1 into an induction head, on the 1536-token
     probe: absent at step 0, emerged strictly inside the logged range, seen both in the exact
     `last_queries` window of the logged steps and in the callback's health records."""
     path, runs = logged
@@ -144,7 +144,7 @@ def test_language_model_grows_its_roles_on_the_pooled_probe(logged, lm_health, l
 
 
 def test_language_model_predicts_the_repeats(logged):
-    """The induction head is what makes the repeated half of a 1024-token probe predictable."""
+    """The induction head is what makes the repeated half of a 1536-token probe predictable."""
     path, _ = logged
     result = lm_result(path)
     print("\nprobe loss %.2f (first half) / %.2f (repeated half)"
