@@ -15,15 +15,16 @@ Training has two stages (one `fit`, one `AttentionLogger`): 32 x 64 tokens with 
 layers before training and every `update_freq` (40) steps on an induction probe
 (`tb_attention_plugin.induction_probe`: a random span of `L = 768` tokens repeated once, 1536
 tokens, 800 token ids so that no id recurs within a copy), and measures head health
-(`health_probe=`) over 2 such sequences. At the default budget (4 MiB a step) the logger keeps
-one example and pools both layers: 2 heads x `payload_bound(T * T)` is 4,148,618 bytes at
-`T = 1440`, under 4 MiB, and 4,720,186 at 1536, over it (at 1024 tokens the logger pooled layer
-0 and kept layer 1 in full, measured), so a 2-head layer alone no longer fits in full. A step holds the overview (4 x 4 blocks, each block's mean and max) and the
-exact windows: in `last_queries` (the last 64 queries over all keys) `layer_0/self_attention`
-draws a line one below the diagonal (previous token) and `layer_1/self_attention` a line at key
+(`health_probe=`) over 2 such sequences. At the default budget (4 MiB a step) the logger
+keeps one example and pools both layers: 2 heads x `payload_bound(T * T)` is 4,148,618 bytes
+at `T = 1440`, under 4 MiB, and 4,720,186 at 1536, over it, so one 2-head layer alone no
+longer fits in full (at 1024 tokens the logger pooled layer 0 and kept layer 1 in full,
+measured). A step holds the overview (4 x 4 blocks, each block's mean and max) and the exact
+windows: in `last_queries` (the last 64 queries over all keys) `layer_0/self_attention` draws
+a line one below the diagonal (previous token) and `layer_1/self_attention` a line at key
 `i - L + 1` (induction: the token after the earlier copy of token `i`), from the step the
-head-health records name (`tb_attention_plugin.health.emergence_step`; `tests/test_demo_roles.py`
-measures both on the window and in the records and prints them).
+head-health records name (`tb_attention_plugin.health.emergence_step`;
+`tests/test_demo_roles.py` measures both on the window and in the records and prints them).
 
 Positions (`RotaryAttention`, a `MultiHeadAttention` subclass that overrides only `call`):
 rotary positions on 16 of each head's 32 dimensions, one pair per period 2, 3, 5, 7, ..., 19
@@ -41,12 +42,12 @@ last 64 rows):
 - Rotary (geometric frequencies from period 6 to 47), 600 steps at 32 x 64: `L = 16`
   previous-token 0.82/0.45, induction 0.94/0.92; on `L = 512` 0.085/0.080 and 0.070/0.061:
   the softmax spreads over 1000 keys instead of 64. With the log-length scaling of the
-  queries: 0.015/0.16 and 0.04/0.06; layer 0's weight then sits on aliases of the previous
-  token, distances where every rotated pair is back near its phase at distance 1 (755, 479,
-  270, 177, 101 with geometric periods; 91, 301, 661, 211 = 1 + multiples of 30 with the
-  prime periods), because 64-token training never showed those distances. A learned linear
-  bias on key positions, folded into the query and key vectors, did not remove them (and
-  layer 1 learned to prefer far keys); rotating all 32 dimensions of layer 0 neither.
+  queries: 0.015/0.16 and 0.04/0.06. Layer 0's weight then sits on aliases of the previous
+  token, distances where every rotated pair is back near its phase at distance 1, which
+  64-token training never showed: with all 32 dimensions of layer 0 rotated (previous-token
+  0.38/0.05) at distances 755, 479, 102, 270, 233; with a learned linear bias on key
+  positions folded into the query and key vectors at 177, 101 (and layer 1 learned to prefer
+  far keys); with the prime periods (0.46/0.02) at 91, 301, 661, 211 (1 + multiples of 30).
 - A second stage at long lengths removes them within 20 steps: after 400 steps at 32 x 64,
   2 x 1024 tokens with `P <= 16` fixed layer 0 (previous-token 0.85 on `L = 512`, 77% of the
   last rows' weight on distance 1) but not layer 1 (induction 0.19/0.10: the training spans

@@ -6,9 +6,9 @@ and the English->Chinese translator at learning rate 1e-3 (`demo/translation.py`
 the logged attention back through TensorBoard's data provider (`readback.read_back`):
 
 - the language model's displayed probe is 1536 tokens long, so every step of both layers is
-  stored POOLED (overview + exact windows) at the default budget; its layer 0 grows a previous-token head and its
-  layer 1 an induction head, absent at step 0, with the emergence step strictly inside the
-  logged range. Measured twice: on the exact `last_queries` window of the displayed probe
+  stored POOLED (overview + exact windows) at the default budget; its layer 0 grows a
+  previous-token head and its layer 1 an induction head, absent at step 0, with the emergence
+  step strictly inside the logged range. Measured twice: on the exact `last_queries` window of the displayed probe
   (the weight of each of its 64 rows on the previous token, and on the token after the
   earlier copy of the current one), and by the callback's own head-health records, computed
   from the pooled layers' query chunks over 2 such 1536-token sequences (`health_probe=`);
