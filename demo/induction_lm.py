@@ -63,8 +63,10 @@ last 64 rows):
   instead of 32 neither. The long stage at 1 x 1024 tokens carries to 1536: induction window
   0.55/0.58, records 0.77/0.71. With learning rate 5e-3, 280 + 60 steps (this CI size):
   previous-token window 0.76 (head 0; head 1 0.10) and induction 0.67/0.64 at step 340,
-  records 0.82 and 0.81/0.82, emerging at step 320; 94 CPU s of training (two runs shared the
-  2 cores) against 40 CPU s for the whole previous 64-token demo (`--small`, load 4-5). The
+  records 0.82 and 0.81/0.82, emerging at step 320 (the same in the test suite's run). CPU
+  of the whole `train(small=True)` process, run back to back (load average 1-4): 88.8 s,
+  against 51.3 s for the previous 64-token demo, +37.5 s (50 long steps and 1 health sequence
+  instead: 84.3 s, not worth the weaker measure). The
   full size (400 + 120 steps): previous-token window 0.98 (head 0; head 1 0.06), induction
   0.87/0.92 at step 520, emerging at step 440; loss on the probe's repeated half 0.31 (8.06 on
   the first); 127 CPU s of training, 135 s wall, beside the test suite's demo run.

@@ -105,6 +105,23 @@ def test_language_model_logs_a_long_probe_pooled(logged):
             assert "last_queries" in [w["name"] for w in header["windows"]]
 
 
+def test_language_model_attention_is_computed_in_chunks_when_pooled():
+    """`RotaryAttention` overrides `call` only and keeps Keras' `_compute_attention`, so the
+    logger computes its pooled steps in query chunks (`blocked.supports`), never the full
+    `[B, H, T, T]` scores; its output is Keras' attention of the rotated queries and keys."""
+    from tb_attention_plugin.logger import blocked
+
+    model = induction_lm.build_model(64, 64, 2)
+    layer = model.get_layer("layer_1").self_attention
+    x = np.random.default_rng(0).normal(size=(1, 48, 64)).astype("float32")
+    query, key, value = (dense(x) for dense in (layer._query_dense, layer._key_dense,
+                                                  layer._value_dense))
+    assert blocked.supports(layer, query, key, value)
+    output, scores = layer(x, x, use_causal_mask=True, return_attention_scores=True)
+    scores = np.asarray(scores)
+    assert np.allclose(np.triu(scores[0, 0], 1), 0) and np.allclose(scores.sum(-1), 1, atol=1e-5)
+
+
 @pytest.mark.parametrize("layer, role, score, column", [
     ("layer_0/self_attention", "previous-token", "previous_token", 1),
     ("layer_1/self_attention", "induction", "induction", 2),
