@@ -356,7 +356,8 @@ def copy_losses(model, settings, count=8):
 
 def parse_args(argv=None):
     return training.parse_args(argv, __doc__.split("\n")[0], "induction_lm",
-                               "induction-probe sequences whose attention is logged",
+                               "induction-probe sequences whose attention is logged (at most "
+                               "1: the 4 MiB budget keeps one 1536-token example)",
                                learning_rate=5e-3)
 
 
