@@ -69,7 +69,8 @@ last 64 rows):
   instead: 84.3 s, not worth the weaker measure). The
   full size (400 + 120 steps): previous-token window 0.98 (head 0; head 1 0.06), induction
   0.87/0.92 at step 520, emerging at step 440; loss on the probe's repeated half 0.31 (8.06 on
-  the first); 127 CPU s of training, 135 s wall, beside the test suite's demo run.
+  the first); process CPU 132.8 s against 76.9 s for the previous demo's full size, +56 s
+  of the main job (back to back, load average 3-4).
 
 The model takes any length (positions are computed, not looked up).
 
