@@ -1,69 +1,78 @@
-"""A two-layer causal language model in which a previous-token head and an induction head appear.
+"""A two-layer causal language model in which a previous-token head and an induction head appear,
+logged on a 1536-token probe, so that every step is stored in the POOLED long-sequence layout.
 
 The model reads sequences of random tokens built from a recurring span: a random span of `P`
-tokens (`4 <= P <= 16`, drawn per sequence, no token twice in a span) repeated to the end. The
-first copy cannot be predicted; every later token can, by the two-step circuit of Olsson et al.
-(2022), "In-context Learning and Induction Heads": a **previous-token head** in layer 0 copies
-into each position the token before it, and an **induction head** in layer 1 looks for the
-earlier position whose previous token is the current token and predicts what followed it.
-Because `P` differs from sequence to sequence, no fixed positional offset does the job: the
-heads must match content. The loss on the repeats falls as the two heads form.
+tokens (no token twice in a span) repeated to the end. The first copy cannot be predicted; every
+later token can, by the two-step circuit of Olsson et al. (2022), "In-context Learning and
+Induction Heads": a **previous-token head** in layer 0 copies into each position the token
+before it, and an **induction head** in layer 1 looks for the earlier position whose previous
+token is the current token and predicts what followed it. Because `P` differs from sequence to
+sequence, no fixed positional offset does the job: the heads must match content.
 
-`AttentionLogger` logs both attention layers before training and every `update_freq` steps on an
-induction probe (`tb_attention_plugin.induction_probe`: a random span of `L = 16` tokens
-repeated once, 32 tokens), and measures head health (`health_probe=`) over 64 such sequences.
-In the Attention tab, `layer_0/self_attention` turns into a line one below the diagonal
-(previous token) and `layer_1/self_attention` into a line `L - 1` below the diagonal in the
-second half (induction), at a step the head-health measures name
-(`tb_attention_plugin.health.emergence_step`; `tests/test_demo_roles.py` prints it).
+Training has two stages (one `fit`, one `AttentionLogger`): 32 x 64 tokens with `4 <= P <= 16`
+(the heads form here, at 64 tokens, where a step is cheap), then 1 x 1024 tokens with
+`4 <= P <= 512` (the heads learn to work at every distance). `AttentionLogger` logs both
+layers before training and every `update_freq` (40) steps on an induction probe
+(`tb_attention_plugin.induction_probe`: a random span of `L = 768` tokens repeated once, 1536
+tokens, 800 token ids so that no id recurs within a copy), and measures head health
+(`health_probe=`) over 2 such sequences. At the default budget (4 MiB a step) the logger
+keeps one example and pools both layers: 2 heads x `payload_bound(T * T)` is 4,148,618 bytes
+at `T = 1440`, under 4 MiB, and 4,720,186 at 1536, over it, so one 2-head layer alone no
+longer fits in full (at 1024 tokens the logger pooled layer 0 and kept layer 1 in full,
+measured). A step holds the overview (4 x 4 blocks, each block's mean and max) and the exact
+windows: in `last_queries` (the last 64 queries over all keys) `layer_0/self_attention` draws
+a line one below the diagonal (previous token) and `layer_1/self_attention` a line at key
+`i - L + 1` (induction: the token after the earlier copy of token `i`), from the step the
+head-health records name (`tb_attention_plugin.health.emergence_step`;
+`tests/test_demo_roles.py` measures both on the window and in the records and prints them).
 
-Why short sequences, measured (2026-11-29, on the shared 2-core machine, load average 6-9;
-CPU seconds from `time.process_time`; `bench/bench_induction_lengths.py` reruns it): the model
-trains on 64 tokens and is probed on 32, so its steps are stored in full, not in the pooled
-long-sequence layout. At the default budget (4 MiB per step) the logger first keeps one probe
-example, and this model's 2 layers x 2 heads are pooled only from `T = 1024` tokens (4 heads x
-`payload_bound(1024 * 1024)` = 4,195,892 bytes > 4 MiB; at 768 they fit in full). An
-induction probe that long (`L = 512`) needs more than 512 token ids: with 64, every token
-recurs about 8 times in a copy and an induction head splits its weight among them.
+Positions (`RotaryAttention`, a `MultiHeadAttention` subclass that overrides only `call`):
+rotary positions on 16 of each head's 32 dimensions, one pair per period 2, 3, 5, 7, ..., 19
+positions, and the queries at position `i` scaled by `log(i + 1) / log(64)`; the other 16
+dimensions carry content at any distance. Measured (2026-11-29, shared 2-core machine; CPU
+seconds from `time.process_time`; vocabulary 576 and a 1024-token probe `L = 512` unless
+said; scores are `health.head_health`'s means over the probe's rows, "window" the same on its
+last 64 rows):
 
-- Cost: a step of 2048 tokens takes 0.087 CPU s at 32 x 64 (vocabulary 64), 0.10 at 32 x 64
-  (vocabulary 1024), 0.135 at 8 x 256, 0.25 at 4 x 512, 0.39-0.46 at 2 x 1024.
-- Probing this demo's trained model (CI size) longer than it was trained does not work: the
-  induction score of layer 1 is 0.72/0.83 (two heads) on `L = 16`, 0.36/0.44 on `L = 32`,
-  0.08/0.09 on `L = 128` and 0.015/0.023 on `L = 512` (1024 tokens), where at most 1 of the
-  256 last-64 rows of 4 examples peaks on `i - L + 1`; layer 0's previous-token score falls
-  from 0.28 to 0.012.
-- Training at 2 x 1024 (vocabulary 1024): no induction by step 200 (97 CPU s; score 0.001 on
-  `L = 512`, 0.05 on `L = 16`). Mixing 3 steps of 32 x 64 with 1 of 2 x 1024: none by step
-  300 (75 CPU s; 0.05 on `L = 16`, against 0.22 at step 300 with 64 tokens only).
-- 64 tokens, then longer: 400 steps at 32 x 64 (0.44 on `L = 16`, 0.012 on `L = 512`), then
-  80 at 2 x 1024: still 0.013 on `L = 512` (97 CPU s in all). Doubling the length every 50
-  steps (64, 128, 256, 512, 1024) after 300 steps at 64 (vocabulary 1024, sinusoids of base
-  10, below): 0.025 on `L = 512` at step 500 (121 CPU s). The same after 250 steps at 64 with
-  vocabulary 64: previous-token and induction scores of 0.013-0.015 on 1024 tokens of one
-  recurring 16-token span (the training distribution), while the training loss at 1024 tokens
-  was 0.85 (94 CPU s). There, on the last 64 queries, layer 1's heads do put 78% and 87% of
-  their weight on the continuations of earlier copies (keys `i - 15 - 16k`), in sharp peaks
-  (0.85, 0.94), but on far copies: 0.000 on the nearest (`i - 15`), so the `last_queries`
-  window would show no line at `i - 15`; layer 0's heads are diffuse at those positions (peak
-  weight 0.03, 0.001 on `i - 1`).
-- Random position offsets (64-token windows drawn anywhere in a 1024-position table, so every
-  position is trained): the heads form later (`L = 16` induction 0.15 at step 400 with
-  vocabulary 64, 0.17 at step 600 with 1024), without helping the long probe.
-- Sinusoids of base 10 instead of 10000 (every period within 63 positions): the heads form
-  sooner at 64 tokens (vocabulary 64: `L = 16` induction 0.48/0.56 at step 150, 0.77/0.84 at
-  200; vocabulary 1024: 0.67 at step 300, 0.92 at 600) but still score 0.027 on `L = 512`.
+- Sinusoids added to the tokens (the previous version of this demo, trained at 64 tokens) do
+  not extrapolate: induction 0.72/0.83 on `L = 16`, 0.015/0.023 on `L = 512`; no schedule with
+  them showed the heads at 1024 tokens within the budget (training at 2 x 1024 from the start:
+  no induction by step 200, 97 CPU s; 64 then 1024 tokens, doubling lengths, random position
+  offsets, sinusoids of base 10: 0.012-0.027 on `L = 512`).
+- Rotary (geometric frequencies from period 6 to 47), 600 steps at 32 x 64: `L = 16`
+  previous-token 0.82/0.45, induction 0.94/0.92; on `L = 512` 0.085/0.080 and 0.070/0.061:
+  the softmax spreads over 1000 keys instead of 64. With the log-length scaling of the
+  queries: 0.015/0.16 and 0.04/0.06. Layer 0's weight then sits on aliases of the previous
+  token, distances where every rotated pair is back near its phase at distance 1, which
+  64-token training never showed: with all 32 dimensions of layer 0 rotated (previous-token
+  0.38/0.05) at distances 755, 479, 102, 270, 233; with a learned linear bias on key
+  positions folded into the query and key vectors at 177, 101 (and layer 1 learned to prefer
+  far keys); with the prime periods (0.46/0.02) at 91, 301, 661, 211 (1 + multiples of 30).
+- A second stage at long lengths removes them within 20 steps: after 400 steps at 32 x 64,
+  2 x 1024 tokens with `P <= 16` fixed layer 0 (previous-token 0.85 on `L = 512`, 77% of the
+  last rows' weight on distance 1) but not layer 1 (induction 0.19/0.10: the training spans
+  never reached 512); with `P <= 512` both: previous-token 0.96/0.77 and induction 0.80/0.80
+  after 20 long steps (14 CPU s), 0.96/0.71 and 0.89/0.88 after 40.
+- 4 heads of 16 dimensions (8 rotated, periods 3, 5, 7, 11; all 4 pooled at 1024 tokens): no
+  heads by step 420, not even at 64 tokens (`L = 16` induction <= 0.07).
+- On the 1536-token probe (`L = 768`, vocabulary 800), CI size, read back from the event
+  files: long stage 40 steps at 1 x 1536, learning rate 3e-3, 360 + 40 steps: previous-token
+  window 0.71/0.62 and records 0.87/0.77, induction window 0.76/0.81 and records 0.87/0.84,
+  emerging at step 380, 127 CPU s of training with a capture every 20 steps. Stopping the
+  first stage at 240 steps: no heads (the 64-token phase change comes first); batches of 16
+  instead of 32 neither. The long stage at 1 x 1024 tokens carries to 1536: induction window
+  0.55/0.58, records 0.77/0.71. With learning rate 5e-3, 280 + 60 steps (this CI size):
+  previous-token window 0.76 (head 0; head 1 0.10) and induction 0.67/0.64 at step 340,
+  records 0.82 and 0.81/0.82, emerging at step 320 (the same in the test suite's run). CPU
+  of the whole `train(small=True)` process, run back to back (load average 1-4): 88.8 s,
+  against 51.3 s for the previous 64-token demo, +37.5 s (50 long steps and 1 health sequence
+  instead: 84.3 s, not worth the weaker measure). The
+  full size (400 + 120 steps): previous-token window 0.98 (head 0; head 1 0.06), induction
+  0.87/0.92 at step 520, emerging at step 440; loss on the probe's repeated half 0.31 (8.06 on
+  the first); process CPU 132.8 s against 76.9 s for the previous demo's full size, +56 s
+  of the main job (back to back, load average 3-4).
 
-So no schedule measured here shows the heads on a pooled-size probe within the budget of this
-demo (its CI size trains in about 50 CPU s, the whole main job is near its 10 minutes).
-With 64 tokens, spans of up to 32 tokens needed about 2000 steps for the induction head
-(and 4 heads of 16 dimensions over 128 ids had none after 1300 steps). Spans of 4-16 tokens
-over 64 ids with 2 heads of 32 dimensions bring the phase change to about step 175 (induction
-score 0.14 -> 0.33 between steps 150 and 175, 0.94 at step 1200 of a longer run, where the loss
-on the probe's repeated half fell from 4.4 to 0.03; the CI size's 480 steps show it at step
-200).
-The model takes any length up to `length`.
-Positions are sinusoidal (fixed), so the previous-token head need not wait for learned positions.
+The model takes any length (positions are computed, not looked up).
 
 Data are generated here (no download).
 
@@ -77,6 +86,7 @@ tensorboard --logdir logs   # Attention tab: layer_0 then layer_1 of run inducti
 
 import os
 import pathlib
+import time
 
 import keras
 import numpy as np
@@ -88,14 +98,21 @@ from demo import training
 PAD = 0  # reserved id: never drawn, so the probe and the data share the vocabulary
 
 SIZES = {
-    # length: training tokens per sequence; spans of min_period..max_period tokens recur;
-    # repeat: L of the induction probe (2 L tokens). train_size / batch_size optimizer steps.
-    "full": dict(length=64, vocab_size=64, width=64, heads=2, min_period=4, max_period=16,
-                 repeat=16, train_size=25600, batch_size=32, epochs=1, update_freq=25),
-    "small": dict(length=64, vocab_size=64, width=64, heads=2, min_period=4, max_period=16,
-                  repeat=16, train_size=15360, batch_size=32, epochs=1, update_freq=25),
+    # Two stages of training, in this order: `short_steps` batches of `batch_size` x `length`
+    # tokens whose spans of min_period..max_period tokens recur (the heads form here), then
+    # `long_steps` batches of `long_batch` x `long_length` tokens with spans of up to
+    # `long_max_period` tokens (the heads learn to work at every distance up to the probe's).
+    # repeat: L of the displayed induction probe (2 L tokens, stored pooled).
+    "full": dict(length=64, vocab_size=800, width=64, heads=2, min_period=4, max_period=16,
+                 short_steps=400, batch_size=32, long_length=1024, long_max_period=512,
+                 long_steps=120, long_batch=1, repeat=768, epochs=1, update_freq=40),
+    "small": dict(length=64, vocab_size=800, width=64, heads=2, min_period=4, max_period=16,
+                  short_steps=280, batch_size=32, long_length=1024, long_max_period=512,
+                  long_steps=60, long_batch=1, repeat=768, epochs=1, update_freq=40),
 }
-HEALTH_PROBE_SIZE = 64  # induction-probe sequences the head-health measures average over
+HEALTH_PROBE_SIZE = 2  # induction-probe sequences (2 L tokens each) the head-health measures use
+ROTARY_PERIODS = (2, 3, 5, 7, 11, 13, 17, 19)  # positions, per rotated pair of dimensions
+LOG_LENGTH = 64  # queries at position i are scaled by log(i + 1) / log(LOG_LENGTH)
 
 
 def vocabulary(size):
@@ -134,41 +151,88 @@ def make_sequences(count, length, vocab_size, min_period, seed=0, max_period=Non
     return rows
 
 
-def sinusoidal_positions(length, width):
-    """The fixed sinusoidal position encoding of Vaswani et al. (2017): `[length, width]`."""
-    positions = np.arange(length)[:, None]
-    rates = 1.0 / np.power(10000.0, np.arange(0, width, 2) / width)
-    table = np.zeros((length, width), np.float32)
-    table[:, 0::2] = np.sin(positions * rates)
-    table[:, 1::2] = np.cos(positions * rates)
-    return table
+@keras.saving.register_keras_serializable(package="tb_attention_demo")
+class RotaryAttention(keras.layers.MultiHeadAttention):
+    """`MultiHeadAttention` with rotary positions on part of each head and log-length scaling.
+
+    Only `call` differs from Keras' layer: it projects with the layer's own `_query_dense` /
+    `_key_dense` / `_value_dense`, rotates the first `rotary_dims` dimensions of every query
+    and key by position (Su et al. 2021, RoPE: pair `p` turns by `2 pi / periods[p]` per
+    position), multiplies the query at position `i` by `log(i + 1) / log(log_length)` (as
+    Qwen's "logn" attention: softmax stays as sharp with 1000 keys as with 64), then calls
+    Keras' own `_compute_attention` and `_output_dense`. The other dimensions are not rotated:
+    they match content at any distance (the induction head's job); the rotated ones see only
+    relative positions (the previous-token head's job), so the layer takes any length.
+    Keeping `_compute_attention` lets `AttentionLogger` compute the layer in query chunks when
+    it is pooled (tb_attention_plugin/logger/blocked.py).
+
+    Example:
+
+    >>> layer = RotaryAttention(2, 32, rotary_dims=16)
+    >>> x = np.zeros((1, 5, 64), "float32")
+    >>> tuple(layer(x, x, use_causal_mask=True).shape)
+    (1, 5, 64)
+    """
+
+    def __init__(self, num_heads, key_dim, rotary_dims=16, periods=ROTARY_PERIODS,
+                 log_length=LOG_LENGTH, **kwargs):
+        super().__init__(num_heads, key_dim, **kwargs)
+        if rotary_dims % 2 or rotary_dims > key_dim or len(periods) < rotary_dims // 2:
+            raise ValueError("rotary_dims must be even, at most key_dim, with a period per pair")
+        self.rotary_dims, self.periods = rotary_dims, tuple(periods)[: rotary_dims // 2]
+        self.log_length = log_length
+
+    def _rotate(self, x):
+        half = self.rotary_dims // 2
+        rates = ops.convert_to_tensor((2 * np.pi / np.array(self.periods)).astype(np.float32))
+        angles = ops.cast(ops.arange(ops.shape(x)[1]), "float32")[:, None] * rates[None]
+        cos, sin = ops.cos(angles)[None, :, None, :], ops.sin(angles)[None, :, None, :]
+        a, b, rest = x[..., :half], x[..., half:self.rotary_dims], x[..., self.rotary_dims:]
+        return ops.concatenate([a * cos - b * sin, a * sin + b * cos, rest], axis=-1)
+
+    def call(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None,
+             attention_mask=None, return_attention_scores=False, training=None,
+             use_causal_mask=False):
+        key = value if key is None else key
+        mask = self._compute_attention_mask(
+            query, value, query_mask=query_mask, value_mask=value_mask, key_mask=key_mask,
+            attention_mask=attention_mask, use_causal_mask=use_causal_mask)
+        q = self._rotate(self._query_dense(query))
+        positions = ops.cast(ops.arange(ops.shape(q)[1]), "float32")
+        q = q * (ops.log(positions + 1.0) / np.log(self.log_length))[None, :, None, None]
+        k = self._rotate(self._key_dense(key))
+        v = self._value_dense(value)
+        output, scores = self._compute_attention(q, k, v, mask, training,
+                                                 return_attention_scores)
+        output = self._output_dense(output)
+        return (output, scores) if return_attention_scores else output
+
+    def get_config(self):
+        return {**super().get_config(), "rotary_dims": self.rotary_dims,
+                "periods": list(self.periods), "log_length": self.log_length}
 
 
 @keras.saving.register_keras_serializable(package="tb_attention_demo")
-class TokensAndSinusoids(keras.layers.Layer):
-    """Token embedding plus the fixed sinusoidal position encoding."""
+class Tokens(keras.layers.Layer):
+    """The token embedding (positions enter in the attention layers: `RotaryAttention`)."""
 
-    def __init__(self, vocab_size, length, width, **kwargs):
+    def __init__(self, vocab_size, width, **kwargs):
         super().__init__(**kwargs)
-        self.vocab_size, self.length, self.width = vocab_size, length, width
-        # Unit-variance token vectors: as large as the position encoding, so that after the
-        # layer norm a token is as visible as its position (Keras' default initialiser, uniform
-        # +-0.05, leaves tokens at a few percent of the norm and the induction head forms later).
+        self.vocab_size, self.width = vocab_size, width
+        # Unit-variance token vectors (Keras' default initialiser, uniform +-0.05, leaves
+        # tokens at a few percent of the norm and the induction head forms later).
         self.tokens = keras.layers.Embedding(
             vocab_size, width, embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),
             name="tokens")
-        self.table = sinusoidal_positions(length, width)
 
     def build(self, ids_shape):
         self.tokens.build(ids_shape)
 
     def call(self, ids):
-        count = ops.shape(ids)[-1]
-        return self.tokens(ids) + ops.convert_to_tensor(self.table)[None, :count]
+        return self.tokens(ids)
 
     def get_config(self):
-        return {**super().get_config(), "vocab_size": self.vocab_size, "length": self.length,
-                "width": self.width}
+        return {**super().get_config(), "vocab_size": self.vocab_size, "width": self.width}
 
 
 @keras.saving.register_keras_serializable(package="tb_attention_demo")
@@ -179,9 +243,7 @@ class CausalBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.width, self.heads = width, heads
         self.norm = keras.layers.LayerNormalization(name="norm")
-        self.self_attention = keras.layers.MultiHeadAttention(
-            heads, width // heads, name="self_attention"
-        )
+        self.self_attention = RotaryAttention(heads, width // heads, name="self_attention")
 
     def build(self, x_shape):
         self.norm.build(x_shape)
@@ -195,15 +257,40 @@ class CausalBlock(keras.layers.Layer):
         return {**super().get_config(), "width": self.width, "heads": self.heads}
 
 
-def build_model(vocab_size, length, width=64, heads=4, layers=2):
-    """The causal language model: ids `[batch, length]` -> next-token logits."""
-    ids = keras.Input((None,), dtype="int32", name="ids")  # any length up to `length`
-    x = TokensAndSinusoids(vocab_size, length, width, name="embedding")(ids)
+def build_model(vocab_size, width=64, heads=2, layers=2):
+    """The causal language model: ids `[batch, length]` (any length) -> next-token logits."""
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    x = Tokens(vocab_size, width, name="embedding")(ids)
     for i in range(layers):
         x = CausalBlock(width, heads, name="layer_%d" % i)(x)
     x = keras.layers.LayerNormalization(name="final_norm")(x)
     logits = keras.layers.Dense(vocab_size, name="logits")(x)
     return keras.Model(ids, logits, name="induction_lm")
+
+
+def schedule(settings, seed):
+    """The two training stages as one `tf.data.Dataset` of `(inputs, targets)` batches, in
+    order: `short_steps` batches of short rows, then `long_steps` batches of long rows (one
+    dataset, so that one `fit` and one `AttentionLogger` see every step)."""
+    import tensorflow as tf
+
+    short = make_sequences(
+        settings["short_steps"] * settings["batch_size"], settings["length"],
+        settings["vocab_size"], settings["min_period"], seed, max_period=settings["max_period"])
+    long = make_sequences(
+        settings["long_steps"] * settings["long_batch"], settings["long_length"],
+        settings["vocab_size"], settings["min_period"], seed + 2,
+        max_period=settings["long_max_period"])
+
+    def batches():
+        for rows, size in ((short, settings["batch_size"]), (long, settings["long_batch"])):
+            for start in range(0, len(rows), size):
+                yield rows[start:start + size, :-1], rows[start:start + size, 1:]
+
+    spec = tf.TensorSpec((None, None), tf.int32)
+    steps = settings["short_steps"] + settings["long_steps"]
+    return tf.data.Dataset.from_generator(batches, output_signature=(spec, spec)).apply(
+        tf.data.experimental.assert_cardinality(steps))
 
 
 def probe_batch(settings, count, seed=0):
@@ -217,7 +304,7 @@ def probe_batch(settings, count, seed=0):
     )
 
 
-def train(logdir, run_name="induction_lm", epochs=None, small=False, learning_rate=3e-3,
+def train(logdir, run_name="induction_lm", epochs=None, small=False, learning_rate=5e-3,
           probe_examples=4, seed=0, verbose=2):
     """Trains the language model and logs loss and attention under `<logdir>/<run_name>`.
 
@@ -226,35 +313,35 @@ def train(logdir, run_name="induction_lm", epochs=None, small=False, learning_ra
     """
     settings = training.sized_settings(SIZES, small, epochs)
     keras.utils.set_random_seed(seed)
-    length, vocab_size = settings["length"], settings["vocab_size"]
-    rows, heldout = (
-        make_sequences(count, length, vocab_size, settings["min_period"], data_seed,
-                       max_period=settings["max_period"])
-        for count, data_seed in ((settings["train_size"], seed), (256, seed + 1))
-    )
-    model = build_model(vocab_size, length, settings["width"], settings["heads"])
+    heldout = make_sequences(256, settings["length"], settings["vocab_size"],
+                             settings["min_period"], seed + 1, max_period=settings["max_period"])
+    model = build_model(settings["vocab_size"], settings["width"], settings["heads"])
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
+    # At this length the default budget (4 MiB a step) keeps one example: the probe is one.
+    probe_examples = min(probe_examples, 1)
     probe, repeat_offset = probe_batch(settings, probe_examples)
     health_probe = probe_batch(settings, HEALTH_PROBE_SIZE, seed=1)
-    words = vocabulary(vocab_size)
+    words = vocabulary(settings["vocab_size"])
     run_dir = pathlib.Path(logdir) / run_name
+    started = time.process_time()
     seconds = training.fit_logged(
-        model, run_dir, rows[:, :-1], rows[:, 1:], (heldout[:, :-1], heldout[:, 1:]), settings,
-        verbose, probe=probe, vocabulary=words, health_probe=health_probe,
+        model, run_dir, schedule(settings, seed), None, (heldout[:, :-1], heldout[:, 1:]),
+        settings, verbose, probe=probe, vocabulary=words, health_probe=health_probe,
         update_freq=settings["update_freq"], max_examples=probe_examples,
     )
+    cpu_seconds = time.process_time() - started
     first, repeated = copy_losses(model, settings)
     return training.write_result(
         run_dir, settings, learning_rate, seed, seconds, probe_examples,
         repeat_offset=repeat_offset, final_loss=float(model.history.history["loss"][-1]),
-        probe_first_half_loss=first, probe_second_half_loss=repeated,
+        probe_first_half_loss=first, probe_second_half_loss=repeated, train_cpu_seconds=cpu_seconds,
     )
 
 
-def copy_losses(model, settings, count=32):
+def copy_losses(model, settings, count=8):
     """Mean next-token loss on the first and on the repeated half of induction-probe rows.
 
     A model with an induction head predicts the second half (loss near 0) but not the first
@@ -270,8 +357,9 @@ def copy_losses(model, settings, count=32):
 
 def parse_args(argv=None):
     return training.parse_args(argv, __doc__.split("\n")[0], "induction_lm",
-                               "induction-probe sequences whose attention is logged",
-                               learning_rate=3e-3)
+                               "induction-probe sequences whose attention is logged (at most "
+                               "1: the 4 MiB budget keeps one 1536-token example)",
+                               learning_rate=5e-3)
 
 
 def main(argv=None):

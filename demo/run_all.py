@@ -6,8 +6,9 @@ Runs (one directory each under `--logdir`):
   rates, to compare runs side by side in the Attention tab (the slower run aligns later);
 - `vision`: the Vision Transformer on synthetic shapes, attention drawn over the images;
 - `seed_attention`: the article's function-style attention, fixed, from a custom TF2 loop;
-- `induction_lm`: a two-layer causal language model on recurring random spans, where layer 0
-  turns to the previous token and layer 1 grows induction heads (at about step 175-200).
+- `induction_lm`: a two-layer causal language model on recurring random spans, logged pooled
+  on a 1536-token probe, where layer 0 turns to the previous token and layer 1 grows induction
+  heads (at about step 320 of the CI size).
 
 A demo already trained into `--logdir` with the same options is not trained again (running
 the main job a second time only restarts TensorBoard); `--retrain` trains every demo afresh. Each

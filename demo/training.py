@@ -31,7 +31,9 @@ def fit_logged(model, run_dir, inputs, targets, validation_data, settings, verbo
     """Fits `model`, logging to `run_dir`, and saves it as `<run_dir>/model.keras`.
 
     `keras.callbacks.TensorBoard` logs the loss per epoch and
-    `AttentionLogger(run_dir, **logger_options)` the attention. Returns the training seconds.
+    `AttentionLogger(run_dir, **logger_options)` the attention. `inputs` may be a dataset of
+    `(inputs, targets)` batches (then `targets` is None), taken in its order. Returns the
+    training seconds.
     """
     import keras
 
@@ -42,14 +44,16 @@ def fit_logged(model, run_dir, inputs, targets, validation_data, settings, verbo
         tb_attention_plugin.AttentionLogger(str(run_dir), **logger_options),
     ]
     started = time.monotonic()
+    batched = targets is None  # a dataset: its own batches, in its order
     model.fit(
         inputs,
         targets,
         validation_data=validation_data,
-        batch_size=settings["batch_size"],
+        batch_size=None if batched else settings["batch_size"],
         epochs=settings["epochs"],
         callbacks=callbacks,
         verbose=verbose,
+        shuffle=not batched,
     )
     seconds = time.monotonic() - started
     model.save(run_dir / "model.keras")

@@ -1,14 +1,20 @@
-"""Head roles the demos are known to grow, found by tb_attention_plugin.health in their event files.
+"""Head roles the demos are known to grow, found in their event files.
 
 The main-job command trains the demos once per session in their reduced (CI) sizes
 (`conftest.demo_logs`); here: the causal language model on repeated spans (`demo/induction_lm.py`)
-and the English->Chinese translator at learning rate 1e-3 (`demo/translation.py`). The tests read the logged attention back through TensorBoard's data
-provider (`readback.read_back`) and measure every head of every logged step with `health.py`:
+and the English->Chinese translator at learning rate 1e-3 (`demo/translation.py`). The tests read
+the logged attention back through TensorBoard's data provider (`readback.read_back`):
 
-- the language model grows an induction head in layer 1, absent at step 0, with an emergence
-  step strictly inside the logged range, and its layer 0 turns to the previous token;
+- the language model's displayed probe is 1536 tokens long, so every step of both layers is
+  stored POOLED (overview + exact windows) at the default budget; its layer 0 grows a
+  previous-token head and its layer 1 an induction head, absent at step 0, with the emergence
+  step strictly inside the logged range. Measured twice: on the exact `last_queries` window of the displayed probe
+  (the weight of each of its 64 rows on the previous token, and on the token after the
+  earlier copy of the current one), and by the callback's own head-health records, computed
+  from the pooled layers' query chunks over 2 such 1536-token sequences (`health_probe=`);
 - the translator's cross-attention becomes monotonic-with-reordering (the mass on one
-  left-to-right path, local swaps allowed) above the role's threshold.
+  left-to-right path, local swaps allowed) above the role's threshold (`health.py` on its
+  full steps).
 
 The figures are printed (`pytest -s`).
 """
@@ -21,6 +27,7 @@ import numpy as np
 import pytest
 
 from readback import read_back
+from tb_attention_plugin import encoding
 from tb_attention_plugin import health
 
 # The demos are a package at the repository root, next to tests/.
@@ -29,6 +36,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from demo import induction_lm, translation  # noqa: E402
 
 LM_RUN, TRANSLATION_RUN = "induction_lm", "translation_lr1e-3"
+LM_LAYERS = "layer_0/self_attention", "layer_1/self_attention"
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +47,15 @@ def logged(demo_logs):
     return path, read_back(path)
 
 
+@pytest.fixture(scope="module")
+def lm_health(logged):
+    """The language model's head-health records: `{layer tag: {step: record}}`."""
+    from callback_helpers import read_health
+
+    path, _ = logged
+    return read_health(path)[LM_RUN + "/train"]
+
+
 def series(entries, **options):
     """Steps and `health.head_health` of each logged step of one tag."""
     steps = [step for step, _, _ in entries]
@@ -47,66 +64,109 @@ def series(entries, **options):
     return steps, results
 
 
-def emerged_heads(steps, results, role, score):
-    """`[(head, emergence step, scores)]` of the heads whose role at the last step is `role`."""
-    found = []
-    for head, last_role in enumerate(results[-1]["roles"]):
-        if last_role != role:
-            continue
-        scores = [float(r[score][head]) for r in results]
-        found.append((head, health.emergence_step(steps, scores, health.ROLE_THRESHOLDS[score]),
-                      scores))
-    return found
-
-
 def describe(steps, scores):
     return ", ".join("%d: %.2f" % (step, value) for step, value in zip(steps, scores))
 
 
-def lm_series(runs, path, layer):
-    result = json.loads((path / LM_RUN / "result.json").read_text())
+def lm_result(path):
+    return json.loads((path / LM_RUN / "result.json").read_text())
+
+
+def window_scores(entries, offset):
+    """Per logged step, from the exact `last_queries` window of the pooled displayed probe:
+    `(steps, previous [steps, H], induction [steps, H])`: the mean weight of the window's rows
+    `i` on key `i - 1`, and on key `i - offset + 1` (the token after the earlier copy of token
+    `i`), over examples and rows."""
+    steps, previous, induction = [], [], []
+    for step, header, (_, _, windows) in entries:
+        (window,) = [w for w in header["windows"] if w["name"] == "last_queries"]
+        (q0, q1), (k0, _) = window["query"], window["key"]
+        rows = np.arange(q1 - q0)
+        weights = windows["last_queries"]  # [B, H, q1 - q0, k1 - k0]
+        steps.append(step)
+        previous.append(weights[:, :, rows, q0 + rows - 1 - k0].mean(axis=(0, 2)))
+        induction.append(weights[:, :, rows, q0 + rows - offset + 1 - k0].mean(axis=(0, 2)))
+    return steps, np.array(previous), np.array(induction)
+
+
+def test_language_model_logs_a_long_probe_pooled(logged):
+    """The displayed probe is long enough for the pooled layout at the default budget: every
+    logged step of both layers is an overview plus exact windows, every position kept."""
+    path, runs = logged
+    result = lm_result(path)
+    length = 2 * result["repeat_offset"]
+    assert length >= 1024
+    for layer in LM_LAYERS:
+        entries = runs[LM_RUN + "/train"][layer]
+        assert len(entries) >= 5
+        for step, header, _ in entries:
+            assert encoding.is_pooled(header), (layer, step)
+            assert header["shape"][1:] == [result["heads"], length, length]  # every position
+            assert "last_queries" in [w["name"] for w in header["windows"]]
+
+
+def test_language_model_attention_is_computed_in_chunks_when_pooled():
+    """`RotaryAttention` overrides `call` only and keeps Keras' `_compute_attention`, so the
+    logger computes its pooled steps in query chunks (`blocked.supports`), never the full
+    `[B, H, T, T]` scores; its output is Keras' attention of the rotated queries and keys."""
+    from tb_attention_plugin.logger import blocked
+
+    model = induction_lm.build_model(64, 64, 2)
+    layer = model.get_layer("layer_1").self_attention
+    x = np.random.default_rng(0).normal(size=(1, 48, 64)).astype("float32")
+    query, key, value = (dense(x) for dense in (layer._query_dense, layer._key_dense,
+                                                  layer._value_dense))
+    assert blocked.supports(layer, query, key, value)
+    output, scores = layer(x, x, use_causal_mask=True, return_attention_scores=True)
+    scores = np.asarray(scores)
+    assert np.allclose(np.triu(scores[0, 0], 1), 0) and np.allclose(scores.sum(-1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer, role, score, column", [
+    ("layer_0/self_attention", "previous-token", "previous_token", 1),
+    ("layer_1/self_attention", "induction", "induction", 2),
+])
+def test_language_model_grows_its_roles_on_the_pooled_probe(logged, lm_health, layer, role,
+                                                            score, column):
+    """Layer 0 turns to the previous token, layer 1 into an induction head, on the 1536-token
+    probe: absent at step 0, emerged strictly inside the logged range, seen both in the exact
+    `last_queries` window of the logged steps and in the callback's health records."""
+    path, runs = logged
+    result = lm_result(path)
     entries = runs[LM_RUN + "/train"][layer]
-    _, header, _ = entries[-1]
-    assert header["shape"][2:] == [2 * result["repeat_offset"]] * 2  # every position logged
-    steps, results = series(entries, causal=True, repeat_offset=result["repeat_offset"])
-    return result, steps, results
-
-
-def test_language_model_grows_an_induction_head(logged):
-    path, runs = logged
-    layer = "layer_1/self_attention"
-    result, steps, results = lm_series(runs, path, layer)
-    found = emerged_heads(steps, results, "induction", "induction")
-    for head, step, scores in found:
-        print("\n%s head %d became an induction head at step %s (induction score %s)"
-              % (layer, head, step, describe(steps, scores)))
-    print("probe loss %.2f (first half) / %.2f (repeated half)"
-          % (result["probe_first_half_loss"], result["probe_second_half_loss"]))
-    assert found, "no induction head in %s at step %d: roles %s" % (
-        layer, steps[-1], results[-1]["roles"])
-    for head, step, scores in found:
-        assert results[0]["roles"][head] != "induction"  # not there before training
+    measured = window_scores(entries, result["repeat_offset"])
+    steps, window = measured[0], measured[column]
+    records = lm_health[layer]
+    assert sorted(records) == steps
+    recorded = np.array([records[step]["measures"][score] for step in steps])  # [steps, H]
+    threshold = health.ROLE_THRESHOLDS[score]
+    heads = [h for h, name in enumerate(records[steps[-1]]["role"]) if name == role]
+    for head in range(recorded.shape[1]):
+        print("\n%s head %d %s score, last_queries window: %s\n    health records: %s"
+              % (layer, head, score, describe(steps, window[:, head]),
+                 describe(steps, recorded[:, head])))
+    assert heads, "no %s head in %s at step %d: roles %s" % (
+        role, layer, steps[-1], records[steps[-1]]["role"])
+    assert records[steps[-1]]["examples"] == induction_lm.HEALTH_PROBE_SIZE
+    for head in heads:
+        assert records[steps[0]]["role"][head] != role  # not there before training
+        step = health.emergence_step(steps, recorded[:, head], threshold)
+        print("%s head %d became a %s head at step %s" % (layer, head, role, step))
         assert step is not None and steps[0] < step < steps[-1], (step, steps)
-    # The induction head is what makes the repeated half predictable.
+        # The displayed probe's exact window shows the same head: above the role's threshold at
+        # the end, below it at step 0, risen at a step strictly inside the logged range.
+        assert window[-1, head] >= threshold > window[0, head], window[:, head]
+        rise = health.emergence_step(steps, window[:, head], threshold)
+        assert rise is not None and steps[0] < rise < steps[-1], (rise, steps)
+
+
+def test_language_model_predicts_the_repeats(logged):
+    """The induction head is what makes the repeated half of a 1536-token probe predictable."""
+    path, _ = logged
+    result = lm_result(path)
+    print("\nprobe loss %.2f (first half) / %.2f (repeated half)"
+          % (result["probe_first_half_loss"], result["probe_second_half_loss"]))
     assert result["probe_second_half_loss"] < 0.5 * result["probe_first_half_loss"]
-
-
-def test_language_model_layer_0_turns_to_the_previous_token(logged):
-    """Layer 0 feeds the induction head the previous token. In this small model both heads
-    share the work: each ends below the previous-token role's threshold (0.5), about 0.3 each
-    (0.09 at step 0), together above it; the test checks that rise, not the role."""
-    path, runs = logged
-    layer = "layer_0/self_attention"
-    _, steps, results = lm_series(runs, path, layer)
-    scores = np.array([r["previous_token"] for r in results])  # [steps, heads]
-    for head in range(scores.shape[1]):
-        print("\n%s head %d previous-token score %s"
-              % (layer, head, describe(steps, scores[:, head])))
-    best = int(np.argmax(scores[-1]))
-    assert scores[-1, best] >= 0.25 and scores[-1, best] >= 2 * scores[0, best]
-    assert scores[-1].sum() >= health.ROLE_THRESHOLDS["previous_token"] > scores[0].sum()
-    rise = health.emergence_step(steps, scores[:, best], 0.25)
-    assert rise is not None and steps[0] < rise < steps[-1], (rise, steps)
 
 
 def test_translation_cross_attention_becomes_monotonic(logged):
@@ -124,25 +184,3 @@ def test_translation_cross_attention_becomes_monotonic(logged):
     assert last[best] >= threshold
     assert results[-1]["roles"][best] == "monotonic"
     assert last[best] > first[best]
-
-
-def test_language_model_health_records_name_the_induction_heads(logged):
-    """The callback's own measures (`health_probe=`: 64 induction-probe sequences, full
-    precision) find the same induction heads and emergence step range as the logged steps."""
-    from callback_helpers import read_health
-
-    path, runs = logged
-    records = read_health(path)[LM_RUN + "/train"]["layer_1/self_attention"]
-    steps = sorted(records)
-    assert steps == [step for step, _, _ in runs[LM_RUN + "/train"]["layer_1/self_attention"]]
-    last = records[steps[-1]]
-    assert last["examples"] == induction_lm.HEALTH_PROBE_SIZE
-    heads = [h for h, role in enumerate(last["role"]) if role == "induction"]
-    assert heads, last["role"]
-    for head in heads:
-        scores = [records[step]["measures"]["induction"][head] for step in steps]
-        step = health.emergence_step(steps, scores, health.ROLE_THRESHOLDS["induction"])
-        print("\nhealth record: layer_1 head %d induction %.2f -> %.2f, emerged at step %s"
-              % (head, scores[0], scores[-1], step))
-        assert records[steps[0]]["role"][head] != "induction"
-        assert step is not None and steps[0] < step < steps[-1]
