@@ -49,9 +49,11 @@ setuptools.setup(
         "tensorflow": ["tensorflow>=2.16", "keras>=3.0"],
         # AttentionLogger on Keras 3 with JAX or PyTorch (install the backend as usual).
         "keras": ["keras>=3.0"],
-        # What the test suite needs: both of the above and the test tools.
-        "test": ["tensorflow>=2.16", "keras>=3.0", "pytest", "hypothesis", "playwright",
-                 "build", "keras-hub"],
+        # What the test suite needs: both of the above and the test tools. pytest-xdist runs
+        # the suite in two processes (scripts/test.sh): much of it waits on tensorboard
+        # processes, Chromium and subprocesses, so one process leaves a core idle.
+        "test": ["tensorflow>=2.16", "keras>=3.0", "pytest", "pytest-xdist", "hypothesis",
+                 "playwright", "build", "keras-hub"],
     },
     entry_points={
         "tensorboard_plugins": [

@@ -17,8 +17,20 @@ PORT=${PORT:-6006}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[tensorflow]"  # the demos train on Keras with TensorFlow
+install() {
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[tensorflow]"  # the demos train on Keras with TensorFlow
+}
+# pip removes the installed package before it puts the new one in place: one install at a time,
+# and none while something else holds this lock shared (the test suite's workers do, per test).
+if command -v flock >/dev/null 2>&1; then
+  exec 9>.venv/tb-attention-install.lock
+  flock 9
+  install
+  exec 9>&-
+else
+  install
+fi
 
 export TF_CPP_MIN_LOG_LEVEL=3
 .venv/bin/python -m demo.run_all --logdir "$LOGDIR" "$@"

@@ -33,5 +33,10 @@ export PYTHONDONTWRITEBYTECODE=1
 echo "== JavaScript unit tests (node --test)"
 node --test tests/js/
 
-echo "== Python tests (pytest)"
-.venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+echo "== Python tests (pytest, two worker processes; PYTEST_WORKERS=0 runs them in this one)"
+# --dist loadfile: each test file runs in one worker, so a module fixture (a tensorboard process,
+# a trained model) starts once; files are handed out in the order tests/conftest.py sets
+# (--no-loadscope-reorder), the longest first. The demos are trained once for both workers
+# (conftest.demo_logs).
+.venv/bin/python -m pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-2}" --dist loadfile \
+  --no-loadscope-reorder tests "$@"

@@ -1,15 +1,15 @@
 """Run and step comparison, head statistics and rollout in the Attention tab, on the real demos.
 
-The module trains the demos once (`python -m demo.run_all --small`, two learning rates of the
-translation model and the ViT), adds one run that logged the same layer at other steps, serves
-them with one real `tensorboard` and drives the tab in headless Chromium. Expected values come
+The module reads the demos the main job trained for the session (`conftest.demo_logs`:
+`scripts/demo.sh --small`; two learning rates of the translation model and the ViT), copied into
+its own logdir, adds one run that logged the same layer at other steps, serves them with one
+real `tensorboard` and drives the tab in headless Chromium. Expected values come
 from the backend (`/matrix`, `/stats`, `/rollout`) and from the logged weights, never from the
 frontend's own code.
 """
 
 import json
-import pathlib
-import sys
+import shutil
 import time
 import urllib.parse
 
@@ -21,10 +21,6 @@ from tb_attention_plugin import AttentionWriter
 from tb_attention_plugin.server import wire_format
 from tensorboard_process import http_get, tensorboard
 from test_browser_tab import VIRIDIS, Tab, close
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
-from demo import run_all  # noqa: E402
 
 FAST = "translation_lr1e-3/train"
 SLOW = "translation_lr3e-4/train"
@@ -41,9 +37,11 @@ CURRENT_ORANGE = (232, 113, 10)
 
 
 @pytest.fixture(scope="module")
-def logdir(tmp_path_factory):
+def logdir(demo_logs, tmp_path_factory):
     path = tmp_path_factory.mktemp("compare-demos")
-    run_all.main(["--logdir", str(path), "--small"])
+    trained, _ = demo_logs
+    for run in ("translation_lr1e-3", "translation_lr3e-4", "vision"):  # copied: runs are added
+        shutil.copytree(trained / run / "train", path / run / "train")
     slow = read_back(path)[SLOW][CROSS]
     with AttentionWriter(path / SHIFTED) as writer:
         for step, header, weights in slow:

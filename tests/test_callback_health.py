@@ -359,17 +359,30 @@ def test_entropy_collapse_alarm_at_a_collapsing_learning_rate_only(tmp_path):
 # ------------------------------------------------------------- pooled layers (issue 11)
 
 
-class ScoresCounted(keras.layers.MultiHeadAttention):
-    """Counts the calls asked for the full scores (the pooled capture must never ask)."""
+POOLED_LAYERS = ("causal", "long", "cross")
 
-    full_requests = 0
 
-    def _compute_attention(self, query, key, value, attention_mask=None, training=None,
-                           return_attention_scores=False, **kwargs):
-        if return_attention_scores:
-            ScoresCounted.full_requests += 1
-        return super()._compute_attention(query, key, value, attention_mask, training,
-                                          return_attention_scores, **kwargs)
+@pytest.fixture
+def full_requests(monkeypatch):
+    """`[layer name]` of each call that asked a pooled layer of `build_long_model` for its full
+    scores (the pooled capture must never ask). Counted in `MultiHeadAttention` itself: a
+    subclass with its own `_compute_attention` is not computed in chunks (blocked.supports)."""
+    import functools
+    import inspect
+
+    original = keras.layers.MultiHeadAttention._compute_attention
+    signature = inspect.signature(original)
+    asked = []
+
+    @functools.wraps(original)
+    def counted(self, *args, **kwargs):
+        arguments = signature.bind(self, *args, **kwargs).arguments
+        if arguments.get("return_attention_scores") and self.name in POOLED_LAYERS:
+            asked.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.layers.MultiHeadAttention, "_compute_attention", counted)
+    return asked
 
 
 LONG = 96  # the induction probe's copy length: 192 positions
@@ -378,14 +391,15 @@ LONG = 96  # the induction probe's copy length: 192 positions
 def build_long_model():
     """Three layers over 192 positions that a 96 KiB budget pools: causal self-attention,
     bidirectional self-attention and cross-attention to a 2x shorter sequence; "short" (8
-    positions, after average pooling) stays FULL. Every pooled layer counts full-score asks."""
+    positions, after average pooling) stays FULL. The `full_requests` fixture counts the
+    pooled layers' full-score asks."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((2 * LONG,), dtype="int32")
     x = keras.layers.Embedding(VOCABULARY_SIZE, 8)(inputs)
-    x = x + ScoresCounted(2, 4, name="causal")(x, x, use_causal_mask=True)
-    x = x + ScoresCounted(2, 4, name="long")(x, x)
+    x = x + keras.layers.MultiHeadAttention(2, 4, name="causal")(x, x, use_causal_mask=True)
+    x = x + keras.layers.MultiHeadAttention(2, 4, name="long")(x, x)
     memory = keras.layers.AveragePooling1D(2)(x)
-    x = x + ScoresCounted(2, 4, name="cross")(x, memory)
+    x = x + keras.layers.MultiHeadAttention(2, 4, name="cross")(x, memory)
     x = keras.layers.AveragePooling1D(24)(x)
     x = x + keras.layers.MultiHeadAttention(2, 4, name="short")(x, x)
     model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x)))
@@ -427,8 +441,7 @@ def pooled_references(model, ids, offset):
 
 @pytest.mark.parametrize("health_probe", ["set", "probe"])
 def test_pooled_layers_are_measured_from_chunks_equal_to_their_full_matrices(
-        tmp_path, health_probe, small_chunks):
-    ScoresCounted.full_requests = 0
+        tmp_path, health_probe, small_chunks, full_requests):
     model = build_long_model()
     ids, offset = tba.induction_probe(VOCABULARY_SIZE, LONG, batch=12, seed=2)
     y = np.random.default_rng(0).normal(size=(12, 1)).astype("float32")
@@ -438,7 +451,7 @@ def test_pooled_layers_are_measured_from_chunks_equal_to_their_full_matrices(
     # One warning: the reduced view; it no longer says that pooled layers lack health.
     assert len(messages) == 1 and "logging a reduced view: " in messages[0], messages
     assert "192x192 positions pooled in" in messages[0] and "health" not in messages[0]
-    assert ScoresCounted.full_requests == 0  # neither the display nor the health pass asked
+    assert full_requests == []  # neither the display nor the health pass asked
     attention, _ = helpers.read_logs(tmp_path)
     assert sorted(attention["train"]) == ["causal", "cross", "long", "short"]
     for tag in ("causal", "cross", "long"):
@@ -461,6 +474,7 @@ def test_pooled_layers_are_measured_from_chunks_equal_to_their_full_matrices(
         assert_record_equals(record, expected, tag)
         np.testing.assert_allclose(record["measures"]["max_logit"], largest, rtol=1e-4,
                                    atol=1e-5, err_msg=tag)
+    assert sorted(set(full_requests)) == sorted(POOLED_LAYERS)  # the references asked: counted
     measures = records["cross"][final]["measures"]
     assert measures["monotonicity"] is not None and measures["previous_token"] is None
     assert (records["causal"][final]["measures"]["induction"] is None) == (health_probe != "set")

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 
+from conftest import VENV_LOCK
 from tensorboard_process import free_port, http_get
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +37,9 @@ def test_demo_script_run_again_serves_the_attention_tab_without_retraining(demo_
     env = dict(os.environ, LOGDIR=str(logdir), PORT=str(port))
     env.pop("TB_ATTENTION_NO_SERVER", None)
     log = open(tmp_path / "demo.log", "w")
+    # demo.sh reinstalls into .venv holding its lock exclusively: this test runs without the
+    # shared hold the other tests have (conftest.VENV_LOCK; taken again for the next test).
+    VENV_LOCK.release()
     proc = subprocess.Popen(["bash", "scripts/demo.sh", "--small", "--probe-examples", "32"],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
