@@ -32,6 +32,7 @@ VISION = "vision/train"
 CROSS = "decoder_0/cross_attention"
 DECODER = "decoder_0/self_attention"
 VISION_TAG = "block_0/attention"
+INDUCTION = "induction_lm/train"
 
 # name -> view state (the tab's URL hash); "step": "last" is the newest logged step.
 VIEWS = {
@@ -50,6 +51,10 @@ VIEWS = {
     "long": {"run": "long", "tag": "lm/pooled", "view": "head", "head": 1, "log": 1},
     "health": {"run": TRANSLATION, "tag": CROSS, "view": "health"},
     "tokens": {"run": TRANSLATION, "tag": CROSS, "view": "head", "head": 0, "keys": "1,2"},
+    # The causal language model's 1536-token probe, pooled: an induction head, its roles.
+    "induction": {"run": INDUCTION, "tag": "layer_1/self_attention", "view": "head", "head": 0,
+                  "log": 1},
+    "induction_health": {"run": INDUCTION, "tag": "layer_1/self_attention", "view": "health"},
 }
 # Views of the synthetic long run, served from a logdir of their own.
 LONG_VIEWS = ("long",)
