@@ -675,10 +675,16 @@ def vouched_length(blob, header, index, shape=None):
     if zlib.crc32(blob) != crcs[index - 1] or not is_plain_zlib(blob):
         return None
     length = header["payload_lengths"][index - 1]
+    cells, limit = _stored_length_range(header, shape)
+    return length if cells <= length <= limit else None
+
+
+def _stored_length_range(header, shape=None):
+    """`(values, most bytes)` of one stored part of `shape` (the step's `[Tq, Tk]` when None):
+    version 2 holds at most one extension byte per value, version 1 exactly one byte."""
     tq, tk = header["shape"][2:] if shape is None else shape
     cells = tq * tk
-    limit = 2 * cells if header.get("version", 1) >= 2 else cells
-    return length if cells <= length <= limit else None
+    return cells, 2 * cells if header.get("version", 1) >= 2 else cells
 
 
 def is_plain_zlib(blob):
@@ -895,10 +901,8 @@ def inflate_raw(blob, header, shape=None):
     ([0, 254, 255, 186], True)
     """
     tq, tk = header["shape"][2:] if shape is None else shape
-    cells = tq * tk
     faithful = header.get("version", 1) >= 2
-    # Bounded (no zip bombs): version 2 holds at most one extension byte per value.
-    limit = 2 * cells if faithful else cells
+    cells, limit = _stored_length_range(header, shape)  # bounded inflate: no zip bombs
     try:
         inflater = zlib.decompressobj()
         raw = inflater.decompress(bytes(blob), limit + 1)
@@ -1228,12 +1232,6 @@ def _check_probabilities(array, label):
         raise ValueError("%s must be attention probabilities in [0, 1]; found [%g, %g]"
                          % (label, finite.min(), finite.max()))
     np.clip(array, 0.0, 1.0, out=array)  # NaN stays NaN
-
-
-def _encode_nan_masked(matrix, scale_from=None):
-    """`(zlib payload, scale)` of a float32 matrix in faithful codes, NaN = masked."""
-    raw, scale = _nan_masked_codes(matrix, scale_from)
-    return zlib.compress(raw, 6), scale
 
 
 def _nan_masked_codes(matrix, scale_from=None):
