@@ -1,13 +1,19 @@
 """How fast the Attention tab gets one head, against TensorBoard's images plugin getting a PNG.
 
 Writes a logdir with 100 steps of a 12-layer x 12-head model at 512x512 (one probe example)
-plus, in the same run, 100 steps of a 512x512 grayscale PNG through `tf.summary.image`. Then,
+plus, in the same run, 100 steps of 512x512 grayscale PNGs through `tf.summary.image`: one of
+a head's weights in linear 8-bit (what tensor2tensor logged; it drops a long row's small
+weights) and, per head, one of that step's faithful codes (the same picture at the fidelity
+`/matrix` sends, so the two answers carry the same information). Then,
 for the Rust data server (default) and the Python reader (`--load_fast=false`), starts a real
 `tensorboard` on 127.0.0.1 and times HTTP requests:
 
 - `images`: `/data/plugin/images/individualImage?blob_key=...` for distinct steps (TensorBoard's
-  own path for one image; it has no server-side cache), asked alternately with `head (cold)`
-  (image, head, head, image, ...) so that a change of the machine's load hits both alike;
+  own path for one image; it has no server-side cache), asked in turn with `head (cold)` and
+  `images, PNG of the same codes` (the order rotating) so that a change of the machine's load
+  hits the three alike;
+- `images, PNG of the same codes`: the PNG of the faithful codes of the head asked at that
+  step: the same pixels at the same fidelity, about the bytes of the head's answer;
 - `steps`: `/steps` of the tag, as the tab asks before showing a step (it starts reading the
   headers of all listed steps in the background);
 - `head (cold)`: `/matrix?...&head=H` for (step, head) pairs never asked before, after `/steps`
@@ -18,9 +24,10 @@ for the Rust data server (default) and the Python reader (`--load_fast=false`), 
 - `mean (cold)`: `/matrix?...&head=mean` (reads and decodes all 12 heads of the step).
 
 Then the CPU time the `tensorboard` process tree (with `rustboard`) spends per request, from
-`/proc`, in batches of 10 requests (CPU ticks are 10 ms): PNGs, cold heads (head 0 of the same
-steps, never asked before) and the same heads again (cached). A loaded machine stretches
-latencies far more than CPU time, so these ratios are the steadier ones.
+`/proc`, in batches of 10 requests (CPU ticks are 10 ms): PNGs (linear, and of head 0's codes),
+cold heads (head 0 of the same steps, never asked before) and the same heads again (cached).
+A loaded machine stretches latencies far more than CPU time, so these ratios are the steadier
+ones.
 
 Prints median latencies and the ratio to `images`, both readers side by side. Requests send
 `Accept-Encoding: gzip, deflate`, as every browser does (at least).
@@ -64,6 +71,9 @@ SIZE = 512
 HEADS = 12
 IMAGE_TAG = "png/attention_map"
 SMALL_IMAGE_TAG = "png/attention_map_128"  # a PNG of a few KB, see the note printed at the end
+# Per head h: a 512x512 grayscale PNG of layer 0's head h at that step as its faithful codes
+# (the primary byte of each value: the same picture at the same fidelity as /matrix sends).
+CODES_IMAGE_TAG = "png/faithful_codes/head_%d"
 
 
 def attention_weights(seed):
@@ -88,6 +98,8 @@ def write_logdir(root, layers, steps):
     step_bytes = sum(len(b) for b in encoded[0]) * layers
     image = (variants[0][0, 0] / variants[0][0, 0].max() * 255).astype(np.uint8)
     image = tf.constant(image[np.newaxis, :, :, np.newaxis])
+    codes_images = [[tf.constant(primary_codes(step_blobs, head)[np.newaxis, :, :, np.newaxis])
+                     for head in range(HEADS)] for step_blobs in encoded]
     md = metadata.create_summary_metadata()
     writer = tf.summary.create_file_writer(str(root / "train"), max_queue=10)
     with writer.as_default():
@@ -97,9 +109,18 @@ def write_logdir(root, layers, steps):
                                  metadata=md)
             tf.summary.image(IMAGE_TAG, image, step=step, max_outputs=1)
             tf.summary.image(SMALL_IMAGE_TAG, image[:, ::4, ::4], step=step, max_outputs=1)
+            for head, codes_image in enumerate(codes_images[step % len(blobs)]):
+                tf.summary.image(CODES_IMAGE_TAG % head, codes_image, step=step, max_outputs=1)
             writer.flush()
     writer.close()
     return step_bytes
+
+
+def primary_codes(step_blobs, head):
+    """The primary bytes of one head's stored faithful codes as a `[T, T]` uint8 image."""
+    header = encoding.decode_header(step_blobs[0])
+    raw = zlib.decompress(step_blobs[encoding.payload_index(header, 0, head)])
+    return np.frombuffer(raw[:SIZE * SIZE], np.uint8).reshape(SIZE, SIZE)
 
 
 def get(url):
@@ -118,18 +139,26 @@ def get(url):
 
 def wait_until_loaded(base, layers, steps, timeout=300):
     last = urllib.parse.urlencode({"run": "train", "tag": layer_tag(layers - 1)})
-    images = urllib.parse.urlencode({"run": "train", "tag": IMAGE_TAG})
+    images = urllib.parse.urlencode({"run": "train", "tag": CODES_IMAGE_TAG % (HEADS - 1)})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             listed = json.loads(get(base + "/data/plugin/attention/steps?" + last)[1])["steps"]
             pngs = json.loads(get(base + "/data/plugin/images/images?" + images)[1])
             if len(listed) == steps and len(pngs) == steps:
-                return pngs
+                return [image_listing(base, tag) for tag in
+                        [IMAGE_TAG] + [CODES_IMAGE_TAG % h for h in range(HEADS)]]
         except (AssertionError, OSError, ValueError, KeyError):
             pass
         time.sleep(1)
     raise RuntimeError("tensorboard did not load %d steps in %ds" % (steps, timeout))
+
+
+def image_listing(base, tag):
+    """`{step: individualImage URL}` of an image tag."""
+    query = urllib.parse.urlencode({"run": "train", "tag": tag})
+    listed = json.loads(get(base + "/data/plugin/images/images?" + query)[1])
+    return {e["step"]: base + "/data/plugin/images/individualImage?" + e["query"] for e in listed}
 
 
 def matrix_url(base, step, head, layer=0):
@@ -143,13 +172,11 @@ def measure(logdir, flags, layers, steps, requests):
     results = {}
     started = time.perf_counter()
     with tensorboard(logdir, *flags, "--samples_per_plugin=images=%d" % steps) as base:
-        pngs = wait_until_loaded(base, layers, steps)
+        pngs, *codes_pngs = wait_until_loaded(base, layers, steps)
         results["load (s)"] = time.perf_counter() - started
         rng = np.random.default_rng(1)
         chosen = rng.choice(steps, size=min(requests, steps), replace=False)
-        image_urls = [
-            base + "/data/plugin/images/individualImage?" + pngs[int(s)]["query"] for s in chosen
-        ]
+        image_urls = [pngs[int(s)] for s in chosen]
         get(image_urls[0])  # warm the connection path
         small = json.loads(get(base + "/data/plugin/images/images?" + urllib.parse.urlencode(
             {"run": "train", "tag": SMALL_IMAGE_TAG}))[1])
@@ -168,19 +195,24 @@ def measure(logdir, flags, layers, steps, requests):
         results["steps (index build)"] = [steps_time]
         time.sleep(2)  # the tab lists the steps; a person then picks one
         pairs = [(int(s), int(h)) for s, h in zip(chosen, rng.integers(1, HEADS, len(chosen)))]
-        timings, cold = interleaved(image_urls, [matrix_url(base, s, h) for s, h in pairs])
+        timings, codes_timings, cold = interleaved(
+            image_urls, [codes_pngs[h][s] for s, h in pairs],
+            [matrix_url(base, s, h) for s, h in pairs])
         results["images"] = [t for t, _, _ in timings]
         results["png bytes"] = timings[0][2]
+        results["images, PNG of the same codes"] = [t for t, _, _ in codes_timings]
+        results["codes png bytes"] = statistics.mean(n for _, _, n in codes_timings)
         results["head (cold)"] = [t for t, _, _ in cold]
         first, _, _ = get(matrix_url(base, int(chosen[0]), "0", layer=1))  # builds the index
         results["first head (index build)"] = [first]
         results["head (cold, no /steps)"] = [
             get(matrix_url(base, s, h, layer=1))[0] for s, h in pairs[1:]
         ]
-        results["matrix bytes (compressed)"] = cold[0][2]
+        results["matrix bytes (compressed)"] = statistics.mean(n for _, _, n in cold)
         results["head (cached)"] = [get(matrix_url(base, s, h))[0] for s, h in pairs]
         results["mean (cold)"] = [get(matrix_url(base, s, "mean"))[0] for s in chosen[:10]]
-        results.update(cpu_per_request(base, image_urls, [matrix_url(base, s, 0) for s in chosen]))
+        results.update(cpu_per_request(base, image_urls, [codes_pngs[0][s] for s in chosen],
+                                       [matrix_url(base, s, 0) for s in chosen]))
         plain = get_plain(matrix_url(base, pairs[0][0], pairs[0][1]))
         assert cold[0][1] == plain  # the compressed answer decodes to exactly the plain one
         check = wire_format.decode(plain)
@@ -218,13 +250,15 @@ def cpu_seconds(pids):
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_per_request(base, image_urls, cold_urls, batch=10):
-    """Mean CPU seconds of the server per request: PNGs, cold heads, the same heads cached."""
+def cpu_per_request(base, image_urls, codes_urls, cold_urls, batch=10):
+    """Mean CPU seconds of the server per request: PNGs (linear, and of the same codes as the
+    heads), cold heads, and the same heads again (cached)."""
     pids = process_tree(urllib.parse.urlparse(base).port)
-    spent = {"cpu: images": [], "cpu: head (cold)": [], "cpu: head (cached)": []}
+    kinds = (("cpu: images", image_urls), ("cpu: images, PNG of the same codes", codes_urls),
+             ("cpu: head (cold)", cold_urls), ("cpu: head (cached)", cold_urls))
+    spent = {key: [] for key, _ in kinds}
     for start in range(0, len(cold_urls) - batch + 1, batch):
-        for key, urls in (("cpu: images", image_urls), ("cpu: head (cold)", cold_urls),
-                          ("cpu: head (cached)", cold_urls)):
+        for key, urls in kinds:
             before = cpu_seconds(pids)
             for url in urls[start:start + batch]:
                 get(url)
@@ -232,18 +266,15 @@ def cpu_per_request(base, image_urls, cold_urls, batch=10):
     return spent
 
 
-def interleaved(first_urls, second_urls):
-    """`(answers to first_urls, answers to second_urls)`, asked alternately (A B, B A, A B, ...)
-    so that both medians see the same moments of a machine whose load changes."""
-    first, second = [], []
-    for k, (a, b) in enumerate(zip(first_urls, second_urls)):
-        if k % 2:
-            second.append(get(b))
-            first.append(get(a))
-        else:
-            first.append(get(a))
-            second.append(get(b))
-    return first, second
+def interleaved(*url_lists):
+    """The answers to each list of URLs, asked in turn with the order rotating (A B C, B C A,
+    C A B, ...) so that every median sees the same moments of a machine whose load changes."""
+    answers = [[] for _ in url_lists]
+    for k, urls in enumerate(zip(*url_lists)):
+        for j in range(len(urls)):
+            which = (k + j) % len(urls)
+            answers[which].append(get(urls[which]))
+    return answers
 
 
 def get_plain(url):
@@ -253,14 +284,14 @@ def get_plain(url):
 
 def print_ratios(title, results, names, average, baseline, keys):
     """One row per key: `average` of its samples per reader, in ms and as a ratio."""
-    print("%-26s" % title + "".join("%28s" % n for n in names))
+    print("%-36s" % title + "".join("%28s" % n for n in names))
     for key in keys:
         cells = []
         for name in names:
             value = average(results[name][key]) * 1000
             ratio = value / (average(results[name][baseline]) * 1000)
             cells.append("%9.2f ms  %6.2fx images" % (value, ratio))
-        print("%-26s" % key + "".join("%28s" % c for c in cells))
+        print("%-36s" % key + "".join("%28s" % c for c in cells))
 
 
 def main():
@@ -296,13 +327,15 @@ def main():
     names = list(readers)
     print()
     print_ratios("median latency", results, names, statistics.median, "images", (
-        "images", "images, 128x128 PNG", "runs, cold (all layers)", "steps (index build)",
+        "images", "images, 128x128 PNG", "images, PNG of the same codes", "runs, cold (all layers)", "steps (index build)",
         "head (cold)", "first head (index build)", "head (cold, no /steps)", "head (cached)",
         "mean (cold)"))
     print_ratios("mean server CPU / request", results, names, statistics.mean, "cpu: images",
-                 ("cpu: images", "cpu: head (cold)", "cpu: head (cached)"))
-    for key in ("png bytes", "small png bytes", "matrix bytes (compressed)", "load (s)"):
-        print("%-26s" % key + "".join("%28.1f" % results[n][key] for n in names))
+                 ("cpu: images", "cpu: images, PNG of the same codes", "cpu: head (cold)",
+                  "cpu: head (cached)"))
+    for key in ("png bytes", "small png bytes", "codes png bytes", "matrix bytes (compressed)",
+                "load (s)"):
+        print("%-36s" % key + "".join("%28.1f" % results[n][key] for n in names))
     print(
         "\nNote: the Rust data server answers a lone read_blob of a blob between about 1 KB and "
         "64 KB\nonly after ~40 ms (TCP delayed ACK against its unbuffered gRPC writes): TensorBoard's "

@@ -12,8 +12,9 @@ Runs, in this process and one after the other:
 - `bench_fit_overhead.main`: `model.fit` with and without `AttentionLogger` at its default
   cadence (wall time, CPU time, and the time spent inside the callback);
 - `bench_serving.measure`: one 512x512 head of a step of a 100-step, 12-layer x 12-head logdir
-  against TensorBoard's images plugin serving a 512x512 PNG from the same logdir, on the Rust
-  data server and on the Python reader;
+  against TensorBoard's images plugin serving a 512x512 PNG from the same logdir (the head's
+  linear 8-bit picture, and a PNG of the head's own faithful codes: the same information), on
+  the Rust data server and on the Python reader;
 - `bench_memory.measure`: the RSS of the whole `tensorboard` process tree with that logdir
   loaded against the same logdir without attention, on both readers;
 - long sequences: `bench_long_capture.main` (a GPT-2-small-shaped keras-hub backbone at 1024
@@ -161,9 +162,13 @@ def serving_and_memory_rows(layers, steps, requests):
             small = statistics.median(results["images, 128x128 PNG"])
             cold = statistics.median(results["head (cold)"])
             cached = statistics.median(results["head (cached)"])
+            same_codes = statistics.median(results["images, PNG of the same codes"])
             rows += [
                 row("serve one 512x512 head, step not asked before (%s)" % reader, _ms(cold),
                     _ms(images) + " (512x512 PNG)", cold / images, "<= 1.0", 1.0),
+                row("the same against a PNG of the head's faithful codes (%s)" % reader,
+                    _ms(cold), _ms(same_codes) + " (%d B PNG)" % results["codes png bytes"],
+                    cold / same_codes, "<= 1.0", 1.0),
                 row("the same against a 128x128 PNG, %d B (%s)"
                     % (results["small png bytes"], reader), _ms(cold),
                     _ms(small) + " (128x128 PNG)", cold / small, "-"),
@@ -171,10 +176,13 @@ def serving_and_memory_rows(layers, steps, requests):
                     _ms(images) + " (512x512 PNG)", cached / images, "-"),
             ]
             cpu = {key: statistics.mean(results["cpu: " + key])
-                   for key in ("images", "head (cold)")}
+                   for key in ("images", "images, PNG of the same codes", "head (cold)")}
             rows.append(row("server CPU per cold head vs per 512x512 PNG (%s)" % reader,
                             _ms(cpu["head (cold)"]), _ms(cpu["images"]),
                             cpu["head (cold)"] / cpu["images"], "-"))
+            rows.append(row("the same against a PNG of the head's faithful codes (%s)" % reader,
+                            _ms(cpu["head (cold)"]), _ms(cpu["images, PNG of the same codes"]),
+                            cpu["head (cold)"] / cpu["images, PNG of the same codes"], "-"))
         memory = bench_memory.measure(with_attention, without_attention, layers, steps)
         bench_memory.print_results(memory)
         for reader, r in memory.items():
