@@ -303,6 +303,9 @@ def main():
                         "already holds them (same --layers and --steps) is read as it is, so "
                         "two versions of the plugin can be measured on the same data")
     args = parser.parse_args()
+    if args.layers < 2:
+        parser.error("--layers must be at least 2: layer 1 is the tag whose /steps is never "
+                     "asked (row 'head (cold, no /steps)')")
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         logdir = pathlib.Path(args.logdir or tmp)
