@@ -36,20 +36,7 @@ READERS = {"rust data server": (), "python reader": ("--load_fast=false",)}
 
 def write_logdir_without_attention(root, steps):
     """`bench_serving.write_logdir` minus the attention tags: the same PNGs at the same steps."""
-    import numpy as np
-    import tensorflow as tf
-
-    weights = bench_serving.attention_weights(0)
-    image = (weights[0, 0] / weights[0, 0].max() * 255).astype(np.uint8)
-    image = tf.constant(image[np.newaxis, :, :, np.newaxis])
-    writer = tf.summary.create_file_writer(str(root / "train"), max_queue=10)
-    with writer.as_default():
-        for step in range(steps):
-            tf.summary.image(bench_serving.IMAGE_TAG, image, step=step, max_outputs=1)
-            tf.summary.image(bench_serving.SMALL_IMAGE_TAG, image[:, ::4, ::4], step=step,
-                             max_outputs=1)
-            writer.flush()
-    writer.close()
+    bench_serving.write_logdir(root, 0, steps)
 
 
 def event_bytes(root):

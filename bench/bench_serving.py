@@ -90,6 +90,8 @@ def layer_tag(layer):
 
 
 def write_logdir(root, layers, steps):
+    """Writes the bench's logdir under `root/train`; `layers=0` writes only its PNGs (what
+    `bench_memory` compares against). Returns the attention bytes of one step."""
     import tensorflow as tf
 
     variants = [attention_weights(seed) for seed in range(4)]
