@@ -121,8 +121,8 @@ def write_logdir(root, layers, steps):
 def primary_codes(step_blobs, head):
     """The primary bytes of one head's stored faithful codes as a `[T, T]` uint8 image."""
     header = encoding.decode_header(step_blobs[0])
-    raw = zlib.decompress(step_blobs[encoding.payload_index(header, 0, head)])
-    return np.frombuffer(raw[:SIZE * SIZE], np.uint8).reshape(SIZE, SIZE)
+    raw, _ = encoding.inflate_raw(step_blobs[encoding.payload_index(header, 0, head)], header)
+    return np.frombuffer(raw, np.uint8, count=SIZE * SIZE).reshape(SIZE, SIZE)
 
 
 def get(url):

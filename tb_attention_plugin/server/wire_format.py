@@ -208,22 +208,12 @@ def gzip_codes_from_zlib(codes, scale, zlib_payload, planes=1):
     if codes.dtype != np.uint16:
         codes = codes.astype(np.uint8, copy=False)
     raw_codes = encoding.pack_codes(codes)
-    header = _header(codes_dtype(codes, planes), _rows(codes, planes), codes.shape[1], scale)
     payload = bytes(zlib_payload)
-    plain_zlib = (
-        len(payload) >= 6
-        and payload[0] & 0x0F == 8  # deflate
-        and (payload[0] << 8 | payload[1]) % 31 == 0
-        and not payload[1] & 0x20  # no preset dictionary
-        # The trailer is the Adler-32 of exactly these codes: nothing follows the stream.
-        and struct.unpack(">I", payload[-4:])[0] == zlib.adler32(raw_codes)
-    )
-    if not plain_zlib:
-        return gzip.compress(header + raw_codes, compresslevel=1, mtime=0)
-    stored_block = b"\x00" + struct.pack("<HH", len(header), len(header) ^ 0xFFFF) + header
-    crc = zlib.crc32(raw_codes, zlib.crc32(header))
-    trailer = struct.pack("<II", crc, (len(header) + len(raw_codes)) & 0xFFFFFFFF)
-    return _GZIP_MEMBER_HEADER + stored_block + payload[2:-4] + trailer
+    # The trailer must be the Adler-32 of exactly these codes: nothing follows the stream.
+    whole = (encoding.is_plain_zlib(payload)
+             and struct.unpack(">I", payload[-4:])[0] == zlib.adler32(raw_codes))
+    return gzip_stored(raw_codes, _rows(codes, planes), codes.shape[1], scale,
+                       codes_dtype(codes, planes), payload if whole else None)
 
 
 def deflate_stored_codes(codes, scale, zlib_payload, planes=1):
