@@ -44,31 +44,18 @@ def event_bytes(root):
 
 
 def _process_tree_rss(port):
-    """Bytes of RSS of the `tensorboard` listening on `port` and all its descendants."""
-    parents, rss, roots = {}, {}, []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    """`(bytes of RSS, process count)` of the `tensorboard` listening on `port` and all its
+    descendants (`bench_serving.process_tree`)."""
+    pids = bench_serving.process_tree(port)
+    total = 0
+    for pid in pids:
         try:
-            with open("/proc/%s/status" % entry) as f:
+            with open("/proc/%d/status" % pid) as f:
                 fields = dict(line.split(":", 1) for line in f if ":" in line)
-            with open("/proc/%s/cmdline" % entry, "rb") as f:
-                command = f.read().split(b"\0")
         except OSError:
             continue  # exited meanwhile
-        pid = int(entry)
-        parents[pid] = int(fields["PPid"])
-        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
-        if b"tensorboard.main" in command and b"--port=%d" % port in command:
-            roots.append(pid)
-    if len(roots) != 1:
-        raise RuntimeError("expected one tensorboard on port %d, found %s" % (port, roots))
-    tree, grew = {roots[0]}, True
-    while grew:
-        children = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree |= children
-        grew = bool(children)
-    return sum(rss[pid] for pid in tree), len(tree)
+        total += int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+    return total, len(pids)
 
 
 def _wait_for_images(base, steps, timeout=300):

@@ -223,22 +223,30 @@ def measure(logdir, flags, layers, steps, requests):
 
 
 def process_tree(port):
-    """PIDs of the tensorboard serving `port` and of its children (the Rust data server)."""
-    flag = ("--port=%d" % port).encode()
-    parents = {}
-    server = None
+    """PIDs of the `tensorboard` listening on `port` and of all its descendants (the Rust data
+    server): the processes whose CPU time and memory the benchmarks charge to TensorBoard."""
+    parents, roots = {}, []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            cmdline = open("/proc/%s/cmdline" % entry, "rb").read().split(b"\0")
-            stat = open("/proc/%s/stat" % entry).read().rsplit(")", 1)[1].split()
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                command = f.read().split(b"\0")
+            with open("/proc/%s/stat" % entry) as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
         except OSError:
-            continue
-        parents[int(entry)] = int(stat[1])
-        if flag in cmdline and b"tensorboard.main" in cmdline:
-            server = int(entry)
-    return [server] + [pid for pid, parent in parents.items() if parent == server]
+            continue  # exited meanwhile
+        parents[int(entry)] = parent
+        if b"tensorboard.main" in command and b"--port=%d" % port in command:
+            roots.append(int(entry))
+    if len(roots) != 1:
+        raise RuntimeError("expected one tensorboard on port %d, found %s" % (port, roots))
+    tree, grew = {roots[0]}, True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grew = bool(children)
+    return sorted(tree)
 
 
 def cpu_seconds(pids):
