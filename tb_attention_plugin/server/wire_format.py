@@ -158,7 +158,7 @@ def gzip_stored(raw, rows, cols, scale, dtype, zlib_payload):
     payload = bytes(zlib_payload or b"")
     if not encoding.is_plain_zlib(payload):
         return gzip.compress(header + bytes(raw), compresslevel=1, mtime=0)
-    stored_block = b"\x00" + struct.pack("<HH", len(header), len(header) ^ 0xFFFF) + header
+    stored_block = _stored_deflate_block(header)
     crc = zlib.crc32(raw, zlib.crc32(header))
     trailer = struct.pack("<II", crc, (len(header) + len(raw)) & 0xFFFFFFFF)
     return _GZIP_MEMBER_HEADER + stored_block + payload[2:-4] + trailer
@@ -257,7 +257,7 @@ def deflate_codes_from_zlib(rows, cols, scale, zlib_payload, dtype=DTYPE_CODES, 
     if not encoding.is_plain_zlib(payload):
         raise WireError("payload is not a plain zlib stream")
     header = _header(dtype, rows, cols, scale)
-    stored_block = b"\x00" + struct.pack("<HH", len(header), len(header) ^ 0xFFFF) + header
+    stored_block = _stored_deflate_block(header)
     checksum = _adler32_combine(
         zlib.adler32(header), struct.unpack(">I", payload[-4:])[0],
         rows * cols if length is None else length,
@@ -265,6 +265,13 @@ def deflate_codes_from_zlib(rows, cols, scale, zlib_payload, dtype=DTYPE_CODES, 
     # One copy of the deflate blocks (a slice and a concatenation would make two).
     return b"".join((payload[:2], stored_block, memoryview(payload)[2:-4],
                      struct.pack(">I", checksum)))
+
+
+def _stored_deflate_block(data):
+    """A non-final uncompressed ("stored") deflate block holding `data` (RFC 1951, 3.2.4), to
+    go first in a deflate stream (where it starts byte-aligned) before the stored payload's own
+    blocks: how the answers above put the wire header in front without recompressing."""
+    return b"\x00" + struct.pack("<HH", len(data), len(data) ^ 0xFFFF) + data
 
 
 _ADLER_BASE = 65521
