@@ -6,6 +6,8 @@ Public API (imported lazily, so that TensorBoard's plugin loader stays light):
 - `AttentionWriter(logdir)`: the same summaries without TensorFlow (JAX, PyTorch, numpy).
 - `AttentionLogger(log_dir="logs", probe=...)`: a Keras callback that logs every attention
   layer to `<log_dir>/train`.
+- `register_attention(layer_class, probabilities)`: reads an attention layer the callback
+  cannot find by itself, through a function that returns its probabilities.
 - `AttentionLoggerWarning`: the warning it gives for what it could not log (importing it does
   not import Keras).
 
@@ -28,6 +30,10 @@ _LAZY = {
     "AttentionLogger": ("tb_attention_plugin.logger.callback", "AttentionLogger"),
     "AttentionLoggerWarning": ("tb_attention_plugin.logger.problems", "AttentionLoggerWarning"),
     "induction_probe": ("tb_attention_plugin.health", "induction_probe"),
+    "register_attention": ("tb_attention_plugin.logger.adapters.registered",
+                           "register_attention"),
+    "unregister_attention": ("tb_attention_plugin.logger.adapters.registered",
+                             "unregister_attention"),
 }
 
 __all__ = sorted(_LAZY)

@@ -36,9 +36,14 @@ import inspect
 
 import numpy as np
 
+from tb_attention_plugin.logger.adapters import owners as owner_layers
+from tb_attention_plugin.logger.adapters.recording import OwnerRecording
+from tb_attention_plugin.logger.adapters.recording import REGISTER_HINT
+
 # Kinds of attention layers: the method whose result holds the scores.
 _HEADS = "heads"  # MultiHeadAttention, GroupedQueryAttention: (B, H, Tq, Tk)
 _SINGLE = "single"  # Attention, AdditiveAttention: (B, Tq, Tk), no head axis
+_OWNER = "owner"  # any other layer making probabilities: read by logger/adapters/
 
 
 class AttentionSite:
@@ -167,39 +172,60 @@ def find_attention_layers(model, patterns=None):
         names); a layer is kept when any pattern matches.
 
     Returns:
-      `(sites, unreadable)`: `AttentionSite`s in model order, and the paths of layers that
-      look like attention (class name contains "Attention") but that this module cannot read
-      (e.g. keras-hub LLM attention layers, tf-keras layers). Both respect `patterns`.
+      `(sites, unreadable)`: `AttentionSite`s in model order (Keras' stock attention layers,
+      and the layers whose own code makes probabilities, `adapters/owners.py`), and
+      descriptions of layers whose class name says attention but that neither are nor hold
+      one (e.g. tf-keras layers). Both respect `patterns`.
     """
     classes = attention_classes()
     tree_paths = _tree_paths(model)
-    sites, unreadable, seen, taken = [], [], set(), set()
+    sites, named, seen, taken = [], [], set(), set()
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if id(layer) in seen:
             continue
         seen.add(id(layer))
-        path = getattr(layer, "path", None)
-        if not isinstance(path, str) or not path:
-            path = tree_paths.get(id(layer), layer.name)
+        path = _layer_path(layer, tree_paths)
         if patterns is not None and not any(
             fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(layer.name, p) for p in patterns
         ):
             continue
         kind = _kind_of(layer, classes)
-        if kind is not None:
-            if any(id(layer) in _sublayer_ids(site.layer) for site in sites):
-                continue  # an attention layer nested in another one (its own parts)
-            if path in taken:  # e.g. two nested backbones with the same layer names
-                path = tree_paths.get(id(layer), path)
-            base, number = path, 1
-            while path in taken:
-                number += 1
-                path = "%s_%d" % (base, number)
-            taken.add(path)
-            sites.append(AttentionSite(layer, path, kind))
-        elif "attention" in type(layer).__name__.lower():
-            unreadable.append("%s (%s)" % (path, type(layer).__name__))
-    return sites, unreadable
+        if kind is None and owner_layers.owner_reason(layer) is not None:
+            kind = _OWNER
+        if kind is None or any(id(layer) in _sublayer_ids(site.layer) for site in sites
+                               if site.kind != _OWNER):
+            if kind is None and owner_layers.looks_like_attention(layer):
+                named.append((layer, path))
+            continue  # not attention, or a part of a stock attention layer
+        if path in taken:  # e.g. two nested backbones with the same layer names
+            path = tree_paths.get(id(layer), path)
+        base, number = path, 1
+        while path in taken:
+            number += 1
+            path = "%s_%d" % (base, number)
+        taken.add(path)
+        sites.append(AttentionSite(layer, path, kind))
+    return sites, _unreadable(named, sites)
+
+
+def _layer_path(layer, tree_paths):
+    path = getattr(layer, "path", None)
+    if not isinstance(path, str) or not path:
+        path = tree_paths.get(id(layer), layer.name)
+    return path
+
+
+def _unreadable(named, sites):
+    """The attention-named layers that are neither a site nor hold one nor sit inside one
+    (a wrapper such as DINOv2's around a MultiHeadAttention is read through its inner layer)."""
+    site_ids = {id(site.layer) for site in sites}
+    unreadable = []
+    for layer, path in named:
+        inside = _sublayer_ids(layer)
+        if site_ids & inside or any(id(layer) in _sublayer_ids(s.layer) for s in sites):
+            continue
+        unreadable.append("%s (%s)" % (path, type(layer).__name__))
+    return unreadable
 
 
 def _to_numpy(value):
@@ -269,8 +295,18 @@ def _is_causal(mask, tq, tk):
     return not np.broadcast_to(mask, mask.shape[:-2] + (tq, tk))[..., upper].any()
 
 
-class _Patcher:
-    """Installs and removes the recording shadows on the attention layer instances."""
+def _nothing_above_diagonal(scores):
+    """True when square weights put no weight on future keys (a layer that masks by adding a
+    large negative number to its logits, such as T5's decoder, hands no mask to its softmax)."""
+    tq, tk = scores.shape[-2:]
+    if tq != tk or tq < 2:
+        return False
+    return not np.any(scores[..., np.triu(np.ones((tq, tk), bool), k=1)])
+
+
+class _Patcher(OwnerRecording):
+    """Installs and removes the recording shadows on the attention layer instances (stock
+    layers here, owner layers through `OwnerRecording` and `logger/adapters/`)."""
 
     def __init__(self, sites, symbolic=False, plans=None, shapes_only=False):
         self._sites = sites
@@ -287,7 +323,10 @@ class _Patcher:
         object.__setattr__(layer, name, value)  # bypasses Keras attribute tracking
 
     def install(self):
+        self.install_owners([site for site in self._sites if site.kind == _OWNER])
         for site in self._sites:
+            if site.kind == _OWNER:
+                continue
             layer = site.layer
             if "_flash_attention" in layer.__dict__:
                 self._set(layer, "_flash_attention", False)  # flash cannot return scores
@@ -680,7 +719,8 @@ def _records_from_calls(calls, problems, sites, plans=None):
                 except ValueError:
                     mask = None
             tq, tk = scores.shape[-2:]
-            causal = not cross and (entry["causal_flag"] or _is_causal(mask, tq, tk))
+            causal = not cross and (entry["causal_flag"] or _is_causal(mask, tq, tk) or (
+                mask is None and site.kind == _OWNER and _nothing_above_diagonal(scores)))
             max_logit = _checked_max_logit(entry.get("max_logit"), *scores.shape[:2])
             scores = scores.astype(np.float32)
             if plan is not None and plan.mode == "pooled":
@@ -689,8 +729,9 @@ def _records_from_calls(calls, problems, sites, plans=None):
                     tag, site, None, None, cross, causal, shape=scores.shape, pooled=pooled,
                     max_logit=None if max_logit is None else max_logit[:plan.examples]))
                 continue
-            records.append(AttentionRecord(tag, site, scores, mask, cross, causal,
-                                           max_logit=max_logit))
+            record = AttentionRecord(tag, site, scores, mask, cross, causal, max_logit=max_logit)
+            record.source = entry.get("source", "stock")  # which adapter read it
+            records.append(record)
     return records
 
 
@@ -729,6 +770,7 @@ def _run_patched(model, inputs, patcher):
                 model(inputs, training=False)
         else:
             model(inputs, training=False)
+        patcher.settle_owners([site for site in patcher._sites if site.kind == _OWNER])
     finally:
         patcher.restore()
 
@@ -781,6 +823,7 @@ class CompiledCapture:
                 entries.clear()
             layout.clear()
             model(inputs, training=False)
+            patcher.settle_owners([site for site in sites if site.kind == _OWNER])
             outputs = []
             for site in sites:
                 for index, entry in enumerate(patcher.calls.get(id(site), [])):
@@ -908,9 +951,11 @@ class ProbeCapture:
         if unreadable:
             self._problems.warn(
                 "unreadable",
-                "skipping layers that look like attention but are not Keras "
-                "MultiHeadAttention/GroupedQueryAttention/Attention/AdditiveAttention: %s"
-                % ", ".join(unreadable),
+                "skipping layers that look like attention but make no probabilities where "
+                "they can be read (a Keras attention layer, a Softmax sublayer, "
+                "keras.ops.softmax or keras.ops.dot_product_attention): %s; %s"
+                % (", ".join(unreadable),
+                   REGISTER_HINT % "TheLayerClass"),
             )
         if not sites:
             self._problems.warn(

@@ -1,0 +1,45 @@
+"""`keras.ops.softmax` / `keras.ops.nn.softmax` called in an attention layer's own code (T5's
+relative-position attention, hand-written layers): its output is the probabilities.
+
+During the probe pass both names are wrapped; a call over the last axis of a rank 4 or 5
+tensor, made while an owner layer (`owners.py`) runs, is recorded for the innermost such layer.
+Other softmaxes (a router's, a classifier's) pass through untouched.
+
+Example (what gets read):
+
+```python
+weights = keras.ops.nn.softmax(scores + position_bias, axis=-1)   # [B, H, Tq, Tk]
+```
+"""
+
+from tb_attention_plugin.logger.adapters import layout
+
+
+def install(patcher):
+    """Wraps `keras.ops.softmax` and `keras.ops.nn.softmax` for the pass."""
+    import keras
+
+    for module in (keras.ops, keras.ops.nn):
+        original = getattr(module, "softmax", None)
+        if original is not None:
+            patcher.set_attribute(module, "softmax", _wrapped(patcher, original))
+
+
+def _wrapped(patcher, original):
+    def softmax(x, axis=-1, *args, **kwargs):
+        output = original(x, axis, *args, **kwargs)
+        site = patcher.current_owner()
+        shape = tuple(getattr(x, "shape", ()))
+        if site is None or not layout.is_attention_shape(shape, axis):
+            return output
+        merged = (int(shape[0]), layout.heads_of(shape), int(shape[-2]), int(shape[-1]))
+
+        def compute():
+            probs, _ = layout.to_heads(output)
+            logits, _ = layout.to_heads(x)
+            return probs, None, logits
+
+        patcher.offer_probabilities(site, merged, compute, source="softmax")
+        return output
+
+    return softmax

@@ -1,0 +1,92 @@
+"""Every keras-hub LLM family is captured and proved against its own math, on TensorFlow and JAX.
+
+For each family (tiny configs of the real keras-hub classes, tests/keras_hub_families.py) a model
+is trained twice from one seed, with and without `AttentionLogger`, and the logs are read back
+through TensorBoard's data provider:
+
+- one tag per attention layer call (self and cross attention of T5), holding every query head;
+- stored rows sum to 1 over the visible keys (within the storage codes' error), nothing above the
+  diagonal of causal layers, nothing outside the window of sliding-window layers (Gemma 2/3,
+  Mistral);
+- the captured probabilities times the layer's own values equal the layer's own attention
+  output (read on its value and output projections), to float32 rounding;
+- the weights after `fit` are identical with and without the callback, and the probe ran as a
+  traced graph (TensorFlow's fast path).
+
+On JAX, keras-hub's Llama-style layers take the fused `ops.dot_product_attention` in every pass,
+so there the probabilities come from the fused-op adapter.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import keras_hub_families as families
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+# Storage codes: 8-bit, relative error below 2.8% per weight (docs/format.md); a row's sum
+# stays within this of 1.
+ROW_TOLERANCE = 0.03
+PROOF_TOLERANCE = 1e-5
+
+
+def assert_summary(summary, backend="tensorflow"):
+    name = summary["family"]
+    family = families.FAMILIES[name]
+    assert summary["weights_equal"], "%s: training changed with the callback" % name
+    assert summary["warnings"] == [], summary["warnings"]
+    assert summary["unreadable"] == []
+    tags = summary["tags"]
+    assert len(tags) == family.layers, sorted(tags)
+    for tag, check in tags.items():
+        assert check["heads"] == family.heads, (tag, check)
+        assert check["row_error"] < ROW_TOLERANCE, (tag, check)
+        assert check["above_diagonal"] == 0.0, (tag, check)
+        assert check["outside_window"] == 0.0, (tag, check)
+        if family.causal and not check["cross"]:
+            # Decoder self-attention is causal; encoder self-attention of T5 is not.
+            assert check["causal"] or "encoder" in tag, (tag, check)
+    if family.seq2seq:
+        assert sum(check["cross"] for check in tags.values()) == 2
+    assert summary["record_heads"] == [family.heads]
+    assert summary["proof_error"] < PROOF_TOLERANCE, summary["proof_error"]
+    if backend == "tensorflow":
+        assert summary["traced"]
+
+
+@pytest.mark.parametrize("name", sorted(families.FAMILIES))
+def test_family_on_tensorflow(name, tmp_path):
+    assert_summary(families.check_family(name, str(tmp_path)))
+
+
+def test_sliding_windows_are_seen():
+    """The window checks above are not vacuous: the windowed layers do have windows."""
+    windows = {}
+    for name in ("gemma2", "mistral"):
+        model = families.trainable_model(families.FAMILIES[name])
+        from tb_attention_plugin.logger import capture
+
+        sites, _ = capture.find_attention_layers(model)
+        windows[name] = [families.window_of(site.layer) for site in sites]
+    assert windows == {"gemma2": [4, None], "mistral": [4, 4]}
+
+
+def test_families_on_jax(tmp_path):
+    """The same checks with Keras on JAX, where Llama-style layers run the fused op."""
+    names = ["gemma2", "llama3", "mistral", "qwen3", "phi3", "gpt_neox", "falcon", "bloom",
+             "deberta_v3", "t5"]
+    environment = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO)
+    result = subprocess.run(
+        [sys.executable, os.path.join(HERE, "keras_hub_families.py"), str(tmp_path)] + names,
+        cwd=REPO, env=environment, capture_output=True, text=True, timeout=900,
+        stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summaries = [json.loads(line[len("SUMMARY "):]) for line in result.stdout.splitlines()
+                 if line.startswith("SUMMARY ")]
+    assert [s["family"] for s in summaries] == names
+    for summary in summaries:
+        assert_summary(summary, backend="jax")
