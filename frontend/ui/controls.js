@@ -18,6 +18,9 @@ import {element, fillSelect} from "./dom.js";
 import {tokenLabel} from "../lib/tokens.js";
 
 const SCALE_LABELS = {head: "per head", shared: "shared across heads", unit: "fixed 0–1"};
+const NPY_TITLE = "Download the current head's matrix as a NumPy .npy file (float32, NaN = masked)";
+const NPZ_TITLE = "Download what this pooled step stores of the current head as a NumPy .npz file: " +
+  "block means and maxes with their token ranges, and every exact window (float32, NaN = masked)";
 
 export class Controls {
   /** Appends the controls to `container`; `actions`: the callbacks of the example above. */
@@ -42,9 +45,7 @@ export class Controls {
     this.playButton = element("button", {id: "play-button", type: "button", title: "Play through the steps"}, "▶ Play");
     this.reloadButton = element("button", {id: "reload-button", type: "button", title: "Reload runs and steps"}, "⟳ Reload");
     this.saveButton = element("button", {id: "save-button", type: "button", title: "Download the current view as PNG"}, "Save PNG");
-    this.npyButton = element("button", {id: "export-npy", type: "button",
-                                        title: "Download the current head's matrix as a NumPy .npy file (float32, NaN = masked)"},
-                             "Save .npy");
+    this.npyButton = element("button", {id: "export-npy", type: "button", title: NPY_TITLE}, "Save .npy");
     this.filmstripButton = element("button", {id: "filmstrip-button", type: "button",
                                               title: "Download the current head across the logged steps as one PNG"},
                                    "Filmstrip PNG");
@@ -131,9 +132,14 @@ export class Controls {
     this.playButton.textContent = playing ? "⏸ Pause" : "▶ Play";
   }
 
-  /** Enables the .npy and filmstrip exports when the view shows one head's matrix. */
-  showExports(enabled) {
+  /**
+   * Enables the .npy and filmstrip exports when the view shows one head's matrix; a `pooled`
+   * step saves a .npz of its overview and exact windows instead of one matrix.
+   */
+  showExports(enabled, pooled = false) {
     this.npyButton.disabled = !enabled;
+    this.npyButton.textContent = pooled ? "Save .npz" : "Save .npy";
+    this.npyButton.title = pooled ? NPZ_TITLE : NPY_TITLE;
     this.filmstripButton.disabled = !enabled;
   }
 
