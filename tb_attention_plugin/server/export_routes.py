@@ -59,7 +59,8 @@ class ExportRoutes:
         requested = args.choice("format", EXPORT_FORMATS, default=None)
         where = (args.ctx, args.eid, args.run, args.tag)
         datum = self._reader.datum(*where, args.step)
-        pooled = encoding.is_pooled(self._reader.header(*where, datum))
+        header = self._reader.header(*where, datum)  # cached by the reader
+        pooled = encoding.is_pooled(header)
         file_format = requested or ("npz" if pooled else "npy")
         if pooled and file_format == "npy":
             raise NotFound(
@@ -73,7 +74,6 @@ class ExportRoutes:
 
         def build():
             if pooled:
-                header = self._reader.header(*where, datum)
                 arrays = matrices.pooled_arrays(self._reader, *where, datum, header,
                                                 args.example, args.head)
             else:
