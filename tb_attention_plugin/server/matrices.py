@@ -58,7 +58,7 @@ def full_matrix(reader, ctx, eid, run, tag, datum, example, head):
     if encoding.is_pooled(header):
         raise NotFound("run %r tag %r step %d is stored as an overview: no full matrix"
                        % (run, tag, datum.step))
-    _check_example(header, example)
+    check_example(header, example)
     if head == "mean":
         return mean_over_heads(reader.example_weights(ctx, eid, run, tag, datum, header, example))
     _, codes, scale, _ = reader.header_and_head(ctx, eid, run, tag, datum, example, head)
@@ -74,7 +74,7 @@ def pooled_arrays(reader, ctx, eid, run, tag, datum, header, example, head):
     `window_ranges` int64 `[W, 4]` (`q0, q1, k0, k1`, half-open) and `window<i>` float32
     `[q1-q0, k1-k0]`, the exact weights of window i. NaN = masked everywhere.
     """
-    _check_example(header, example)
+    check_example(header, example)
     heads = None if head == "mean" else [head]
     overview = reader.example_parts(ctx, eid, run, tag, datum, header, example, None, heads)
     (tq, tk), (bq, bk) = header["shape"][2:], header["pooled"]["block"]
@@ -107,7 +107,8 @@ def block_ranges(tokens, block):
     return np.stack([starts, np.minimum(starts + block, tokens)], axis=1)
 
 
-def _check_example(header, example):
+def check_example(header, example):
+    """`NotFound` when the step `header` describes has no example number `example`."""
     batch = header["shape"][0]
     if example >= batch:
         raise NotFound("example %d out of range (batch %d)" % (example, batch))

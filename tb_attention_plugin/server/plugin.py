@@ -192,9 +192,7 @@ class AttentionPlugin(base_plugin.TBPlugin):
 
     def _mean_body(self, ctx, eid, run, tag, datum, example, coding, window=None):
         header = self._reader.header(ctx, eid, run, tag, datum)
-        batch = header["shape"][0]
-        if example >= batch:
-            raise errors.NotFound("example %d out of range (batch %d)" % (example, batch))
+        matrices.check_example(header, example)
         parts = self._reader.example_parts(ctx, eid, run, tag, datum, header, example, window)
         if window is None and encoding.is_pooled(header):
             means = matrices.mean_over_heads(means for means, _ in parts)
