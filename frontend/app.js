@@ -184,7 +184,7 @@ export class AttentionApp {
       const view = VIEWS.get(this.state.view);
       this.controls.showPickers(header, this.state, {usesHead: view.usesHead !== false});
       this.controls.showPermalink(this.store.save());
-      this.controls.showExports(view.usesHead !== false);
+      this.controls.showExports(view.usesHead !== false, header.layout === "pooled");
       this.controls.showInfo(stepInfo(this.state, header, this.wallTimes.get(this.state.step)));
       await this.draw(view, stale);
       if (stale()) return;
@@ -268,16 +268,19 @@ export class AttentionApp {
   }
 
   /**
-   * Downloads the state's head as `.npy` (`/export`) or its filmstrip across the logged steps
-   * (`/filmstrip`); the server's errors (e.g. an overview step) show in the error box.
+   * Downloads the state's head as `.npy` (`/export`; a pooled step's overview and windows as
+   * `.npz`) or its filmstrip across the logged steps (`/filmstrip`); the server's errors show in
+   * the error box.
    */
   async download(kind) {
     const {run, tag, step, example, head, scale} = this.state;
     const api = this.source.api;
-    const [route, params, extension] = kind === "npy"
-      ? ["export", {run, tag, step, example, head, format: "npy"}, "npy"]
-      : ["filmstrip", {run, tag, example, head, scale: FILMSTRIP_SCALES[scale] || "tile"}, "png"];
     try {
+      const pooled = kind === "npy" && (await this.source.header(run, tag, step)).layout === "pooled";
+      const format = pooled ? "npz" : "npy";
+      const [route, params, extension] = kind === "npy"
+        ? ["export", {run, tag, step, example, head, format}, format]
+        : ["filmstrip", {run, tag, example, head, scale: FILMSTRIP_SCALES[scale] || "tile"}, "png"];
       const response = await api.request(route, params);
       const name = kind === "npy" ? [run, tag, `step${step}`, `example${example}`, `head${head}`]
                                   : ["filmstrip", run, tag, `example${example}`, `head${head}`];

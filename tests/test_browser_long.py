@@ -9,14 +9,16 @@ argument logs a region no window holds, change its pixels with the log colour sc
 the long full head with strided labels. Expected values come from the logged float weights.
 """
 
+import io
 import re
 import time
+import urllib.parse
 
 import numpy as np
 import pytest
 
 from long_logdirs import TOKENS, WINDOW, long_mask, long_tokens, long_weights, write_long_logdir
-from tensorboard_process import tensorboard
+from tensorboard_process import http_get, tensorboard
 from test_browser_tab import VIRIDIS, Tab, close
 
 RUN = "long"
@@ -45,7 +47,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tab(browser, server):
-    context = browser.new_context(viewport={"width": 1400, "height": 1800}, device_scale_factor=1)
+    context = browser.new_context(viewport={"width": 1400, "height": 1800}, device_scale_factor=1,
+                                  accept_downloads=True)
     yield Tab(context.new_page(), server)
     context.close()
 
@@ -315,4 +318,31 @@ def test_token_selection_needs_exact_positions_and_uses_them_when_zoomed(tab, he
     assert tab.wait_for({"layout": "zoom"})["keys"] == [105]
     tab.frame.click("#mass-clear")
     assert tab.wait_for({"keys": []})["keys"] == []
+    assert tab.errors == []
+
+
+def test_save_on_a_pooled_head_downloads_its_overview_and_windows(tab, server, header, tmp_path):
+    """"Save .npy" on a pooled head saves a .npz (no full matrix exists): the overview and every
+    exact window, the same arrays `/export` serves, loadable without pickle."""
+    tab.show(**POOLED, example=0, head=1, view="head")
+    button = tab.frame.locator("#export-npy")
+    assert button.text_content() == "Save .npz" and button.is_enabled()
+    with tab.page.expect_download() as info:
+        button.click()
+    download = info.value
+    assert download.suggested_filename == "long_lm_pooled_step0_example0_head1.npz"
+    path = tmp_path / download.suggested_filename
+    download.save_as(str(path))
+    saved = np.load(path, allow_pickle=False)
+    query = urllib.parse.urlencode(dict(POOLED, example=0, head=1))
+    status, _, body = http_get(server + "/data/plugin/attention/export?" + query)
+    assert status == 200
+    served = np.load(io.BytesIO(body), allow_pickle=False)
+    assert saved.files == served.files
+    assert saved["window_names"].tolist() == [w["name"] for w in header["windows"]]
+    for name in saved.files:
+        np.testing.assert_array_equal(saved[name], served[name])
+    assert saved["means"].shape == tuple(header["pooled"]["grid"])
+    tab.show(**FULL, head=0, view="head")
+    assert button.text_content() == "Save .npy"
     assert tab.errors == []

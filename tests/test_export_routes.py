@@ -1,5 +1,6 @@
-"""`/export` (.npy) and `/filmstrip` (PNG) against weights written by the real AttentionWriter,
-through the real data provider; the server's viridis table against the frontend's."""
+"""`/export` (.npy, and .npz of a pooled step) and `/filmstrip` (PNG) against weights written by
+the real AttentionWriter, through the real data provider; the server's viridis table against the
+frontend's."""
 
 import io
 import json
@@ -12,7 +13,9 @@ import pytest
 import tb_attention_plugin as tba
 from tb_attention_plugin import png
 from tb_attention_plugin.server import colormap
-from plugin_client import get, production_plugin, wsgi_client
+from tb_attention_plugin.server import wire_format
+from long_logdirs import TOKENS, long_mask, long_weights, write_long_logdir
+from plugin_client import get, get_json, production_plugin, wsgi_client
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 STEPS = [0, 5, 10, 15]
@@ -189,3 +192,80 @@ def test_python_paint_equals_the_frontends_paint_values():
     js = np.array(json.loads(out.stdout), np.uint8).reshape(-1, 4)[:, :3]
     ours = colormap.paint(np.array(values, np.float32), 0.8)
     np.testing.assert_array_equal(ours, js)
+
+
+@pytest.fixture(scope="module")
+def long_client(tmp_path_factory):
+    """Run "long" of tests/long_logdirs.py: "lm/pooled" (2 heads, 2048 tokens) stored pooled,
+    "lm/full" (1 head) stored in full."""
+    return wsgi_client(production_plugin(write_long_logdir(tmp_path_factory.mktemp("long"))))
+
+
+def export_long(client, **params):
+    response = get(client, "/export", run="long", step=0, example=0, **params)
+    assert response.status_code == 200, response.get_data()[:300]
+    return response, np.load(io.BytesIO(response.get_data()), allow_pickle=False)
+
+
+def served_matrix(client, **params):
+    response = get(client, "/matrix", run="long", tag="lm/pooled", step=0, example=0, **params)
+    assert response.status_code == 200, response.get_data()[:300]
+    return wire_format.decode(response.get_data())
+
+
+@pytest.mark.parametrize("head", [0, 1, "mean"])
+def test_export_of_a_pooled_step_is_an_npz_of_what_matrix_serves(long_client, head):
+    response, archive = export_long(long_client, tag="lm/pooled", head=head)
+    assert response.headers["Content-Disposition"] == (
+        'attachment; filename="long_lm_pooled_step0_example0_head%s.npz"' % head)
+    step = get_json(long_client, "/step", run="long", tag="lm/pooled", step=0)
+    assert step["layout"] == "pooled"
+    names = [w["name"] for w in step["windows"]]
+    assert archive["window_names"].tolist() == names and "middle" in names
+    assert archive["window_ranges"].tolist() == [w["query"] + w["key"] for w in step["windows"]]
+    for index, name in enumerate(names):
+        window = archive["window%d" % index]
+        assert window.dtype == np.float32
+        np.testing.assert_array_equal(window, served_matrix(long_client, head=head,
+                                                            window=name).weights())
+    means, maxes = served_matrix(long_client, head=head).planes()
+    np.testing.assert_array_equal(archive["means"], means)
+    np.testing.assert_array_equal(archive["maxes"], maxes)
+    assert archive["block"].tolist() == step["pooled"]["block"]
+
+
+def test_pooled_export_blocks_and_windows_locate_the_logged_weights(long_client):
+    """The block ranges and window ranges in the file say where each value came from: the
+    stored maxes and exact windows match the logged weights there, within the format bounds."""
+    _, archive = export_long(long_client, tag="lm/pooled", head=1)
+    truth = np.where(long_mask(), long_weights()[0, 1], np.nan)
+    query_blocks, key_blocks = archive["query_blocks"], archive["key_blocks"]
+    assert query_blocks[0].tolist() == [0, archive["block"][0]] and query_blocks[-1][1] == TOKENS
+    assert archive["maxes"].shape == (len(query_blocks), len(key_blocks))
+    for i, (q0, q1) in enumerate(query_blocks[::9]):
+        for j, (k0, k1) in enumerate(key_blocks[::9]):
+            block = truth[q0:q1, k0:k1]
+            got = archive["maxes"][9 * i, 9 * j]
+            if np.isnan(block).all():
+                assert np.isnan(got)
+            else:
+                assert abs(got - np.nanmax(block)) <= 0.0279 * np.nanmax(block) + 1e-6
+    for index, (q0, q1, k0, k1) in enumerate(archive["window_ranges"]):
+        window, expected = archive["window%d" % index], truth[q0:q1, k0:k1]
+        assert np.array_equal(np.isnan(window), np.isnan(expected))
+        assert np.nanmax(np.abs(window - expected)) <= np.nanmax(expected) / 508 + 1e-7
+
+
+def test_export_formats_of_pooled_and_full_steps(long_client):
+    response = get(long_client, "/export", run="long", tag="lm/pooled", step=0, example=0,
+                   head=0, format="npy")
+    assert response.status_code == 404
+    assert "format=npz" in json.loads(response.get_data())["error"]
+    _, matrix = export_long(long_client, tag="lm/full", head=0)
+    response, archive = export_long(long_client, tag="lm/full", head=0, format="npz")
+    assert response.headers["Content-Disposition"].endswith('head0.npz"')
+    assert archive.files == ["matrix"] and matrix.shape == (TOKENS, TOKENS)
+    np.testing.assert_array_equal(archive["matrix"], matrix)
+    response = get(long_client, "/export", run="long", tag="lm/pooled", step=0, example=1,
+                   head=0)
+    assert response.status_code == 404

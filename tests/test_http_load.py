@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from tensorboard.plugins import base_plugin
 
 from tb_attention_plugin import AttentionWriter, encoding, png
+from tb_attention_plugin.server import matrices
 from tb_attention_plugin.server import plugin as attention_plugin, static_files, wire_format
 from tensorboard_process import get_json, http_get, tensorboard
 
@@ -214,7 +215,7 @@ def expected_requests():
                              matrix_check(w[example, head])))
         elif kind < 7:
             requests.append((query("/matrix", run=run, tag=tag, step=step, example=example, head="mean"),
-                             matrix_check(attention_plugin.mean_over_heads(w[example]))))
+                             matrix_check(matrices.mean_over_heads(w[example]))))
         elif kind == 7:
             requests.append((query("/step", run=run, tag=tag, step=step), step_check(run, tag, step)))
         elif kind == 8:

@@ -133,6 +133,42 @@ def test_no_line_of_server_imports_keras_tensorflow_or_the_keras_side(path):
             )
 
 
+def server_import_graph():
+    """`{module stem: {server module stems it imports, at any depth}}` over server/."""
+    stems = {p.stem for p in SERVER.glob("*.py")}
+    graph = {}
+    for path in SERVER.glob("*.py"):
+        graph[path.stem] = {
+            module.split(".")[2] for _, module in imported_names(path)
+            if module.startswith("tb_attention_plugin.server.") and module.split(".")[2] in stems
+        } - {path.stem}
+    return graph
+
+
+def test_server_modules_import_each_other_without_a_cycle():
+    """Importing a module that imports you back works only by accident of order (a lazy import
+    inside a function): server/ forms no such circle, and only plugin.py imports route modules."""
+    graph = server_import_graph()
+    done, path = set(), []
+
+    def visit(stem):
+        assert stem not in path, "import cycle: %s" % " -> ".join(path[path.index(stem):] + [stem])
+        if stem in done:
+            return
+        path.append(stem)
+        for imported in sorted(graph[stem]):
+            visit(imported)
+        path.pop()
+        done.add(stem)
+
+    for stem in sorted(graph):
+        visit(stem)
+    routes = {stem for stem in graph if stem.endswith("_routes")}
+    assert routes >= {"aggregate_routes", "health_routes", "export_routes"}
+    importers = {stem for stem, imported in graph.items() if imported & routes}
+    assert importers == {"plugin"}, importers
+
+
 def test_the_static_scan_sees_imports_inside_functions(tmp_path):
     """The scan above must catch what a lazy import would hide from a plain import check."""
     sample = tmp_path / "sample.py"

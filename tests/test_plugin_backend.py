@@ -33,6 +33,7 @@ from tb_attention_plugin import encoding
 from tb_attention_plugin import metadata
 from tb_attention_plugin import png
 from tb_attention_plugin.server import loader
+from tb_attention_plugin.server import matrices
 from tb_attention_plugin.server import plugin as attention_plugin
 from tb_attention_plugin.server import static_files
 from tb_attention_plugin.server import wire_format
@@ -311,13 +312,13 @@ def test_mean_over_heads_of_a_list_of_heads_equals_the_stacked_float64_mean():
     with np.errstate(invalid="ignore", divide="ignore"):
         expected = (total / attended.sum(axis=0)).astype(np.float32)
     for heads in (weights, list(weights)):
-        np.testing.assert_array_equal(attention_plugin.mean_over_heads(heads), expected)
+        np.testing.assert_array_equal(matrices.mean_over_heads(heads), expected)
     assert np.isnan(expected[4, 9]) and not np.isnan(expected[0, 5])
 
 
 def test_mean_over_heads_ignores_heads_that_mask_a_position():
     weights = np.array([[[0.2, np.nan]], [[0.4, np.nan]], [[np.nan, np.nan]]], np.float32)
-    mean = attention_plugin.mean_over_heads(weights)
+    mean = matrices.mean_over_heads(weights)
     assert mean[0, 0] == pytest.approx(0.3) and np.isnan(mean[0, 1])
 
 
@@ -434,7 +435,7 @@ def test_deflate_and_gzip_answers_decode_to_exactly_the_identity_answer(client, 
     params = dict(run="train", tag=tag, step=20, example=0, head=head)
     plain = get(client, "/matrix", **params)
     assert plain.status_code == 200 and "Content-Encoding" not in plain.headers
-    expected = LARGE[int(head)] if head != "mean" else attention_plugin.mean_over_heads(LARGE)
+    expected = LARGE[int(head)] if head != "mean" else matrices.mean_over_heads(LARGE)
     np.testing.assert_allclose(wire_format.decode(plain.get_data()).weights(), expected, atol=0.002)
     browser = get(client, "/matrix", headers={"Accept-Encoding": "gzip, deflate, br, zstd"},
                   **params)

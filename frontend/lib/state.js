@@ -1,6 +1,7 @@
 /**
  * The view state (run, tag, step, example, head, view, colour map, scale, log colour scale,
- * pinned query, zoomed region, compared runs, reference step, rollout residual, health measure, selected keys)
+ * pinned query, zoomed region, compared runs, run filter, reference step, rollout residual, health measure,
+ * selected keys)
  * and its encoding in a URL hash, so that a link reopens
  * the same view.
  *
@@ -17,6 +18,7 @@
  */
 
 import {formatZoom, parseZoom} from "./pooled.js";
+import {MAX_RUN_FILTER} from "./runfilter.js";
 
 export const VIEWS = Object.freeze(["head", "heads", "model", "lines", "image", "compare", "diff", "stats", "rollout",
                                     "health"]);
@@ -30,6 +32,7 @@ export const DEFAULT_STATE = Object.freeze({
   run: null, tag: null, step: null, example: 0, head: 0, view: "head",
   cmap: "viridis", scale: "head", query: null,
   compare: null,    // runs of the run comparison (null: the current run and the next with the layer)
+  runFilter: "",    // regular expression narrowing the run picker and the compared runs (runfilter.js)
   ref: null,        // reference step of the step comparison (null: the first logged step)
   residual: true,   // rollout with the residual identity term
   log: false,       // log colour scale (decades below the top) instead of linear
@@ -38,7 +41,8 @@ export const DEFAULT_STATE = Object.freeze({
   keys: null,       // selected key positions (token selection), ascending; null: none
 });
 
-const KEYS = ["run", "tag", "step", "example", "head", "view", "cmap", "scale", "query", "ref", "measure"];
+const KEYS = ["run", "tag", "step", "example", "head", "view", "cmap", "scale", "query", "ref", "measure",
+              "runFilter"];
 
 function nonNegativeInt(text) {
   return /^\d{1,9}$/.test(text) ? Number(text) : undefined;
@@ -70,6 +74,7 @@ export function decodeState(hash, {colormaps = null} = {}) {
   const text = (key) => params.get(key);
   if (text("run")) state.run = text("run");
   if (text("tag")) state.tag = text("tag");
+  if (params.has("runFilter")) state.runFilter = text("runFilter").slice(0, MAX_RUN_FILTER);
   for (const key of ["step", "example", "query", "ref"]) {
     if (params.has(key)) {
       const number = nonNegativeInt(text(key));

@@ -1,5 +1,5 @@
 /**
- * The tab's controls: pickers (run, layer, example, head, view, colour map, scale, linear or log), the step
+ * The tab's controls: pickers (run filter, run, layer, example, head, view, colour map, scale, linear or log), the step
  * slider with play, reload, save (PNG, .npy, filmstrip) and the permalink, the info line and the error box. It shows
  * what it is given and reports what the user does through callbacks; it keeps no state.
  *
@@ -16,13 +16,29 @@
 import {COLORMAP_NAMES} from "../lib/colormap.js";
 import {element, fillSelect} from "./dom.js";
 import {tokenLabel} from "../lib/tokens.js";
+import {filterRuns, MAX_RUN_FILTER} from "../lib/runfilter.js";
 
 const SCALE_LABELS = {head: "per head", shared: "shared across heads", unit: "fixed 0–1"};
+const NPY_TITLE = "Download the current head's matrix as a NumPy .npy file (float32, NaN = masked)";
+const NPZ_TITLE = "Download what this pooled step stores of the current head as a NumPy .npz file: " +
+  "block means and maxes with their token ranges, and every exact window (float32, NaN = masked)";
+
+/** The run filter's text box and the status line beside it (matches, or why the filter is invalid). */
+function runFilterBox() {
+  const input = element("input", {
+    id: "run-filter", type: "search", placeholder: "Filter runs (regex)", maxLength: MAX_RUN_FILTER,
+    spellcheck: false, autocomplete: "off",
+    title: "Regular expression the runs must match (case-insensitive, anywhere in the name), as TensorBoard's " +
+           "run selector: narrows the run picker and the compared runs",
+  });
+  return [input, element("span", {id: "run-filter-status", className: "hint", "aria-live": "polite"})];
+}
 
 export class Controls {
   /** Appends the controls to `container`; `actions`: the callbacks of the example above. */
   constructor(container, actions) {
     const control = (label, input) => element("label", {className: "control"}, element("span", {}, label), input);
+    [this.runFilter, this.runFilterStatus] = runFilterBox();
     this.runSelect = element("select", {id: "run-select", title: "Run"});
     this.tagSelect = element("select", {id: "tag-select", title: "Layer (tag)"});
     this.exampleSelect = element("select", {id: "example-select", title: "Probe example"});
@@ -42,9 +58,7 @@ export class Controls {
     this.playButton = element("button", {id: "play-button", type: "button", title: "Play through the steps"}, "▶ Play");
     this.reloadButton = element("button", {id: "reload-button", type: "button", title: "Reload runs and steps"}, "⟳ Reload");
     this.saveButton = element("button", {id: "save-button", type: "button", title: "Download the current view as PNG"}, "Save PNG");
-    this.npyButton = element("button", {id: "export-npy", type: "button",
-                                        title: "Download the current head's matrix as a NumPy .npy file (float32, NaN = masked)"},
-                             "Save .npy");
+    this.npyButton = element("button", {id: "export-npy", type: "button", title: NPY_TITLE}, "Save .npy");
     this.filmstripButton = element("button", {id: "filmstrip-button", type: "button",
                                               title: "Download the current head across the logged steps as one PNG"},
                                    "Filmstrip PNG");
@@ -52,7 +66,7 @@ export class Controls {
                                    title: "This view on a page of its own; the link reopens it"}, "Link to this view");
 
     const pickers = element("div", {className: "toolbar"},
-      control("Run", this.runSelect), control("Layer", this.tagSelect), control("Example", this.exampleSelect),
+      element("span", {className: "control"}, this.runFilter, this.runFilterStatus), control("Run", this.runSelect), control("Layer", this.tagSelect), control("Example", this.exampleSelect),
       control("Head", this.headSelect), control("View", this.viewSelect), control("Colours", this.cmapSelect),
       control("Scale", this.scaleSelect), control("Mapping", this.logSelect));
     const stepper = element("div", {className: "toolbar stepper"},
@@ -63,6 +77,7 @@ export class Controls {
     container.append(pickers, stepper, this.info, this.errorBox);
 
     const {set} = actions;
+    this.runFilter.addEventListener("input", () => set({runFilter: this.runFilter.value}));
     this.runSelect.addEventListener("change", () => set({run: this.runSelect.value, query: null, zoom: null}, {reloadSteps: true}));
     this.tagSelect.addEventListener("change", () => set({tag: this.tagSelect.value, query: null, zoom: null}, {reloadSteps: true}));
     this.exampleSelect.addEventListener("change", () => set({example: Number(this.exampleSelect.value)}));
@@ -94,12 +109,30 @@ export class Controls {
     event.preventDefault();
   }
 
-  /** The run and layer pickers; unreadable layers say so. */
+  /**
+   * The run picker (the runs the run filter keeps, and the current run), the filter's status
+   * and the layer picker; unreadable layers say so.
+   */
   showRunsAndTags(runs, tags, state) {
-    fillSelect(this.runSelect, runs.map((r) => ({value: r.run, label: r.run})), state.run);
+    const names = runs.map((r) => r.run);
+    const {runs: matching, error} = filterRuns(names, state.runFilter);
+    const kept = new Set(matching);
+    const listed = names.filter((name) => kept.has(name) || name === state.run);
+    fillSelect(this.runSelect, listed.map((name) => ({value: name, label: name})), state.run);
+    this.showRunFilter(state.runFilter, error, matching.length, names.length);
     fillSelect(this.tagSelect, tags.map((t) => ({
       value: t.tag, label: t.error ? `${t.tag} (unreadable)` : t.tag, title: t.error || t.description || t.tag,
     })), state.tag);
+  }
+
+  /** The filter box as the state has it (a link may set it), marked invalid with the reason. */
+  showRunFilter(filter, error, matching, total) {
+    if (this.runFilter.value !== filter) this.runFilter.value = filter;
+    this.runFilter.classList.toggle("invalid", Boolean(error));
+    this.runFilter.setAttribute("aria-invalid", error ? "true" : "false");
+    this.runFilterStatus.classList.toggle("invalid-text", Boolean(error));
+    this.runFilterStatus.textContent = error ? `${error}: no run matches`
+      : filter ? `${matching} of ${total} runs match` : "";
   }
 
   /** The slider over `steps` at `step`, and its label. */
@@ -131,9 +164,14 @@ export class Controls {
     this.playButton.textContent = playing ? "⏸ Pause" : "▶ Play";
   }
 
-  /** Enables the .npy and filmstrip exports when the view shows one head's matrix. */
-  showExports(enabled) {
+  /**
+   * Enables the .npy and filmstrip exports when the view shows one head's matrix; a `pooled`
+   * step saves a .npz of its overview and exact windows instead of one matrix.
+   */
+  showExports(enabled, pooled = false) {
     this.npyButton.disabled = !enabled;
+    this.npyButton.textContent = pooled ? "Save .npz" : "Save .npy";
+    this.npyButton.title = pooled ? NPZ_TITLE : NPY_TITLE;
     this.filmstripButton.disabled = !enabled;
   }
 

@@ -1,7 +1,8 @@
 /**
  * View "compare": the same layer of two or more runs side by side at the chosen step, or at
  * each run's logged step closest to it (labelled so), all on one colour scale. Checkboxes pick
- * the runs among those that logged the layer. Step lists come from the app's one data source.
+ * the runs among those that logged the layer and that the run filter keeps (a sweep of hundreds
+ * of runs narrows to a few). Step lists come from the app's one data source.
  *
  * Example (the view protocol, frontend/README.md; the app calls it):
  *
@@ -14,6 +15,7 @@ import {closestStep, comparedRuns, runsWithTag, sharedMaximum} from "../lib/comp
 import {legendCanvas} from "../ui/heatmap.js";
 import {isolateBidi} from "../lib/tokens.js";
 import {describeAt} from "../lib/pooled.js";
+import {filterRuns} from "../lib/runfilter.js";
 import {element} from "../ui/dom.js";
 import {renderPanels} from "../ui/panels.js";
 
@@ -22,7 +24,8 @@ export default {
   label: "Compare runs",
   async load(state, source) {
     const {tag, step, example, head} = state;
-    const available = runsWithTag(source.runs, tag);
+    const withTag = runsWithTag(source.runs, tag);
+    const {runs: available, error} = filterRuns(withTag, state.runFilter);
     const runs = comparedRuns(available, state.compare, state.run);
     const loaded = await mapLimited(runs, 4, async (run) => {
       const shown = closestStep(await source.stepsOf(run, tag), step);
@@ -32,10 +35,15 @@ export default {
       const matrix = await source.matrix({run, tag, step: shown, example: ex, head: h});
       return {run, step: shown, header, example: ex, head: h, matrix};
     });
-    return {available, runs, loaded};
+    return {available, runs, loaded, filter: {text: state.runFilter, error, total: withTag.length}};
   },
-  render(host, {available, runs, loaded}, state, ui) {
+  render(host, {available, runs, loaded, filter}, state, ui) {
     const {step, head, scale} = state;
+    const picker = runPicker(available, runs, filter, (chosen) => ui.set({compare: chosen}));
+    if (!loaded.length) {
+      host.replaceChildren(picker);
+      return {canvas: null, legend: null, rendered: {compare: []}};
+    }
     const vmax = scale === "unit" ? 1 : sharedMaximum(loaded.map((l) => l.matrix));
     const panels = loaded.map((l) => ({
       title: `${l.run} · step ${l.step}${l.step !== step ? ` (nearest logged to ${step})` : ""}` +
@@ -43,7 +51,7 @@ export default {
       note: l.step !== step,
       matrix: l.matrix, header: l.header, example: l.example, lut: ui.lut, vmax, source: l,
     }));
-    host.replaceChildren(runPicker(available, runs, (chosen) => ui.set({compare: chosen})));
+    host.replaceChildren(picker);
     const {canvas} = renderPanels(host, {panels, width: ui.width}, {
       tooltip: ui.tooltip,
       describe: (panel, row, col) =>
@@ -57,10 +65,15 @@ export default {
   },
 };
 
-/** Checkboxes of the runs that logged the layer; at least one stays checked. */
-function runPicker(available, chosen, onChange) {
+/**
+ * Checkboxes of the runs that logged the layer and match the run filter; at least one stays
+ * checked. `filter`: `{text, error, total}`, the filter and how many runs logged the layer.
+ */
+function runPicker(available, chosen, filter, onChange) {
+  const hint = filter.text ? `Runs with this layer matching the run filter (${available.length} of ${filter.total}):`
+    : "Runs with this layer:";
   const box = element("div", {className: "toolbar run-picker", id: "compare-runs"},
-                      element("span", {className: "hint"}, "Runs with this layer:"));
+                      element("span", {className: "hint"}, hint));
   for (const run of available) {
     const input = element("input", {type: "checkbox", value: run, checked: chosen.includes(run)});
     input.addEventListener("change", () => {
@@ -70,6 +83,8 @@ function runPicker(available, chosen, onChange) {
     });
     box.append(element("label", {className: "control"}, input, element("span", {}, run)));
   }
-  if (available.length < 2) box.append(element("span", {className: "empty"}, "only one run logged this layer"));
+  if (filter.error) box.append(element("span", {className: "empty invalid-text"}, `the run filter is invalid: ${filter.error}`));
+  else if (!available.length) box.append(element("span", {className: "empty"}, "no run with this layer matches the run filter"));
+  else if (filter.total < 2) box.append(element("span", {className: "empty"}, "only one run logged this layer"));
   return box;
 }

@@ -17,7 +17,6 @@ apps = {"/stats": routes.serve_stats, "/rollout": routes.serve_rollout}
 from tensorboard.backend import http_util
 
 from tb_attention_plugin.server import aggregates
-from tb_attention_plugin.server import bounded_cache
 from tb_attention_plugin.server import request_args
 from tb_attention_plugin.server import route_util
 from tb_attention_plugin.server import wire_format
@@ -38,29 +37,24 @@ class AggregateRoutes:
         # Per-step statistics of every tag asked for: a repeated /stats reads no blobs, a grown
         # run computes only its new steps.
         self.statistics_cache = aggregates.StepStatisticsCache()
-        self._rollouts = bounded_cache.LRUCache(
-            max_entries=512, max_bytes=ROLLOUT_CACHE_BYTES, size_of=lambda entry: len(entry[0])
-        )
+        self._rollouts = route_util.answer_cache(512, ROLLOUT_CACHE_BYTES)
 
     @route_util.json_errors
     def serve_stats(self, request):
         """`GET /stats?run=R&tag=T[&example=E]`: per-head statistics of every retained step."""
-        ctx, eid = route_util.request_context(request)
-        args = request_args.QueryArgs(request)
-        run, tag = args.string("run"), args.string("tag")
+        args = request_args.RouteArgs(request, "run", "tag")
         example = args.integer("example", default=None, minimum=0)
         body = aggregates.tag_statistics(
-            self._reader, ctx, eid, run, tag, example=example, cache=self.statistics_cache
+            self._reader, args.ctx, args.eid, args.run, args.tag, example=example,
+            cache=self.statistics_cache,
         )
         return http_util.Respond(request, body, "application/json")
 
     @route_util.json_errors
     def serve_rollout(self, request):
         """`GET /rollout?run=R&tag=T1&tag=T2...&step=S&example=E[&residual=0]` (wire dtype 2)."""
-        ctx, eid = route_util.request_context(request)
-        args = request_args.QueryArgs(request)
-        run, step = args.string("run"), args.integer("step")
-        example = args.integer("example", minimum=0)
+        args = request_args.RouteArgs(request, "run", "step", "example")
+        ctx, eid, run, step, example = args.ctx, args.eid, args.run, args.step, args.example
         residual = args.choice("residual", ("0", "1"), default="1")
         tags = _tags(request)
         # The ETag includes every layer's wall time, so a restarted run's rewrite gets a new one.

@@ -26,9 +26,10 @@ from werkzeug import http
 from tb_attention_plugin import encoding
 from tb_attention_plugin import metadata
 from tb_attention_plugin.server import aggregate_routes
-from tb_attention_plugin.server import bounded_cache
 from tb_attention_plugin.server import errors
+from tb_attention_plugin.server import export_routes
 from tb_attention_plugin.server import health_routes
+from tb_attention_plugin.server import matrices
 from tb_attention_plugin.server import reader as reader_lib
 from tb_attention_plugin.server import request_args
 from tb_attention_plugin.server import route_util
@@ -66,14 +67,11 @@ class AttentionPlugin(base_plugin.TBPlugin):
         self._data_provider = context.data_provider
         downsample = (context.sampling_hints or {}).get(self.plugin_name)
         self._reader = reader_lib.AttentionReader(context.data_provider, downsample)
-        self._responses = bounded_cache.LRUCache(
-            max_entries=4096,
-            max_bytes=RESPONSE_CACHE_BYTES,
-            size_of=lambda entry: len(entry[0]),
-        )
+        self._responses = route_util.answer_cache(4096, RESPONSE_CACHE_BYTES)
         self._frontend_root = static_files.frontend_root()
         self._aggregates = aggregate_routes.AggregateRoutes(self._reader)
         self._health = health_routes.HealthRoutes(self._reader)
+        self._exports = export_routes.ExportRoutes(self._reader)
 
     def get_plugin_apps(self):
         return {
@@ -86,8 +84,8 @@ class AttentionPlugin(base_plugin.TBPlugin):
             "/rollout": self._aggregates.serve_rollout,
             "/health": self._health.serve_health,
             "/mass": self._health.serve_mass,
-            "/export": self._health.serve_export,
-            "/filmstrip": self._health.serve_filmstrip,
+            "/export": self._exports.serve_export,
+            "/filmstrip": self._exports.serve_filmstrip,
             "/static/*": self._serve_static,
         }
 
@@ -102,9 +100,9 @@ class AttentionPlugin(base_plugin.TBPlugin):
 
     @route_util.json_errors
     def _serve_runs(self, request):
-        ctx, eid = route_util.request_context(request)
+        args = request_args.RouteArgs(request)
         runs = {}
-        for summary in self._reader.list_tags(ctx, eid):
+        for summary in self._reader.list_tags(args.ctx, args.eid):
             header = summary.header or {}
             runs.setdefault(summary.run, []).append(
                 {
@@ -122,27 +120,23 @@ class AttentionPlugin(base_plugin.TBPlugin):
 
     @route_util.json_errors
     def _serve_steps(self, request):
-        ctx, eid = route_util.request_context(request)
-        args = request_args.QueryArgs(request)
-        run, tag = args.string("run"), args.string("tag")
-        datums = self._reader.steps(ctx, eid, run, tag)
+        args = request_args.RouteArgs(request, "run", "tag")
+        datums = self._reader.steps(args.ctx, args.eid, args.run, args.tag)
         # The tab shows one of these steps next: read their headers now, together, so that a
         # step change later reads only the head's payload (docs/http_api.md, Performance).
-        self._reader.prefetch_headers(ctx, eid, run, tag, datums)
+        self._reader.prefetch_headers(args.ctx, args.eid, args.run, args.tag, datums)
         body = {"steps": [{"step": d.step, "wall_time": d.wall_time} for d in datums]}
         return http_util.Respond(request, body, "application/json")
 
     @route_util.json_errors
     def _serve_step(self, request):
-        ctx, eid = route_util.request_context(request)
-        args = request_args.QueryArgs(request)
-        run, tag, step = args.string("run"), args.string("tag"), args.integer("step")
-        datum = self._reader.datum(ctx, eid, run, tag, step)
-        etag = route_util.etag("step", eid, run, tag, step, datum.wall_time)
+        args = request_args.RouteArgs(request, "run", "tag", "step")
+        datum = self._reader.datum(args.ctx, args.eid, args.run, args.tag, args.step)
+        etag = route_util.etag("step", args.eid, args.run, args.tag, args.step, datum.wall_time)
 
         def build():  # the header is cached by the reader: no answer cache needed
-            header = self._reader.header(ctx, eid, run, tag, datum)
-            body = {"step": step, "wall_time": datum.wall_time, "layout": "full"}
+            header = self._reader.header(args.ctx, args.eid, args.run, args.tag, datum)
+            body = {"step": args.step, "wall_time": datum.wall_time, "layout": "full"}
             hidden = ("scales", "version", "encoding", "blobs", "payload_crc32",
                       "payload_lengths")
             body.update((k, v) for k, v in header.items() if k not in hidden)
@@ -152,22 +146,19 @@ class AttentionPlugin(base_plugin.TBPlugin):
 
     @route_util.json_errors
     def _serve_matrix(self, request):
-        ctx, eid = route_util.request_context(request)
-        args = request_args.QueryArgs(request)
-        run, tag, step = args.string("run"), args.string("tag"), args.integer("step")
-        example = args.integer("example", minimum=0)
-        head = args.integer_or("head", "mean", minimum=0)
+        args = request_args.RouteArgs(request, "run", "tag", "step", "example", "head")
+        ctx, eid, run, tag, example = args.ctx, args.eid, args.run, args.tag, args.example
         window = args.string("window", default=None)
-        datum = self._reader.datum(ctx, eid, run, tag, step)
+        datum = self._reader.datum(ctx, eid, run, tag, args.step)
         etag = route_util.etag(
-            "matrix", eid, run, tag, step, datum.wall_time, example, head, window
+            "matrix", eid, run, tag, args.step, datum.wall_time, example, args.head, window
         )
         coding = _matrix_coding(request)
 
         def build():
-            if head == "mean":
+            if args.head == "mean":
                 return self._mean_body(ctx, eid, run, tag, datum, example, coding, window)
-            return self._head_body(ctx, eid, run, tag, datum, example, head, coding, window)
+            return self._head_body(ctx, eid, run, tag, datum, example, args.head, coding, window)
 
         return route_util.etagged(
             request, etag, "application/octet-stream", build, cache=self._responses,
@@ -201,16 +192,14 @@ class AttentionPlugin(base_plugin.TBPlugin):
 
     def _mean_body(self, ctx, eid, run, tag, datum, example, coding, window=None):
         header = self._reader.header(ctx, eid, run, tag, datum)
-        batch = header["shape"][0]
-        if example >= batch:
-            raise errors.NotFound("example %d out of range (batch %d)" % (example, batch))
+        matrices.check_example(header, example)
         parts = self._reader.example_parts(ctx, eid, run, tag, datum, header, example, window)
         if window is None and encoding.is_pooled(header):
-            means = mean_over_heads(means for means, _ in parts)
-            maxes = mean_over_heads(maxes for _, maxes in parts)
+            means = matrices.mean_over_heads(means for means, _ in parts)
+            maxes = matrices.mean_over_heads(maxes for _, maxes in parts)
             body = wire_format.encode_values(np.concatenate([means, maxes]), planes=2)
         else:
-            body = wire_format.encode_values(mean_over_heads(parts))
+            body = wire_format.encode_values(matrices.mean_over_heads(parts))
         if coding is not None and len(body) >= GZIP_MIN_BYTES:
             if coding == "gzip":
                 compressed = gzip.compress(body, compresslevel=1, mtime=0)
@@ -222,16 +211,16 @@ class AttentionPlugin(base_plugin.TBPlugin):
 
     @route_util.json_errors
     def _serve_image(self, request):
-        ctx, eid = route_util.request_context(request)
-        args = request_args.QueryArgs(request)
-        run, tag, step = args.string("run"), args.string("tag"), args.integer("step")
-        example = args.integer("example", minimum=0)
-        datum = self._reader.datum(ctx, eid, run, tag, step)
-        etag = route_util.etag("image", eid, run, tag, step, datum.wall_time, example)
+        args = request_args.RouteArgs(request, "run", "tag", "step", "example")
+        datum = self._reader.datum(args.ctx, args.eid, args.run, args.tag, args.step)
+        etag = route_util.etag(
+            "image", args.eid, args.run, args.tag, args.step, datum.wall_time, args.example
+        )
 
         def build():
-            header = self._reader.header(ctx, eid, run, tag, datum)
-            return self._reader.image_png(ctx, eid, run, tag, datum, header, example), None
+            where = (args.ctx, args.eid, args.run, args.tag, datum)
+            header = self._reader.header(*where)
+            return self._reader.image_png(*where, header, args.example), None
 
         return route_util.etagged(request, etag, "image/png", build, cache=self._responses)
 
@@ -251,32 +240,6 @@ class AttentionPlugin(base_plugin.TBPlugin):
         return route_util.etagged(
             request, etag, content_type, lambda: (content, None), expires=0
         )
-
-
-def mean_over_heads(weights):
-    """Mean of `[heads, Tq, Tk]` weights over the heads that attend each position.
-
-    `weights` is an array or any sequence of float32 `[Tq, Tk]` heads (NaN = masked); they are
-    summed one head at a time in float64, without stacking them. A position masked in some heads
-    averages the others; it is NaN (masked) only where every head masks it. Heads of one layer
-    share the padding and causal masks in practice, so this equals the plain mean wherever
-    anything is attended.
-
-    >>> nan = float("nan")
-    >>> mean_over_heads(np.array([[[0.25, nan]], [[0.75, nan]]], np.float32)).tolist()
-    [[0.5, nan]]
-    """
-    total = count = None
-    for head in weights:
-        attended = ~np.isnan(head)
-        if total is None:
-            total = np.zeros(head.shape, np.float64)
-            count = np.zeros(head.shape, np.int64)
-        total += np.where(attended, head, np.float32(0))
-        count += attended
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count
-    return np.where(count > 0, mean, np.nan).astype(np.float32)
 
 
 def _matrix_coding(request):

@@ -446,14 +446,15 @@ class AttentionReader:
                 % (run, tag, datum.step, example, head, part, e)
             ) from None
 
-    def example_parts(self, ctx, experiment_id, run, tag, datum, header, example, window=None):
-        """One example's stored part of every head, as float32 arrays, NaN where masked: full
-        steps give `[Tq, Tk]` weights per head (`window` must be None); pooled steps give
-        `(means, maxes)` `[nq, nk]` per head for the overview (window None), or `[q1-q0, k1-k0]`
-        exact weights per head for a window."""
+    def example_parts(self, ctx, experiment_id, run, tag, datum, header, example, window=None,
+                      heads=None):
+        """One example's stored part of every head (or of the `heads` listed), as float32
+        arrays, NaN where masked: full steps give `[Tq, Tk]` weights per head (`window` and
+        `heads` must be None); pooled steps give `(means, maxes)` `[nq, nk]` per head for the
+        overview (window None), or `[q1-q0, k1-k0]` exact weights per head for a window."""
         if not encoding.is_pooled(header) and window is None:
             return self.example_weights(ctx, experiment_id, run, tag, datum, header, example)
-        heads = range(header["shape"][1])
+        heads = range(header["shape"][1]) if heads is None else heads
         located = [self._part_index(run, tag, datum, header, example, h, window) for h in heads]
         payloads = self._map(lambda item: self._read(ctx, datum, item[0]), located)
         parts = []

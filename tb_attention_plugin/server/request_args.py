@@ -1,7 +1,9 @@
 """Strict parsing of query-string parameters for the plugin's HTTP routes.
 
 Every problem raises `errors.BadRequest` with a message naming the parameter, which the routes
-answer with HTTP 400 and `{"error": message}`.
+answer with HTTP 400 and `{"error": message}`. `RouteArgs` is every route's prelude: the data
+provider's request context and the parameters most routes share (`run`, `tag`, `step`,
+`example`, `head`), parsed one way.
 
 Example:
 
@@ -14,6 +16,8 @@ Example:
 """
 
 import re
+
+from tensorboard import plugin_util
 
 from tb_attention_plugin.server.errors import BadRequest
 
@@ -70,7 +74,6 @@ class QueryArgs:
                 % (name, word, minimum, value[:100])
             ) from None
 
-
     def choice(self, name, choices, default=_REQUIRED):
         """One of the strings `choices` (e.g. `("0", "1")` for a flag)."""
         value = self._raw(name, default)
@@ -98,6 +101,40 @@ class QueryArgs:
         if len(set(numbers)) != len(numbers):
             raise BadRequest("parameter %r lists a value twice" % name)
         return numbers
+
+
+class RouteArgs(QueryArgs):
+    """A route's prelude: its request context and the shared parameters it names, parsed.
+
+    `ctx` and `eid` are what the data provider wants (`RequestContext`, experiment id); each
+    name in `shared` (keys of `SHARED_PARAMETERS`) becomes an attribute, parsed as every route
+    parses it. Other parameters are read with the `QueryArgs` methods.
+
+    Example:
+
+    ```python
+    args = RouteArgs(request, "run", "tag", "step", "example", "head")
+    datum = reader.datum(args.ctx, args.eid, args.run, args.tag, args.step)
+    window = args.string("window", default=None)
+    ```
+    """
+
+    def __init__(self, request, *shared):
+        super().__init__(request)
+        self.ctx = plugin_util.context(request.environ)
+        self.eid = plugin_util.experiment_id(request.environ)
+        for name in shared:
+            setattr(self, name, SHARED_PARAMETERS[name](self))
+
+
+# How every route reads the parameters most of them take.
+SHARED_PARAMETERS = {
+    "run": lambda args: args.string("run"),
+    "tag": lambda args: args.string("tag"),
+    "step": lambda args: args.integer("step"),
+    "example": lambda args: args.integer("example", minimum=0),
+    "head": lambda args: args.integer_or("head", "mean", minimum=0),
+}
 
 
 def _parse_integer(name, value, minimum):

@@ -1,4 +1,4 @@
-"""Helpers shared by the plugin's route handlers: JSON errors, request context, cached answers.
+"""Helpers shared by the plugin's route handlers: JSON errors and cached answers.
 
 Every route answers errors the same way (`json_errors`), and every answer fully determined by
 its ETag goes through `etagged`: 304 when the browser has it, else the body from the cache or
@@ -9,9 +9,10 @@ Example:
 ```python
 @route_util.json_errors
 def serve_image(self, request):
-    ctx, eid = route_util.request_context(request)
-    datum = self._reader.datum(ctx, eid, run, tag, step)
-    etag = route_util.etag("image", eid, run, tag, step, datum.wall_time, example)
+    args = request_args.RouteArgs(request, "run", "tag", "step", "example")
+    datum = self._reader.datum(args.ctx, args.eid, args.run, args.tag, args.step)
+    etag = route_util.etag("image", args.eid, args.run, args.tag, args.step, datum.wall_time,
+                           args.example)
     return route_util.etagged(
         request, etag, "image/png", lambda: (self._png(...), None), cache=self._responses
     )
@@ -22,9 +23,10 @@ import functools
 import hashlib
 
 from tensorboard import errors as tb_errors
-from tensorboard import plugin_util
 from tensorboard.backend import http_util
 from werkzeug import wrappers
+
+from tb_attention_plugin.server import bounded_cache
 
 # A step never changes once written; the ETag (which includes the wall time) changes when a
 # restarted run rewrites it, so browsers may keep an answer this long without asking.
@@ -53,14 +55,17 @@ def error_response(request, code, message):
     return http_util.Respond(request, {"error": message}, "application/json", code=code)
 
 
-def request_context(request):
-    """`(RequestContext, experiment_id)` of a request, as the data provider wants them."""
-    return plugin_util.context(request.environ), plugin_util.experiment_id(request.environ)
-
-
 def etag(*parts):
     """A short strong ETag for an answer fully determined by `parts`."""
     return hashlib.sha1(repr(parts).encode("utf-8")).hexdigest()[:20]
+
+
+def answer_cache(max_entries, max_bytes):
+    """A `bounded_cache.LRUCache` of `(body, content_encoding)` answers for `etagged`, bounded
+    by the bodies' total bytes."""
+    return bounded_cache.LRUCache(
+        max_entries=max_entries, max_bytes=max_bytes, size_of=lambda entry: len(entry[0])
+    )
 
 
 def etagged(

@@ -63,3 +63,13 @@ test("log, zoom, measure and selected keys live together in one hash (long-tab +
   // A bad zoom drops only the zoom, not the keys beside it.
   assert.deepEqual(decodeState("#zoom=3-1,0-1&keys=4&log=1"), {keys: [4], log: true});
 });
+
+test("the run filter round-trips through the hash, as typed (invalid ones too)", () => {
+  for (const runFilter of ["lr_0\\.0[12]/train", "lr_(", "a&b=c #d"]) {
+    const hash = encodeState({...DEFAULT_STATE, run: "a", runFilter});
+    assert.equal(decodeState(hash).runFilter, runFilter);
+  }
+  assert.equal(encodeState({...DEFAULT_STATE, run: "a", runFilter: ""}), "run=a");
+  assert.equal(decodeState("#runFilter=").runFilter, "");  // cleared in an edited link
+  assert.equal(decodeState("#runFilter=" + "x".repeat(5000)).runFilter.length, 1000);
+});
