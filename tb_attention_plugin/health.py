@@ -806,8 +806,9 @@ def _role_changes(history, layer, head):
     """The head's "emerged" and "lost" changes."""
     name, found = _head_name(layer, head), []
     if history.gained is not None and history.emerged is not None:
-        found.append(Change(history.emerged, layer, head, "emerged", "%s became %s %s head at step %d"
-                            % (name, _article(history.gained), history.gained, history.emerged)))
+        sentence = "%s became %s %s head at step %d" % (
+            name, _article(history.gained), history.gained, history.emerged)
+        found.append(Change(history.emerged, layer, head, "emerged", sentence))
     if history.first in dict(ROLES) and history.last != history.first:
         step = _fall_step(history.steps, history.series[dict(ROLES)[history.first]])
         if step is not None:

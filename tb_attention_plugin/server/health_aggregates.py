@@ -7,7 +7,8 @@ without records (the summary op's users), are computed here from the stored step
 `health.HeadHealth`, once per `(run, tag, step, wall time)`. Alarms, emergence steps, the
 sentences of what changed and the head groups come from health.py's functions (`health.changes`
 reads each entropy alarm with the head's role and logits), so the server and every other user of
-health.py judge alike; the frontend draws the answer's alarms and derives none. docs/http_api.md shows both answers.
+health.py judge alike; the frontend draws the answer's alarms and derives none.
+docs/http_api.md shows both answers.
 
 Example (inside a route):
 
