@@ -728,8 +728,9 @@ def logit_grew(steps, values, step, growth=LOGIT_GROWTH, bound=MAX_LOGIT_BOUND,
                window=ENTROPY_WINDOW):
     """Whether the maximum logit grew with a fall in entropy at `step`: it is above `bound`
     there, or at least `growth` times the median of its previous `window` logged values (NaN
-    skipped). This is the logit growth that drives a softmax to one-hot (Dehghani et al. 2023,
-    Wortsman et al. 2023). False where the logit at `step` is NaN (no logits stored).
+    skipped; a median at or below 0 gives no ratio). This is the logit growth that drives a
+    softmax to one-hot (Dehghani et al. 2023, Wortsman et al. 2023). False where the logit at
+    `step` is NaN (no logits stored).
 
     Example:
 
@@ -738,6 +739,8 @@ def logit_grew(steps, values, step, growth=LOGIT_GROWTH, bound=MAX_LOGIT_BOUND,
     (True, False)
     """
     steps, values = _series(steps, values)
+    if step not in steps:
+        raise ValueError("step %r is not one of the logged steps" % (step,))
     index = steps.index(step)
     value = values[index]
     history = values[max(0, index - window) : index]
@@ -746,7 +749,8 @@ def logit_grew(steps, values, step, growth=LOGIT_GROWTH, bound=MAX_LOGIT_BOUND,
         return False
     if value > bound:
         return True
-    return bool(history.size) and bool(value >= growth * max(float(np.median(history)), 1e-30))
+    median = float(np.median(history)) if history.size else 0.0
+    return median > 0 and bool(value >= growth * median)
 
 
 Change = collections.namedtuple("Change", ["step", "layer", "head", "kind", "sentence"])

@@ -537,6 +537,9 @@ def test_logit_grew():
     assert not health.logit_grew(steps, [5.0, 5.0, 6.0, NAN, 61.0], 3)  # not measured
     assert not health.logit_grew(steps, [NAN, NAN, NAN, 60.0, 61.0], 3)  # nothing to compare
     assert health.logit_grew(steps, [5.0, 5.0, 6.0, 35.0, 61.0], 3, growth=5)
+    assert not health.logit_grew(steps, [-3.0, -2.0, -2.5, -1.0, 0.0], 3)  # no ratio below 0
+    with pytest.raises(ValueError, match="not one of the logged steps"):
+        health.logit_grew(steps, [5.0] * 5, 7)
 
 
 # ------------------------------------------------------------------------------------------
