@@ -53,6 +53,7 @@ ENTROPY_DROP = 0.5  # alarm when entropy falls below half the median of its rece
 ENTROPY_WINDOW = 5  # how many previous logged steps make the recent history
 ENTROPY_MIN_HISTORY = 3  # logged steps needed before a drop can be judged
 MAX_LOGIT_BOUND = 100.0  # alarm when the largest pre-softmax logit passes this
+LOGIT_GROWTH = 10.0  # a fall in entropy comes with logit growth at 10x its recent median
 
 SCORES = ("previous_token", "diagonal", "first_token", "induction", "monotonic")
 MEASURES = ("entropy", "entropy_nats", "max_logit") + SCORES
@@ -723,6 +724,35 @@ def _fall_step(steps, values):
     return steps[best + 1] if falls[best] > 0 else None
 
 
+def logit_grew(steps, values, step, growth=LOGIT_GROWTH, bound=MAX_LOGIT_BOUND,
+               window=ENTROPY_WINDOW):
+    """Whether the maximum logit grew with a fall in entropy at `step`: it is above `bound`
+    there, or at least `growth` times the median of its previous `window` logged values (NaN
+    skipped; a median at or below 0 gives no ratio). This is the logit growth that drives a
+    softmax to one-hot (Dehghani et al. 2023, Wortsman et al. 2023). False where the logit at
+    `step` is NaN (no logits stored).
+
+    Example:
+
+    >>> steps = [0, 1, 2, 3]
+    >>> logit_grew(steps, [5.0, 6.0, 7.0, 70.0], 3), logit_grew(steps, [9.0, 12.0, 15.0, 47.0], 3)
+    (True, False)
+    """
+    steps, values = _series(steps, values)
+    if step not in steps:
+        raise ValueError("step %r is not one of the logged steps" % (step,))
+    index = steps.index(step)
+    value = values[index]
+    history = values[max(0, index - window) : index]
+    history = history[~np.isnan(history)]
+    if np.isnan(value):
+        return False
+    if value > bound:
+        return True
+    median = float(np.median(history)) if history.size else 0.0
+    return median > 0 and bool(value >= growth * median)
+
+
 Change = collections.namedtuple("Change", ["step", "layer", "head", "kind", "sentence"])
 Change.__doc__ = """One change found by `changes`: `kind` is "emerged", "lost", "entropy-floor",
 "entropy-drop" or "max-logit"; `sentence` says it in words."""
@@ -741,9 +771,91 @@ def _role_series(steps, series, thresholds):
     return roles
 
 
+def _article(role):
+    return "an" if role[0] in "aeiou" else "a"
+
+
+class _HeadHistory:
+    """One head's series over the logged steps, with its role at each step and the step its
+    final role emerged (None when it held it from the first step or it did not emerge)."""
+
+    def __init__(self, steps, measures, thresholds):
+        self.steps = steps
+        self.series = {name: _series(steps, values)[1] for name, values in measures.items()}
+        self.roles = _role_series(steps, self.series, thresholds) if steps else []
+        score_of = dict(ROLES)
+        self.first = self.roles[0] if steps else "none"
+        self.last = self.roles[-1] if steps else "none"
+        self.gained = self.last if self.last in score_of and self.last != self.first else None
+        self.emerged = None
+        if self.gained is not None:
+            score = score_of[self.gained]
+            self.emerged = emergence_step(steps, self.series[score], thresholds[score])
+
+    def role_explaining(self, step):
+        """The role that explains the head's entropy falling at `step`, or None: the role the
+        head holds at `step`, or the role it gains, when `step` is on its way there (at or
+        before the role's emergence step); never when its max logit grew with the fall."""
+        if "max_logit" in self.series and logit_grew(self.steps, self.series["max_logit"], step):
+            return None
+        held = self.roles[self.steps.index(step)]
+        if held in dict(ROLES):
+            return held
+        if self.emerged is not None and step <= self.emerged:
+            return self.gained
+        return None
+
+
+def _role_changes(history, layer, head):
+    """The head's "emerged" and "lost" changes."""
+    name, found = _head_name(layer, head), []
+    if history.gained is not None and history.emerged is not None:
+        sentence = "%s became %s %s head at step %d" % (
+            name, _article(history.gained), history.gained, history.emerged)
+        found.append(Change(history.emerged, layer, head, "emerged", sentence))
+    if history.first in dict(ROLES) and history.last != history.first:
+        step = _fall_step(history.steps, history.series[dict(ROLES)[history.first]])
+        if step is not None:
+            found.append(Change(step, layer, head, "lost", "%s stopped being %s %s head at step %d"
+                                % (name, _article(history.first), history.first, step)))
+    return found
+
+
+def _alarm_changes(history, layer, head, entropy_floor, entropy_drop, logit_bound):
+    """The head's entropy alarms that no role explains (`_HeadHistory.role_explaining`), and
+    its max-logit alarms."""
+    name, found = _head_name(layer, head), []
+    if "entropy" in history.series:
+        for alarm in entropy_alarms(history.steps, history.series["entropy"], entropy_floor,
+                                    entropy_drop):
+            if history.role_explaining(alarm.step) is not None:
+                continue
+            if alarm.kind == "entropy-floor":
+                text = "%s: entropy collapsed below %g at step %d (%.3g)" % (
+                    name, alarm.reference, alarm.step, alarm.value)
+            else:
+                text = "%s: entropy dropped to %.3g at step %d (recent median %.3g)" % (
+                    name, alarm.value, alarm.step, alarm.reference)
+            found.append(Change(alarm.step, layer, head, alarm.kind, text))
+    if "max_logit" in history.series:
+        for alarm in logit_alarms(history.steps, history.series["max_logit"], logit_bound):
+            text = "%s: max logit passed %g at step %d (%.4g)" % (
+                name, alarm.reference, alarm.step, alarm.value)
+            found.append(Change(alarm.step, layer, head, alarm.kind, text))
+    return found
+
+
+def _change_order(change):
+    """By step, then numbered layers before named ones, then head."""
+    numbered = isinstance(change.layer, (int, np.integer))
+    layer = (0, int(change.layer), "") if numbered else (1, 0, str(change.layer))
+    return change.step, layer, change.head, change.kind
+
+
 def changes(steps, heads, thresholds=None, entropy_floor=ENTROPY_FLOOR, entropy_drop=ENTROPY_DROP,
             logit_bound=MAX_LOGIT_BOUND):
-    """What changed over a run, as sentences, in step order.
+    """What changed over a run, as sentences, in step order, with each head's alarms read with
+    its role.
 
     Args:
       steps: the logged steps, increasing.
@@ -753,61 +865,33 @@ def changes(steps, heads, thresholds=None, entropy_floor=ENTROPY_FLOOR, entropy_
       thresholds: overrides of `ROLE_THRESHOLDS`.
 
     Returns:
-      a list of `Change`, ordered by step, then layer (numbered layers first), then head: a role that is a head's role at the last step and was not at the first
-      ("became a previous-token head at step S", S its `emergence_step`); a role held at the
-      first step and not at the last ("stopped being a monotonic head at step S", S the largest
-      fall); entropy-collapse and max-logit alarms.
+      a list of `Change`, ordered by step, then layer (numbered layers first), then head: a
+      role that is a head's role at the last step and was not at the first ("became a
+      previous-token head at step S", S its `emergence_step`); a role held at the first step
+      and not at the last ("stopped being a monotonic head at step S", S the largest fall);
+      entropy-collapse alarms (`entropy_alarms`) except where the head's role explains the
+      fall (the role it holds at that step, or the role it gains later, from a fall at or
+      before the role's emergence step) and its max logit did not grow with it
+      (`logit_grew`); max-logit alarms.
 
     Example:
 
-    >>> steps = [0, 600, 1200, 1800]
-    >>> series = {(3, 5): {"previous_token": [0.1, 0.12, 0.7, 0.8], "entropy": [0.9, 0.8, 0.5, 0.4]}}
+    >>> steps = [0, 600, 1200, 1800, 2400]
+    >>> series = {(3, 5): {"previous_token": [0.1, 0.12, 0.15, 0.7, 0.8],
+    ...                    "entropy": [0.9, 0.8, 0.85, 0.3, 0.01]}}
     >>> [change.sentence for change in changes(steps, series)]
-    ['layer 3 head 5 became a previous-token head at step 1200']
+    ['layer 3 head 5 became a previous-token head at step 1800']
+    >>> series[(3, 5)]["previous_token"] = [0.1] * 5          # the same fall without a role
+    >>> [change.kind for change in changes(steps, series)]
+    ['entropy-drop', 'entropy-floor']
     """
     thresholds = dict(ROLE_THRESHOLDS, **(thresholds or {}))
-    score_of = dict(ROLES)
     found = []
     for (layer, head), measures in heads.items():
-        series = {}
-        for name, values in measures.items():
-            _, series[name] = _series(steps, values)
-        name = _head_name(layer, head)
-        if steps:
-            roles = _role_series(steps, series, thresholds)
-            first, last = roles[0], roles[-1]
-            if last in score_of and last != first:
-                step = emergence_step(steps, series[score_of[last]], thresholds[score_of[last]])
-                if step is not None:
-                    found.append(Change(step, layer, head, "emerged",
-                                        "%s became a%s %s head at step %d"
-                                        % (name, "n" if last[0] in "aeiou" else "", last, step)))
-            if first in score_of and last != first:
-                step = _fall_step(steps, series[score_of[first]])
-                if step is not None:
-                    found.append(Change(step, layer, head, "lost",
-                                        "%s stopped being a%s %s head at step %d"
-                                        % (name, "n" if first[0] in "aeiou" else "", first, step)))
-        if "entropy" in series:
-            for alarm in entropy_alarms(steps, series["entropy"], entropy_floor, entropy_drop):
-                if alarm.kind == "entropy-floor":
-                    text = "%s: entropy collapsed below %g at step %d (%.3g)" % (
-                        name, alarm.reference, alarm.step, alarm.value)
-                else:
-                    text = "%s: entropy dropped to %.3g at step %d (recent median %.3g)" % (
-                        name, alarm.value, alarm.step, alarm.reference)
-                found.append(Change(alarm.step, layer, head, alarm.kind, text))
-        if "max_logit" in series:
-            for alarm in logit_alarms(steps, series["max_logit"], logit_bound):
-                text = "%s: max logit passed %g at step %d (%.4g)" % (
-                    name, alarm.reference, alarm.step, alarm.value)
-                found.append(Change(alarm.step, layer, head, alarm.kind, text))
-    def order(change):  # by step, then numbered layers before named ones, then head
-        numbered = isinstance(change.layer, (int, np.integer))
-        layer = (0, int(change.layer), "") if numbered else (1, 0, str(change.layer))
-        return change.step, layer, change.head, change.kind
-
-    found.sort(key=order)
+        history = _HeadHistory(list(steps), measures, thresholds)
+        found += _role_changes(history, layer, head)
+        found += _alarm_changes(history, layer, head, entropy_floor, entropy_drop, logit_bound)
+    found.sort(key=_change_order)
     return found
 
 

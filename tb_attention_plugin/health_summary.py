@@ -51,8 +51,8 @@ TAG_SUFFIX = "/health"
 # Scalars for TensorBoard's Scalars dashboard, per layer: `attention_health/<layer>/<name>`.
 SCALAR_PREFIX = "attention_health/"
 
-# Stored measure name -> `HeadHealth.result()` key. The record says "monotonicity" (contract B),
-# health.py "monotonic".
+# Stored measure name -> `HeadHealth.result()` key. The record says "monotonicity"
+# (docs/format.md), health.py "monotonic".
 MEASURES = {
     "entropy": "entropy",
     "entropy_nats": "entropy_nats",

@@ -6,10 +6,13 @@ Run "health", causal self-attention over TOKENS (10 tokens, 2 examples), steps 0
   head 0 attends uniformly over the visible keys at every step (diffuse); head 1 is uniform
   until step 200 and a previous-token head (0.9 on the previous key) from step 300
   (EMERGE_STEP); head 2 is uniform until step 300 and one-hot on the first token from step 400
-  (COLLAPSE_STEP: entropy collapse, and it becomes a first-token head).
+  (COLLAPSE_STEP: its entropy falls to the floor as it becomes a first-token head, which the
+  alarms read as its role, not as a collapse).
 - "lm/layer_1" (2 heads): attention steps plus health records written with
-  `AttentionWriter.health` from `health.head_health(..., logits=...)`, head 0's largest logit
-  growing past 100 at LOGIT_STEP.
+  `AttentionWriter.health` from `health.head_health(..., logits=...)`: head 0's largest logit
+  grows past 100 at LOGIT_STEP, and from L1_COLLAPSE_STEP the head is one-hot on the key two
+  before each query, a position no role names (an entropy collapse without a role); head 1 is a
+  previous-token head throughout.
 
 Run "long" (LONG_TOKENS causal positions, 2 examples, steps 0 and 100): "lm/long" is stored
 POOLED (an overview and windows, as the callback stores a layer over its byte budget) with the
@@ -28,6 +31,7 @@ STEPS = list(range(0, 700, 100))
 EMERGE_STEP = 300
 COLLAPSE_STEP = 400
 LOGIT_STEP = 400
+L1_COLLAPSE_STEP = 500
 LOGITS = {0: 10.0, 100: 20.0, 200: 40.0, 300: 80.0, 400: 150.0, 500: 160.0, 600: 170.0}
 T = len(TOKENS)
 
@@ -57,6 +61,13 @@ def first_token_head():
     return weights
 
 
+def two_back_head():
+    """One-hot on the key two before each query (the first key for queries 0 to 2)."""
+    weights = np.zeros((T, T))
+    weights[np.arange(T), np.maximum(np.arange(T) - 2, 0)] = 1.0
+    return weights
+
+
 def layer0_weights(step, examples=2):
     heads = [uniform_head(),
              previous_token_head() if step >= EMERGE_STEP else uniform_head(),
@@ -65,7 +76,7 @@ def layer0_weights(step, examples=2):
 
 
 def layer1_weights(step, examples=2):
-    heads = [uniform_head(), previous_token_head()]
+    heads = [two_back_head() if step >= L1_COLLAPSE_STEP else uniform_head(), previous_token_head()]
     return np.broadcast_to(np.stack(heads)[None], (examples, 2, T, T)).astype(np.float32)
 
 

@@ -1,7 +1,8 @@
 """The head-health view, token selection and the exports in a real headless Chromium, inside a
 real `tensorboard` process, on a run whose health is known (tests/health_logdirs.py): a
-previous-token head emerges at step 300, a head collapses onto the first token at step 400, a
-logged layer's max logit passes 100 at step 400.
+previous-token head emerges at step 300, a head becomes a first-token head at step 400 (its entropy
+at the floor, read as its role: no alarm), a logged layer's max logit passes 100 at step 400 and
+that head collapses onto a position no role names at step 500 (an alarm).
 """
 
 import io
@@ -14,6 +15,7 @@ import pytest
 from health_logdirs import (
     COLLAPSE_STEP,
     EMERGE_STEP,
+    L1_COLLAPSE_STEP,
     LOGIT_STEP,
     LONG_STEPS,
     STEPS,
@@ -104,8 +106,13 @@ def test_grid_draws_every_head_with_its_role_and_markers_at_their_steps(tab, art
     emerged = marker(L0, 1, "emergence")
     assert emerged["step"] == EMERGE_STEP and emerged["role"] == "previous-token"
     assert emerged["x"] == pytest.approx(x_of(cell_of(info, L0, 1), EMERGE_STEP))
-    collapse = marker(L0, 2, "entropy_collapse")
-    assert collapse["step"] == COLLAPSE_STEP
+    # The first-token head reached the entropy floor with its role: marked as the role it
+    # became, with no collapse alarm (the server's judgement, drawn as is).
+    first_token = marker(L0, 2, "emergence")
+    assert first_token["step"] == COLLAPSE_STEP and first_token["role"] == "first-token"
+    assert not [m for m in info["markers"] if m["type"] == "alarm" and m["tag"] == L0], info["markers"]
+    collapse = marker(L1, 0, "entropy_collapse")  # one-hot on no role's position: an alarm
+    assert collapse["step"] == L1_COLLAPSE_STEP
     logit = marker(L1, 0, "logit_growth")
     assert logit["step"] == LOGIT_STEP
     assert logit["x"] == pytest.approx(x_of(cell_of(info, L1, 0), LOGIT_STEP))

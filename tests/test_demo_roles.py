@@ -12,6 +12,9 @@ the logged attention back through TensorBoard's data provider (`readback.read_ba
   (the weight of each of its 64 rows on the previous token, and on the token after the
   earlier copy of the current one), and by the callback's own head-health records, computed
   from the pooled layers' query chunks over 2 such 1536-token sequences (`health_probe=`);
+- on the way there those heads lose most of their entropy (the bare detectors of
+  `health.entropy_alarms` fire on them), and the `/health` answer, read through TensorBoard's
+  data provider, reports them as the roles they became, not as alarms;
 - the translator's cross-attention becomes monotonic-with-reordering (the mass on one
   left-to-right path, local swaps allowed) above the role's threshold (`health.py` on its
   full steps).
@@ -26,6 +29,7 @@ import sys
 import numpy as np
 import pytest
 
+from plugin_client import get_json, production_plugin, wsgi_client
 from readback import read_back
 from tb_attention_plugin import encoding
 from tb_attention_plugin import health
@@ -158,6 +162,33 @@ def test_language_model_grows_its_roles_on_the_pooled_probe(logged, lm_health, l
         assert window[-1, head] >= threshold > window[0, head], window[:, head]
         rise = health.emergence_step(steps, window[:, head], threshold)
         assert rise is not None and steps[0] < rise < steps[-1], (rise, steps)
+
+
+def test_language_model_role_heads_raise_no_alarm(logged):
+    """The previous-token and induction heads fall in entropy while they form (at the full
+    size the main job showed "entropy dropped to 0.317 at step 200" on an induction head before
+    the alarms were read with roles): `/health` names the role each became and raises no
+    entropy alarm on them (docs/health.md, "Alarms read with the head's role")."""
+    path, _ = logged
+    body = get_json(wsgi_client(production_plugin(path / LM_RUN)), "/health", run="train")
+    steps = body["steps"]
+    role_heads = {(tag, head) for tag in LM_LAYERS
+                  for head, role in enumerate(body["roles"][tag][-1])
+                  if role in ("previous-token", "induction")}
+    assert {tag for tag, _ in role_heads} == set(LM_LAYERS), body["roles"]
+    detected = {}
+    for tag, head in sorted(role_heads):
+        entropy = [np.nan if v[head] is None else v[head] for v in body["series"][tag]["entropy"]]
+        detected[tag, head] = health.entropy_alarms(steps, entropy)
+        print("\n%s head %d entropy: %s\n    bare detectors: %s" % (
+            tag, head, describe(steps, entropy), detected[tag, head]))
+    print("\n".join(body["changes"]))
+    assert any(detected.values()), "the role heads' entropy never fell: nothing was judged"
+    alarmed = {(a["tag"], a["head"]) for a in body["alarms"] if a["kind"] == "entropy_collapse"}
+    assert not alarmed & role_heads, body["alarms"]
+    emerged = {(e["tag"], e["head"]): e["role"] for e in body["emergence"]}
+    for tag, head in role_heads:
+        assert emerged.get((tag, head)) == body["roles"][tag][-1][head], body["emergence"]
 
 
 def test_language_model_predicts_the_repeats(logged):

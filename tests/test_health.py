@@ -470,6 +470,78 @@ def test_changes_sentences():
     assert found[1].layer == 3 and found[1].head == 5 and found[1].step == 1200
 
 
+STEPS = [0, 100, 200, 300, 400, 500, 600]
+
+
+def kinds(found, head=(0, 0)):
+    return [(c.step, c.kind) for c in found if (c.layer, c.head) == head]
+
+
+def test_a_fall_on_the_way_to_a_gained_role_is_that_role_not_an_alarm():
+    # The induction demo's shape: entropy halves at step 300 while the role's score is still
+    # low on the probe; the role forms at step 500 and the head sits at the floor from then.
+    head = {"entropy": [0.83, 0.8, 0.75, 0.3, 0.25, 0.004, 0.003],
+            "previous_token": [0.0, 0.0, 0.0, 0.16, 0.4, 0.99, 0.99],
+            "max_logit": [9.0, 11.0, 8.0, 24.0, 47.0, 68.0, 67.0]}
+    raw = [(a.step, a.kind) for a in entropy_alarms(STEPS, head["entropy"])]
+    assert raw == [(300, "entropy-drop"), (500, "entropy-floor")]  # what the detectors see
+    assert kinds(changes(STEPS, {(0, 0): head})) == [(500, "emerged")]
+    # Without stored logits (measures computed by the server) the role explains it alike.
+    head["max_logit"] = [NAN] * 7
+    assert kinds(changes(STEPS, {(0, 0): head})) == [(500, "emerged")]
+
+
+def test_a_head_at_the_floor_with_a_one_hot_role_raises_no_collapse():
+    for score, role in (("first_token", "first-token"), ("diagonal", "diagonal"),
+                        ("induction", "induction")):
+        head = {"entropy": [0.9, 0.9, 0.9, 0.9, 0.01, 0.01, 0.01],
+                score: [0.1, 0.1, 0.1, 0.1, 0.99, 0.99, 0.99]}
+        found = changes(STEPS, {(0, 0): head})
+        assert [(c.step, c.kind) for c in found] == [(400, "emerged")], role
+        assert found[0].sentence.endswith("became %s %s head at step 400"
+                                          % ("an" if role[0] in "aeiou" else "a", role))
+
+
+def test_collapse_without_a_role_stays_an_alarm():
+    head = {"entropy": [0.9, 0.9, 0.9, 0.4, 0.01, 0.01, 0.01],
+            "previous_token": [0.1, 0.1, 0.1, 0.2, 0.3, 0.3, 0.3],  # below 0.5: no role
+            "first_token": [0.1] * 7, "max_logit": [5.0] * 7}
+    assert kinds(changes(STEPS, {(0, 0): head})) == [(300, "entropy-drop"), (400, "entropy-floor")]
+    # A role gained before the fall (emerged at step 200), lost again at the fall: the fall is
+    # not on its way to a role the head holds, so it alarms.
+    head = {"entropy": [0.9, 0.9, 0.8, 0.8, 0.01, 0.01, 0.01],
+            "diagonal": [0.1, 0.1, 0.6, 0.6, 0.2, 0.2, 0.2]}
+    found = changes(STEPS, {(0, 0): head})
+    assert (400, "entropy-floor") in kinds(found)
+
+
+def test_a_fall_with_growing_logits_stays_an_alarm_even_with_a_role():
+    # The max logit grows tenfold over its recent median with the fall (as at learning rate 1.0).
+    head = {"entropy": [0.9, 0.9, 0.9, 0.3, 0.01, 0.01, 0.01],
+            "previous_token": [0.1, 0.1, 0.1, 0.6, 0.99, 0.99, 0.99],
+            "max_logit": [5.0, 5.0, 6.0, 60.0, 70.0, 75.0, 80.0]}
+    assert kinds(changes(STEPS, {(0, 0): head})) == [
+        (300, "emerged"), (300, "entropy-drop"), (400, "entropy-floor")]
+    # A logit 4x its recent median leaves the drop at 300 to the role; one past the bound (100)
+    # at the floor keeps the floor alarm, next to the max-logit alarm.
+    head["max_logit"] = [5.0, 5.0, 6.0, 20.0, 140.0, 150.0, 150.0]
+    assert kinds(changes(STEPS, {(0, 0): head})) == [
+        (300, "emerged"), (400, "entropy-floor"), (400, "max-logit")]
+
+
+def test_logit_grew():
+    steps = [0, 1, 2, 3, 4]
+    assert health.logit_grew(steps, [5.0, 5.0, 6.0, 60.0, 61.0], 3)  # 10x the median 5
+    assert not health.logit_grew(steps, [5.0, 5.0, 6.0, 49.0, 61.0], 3)
+    assert health.logit_grew(steps, [90.0, 95.0, 99.0, 101.0, 99.0], 3)  # past the bound
+    assert not health.logit_grew(steps, [5.0, 5.0, 6.0, NAN, 61.0], 3)  # not measured
+    assert not health.logit_grew(steps, [NAN, NAN, NAN, 60.0, 61.0], 3)  # nothing to compare
+    assert health.logit_grew(steps, [5.0, 5.0, 6.0, 35.0, 61.0], 3, growth=5)
+    assert not health.logit_grew(steps, [-3.0, -2.0, -2.5, -1.0, 0.0], 3)  # no ratio below 0
+    with pytest.raises(ValueError, match="not one of the logged steps"):
+        health.logit_grew(steps, [5.0] * 5, 7)
+
+
 # ------------------------------------------------------------------------------------------
 # Induction probe
 

@@ -269,7 +269,7 @@ export function markerAt(markers, px, py, radius = 6) {
 
 /**
  * The "what changed" list, each entry `{text, tag, head, step}` (tag/head/step null when the
- * sentence names no head the answer knows). `body.changes` may hold sentences (contract B) or
+ * sentence names no head the answer knows). `body.changes` may hold sentences (docs/http_api.md) or
  * objects `{tag, head, step, sentence|message}`; a sentence is matched to the emergence or alarm
  * with the same message, else read ("layer 3 head 5 ... at step 1200", the layer by its number
  * among `body.layers` or by its tag).
@@ -339,7 +339,7 @@ export function groupLabels(groups, heads) {
   return labels;
 }
 
-/** The groups of `tag` at step index `index` (contract B `groups`), or null. */
+/** The groups of `tag` at step index `index` (the `/health` answer's `groups`), or null. */
 export function groupsAt(body, tag, index) {
   const perStep = body.groups && body.groups[tag];
   return perStep && Array.isArray(perStep[index]) ? perStep[index] : null;
@@ -371,7 +371,7 @@ export function toggleKey(keys, key) {
 }
 
 /**
- * The mass `{layers, mass}` (contract B `/mass`) as grid cells: `[{layer, head, tag, value}]`,
+ * The mass `{layers, mass}` of a `/mass` answer as grid cells: `[{layer, head, tag, value}]`,
  * and the largest value (the colour scale's top, at least a small positive number).
  */
 export function massCells(body) {

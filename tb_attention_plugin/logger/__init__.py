@@ -12,6 +12,7 @@ never imports them. The public names are `tb_attention_plugin.AttentionLogger` a
 - `tokens.py`: token strings for each axis, from lists or ids and a vocabulary;
 - `budget.py`: the per-capture byte budget (each layer FULL or POOLED, size bound, note);
 - `blocked.py`: a pooled layer's attention computed in query chunks and reduced as it goes;
+- `chunk_feed.py`: those chunks handed to a numpy consumer (the health pass), also from a graph;
 - `summaries.py`: the summary items of a capture and their per-head statistics;
 - `health_pass.py`: the head-health measures over the health probe set (`health_probe=`);
 - `writing.py`: the run directory's summary file writer;

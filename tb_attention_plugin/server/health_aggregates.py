@@ -5,8 +5,10 @@ measures come from its stored records (`<layer tag>/health`, written by `Attenti
 or `summary.write_health`; all steps of all layers in one `read_tensors` call) or, for a layer
 without records (the summary op's users), are computed here from the stored steps with
 `health.HeadHealth`, once per `(run, tag, step, wall time)`. Alarms, emergence steps, the
-sentences of what changed and the head groups come from health.py's functions, so the server
-and the callback judge alike. docs/http_api.md shows both answers.
+sentences of what changed and the head groups come from health.py's functions (`health.changes`
+reads each entropy alarm with the head's role and logits), so the server and every other user of
+health.py judge alike; the frontend draws the answer's alarms and derives none.
+docs/http_api.md shows both answers.
 
 Example (inside a route):
 
@@ -31,7 +33,7 @@ from tb_attention_plugin.server.errors import BadRequest, NotFound, Unreadable
 
 # Stored measure names (record and answer) -> health.py names, and the answer's order.
 MEASURES = health_summary.MEASURES
-# Alarm kinds of contract B, from health.py's alarm kinds.
+# The answer's alarm kinds (docs/http_api.md), from health.py's alarm kinds.
 ALARM_KINDS = {
     "entropy-floor": ("entropy_collapse", "entropy"),
     "entropy-drop": ("entropy_collapse", "entropy"),

@@ -201,3 +201,19 @@ test("massSeries reads one head of one layer over the steps of an over_steps ans
   assert.deepEqual(massSeries(body, 1, 0), [null, null, null]);
   assert.deepEqual(massCells(body).cells.map((c) => c.tag), ["a", "a"]);  // b: not comparable
 });
+
+test("the view derives no alarm of its own: a fall the server read as a role is drawn as that role", () => {
+  // model/l1 head 1's entropy falls from 0.8 to 0.3 at step 200 as it becomes a previous-token
+  // head: the answer lists its emergence and no alarm (docs/health.md, "Alarms read with the
+  // head's role"), and the markers and the change list show exactly that.
+  const grid = healthGrid({layers: 2, heads: 3, width: 600, left: 100});
+  const markers = headMarkers(BODY, "model/l1", 1, grid, cellRect(grid, 1, 1));
+  assert.deepEqual(markers.map((m) => [m.type, m.role, m.step]), [["emergence", "previous-token", 200]]);
+  const entries = changeEntries(BODY).filter((e) => e.tag === "model/l1" && e.head === 1);
+  assert.deepEqual(entries.map((e) => e.text), ["layer 1 head 1 became a previous-token head at step 200"]);
+  // The same series with an alarm in the answer: drawn, so the server alone decides.
+  const alarmed = {...BODY, alarms: [...BODY.alarms, {tag: "model/l1", head: 1, step: 200, kind: "entropy_collapse",
+                                                      message: "layer 1 head 1: entropy dropped to 0.3 at step 200"}]};
+  assert.deepEqual(headMarkers(alarmed, "model/l1", 1, grid, cellRect(grid, 1, 1)).map((m) => m.type).sort(),
+                   ["alarm", "emergence"]);
+});
