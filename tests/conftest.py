@@ -43,6 +43,9 @@ CHROMIUM_ARGS = [
 FIRST_FILES = [
     "test_demos.py",  # starts `demo_logs` (the main job's training, about 4 minutes)
     "test_callback_long.py",
+    "test_keras_hub_jax_softmax.py",
+    "test_keras_hub_jax_fused.py",
+    "test_keras_hub_families.py",
     "test_size_budget.py",
     "test_pooled_layers.py",
     "test_distributed.py",

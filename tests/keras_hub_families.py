@@ -107,16 +107,20 @@ def probe_inputs(family, count=2, seed=0):
 
 
 def trainable_model(family):
-    """The backbone under a Dense head over its (decoder) sequence output."""
+    """The backbone under a Dense head over its (decoder) sequence output, compiled."""
     backbone = family.build()
     output = backbone.output
     if isinstance(output, dict):
         output = output["decoder_sequence_output"]
     logits = keras.layers.Dense(VOCABULARY, name="head")(output)
     model = keras.Model(backbone.input, logits)
+    _compile(model)
+    return model
+
+
+def _compile(model):
     model.compile(optimizer=keras.optimizers.SGD(0.1),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
 
 
 def _targets(inputs):
@@ -124,24 +128,34 @@ def _targets(inputs):
     return np.roll(ids, -1, axis=1)
 
 
+def _weights(model):
+    return [np.array(keras.ops.convert_to_numpy(w)) for w in model.weights]
+
+
 def fit_twice(family, logdir):
-    """Weights after `fit` without and with the logger (same seed), the logger and its
-    warnings."""
+    """One model fitted from the same initial weights twice: with the logger, then (weights
+    restored, a new optimizer) without it. Returns the model (as the logged fit left it), the
+    weights after each fit, the logger and its warnings. Building once keeps this quick on
+    JAX, where building a backbone costs far more than a tiny fit."""
     from tb_attention_plugin import AttentionLogger
 
     data = probe_inputs(family, count=8, seed=1)
     fit = dict(epochs=1, batch_size=4, verbose=0, shuffle=False)
     keras.utils.set_random_seed(3)
-    plain = trainable_model(family)
-    plain.fit(data, _targets(data), **fit)
-    keras.utils.set_random_seed(3)
     model = trainable_model(family)
+    initial = _weights(model)
     logger = AttentionLogger(logdir, probe=probe_inputs(family), update_freq=1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(data, _targets(data), callbacks=[logger], **fit)
     messages = [str(w.message) for w in caught if "AttentionLogger" in type(w.message).__name__]
-    return plain, model, logger, messages
+    logged = _weights(model)
+    model.set_weights(initial)
+    _compile(model)
+    model.fit(data, _targets(data), **fit)
+    plain = _weights(model)
+    model.set_weights(logged)
+    return model, (plain, logged), logger, messages
 
 
 def _sublayer(layer, names):
@@ -248,9 +262,8 @@ def check_family(name, logdir):
     import callback_helpers as helpers
 
     family = FAMILIES[name]
-    plain, model, logger, messages = fit_twice(family, logdir)
-    weights_equal = all(np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
-                        for a, b in zip(plain.weights, model.weights))
+    model, (plain, logged), logger, messages = fit_twice(family, logdir)
+    weights_equal = all(np.array_equal(a, b) for a, b in zip(plain, logged))
     sites, unreadable = capture.find_attention_layers(model)
     probe = probe_inputs(family)
     records = capture.capture_attention(model, probe, sites).records
@@ -276,6 +289,22 @@ def check_family(name, logdir):
         "sources": sorted({getattr(r, "source", "stock") for r in records}),
         "traced": logger._probe_capture.compiled is not None,
     }
+
+
+def check_on_backend(backend, names, logdir):
+    """`check_family` of each name in a subprocess with `KERAS_BACKEND=backend`; the summaries.
+    """
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    environment = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=os.path.dirname(here))
+    result = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), str(logdir)] + list(names),
+        cwd=os.path.dirname(here), env=environment, capture_output=True, text=True,
+        timeout=1200, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return [json.loads(line[len("SUMMARY "):]) for line in result.stdout.splitlines()
+            if line.startswith("SUMMARY ")]
 
 
 if __name__ == "__main__":

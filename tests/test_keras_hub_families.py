@@ -14,20 +14,14 @@ through TensorBoard's data provider:
   traced graph (TensorFlow's fast path).
 
 On JAX, keras-hub's Llama-style layers take the fused `ops.dot_product_attention` in every pass,
-so there the probabilities come from the fused-op adapter.
+so there the probabilities come from the fused-op adapter: tests/test_keras_hub_jax_*.py run
+the same checks there.
 """
-
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 import keras_hub_families as families
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 # Storage codes: 8-bit, relative error below 2.8% per weight (docs/format.md); a row's sum
 # stays within this of 1.
 ROW_TOLERANCE = 0.03
@@ -73,20 +67,3 @@ def test_sliding_windows_are_seen():
         sites, _ = capture.find_attention_layers(model)
         windows[name] = [families.window_of(site.layer) for site in sites]
     assert windows == {"gemma2": [4, None], "mistral": [4, 4]}
-
-
-def test_families_on_jax(tmp_path):
-    """The same checks with Keras on JAX, where Llama-style layers run the fused op."""
-    names = ["gemma2", "llama3", "mistral", "qwen3", "phi3", "gpt_neox", "falcon", "bloom",
-             "deberta_v3", "t5"]
-    environment = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO)
-    result = subprocess.run(
-        [sys.executable, os.path.join(HERE, "keras_hub_families.py"), str(tmp_path)] + names,
-        cwd=REPO, env=environment, capture_output=True, text=True, timeout=900,
-        stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, result.stderr[-4000:]
-    summaries = [json.loads(line[len("SUMMARY "):]) for line in result.stdout.splitlines()
-                 if line.startswith("SUMMARY ")]
-    assert [s["family"] for s in summaries] == names
-    for summary in summaries:
-        assert_summary(summary, backend="jax")
