@@ -92,10 +92,11 @@ def _wrapped(patcher, original):
         causal = bool(arguments.get("is_causal", False))
 
         def compute():
-            return fused_probabilities(
+            probs, logits, mask = fused_probabilities(
                 query, key, bias=arguments.get("bias"), mask=arguments.get("mask"),
                 scale=arguments.get("scale"), is_causal=causal,
                 soft_cap=arguments.get("attn_logits_soft_cap"))
+            return probs, mask, logits
 
         patcher.offer_probabilities(site, shape, compute, mask=arguments.get("mask"),
                                     causal=causal, source="fused")
