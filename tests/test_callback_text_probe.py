@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tb_attention_plugin import AttentionLogger, AttentionLoggerWarning  # noqa: E402
+from tb_attention_plugin.logger import task_probe  # noqa: E402
 import callback_helpers as helpers  # noqa: E402
 
 keras_hub = pytest.importorskip("keras_hub")
@@ -137,9 +138,12 @@ def test_text_classifier_marks_special_tokens_and_masks_padding(tmp_path):
     classifier = keras_hub.models.BertTextClassifier(backbone, num_classes=2,
                                                      preprocessor=preprocessor)
     classifier.compile("adam")
+    # health_probe of text too: the head health is measured over all 4 texts.
     logs, problems = fit_with_logger(classifier, TEXTS, np.array([0, 1, 0, 1]), tmp_path,
-                                     probe=["the quick foxes", "a <b/>"])
+                                     probe=["the quick foxes", "a <b/>"], health_probe=TEXTS)
     assert problems == []
+    records = helpers.read_health(str(tmp_path))["train"]
+    assert [record[max(record)]["examples"] for record in records.values()] == [4]
     (tag, step), = final_steps(logs).items()
     header, weights = step["header"], step["weights"]
     expected = [["[CLS]", "the", "quick", "fox", "##es", "[SEP]", "[PAD]"],
@@ -204,3 +208,30 @@ def test_image_classifier_probe_of_raw_images_runs_the_preprocessor(tmp_path):
     assert header["shape"][2:] == [17, 17]
     assert header["image"] == {"grid": [4, 4], "prefix_tokens": 1, "width": 16, "height": 16}
     assert header["query_tokens"] is None
+
+
+def test_labels_of_partial_characters_line_breaks_and_unknown_ids():
+    vocabulary = dict(GPT2_VOCABULARY, **{"Ċ": 28, "ĉ": 29})
+    tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=GPT2_MERGES)
+    # "Ã" alone is the first byte of "é": shown as its byte; "Ċ" is a line break, "ĉ" a tab.
+    ids = np.array([[11, 23, 28, 29, 0], [2, 1, 22, 99, 0]])
+    assert task_probe.token_strings(tokenizer, ids) == [
+        ["\\xc3", "é", "\\n", "\\t", "<|endoftext|>"],
+        ["a", " ", " a", "<id 99>", "<|endoftext|>"]]
+    bert = keras_hub.models.BertTokenizer(vocabulary=BERT_VOCABULARY)
+    assert task_probe.token_strings(bert, np.array([[2, 7, 8, 3, 0]])) == [
+        ["[CLS]", "fox", "##es", "[SEP]", "[PAD]"]]
+
+
+def test_what_counts_as_a_text_probe_and_padding_every_example_shares():
+    assert task_probe.holds_text(["a", "b"]) and task_probe.holds_text(np.array(["a", "b"]))
+    assert task_probe.holds_text({"encoder_text": ["a"], "decoder_text": ["b"]})
+    assert not task_probe.holds_text({"token_ids": np.ones((2, 3), "int32")})
+    assert not task_probe.holds_text(np.ones((2, 3))) and not task_probe.holds_text([])
+    mask = np.array([[1, 1, 0, 0], [1, 0, 0, 0]], bool)
+    inputs = {"encoder_token_ids": np.arange(8).reshape(2, 4), "encoder_padding_mask": mask,
+              "decoder_token_ids": np.ones((2, 3)), "decoder_padding_mask": np.ones((2, 3), bool)}
+    trimmed = task_probe.trim_padding(inputs)
+    assert trimmed["encoder_token_ids"].tolist() == [[0, 1], [4, 5]]
+    assert trimmed["encoder_padding_mask"].shape == (2, 2)
+    assert trimmed["decoder_token_ids"].shape == (2, 3)

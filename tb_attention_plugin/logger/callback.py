@@ -119,7 +119,8 @@ class AttentionLogger(keras.callbacks.Callback):
         kept: per layer and step one record `<tag>/health` for the Health view, and the
         scalars `attention_health/<tag>/min_entropy` and `.../max_logit` for the Scalars
         dashboard. `None` or `True`: the whole `probe` batch (not only its first
-        `max_examples`); a batch of model inputs (e.g. 64 sequences; run in blocks of 8);
+        `max_examples`); a batch of model inputs (e.g. 64 sequences; run in blocks of 8), or
+        for a keras-hub task raw inputs as `probe` takes them (a list of strings);
         `(inputs, repeat_offset)` as `tb_attention_plugin.induction_probe(vocab_size, L)`
         returns it, which adds the induction score of the self-attention layers; `False`: no
         health records. Layers the budget pools are measured from the query chunks of their
