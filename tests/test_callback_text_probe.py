@@ -235,3 +235,21 @@ def test_what_counts_as_a_text_probe_and_padding_every_example_shares():
     assert trimmed["encoder_token_ids"].tolist() == [[0, 1], [4, 5]]
     assert trimmed["encoder_padding_mask"].shape == (2, 2)
     assert trimmed["decoder_token_ids"].shape == (2, 3)
+
+
+def test_sentencepiece_word_boundaries_are_spaces():
+    import io
+
+    import sentencepiece
+
+    proto = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(["the quick brown fox", "a quick fox", "the fox"] * 10),
+        model_writer=proto, vocab_size=9, model_type="word", pad_id=0, unk_id=1, bos_id=2,
+        eos_id=3, pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",
+        minloglevel=2)
+    tokenizer = keras_hub.models.LlamaTokenizer(proto=proto.getvalue())
+    ids = np.asarray(tokenizer(["the quick fox"]))
+    assert [tokenizer.id_to_token(int(i)) for i in ids[0]] == ["▁the", "▁quick", "▁fox"]
+    ids = np.concatenate([[[tokenizer.start_token_id]], ids, [[0]]], axis=1)
+    assert task_probe.token_strings(tokenizer, ids) == [["<s>", " the", " quick", " fox", "<pad>"]]

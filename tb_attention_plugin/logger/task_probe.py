@@ -32,6 +32,9 @@ import collections
 import keras
 import numpy as np
 
+from tb_attention_plugin.logger import probe as probe_utils
+from tb_attention_plugin.logger import tokens as token_utils
+
 # Keys of a Seq2SeqLM's text dict (what `fit` and the preprocessor take).
 TEXT_KEYS = ("encoder_text", "decoder_text")
 # Control characters written as escapes in labels (a label is one line of an axis).
@@ -73,8 +76,6 @@ def wants_preprocessing(model, batch):
     preprocessor = task_preprocessor(model)
     if preprocessor is None or getattr(preprocessor, "tokenizer", None) is not None:
         return False
-    from tb_attention_plugin.logger import probe as probe_utils
-
     return getattr(preprocessor, "image_converter", None) is not None and (
         probe_utils.is_image_batch(batch))
 
@@ -102,8 +103,6 @@ def prepare(model, batch):
     tokenizer = getattr(preprocessor, "tokenizer", None)
     tokens = {}
     if tokenizer is not None:
-        from tb_attention_plugin.logger import tokens as token_utils
-
         tokens = {role: token_strings(tokenizer, ids)
                   for role, ids in token_utils.find_token_ids(inputs).items()}
     return Prepared(inputs, tokens)
@@ -142,7 +141,7 @@ def trim_padding(inputs):
         if mask.ndim != 2:
             continue
         used = np.flatnonzero(mask.astype(bool).any(axis=0))
-        keep = max(int(used[-1]) + 1 if used.size else 1, 1)
+        keep = int(used[-1]) + 1 if used.size else 1
         prefix = str(key)[:-len("padding_mask")]
         for name, value in inputs.items():
             if (str(name).startswith(prefix) and getattr(value, "ndim", 0) >= 2
