@@ -108,12 +108,16 @@ def test_tokenizer_strings_are_the_tokenizers_own(gpt2_logs):
 
 
 def test_explicit_tokens_still_win(tmp_path):
-    causal_lm = gpt2_causal_lm()
     mine = [["s", "a", "b", "c"], ["s", "d", "e", "f"]]
-    logs, _ = fit_with_logger(causal_lm, TEXTS, None, tmp_path,
-                              probe=["a quick fox", "a fox"], tokens=mine)
-    for step in final_steps(logs).values():
-        assert step["header"]["query_tokens"] == mine
+    logger = AttentionLogger(str(tmp_path), probe=["a quick fox", "a fox"], tokens=mine)
+    logger.set_model(gpt2_causal_lm())  # as fit does; one capture before training
+    logger.on_train_begin()
+    logger.on_train_end()
+    attention, _ = helpers.read_logs(str(tmp_path))
+    steps = final_steps(attention["train"])
+    assert len(steps) == 2
+    for step in steps.values():
+        assert step["header"]["query_tokens"] == mine and step["header"]["key_tokens"] == mine
 
 
 def test_strings_for_a_model_without_preprocessor_are_a_clear_error(tmp_path):

@@ -60,8 +60,8 @@ class AttentionLogger(keras.callbacks.Callback):
         `{"encoder_text": [...], "decoder_text": [...]}`, or images. The task's preprocessor
         turns them into inputs once, when training starts (language models: the prompt as
         `generate_preprocess` gives it), and the axes show the tokenizer's tokens (special
-        tokens as it spells them, byte-level BPE decoded: `"Ġfox"` is `" fox"`) with padding
-        masked; see `logger/task_probe.py`.
+        tokens as it spells them, byte-level BPE decoded: `"Ġfox"` is `" fox"`; they replace
+        `vocabulary`) with padding masked; see `logger/task_probe.py`.
       tokens: Token strings for the attention axes: one list for every example, or one list
         per example, for single-sequence models; for encoder-decoder models a dict
         `{"source": ..., "target": ...}` of those. Cross-attention then shows
@@ -200,14 +200,11 @@ class AttentionLogger(keras.callbacks.Callback):
         self.probe = probe_utils.Probe(probe, self.options.limits.max_examples, images=images,
                                        image_grid=self.options.image_grid,
                                        prefix_tokens=self.options.prefix_tokens)
-        token_lists = token_utils.resolve_tokens(self.probe.inputs, tokens=tokens)
+        # A tokenizer's tokens stand in for vocabulary=; explicit tokens= still win.
+        self._token_lists = token_utils.resolve_tokens(
+            self.probe.inputs, tokens=tokens, vocabulary=None if task_tokens else vocabulary)
         for role, lists in (task_tokens or {}).items():
-            token_lists.setdefault(role, lists)
-        if vocabulary is not None:
-            for role, lists in token_utils.resolve_tokens(
-                    self.probe.inputs, vocabulary=vocabulary).items():
-                token_lists.setdefault(role, lists)
-        self._token_lists = token_lists
+            self._token_lists.setdefault(role, lists)
         self._probe_capture = capture.ProbeCapture(
             self.probe.inputs, patterns=self.options.layers, run_eagerly=self.options.run_eagerly,
             problems=self._problems, planner=self._plan)
