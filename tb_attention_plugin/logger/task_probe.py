@@ -22,7 +22,7 @@ Example:
 causal_lm = keras_hub.models.GPT2CausalLM.from_preset("gpt2_base_en")
 holds_text(["The quick brown fox"])                      # True
 prepared = prepare(causal_lm, ["The quick brown fox"])
-prepared.inputs            # {"token_ids": [1, 5], "padding_mask": [1, 5]}, numpy
+prepared.inputs            # {"token_ids": int32 [1, 5], "padding_mask": bool [1, 5]}
 prepared.tokens            # {"tokens": [["<|endoftext|>", "The", " quick", " brown", " fox"]]}
 ```
 """
@@ -35,8 +35,6 @@ import numpy as np
 from tb_attention_plugin.logger import probe as probe_utils
 from tb_attention_plugin.logger import tokens as token_utils
 
-# Keys of a Seq2SeqLM's text dict (what `fit` and the preprocessor take).
-TEXT_KEYS = ("encoder_text", "decoder_text")
 # Control characters written as escapes in labels (a label is one line of an axis).
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
