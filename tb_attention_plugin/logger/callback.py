@@ -15,6 +15,7 @@ from tb_attention_plugin.logger import health_pass
 from tb_attention_plugin.logger import options as options_utils
 from tb_attention_plugin.logger import probe as probe_utils
 from tb_attention_plugin.logger import summaries
+from tb_attention_plugin.logger import task_probe
 from tb_attention_plugin.logger import tokens as token_utils
 from tb_attention_plugin.logger import writing
 from tb_attention_plugin.logger.problems import Problems
@@ -54,11 +55,19 @@ class AttentionLogger(keras.callbacks.Callback):
         their place (TensorBoard could not read them). Defaults to `"logs"`.
       probe: Required. A small fixed batch of model inputs (array, tuple/list or dict of
         arrays), as the model is called with. Only its first `max_examples` examples are run.
+        For a keras-hub task with a preprocessor (`CausalLM`, `Seq2SeqLM`, `TextClassifier`,
+        `ImageClassifier`), also what its `fit` takes: a list of strings, a dict
+        `{"encoder_text": [...], "decoder_text": [...]}`, or images. The task's preprocessor
+        turns them into inputs once, when training starts (language models: the prompt as
+        `generate_preprocess` gives it), and the axes show the tokenizer's tokens (special
+        tokens as it spells them, byte-level BPE decoded: `"Ġfox"` is `" fox"`; they replace
+        `vocabulary`) with padding masked; see `logger/task_probe.py`.
       tokens: Token strings for the attention axes: one list for every example, or one list
         per example, for single-sequence models; for encoder-decoder models a dict
         `{"source": ..., "target": ...}` of those. Cross-attention then shows
         (target, source), causal self-attention (target, target), other self-attention
-        (source, source). Defaults to `None` (from `vocabulary`, or no tokens).
+        (source, source). Defaults to `None` (from a text probe's tokenizer, else from
+        `vocabulary`, or no tokens).
       vocabulary: Maps the probe's integer token ids (`[B, T]` arrays) to strings when
         `tokens` does not give them: a list of strings, `keras.layers.StringLookup` or
         `keras.layers.TextVectorization`, or a dict `{"source": ..., "target": ...}` of them
@@ -110,7 +119,8 @@ class AttentionLogger(keras.callbacks.Callback):
         kept: per layer and step one record `<tag>/health` for the Health view, and the
         scalars `attention_health/<tag>/min_entropy` and `.../max_logit` for the Scalars
         dashboard. `None` or `True`: the whole `probe` batch (not only its first
-        `max_examples`); a batch of model inputs (e.g. 64 sequences; run in blocks of 8);
+        `max_examples`); a batch of model inputs (e.g. 64 sequences; run in blocks of 8), or
+        for a keras-hub task raw inputs as `probe` takes them (a list of strings);
         `(inputs, repeat_offset)` as `tb_attention_plugin.induction_probe(vocab_size, L)`
         returns it, which adds the induction score of the self-attention layers; `False`: no
         health records. Layers the budget pools are measured from the query chunks of their
@@ -127,6 +137,10 @@ class AttentionLogger(keras.callbacks.Callback):
         vocabulary={"source": english_vocabulary, "target": chinese_vocabulary},
         update_freq=100)
     model.fit(dataset, epochs=5, callbacks=[keras.callbacks.TensorBoard("logs"), logger])
+
+    # A keras-hub task on raw text: the probe is text too, the axes its tokenizer's tokens.
+    causal_lm.fit(texts, epochs=1, callbacks=[
+        tba.AttentionLogger("logs", probe=["The quick brown fox", "Attention is all"])])
 
     # Head health over 64 induction sequences (roles, sinks, alarms in the Scalars tab):
     ids, offset = tba.induction_probe(vocab_size=32000, length=64, batch=64)
@@ -164,12 +178,33 @@ class AttentionLogger(keras.callbacks.Callback):
         )
         self.log_dir = self.options.log_dir
         self.update_freq = update_freq
+        self._problems = Problems()
+        self._writer = writing.RunWriter(self.options.run_dir, self._problems)
+        # The probe as given; raw task inputs (text) wait for the model's preprocessor.
+        self._probe_arguments = dict(probe=probe, tokens=tokens, vocabulary=vocabulary,
+                                     images=images, health_probe=health_probe)
+        self._prepared_for = None  # the model a raw probe was preprocessed for
+        self.probe = None
+        if not task_probe.holds_text(probe):
+            self._use_probe(**self._probe_arguments)
+        self._role = None  # distribution.Role of this process, found at on_train_begin
+        self._last_step_by_tag = {}
+        self._last_health_step = {}
+        self._last_logged_step = None
+        self._cadence_mark = None
+        self._epoch_base_step = 0
+
+    def _use_probe(self, probe, tokens, vocabulary, images, health_probe, task_tokens=None):
+        """Sets up the capture of `probe` (model inputs); `task_tokens` are the tokenizer's
+        (`task_probe.prepare`), used for the roles `tokens=` does not give."""
         self.probe = probe_utils.Probe(probe, self.options.limits.max_examples, images=images,
                                        image_grid=self.options.image_grid,
                                        prefix_tokens=self.options.prefix_tokens)
-        self._token_lists = token_utils.resolve_tokens(self.probe.inputs, tokens=tokens,
-                                                       vocabulary=vocabulary)
-        self._problems = Problems()
+        # A tokenizer's tokens stand in for vocabulary=; explicit tokens= still win.
+        self._token_lists = token_utils.resolve_tokens(
+            self.probe.inputs, tokens=tokens, vocabulary=None if task_tokens else vocabulary)
+        for role, lists in (task_tokens or {}).items():
+            self._token_lists.setdefault(role, lists)
         self._probe_capture = capture.ProbeCapture(
             self.probe.inputs, patterns=self.options.layers, run_eagerly=self.options.run_eagerly,
             problems=self._problems, planner=self._plan)
@@ -177,16 +212,25 @@ class AttentionLogger(keras.callbacks.Callback):
             self.options.limits, self.probe.size,
             images_shape=None if self.probe.images is None else self.probe.images.shape,
             statistics=self.options.statistics)
-        self._writer = writing.RunWriter(self.options.run_dir, self._problems)
         self._capture_plan = None  # budget.CapturePlan, from the shape pass
         self._pooled = {}  # {(path, call index): tag} of the layers the plan pools
         self._health = self._health_pass(probe, health_probe)
-        self._role = None  # distribution.Role of this process, found at on_train_begin
-        self._last_step_by_tag = {}
-        self._last_health_step = {}
-        self._last_logged_step = None
-        self._cadence_mark = None
-        self._epoch_base_step = 0
+
+    def set_model(self, model):
+        """Keras hook; a probe of raw task inputs (text, images for an image classifier) is run
+        through `model`'s preprocessor here, once (`task_probe.py`)."""
+        super().set_model(model)
+        arguments = self._probe_arguments
+        if model is self._prepared_for or not task_probe.wants_preprocessing(
+                model, arguments["probe"]):
+            return
+        prepared = task_probe.prepare(model, arguments["probe"])
+        health_probe = arguments["health_probe"]
+        if task_probe.holds_text(health_probe):
+            health_probe = task_probe.prepare(model, health_probe).inputs
+        self._use_probe(prepared.inputs, arguments["tokens"], arguments["vocabulary"],
+                        arguments["images"], health_probe, task_tokens=prepared.tokens)
+        self._prepared_for = model
 
     def _health_pass(self, probe, health_probe):
         inputs, repeat_offset = health_pass.health_inputs(health_probe, probe)
