@@ -862,7 +862,8 @@ class CompiledCapture:
                          for i, e in enumerate(patcher.calls.get(id(s), [])) if e.get("skipped")}
         self._problems = dict(patcher.problems)
         for site in sites:
-            if any("scores" not in entry for entry in patcher.calls.get(id(site), [])):
+            if any("scores" not in entry and not entry.get("skipped")
+                   for entry in patcher.calls.get(id(site), [])):
                 self._problems.setdefault(site.path, "the layer computed no scores")
 
     def __call__(self, inputs=None):
