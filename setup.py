@@ -49,6 +49,9 @@ setuptools.setup(
         "tensorflow": ["tensorflow>=2.16", "keras>=3.0"],
         # AttentionLogger on Keras 3 with JAX or PyTorch (install the backend as usual).
         "keras": ["keras>=3.0"],
+        # The main job's demos (scripts/demo.sh): TensorFlow, and keras-hub for the LoRA
+        # fine-tuning demo of a Llama-style causal LM (its SentencePiece tokenizer comes with it).
+        "demo": ["tensorflow>=2.16", "keras>=3.0", "keras-hub"],
         # What the test suite needs: both of the above and the test tools. pytest-xdist runs
         # the suite in two processes (scripts/test.sh): much of it waits on tensorboard
         # processes, Chromium and subprocesses, so one process leaves a core idle.

@@ -73,6 +73,7 @@ def run_all(logdir, small=False, probe_examples=4, verbose=2, retrain=False):
     A demo already trained there with the same `small` and `probe_examples` is skipped (its
     result is `None`, its seconds those of its training) unless `retrain`."""
     from demo import induction_lm
+    from demo import keras_hub_lora
     from demo import seed_attention
     from demo import translation
     from demo import vision
@@ -91,6 +92,8 @@ def run_all(logdir, small=False, probe_examples=4, verbose=2, retrain=False):
             probe_examples=min(probe_examples, 4))),
         ("induction_lm", lambda name: induction_lm.train(
             logdir, name, small=small, probe_examples=min(probe_examples, 4), verbose=verbose)),
+        ("keras_hub_lora", lambda name: keras_hub_lora.train(
+            logdir, name, small=small, verbose=verbose)),
     ]
     options = {"small": bool(small), "probe_examples": int(probe_examples)}
     results = {}

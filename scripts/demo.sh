@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: installs tb-attention into a virtualenv, trains every demo
 # (English->Chinese translation at two learning rates, a Vision Transformer, the seed article's
-# hand-written attention, a causal language model growing an induction head) into ./logs, then
+# hand-written attention, a causal language model growing an induction head, a keras-hub
+# Llama-style causal LM LoRA-fine-tuned on text) into ./logs, then
 # starts TensorBoard with the Attention tab on http://127.0.0.1:6006/.
 #
 #   bash scripts/demo.sh            # everything, then serve
@@ -19,7 +20,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 install() {
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[tensorflow]"  # the demos train on Keras with TensorFlow
+  # The demos train on Keras with TensorFlow; the LoRA demo is a keras-hub model.
+  .venv/bin/python -m pip install -q -e ".[demo]"
 }
 # pip removes the installed package before it puts the new one in place: one install at a time,
 # and none while something else holds this lock shared (the test suite's workers do, per test).

@@ -132,9 +132,19 @@ def _weights(model):
     return [np.array(keras.ops.convert_to_numpy(w)) for w in model.weights]
 
 
+def _state(model):
+    """Every variable of the model, dropout's seed-generator states included."""
+    return [np.array(keras.ops.convert_to_numpy(v)) for v in model.variables]
+
+
+def _restore(model, state):
+    for variable, value in zip(model.variables, state):
+        variable.assign(value)
+
+
 def fit_twice(family, logdir):
     """One model fitted from the same initial weights twice: with the logger, then (weights
-    restored, a new optimizer) without it. Returns the model (as the logged fit left it), the
+    and dropout's random state restored, a new optimizer) without it. Returns the model (as the logged fit left it), the
     weights after each fit, the logger and its warnings. Building once keeps this quick on
     JAX, where building a backbone costs far more than a tiny fit."""
     from tb_attention_plugin import AttentionLogger
@@ -143,14 +153,14 @@ def fit_twice(family, logdir):
     fit = dict(epochs=1, batch_size=4, verbose=0, shuffle=False)
     keras.utils.set_random_seed(3)
     model = trainable_model(family)
-    initial = _weights(model)
+    initial = _state(model)
     logger = AttentionLogger(logdir, probe=probe_inputs(family), update_freq=1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(data, _targets(data), callbacks=[logger], **fit)
     messages = [str(w.message) for w in caught if "AttentionLogger" in type(w.message).__name__]
     logged = _weights(model)
-    model.set_weights(initial)
+    _restore(model, initial)
     _compile(model)
     model.fit(data, _targets(data), **fit)
     plain = _weights(model)

@@ -206,6 +206,29 @@ def test_vision_class_token_attends_to_the_object(logdir, logged):
     assert ratio >= 3.0
 
 
+def test_keras_hub_lora_demo_shows_the_probe_words(logged):
+    """The main job's keras-hub run: a Llama-style causal LM LoRA-fine-tuned on strings, logged
+    from a probe of strings, shows the tokenizer's words on both axes, every query head of
+    its grouped-query layers, and causal attention."""
+    from demo import keras_hub_lora
+
+    run = logged["keras_hub_lora/train"]
+    assert sorted(run) == ["transformer_layer_0/self_attention",
+                           "transformer_layer_1/self_attention"]
+    for tag, entries in run.items():
+        step, header, weights = entries[-1]
+        words = keras_hub_lora.PROBE[0].split()
+        assert header["query_tokens"][0] == ["<s>"] + [" " + w for w in words]
+        assert header["key_tokens"] == header["query_tokens"]
+        assert header["query_tokens"][1][:4] == ["<s>", " she", " drinks", " tea"]
+        assert weights.shape[:2] == (2, 4)  # 4 query heads over 2 key/value heads
+        filled = np.nan_to_num(weights)
+        assert not filled[..., np.triu_indices(weights.shape[-1], 1)[0],
+                          np.triu_indices(weights.shape[-1], 1)[1]].any(), tag
+        assert np.isnan(weights[1, :, :, 4:]).all()  # the shorter prompt's padding is masked
+        assert len(entries) >= 3  # captured during the fine-tuning, not only at its end
+
+
 def test_seed_attention_round_trips_eager_and_tf_function(seed_run):
     path, result = seed_run
     entries = read_back(path)["seed_attention"][seed_attention.TAG]

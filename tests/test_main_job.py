@@ -17,14 +17,14 @@ from tensorboard_process import free_port, http_get
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = {"seed_attention", "translation_lr1e-3/train", "translation_lr3e-4/train", "vision/train",
-        "induction_lm/train"}
+        "induction_lm/train", "keras_hub_lora/train"}
 
 
 def test_demo_script_without_server_exits_after_training(demo_logs):
     logdir, result = demo_logs
     assert "Start TensorBoard with" in result.stdout
     for run in ("translation_lr1e-3", "translation_lr3e-4", "vision", "seed_attention",
-                "induction_lm"):
+                "induction_lm", "keras_hub_lora"):
         assert "== %s\n" % run in result.stdout, result.stdout[-2000:]  # trained, not skipped
     written = {os.path.relpath(root, logdir) for root, _, files in os.walk(logdir)
                if any(f.startswith("events.out.tfevents") for f in files)}
