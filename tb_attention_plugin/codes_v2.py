@@ -208,6 +208,12 @@ def pack_codes(codes):
     flat = np.ascontiguousarray(codes).reshape(-1)
     if flat.size and int(flat.max()) > V2_MASKED:
         raise ValueError("level index %d is beyond the last level" % int(flat.max()))
+    return pack_levels(flat)
+
+
+def pack_levels(codes):
+    """`pack_codes` of uint16 level indices known to be valid (what `quantize_v2` returns)."""
+    flat = codes.reshape(-1)
     primary = look_up(_PRIMARY_OF_LEVEL, flat, np.empty(flat.size, np.uint8))
     extension = (flat[primary == ESCAPE] - ESCAPE).astype(np.uint8)
     return b"".join((primary.data, extension.data))

@@ -139,12 +139,14 @@ def encode_step(weights, query_tokens=None, key_tokens=None, mask=None, images=N
 
 def _encode_payloads(array, mask, version):
     """`(payloads, scales, inflated lengths)` of every head of every example."""
-    def packed(b, h):
+    def packed(head):
+        b, h = head
         codes, scale = quantize(array[b, h], None if mask is None else mask[b, h], version)
         return pack_codes(codes), scale
 
     batch, heads = array.shape[:2]
-    return compressed_payloads(packed(b, h) for b in range(batch) for h in range(heads))
+    return compressed_payloads(packed, [(b, h) for b in range(batch) for h in range(heads)],
+                               array.size)
 
 
 def encode_attention(weights, query_tokens=None, key_tokens=None, mask=None, images=None,

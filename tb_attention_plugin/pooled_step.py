@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from tb_attention_plugin.codes_v2 import V2_MASKED, pack_codes, quantize_v2
+from tb_attention_plugin.codes_v2 import V2_MASKED, pack_levels, quantize_v2
 from tb_attention_plugin.step_header import (
     ENCODINGS, LAYOUT_POOLED, MAX_POOLED_VALUES, MAX_VALUES_PER_STEP, MAX_WINDOW_NAME,
     RANGE_TOLERANCE, header_blob, overview_shape, payload_checks, pool_grid, pooled_blob_indexes,
@@ -230,7 +230,8 @@ def _pooled_payloads(planes, window_arrays):
     parts = [(stacked[b, h], planes[1][b, h]) for b in range(batch) for h in range(heads)]
     parts += [(array[b, h], None) for array in window_arrays
               for b in range(batch) for h in range(heads)]
-    return compressed_payloads(nan_masked_codes(matrix, scale_from) for matrix, scale_from in parts)
+    values = stacked.size + sum(array.size for array in window_arrays)
+    return compressed_payloads(lambda part: nan_masked_codes(*part), parts, values)
 
 
 def _checked_shape(shape):
@@ -304,17 +305,19 @@ def _check_probabilities(array, label):
 
 
 def nan_masked_codes(matrix, scale_from=None):
-    """`(packed faithful codes, scale)` of a float32 matrix, NaN = masked (`pack_codes`)."""
-    attended = ~np.isnan(matrix)
-    source = matrix if scale_from is None else scale_from
-    scale_values = source[~np.isnan(source)]
-    scale = np.float32(scale_values.max()) if scale_values.size else np.float32(0.0)
-    filled = np.where(attended, matrix, 0).astype(np.float32)
-    if scale > 0:
-        codes = quantize_v2(filled, scale, masked=~attended)
+    """`(packed faithful codes, scale)` of a float32 matrix, NaN = masked (`pack_codes`).
+
+    The scale is the largest value of `scale_from` (of `matrix` when None) that is not NaN.
+    """
+    masked = np.isnan(matrix)
+    scale = np.fmax.reduce(matrix if scale_from is None else scale_from, axis=None)
+    if np.isnan(scale):  # nothing attended
+        scale = np.float32(0.0)
+    if scale > 0:  # NaN fractions get some level here; `masked` then overwrites it
+        codes = quantize_v2(matrix, scale, masked=masked)
     else:
-        codes = np.where(attended, 0, V2_MASKED).astype(np.uint16)
-    return pack_codes(codes), float(scale)
+        codes = np.where(masked, V2_MASKED, 0).astype(np.uint16)
+    return pack_levels(codes), float(scale)
 
 
 def decode_overview(blob, header, scale):
