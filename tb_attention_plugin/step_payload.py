@@ -15,7 +15,6 @@ Example:
 [[0.0, 0.25, 0.5]]
 """
 
-import functools
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -51,12 +50,21 @@ def compressed_payloads(pack, parts, values=0):
     """
     parts = list(parts)
     workers = min(len(parts), _cpu_count()) if values >= THREADED_VALUES else 1
-    if workers <= 1:
+    results = _threaded(pack, parts, workers) if workers > 1 else None
+    if results is None:
         results = [_payload(pack, part) for part in parts]
-    else:
-        with ThreadPoolExecutor(workers, thread_name_prefix="tb-attention-encode") as pool:
-            results = list(pool.map(functools.partial(_payload, pack), parts))
     return tuple(list(column) for column in zip(*results)) if results else ([], [], [])
+
+
+def _threaded(pack, parts, workers):
+    """`_payload` of every part on `workers` threads, in order; None when no thread can be
+    started (a process at its thread limit, or shutting down): then the caller does the work."""
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="tb-attention-encode") as pool:
+            futures = [pool.submit(_payload, pack, part) for part in parts]
+    except RuntimeError:
+        return None
+    return [future.result() for future in futures]
 
 
 def _payload(pack, part):
