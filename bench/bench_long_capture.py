@@ -9,18 +9,27 @@ Measures (median of `--repeats` after one warm-up, which includes the shape pass
 - plain: one forward pass of the probe, traced (`tf.function`), as the capture is;
 - capture: `ProbeCapture` as the callback runs it (the traced pass with blocked attention and
   the numpy reductions);
-- capture + write: the callback's whole capture (`_capture_and_write`: capture, the budget's
-  plan, encoding every layer's overview and windows, writing the event file).
+- health pass: the head-health measurement of the same capture (default `health_probe`:
+  pooled layers are measured from the query chunks of their own blocked pass);
+- encode alone: the summary items of one capture (every pooled layer's overview and windows
+  encoded: `encoding.encode_pooled_step`; full layers are encoded when written);
+- capture + encode + write: the callback's whole capture (`_capture_and_write`: capture, health
+  pass, the budget's plan, encoding every layer, writing the event file).
 
-Prints the seconds and the ratios to the plain pass (target: capture <= 3x), and the time of
-encoding alone.
+Prints the seconds and the ratios to the plain pass (target: capture <= 3x). With `--baseline
+REV` the encoder of commit REV (`encode_pooled_step` and `encode_attention` of its
+`tb_attention_plugin/encoding.py`) is timed too, side by side with the current one in the same
+run (interleaved), and the pooled layers' bytes both write are compared.
 
     python bench/bench_long_capture.py [--tokens 1024] [--layers 12] [--repeats 3]
+                                       [--baseline e4eb333]
 """
 
 import argparse
+import importlib.util
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,23 +50,53 @@ def median_seconds(function, repeats):
     return statistics.median(times)
 
 
-def main(argv=None):
-    """Runs the benchmark with command-line `argv`; prints and returns the seconds of each
-    pass (`plain`, `capture`, `whole`, `encode`)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tokens", type=int, default=1024)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args(argv)
+def baseline_encoder(revision, directory):
+    """`(encode_pooled_step, encode_attention)` of `tb_attention_plugin/encoding.py` at git
+    `revision`."""
+    source = subprocess.run(["git", "-C", REPO, "show", "%s:tb_attention_plugin/encoding.py"
+                             % revision], capture_output=True, text=True, check=True).stdout
+    path = os.path.join(directory, "baseline_encoding.py")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(source)
+    spec = importlib.util.spec_from_file_location("baseline_encoding", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.encode_pooled_step, module.encode_attention
 
+
+def side_by_side(logger, records, encoders, repeats):
+    """`{name: (encode seconds, capture + encode + write seconds)}` of each encoder in
+    `encoders` (`{name: (encode_pooled_step, encode_attention)}`), runs interleaved; the blobs
+    of pooled layers are equal."""
+    from tb_attention_plugin import encoding
+
+    current = encoding.encode_pooled_step, encoding.encode_attention
+    steps = iter(range(1, 10**6))
+    times = {name: ([], []) for name in encoders}
+    blobs = {}
+    try:
+        for _ in range(repeats):
+            for name, encoder in encoders.items():
+                encoding.encode_pooled_step, encoding.encode_attention = encoder
+                start = time.perf_counter()
+                items = logger._summary_items(records)
+                times[name][0].append(time.perf_counter() - start)
+                blobs[name] = [item.blobs for item in items]
+                start = time.perf_counter()
+                logger._capture_and_write(next(steps))
+                times[name][1].append(time.perf_counter() - start)
+    finally:
+        encoding.encode_pooled_step, encoding.encode_attention = current
+    if any(b != blobs["current"] for b in blobs.values()):
+        raise AssertionError("the encoders wrote different bytes")
+    return {name: tuple(statistics.median(t) for t in pair) for name, pair in times.items()}
+
+
+def build(args):
+    """The backbone and its probe."""
     import keras
     import keras_hub
     import numpy as np
-    import tensorflow as tf
-
-    from tb_attention_plugin import AttentionLogger
 
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.GPT2Backbone(
@@ -68,26 +107,56 @@ def main(argv=None):
              .astype("int32"), "padding_mask": np.ones((1, args.tokens), "int32")}
     backbone(probe)
     backbone.compile("adam", "mse")  # the callback reads the optimizer's step
+    return backbone, probe
 
+
+def main(argv=None):
+    """Runs the benchmark with command-line `argv`; prints and returns the seconds of each
+    pass (`plain`, `capture`, `health`, `whole`, `encode`, and with a baseline
+    `baseline_whole`, `baseline_encode`)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tokens", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", help="a git revision whose encoder to time alongside")
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+
+    from tb_attention_plugin import AttentionLogger, encoding
+
+    backbone, probe = build(args)
     plain_function = tf.function(lambda x: backbone(x, training=False), autograph=False)
     plain_function(probe)
     plain = median_seconds(lambda: plain_function(probe), args.repeats)
 
     with tempfile.TemporaryDirectory() as logdir:
-        logger = AttentionLogger(logdir, probe, update_freq="epoch")
+        encoders = {"current": (encoding.encode_pooled_step, encoding.encode_attention)}
+        if args.baseline:
+            encoders = {"baseline": baseline_encoder(args.baseline, logdir), **encoders}
+        logger = AttentionLogger(os.path.join(logdir, "run"), probe, update_freq="epoch")
         logger.set_model(backbone)
-        records = logger._probe_capture(backbone)  # warm-up: shape pass, plan, tracing
+        logger._probe_capture(backbone)  # warm-up: shape pass, plan, tracing
         plan = logger._capture_plan
         modes = sorted({p.mode for p in plan.layers.values()})
         capture = median_seconds(lambda: logger._probe_capture(backbone), args.repeats)
         records = logger._probe_capture(backbone)
-        start = time.perf_counter()
-        logger._summary_items(records)
-        encode = time.perf_counter() - start
-        steps = iter(range(1, 10**6))
-        logger._capture_and_write(0)
-        whole = median_seconds(lambda: logger._capture_and_write(next(steps)), args.repeats)
+        logger._capture_and_write(0)  # warm-up of the health pass and the writer
+        health = median_seconds(lambda: logger._measure_health(records, 0), args.repeats)
+        timed = side_by_side(logger, records, encoders, args.repeats)
         traced = logger._probe_capture.compiled is not None
+    report(args, plan, modes, traced, plain, capture, health, timed)
+    result = {"plain": plain, "capture": capture, "health": health,
+              "encode": timed["current"][0], "whole": timed["current"][1],
+              "modes": modes, "tokens": args.tokens, "layers": args.layers, "heads": args.heads}
+    if args.baseline:
+        result.update(baseline_encode=timed["baseline"][0], baseline_whole=timed["baseline"][1])
+    return result
+
+
+def report(args, plan, modes, traced, plain, capture, health, timed):
     print("GPT2Backbone %d layers x %d heads, hidden %d, %d tokens, 1 example; layers: %s; "
           "traced capture: %s" % (args.layers, args.heads, args.hidden, args.tokens,
                                   "/".join(modes), traced))
@@ -96,15 +165,18 @@ def main(argv=None):
         print("pooled in %dx%d blocks, windows: %s" % (
             example.block[0], example.block[1],
             ", ".join("%s %s x %s" % w for w in example.windows)))
-    print("%-34s %10s %8s" % ("pass", "seconds", "ratio"))
-    for name, seconds in [("plain forward (traced)", plain), ("capture", capture),
-                          ("capture + encode + write", whole), ("encode alone", encode)]:
-        print("%-34s %10.3f %8.2f" % (name, seconds, seconds / plain))
+    rows = [("plain forward (traced)", plain), ("capture", capture), ("health pass", health)]
+    for name, (encode, whole) in timed.items():
+        label = "" if name == "current" else " (%s %s)" % (name, args.baseline)
+        rows += [("encode alone" + label, encode), ("capture + encode + write" + label, whole)]
+    print("%-44s %10s %8s" % ("pass", "seconds", "ratio"))
+    for name, seconds in rows:
+        print("%-44s %10.3f %8.2f" % (name, seconds, seconds / plain))
     print("capture / plain forward: %.2f (target <= %.1f): %s"
           % (capture / plain, TARGET, "met" if capture / plain <= TARGET else "NOT met"))
-    print("capture + encode + write / plain forward: %.2f" % (whole / plain))
-    return {"plain": plain, "capture": capture, "whole": whole, "encode": encode,
-            "modes": modes, "tokens": args.tokens, "layers": args.layers, "heads": args.heads}
+    for name, (encode, whole) in timed.items():
+        print("capture + encode + write / plain forward%s: %.2f"
+              % ("" if name == "current" else " (%s)" % name, whole / plain))
 
 
 if __name__ == "__main__":

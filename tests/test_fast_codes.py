@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tb_attention_plugin import encoding
-from synthetic import HEAD_KINDS, attention_head
+from tb_attention_plugin.step_payload import THREADED_VALUES
+from synthetic import HEAD_KINDS, attention_head, softmax_weights
 import v2_reference as reference
 
 NEIGHBOURHOOD = 256  # float32 steps either side of a boundary (a few ulps of log's error are ~64)
@@ -158,6 +159,41 @@ def test_pooled_parts_with_nan_masks_encode_identically():
     for matrix in (empty, noisy):
         raw, scale = encoding._nan_masked_codes(matrix)
         assert (zlib.compress(raw, 6), scale) == reference.nan_masked_payload(matrix)
+
+
+def test_nan_masked_parts_with_any_nan_and_signed_zeros_encode_identically():
+    matrix = np.array([[0.5, -0.0, np.nan, 0.25], [0.0, 1e-7, 1.0, np.nan]], np.float32)
+    matrix.view(np.uint32)[0, 2] = 0xFFC00000  # a NaN with its sign bit set (0 * inf on x86)
+    for part in (matrix, np.full((3, 2), -0.0, np.float32), matrix[:, 2:3]):
+        raw, scale = encoding._nan_masked_codes(part)
+        assert (zlib.compress(raw, 6), scale) == reference.nan_masked_payload(part)
+
+
+def test_steps_large_enough_for_several_threads_encode_identically():
+    weights = softmax_weights((2, 6, 128, 128), seed=4)
+    mask = np.broadcast_to(np.tril(np.ones((128, 128), bool)), weights.shape)
+    assert weights.size >= THREADED_VALUES  # so each head's payload is built on its own thread
+    blobs = encoding.encode_step(weights, mask=mask)
+    header = encoding.decode_header(blobs[0])
+    for b in range(2):
+        for h in range(6):
+            index = encoding.payload_index(header, b, h)
+            want, scale = reference.payload(weights[b, h], mask[b, h])
+            assert blobs[index] == want and header["scales"][index - 1] == scale
+    masked = np.where(mask, weights, np.nan)
+    means, maxes = encoding.pool(masked, 4)
+    windows = [("last_queries", (96, 128), (0, 128), masked[:, :, 96:]),
+               ("first_key", (0, 128), (0, 1), masked[:, :, :, :1])]
+    blobs = encoding.encode_pooled_step(masked.shape, 4, means, maxes, windows)
+    header = encoding.decode_header(blobs[0])
+    overview = np.concatenate([means, maxes], axis=2)
+    for b in range(2):
+        for h in range(6):
+            index = encoding.overview_index(header, b, h)
+            assert blobs[index] == reference.nan_masked_payload(overview[b, h], maxes[b, h])[0]
+            for name, _, _, part in windows:
+                index = encoding.window_index(header, name, b, h)
+                assert blobs[index] == reference.nan_masked_payload(part[b, h])[0]
 
 
 def test_unpacking_equals_the_reference_and_rejects_what_it_rejected():

@@ -160,6 +160,18 @@ def test_small_steps_stay_full_under_a_budget():
     assert encoding.decode_header(blobs[0]).get("layout", "full") == "full"
 
 
+def test_a_budget_keeps_the_mask_of_a_single_head_given_as_a_matrix():
+    weights = causal_sink_heads(1, 32, mask_future=False)[0, 0]  # [Tq, Tk], no batch or heads
+    mask = np.tril(np.ones((32, 32), bool))
+    full = encoding.encode_attention(weights, mask=mask, max_bytes=MiB)
+    assert full == encoding.encode_step(weights, mask=mask)
+    header = encoding.decode_header(full[0])
+    codes = encoding.decode_codes(full[1], header)
+    assert (codes[~mask] == encoding.V2_MASKED).all() and (codes[mask] != encoding.V2_MASKED).all()
+    pooled = encoding.encode_attention(weights, mask=mask, max_bytes=2000)
+    assert encoding.decode_header(pooled[0])["layout"] == "pooled"
+
+
 # --- the budget for the shapes of issue 11 ------------------------------------------------------
 
 
