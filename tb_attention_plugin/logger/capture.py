@@ -1,17 +1,23 @@
 """Finds a Keras model's attention layers and captures their scores in one forward pass.
 
-Each attention layer instance gets instance attributes that shadow its `call` and its score
-method (`_compute_attention` for `MultiHeadAttention` / `GroupedQueryAttention`, `_apply_scores`
-for `Attention` / `AdditiveAttention`) for the duration of one `model(probe, training=False)`
-call. The shadows ask the original methods for scores, record them together with the mask that
-was applied, and return what the caller expected. A POOLED layer (`budget.py`) is instead
-computed in query chunks by `blocked.py`, from the `_compute_attention` shadow
-(`MultiHeadAttention`, `GroupedQueryAttention`) or the `call` shadow (`Attention`,
-`AdditiveAttention`), so its full scores never exist. Afterwards every layer is restored exactly,
-also when the pass raises, so compiled training steps never see them. On TensorFlow,
-`CompiledCapture` traces that patched pass once into a graph and reruns the graph.
-`ProbeCapture` is what the `AttentionLogger` runs at each capture: layers found once, the
-traced pass where it works, the eager pass elsewhere, broken layers left out.
+Two kinds of capture sites, each read by its own adapter in `logger/adapters/`, installed as
+instance attributes (and, for `keras.ops` functions, module attributes) for the duration of one
+`model(probe, training=False)` call:
+
+- Keras' own attention layers (`adapters/stock.py`): the shadows of their score methods
+  (`_compute_attention` for `MultiHeadAttention` / `GroupedQueryAttention`, `_apply_scores` for
+  `Attention` / `AdditiveAttention`) ask the original methods for scores, record them with the
+  mask that was applied, and return what the caller expected. A POOLED layer (`budget.py`) is
+  computed in query chunks by `blocked.py` instead, so its full scores never exist.
+- every other layer whose own code makes attention probabilities (`adapters/owners.py`): read
+  at a `Softmax` sublayer, `keras.ops.softmax` or the fused `keras.ops.dot_product_attention`
+  (`adapters/recording.py` and the adapter modules beside it).
+
+Afterwards every layer and function is restored exactly, also when the pass raises, so compiled
+training steps never see them. On TensorFlow, `CompiledCapture` traces that patched pass once
+into a graph and reruns the graph. `ProbeCapture` is what the `AttentionLogger` runs at each
+capture: layers found once, the traced pass where it works, the eager pass elsewhere, broken
+layers left out.
 
 Example:
 
@@ -32,18 +38,20 @@ attention-logit growth (docs/health.md).
 
 import collections
 import fnmatch
-import inspect
 
 import numpy as np
 
 from tb_attention_plugin.logger.adapters import owners as owner_layers
 from tb_attention_plugin.logger.adapters.recording import OwnerRecording
 from tb_attention_plugin.logger.adapters.recording import REGISTER_HINT
+from tb_attention_plugin.logger.adapters.stock import HEADS as _HEADS
+from tb_attention_plugin.logger.adapters.stock import SINGLE as _SINGLE
+from tb_attention_plugin.logger.adapters.stock import StockShadows
+from tb_attention_plugin.logger.adapters.values import to_numpy as _to_numpy
 
-# Kinds of attention layers: the method whose result holds the scores.
-_HEADS = "heads"  # MultiHeadAttention, GroupedQueryAttention: (B, H, Tq, Tk)
-_SINGLE = "single"  # Attention, AdditiveAttention: (B, Tq, Tk), no head axis
-_OWNER = "owner"  # any other layer making probabilities: read by logger/adapters/
+# The third kind of site besides Keras' own (`_HEADS`, `_SINGLE`): any other layer making
+# probabilities, read by logger/adapters/.
+_OWNER = "owner"
 
 
 class AttentionSite:
@@ -60,22 +68,6 @@ class AttentionSite:
 
     def __repr__(self):
         return "AttentionSite(%r, %s)" % (self.path, type(self.layer).__name__)
-
-
-def _attention_parameters(layer, method):
-    """The parameters of a layer's `_compute_attention` (bound `method`), by name.
-
-    A subclass that forwards `*args, **kwargs` to its base is named by the Keras class it
-    derives from, so the arguments Keras passes by position keep their meaning."""
-    import keras
-
-    parameters = inspect.signature(method).parameters
-    if not any(p.kind == p.VAR_POSITIONAL for p in parameters.values()):
-        return parameters
-    for base in (keras.layers.GroupQueryAttention, keras.layers.MultiHeadAttention):
-        if isinstance(layer, base):
-            return dict(list(inspect.signature(base._compute_attention).parameters.items())[1:])
-    return parameters
 
 
 class AttentionRecord:
@@ -228,38 +220,6 @@ def _unreadable(named, sites):
     return unreadable
 
 
-def _to_numpy(value):
-    import keras
-
-    if keras.backend.is_keras_tensor(value):
-        raise TypeError("symbolic tensor (the model was traced, not run eagerly)")
-    from tb_attention_plugin.logger import distribution
-
-    return distribution.to_numpy(value)  # gathers arrays sharded over several processes
-
-
-def _same_values(a, b):
-    """True when two eager tensors are the same object or hold the same values."""
-    if a is b:
-        return True
-    try:
-        a, b = _to_numpy(a), _to_numpy(b)
-    except Exception:
-        return False
-    return a.shape == b.shape and np.array_equal(a, b)
-
-
-def _same_values_symbolic(a, b):
-    """While tracing a `tf.function`: True, False, or a boolean tensor computed at run time."""
-    import tensorflow as tf
-
-    if a is b:
-        return True
-    if a.shape != b.shape or a.dtype != b.dtype or not a.shape.is_fully_defined():
-        return False
-    return tf.reduce_all(tf.equal(a, b))
-
-
 def _max_logit(logits, mask, head_axis):
     """Largest logit per head over unmasked, finite positions, computed in the backend.
 
@@ -304,7 +264,7 @@ def _nothing_above_diagonal(scores):
     return not np.any(scores[..., np.triu(np.ones((tq, tk), bool), k=1)])
 
 
-class _Patcher(OwnerRecording):
+class _Patcher(OwnerRecording, StockShadows):
     """Installs and removes the recording shadows on the attention layer instances (stock
     layers here, owner layers through `OwnerRecording` and `logger/adapters/`)."""
 
@@ -324,23 +284,7 @@ class _Patcher(OwnerRecording):
 
     def install(self):
         self.install_owners([site for site in self._sites if site.kind == _OWNER])
-        for site in self._sites:
-            if site.kind == _OWNER:
-                continue
-            layer = site.layer
-            if "_flash_attention" in layer.__dict__:
-                self._set(layer, "_flash_attention", False)  # flash cannot return scores
-            self._set(layer, "call", self._shadow_call(site, layer.call))
-            method = getattr(layer, site.score_method)
-            shadow = (
-                self._shadow_compute_attention(site, method)
-                if site.kind == _HEADS
-                else self._shadow_apply_scores(site, method)
-            )
-            self._set(layer, site.score_method, shadow)
-            if site.kind == _HEADS and callable(getattr(layer, "_masked_softmax", None)):
-                self._set(layer, "_masked_softmax",
-                          self._shadow_masked_softmax(site, layer._masked_softmax))
+        self.install_stock([site for site in self._sites if site.kind != _OWNER])
 
     def restore(self):
         while self._saved:
@@ -349,67 +293,6 @@ class _Patcher(OwnerRecording):
                 object.__setattr__(layer, name, old)
             else:
                 layer.__dict__.pop(name, None)
-
-    def _shadow_call(self, site, original):
-        signature = inspect.signature(original)
-        calls = self.calls[id(site)]
-
-        def call(*args, **kwargs):
-            try:
-                bound = signature.bind_partial(*args, **kwargs).arguments
-            except TypeError:
-                bound = {}
-            if site.kind == _HEADS:
-                query = bound.get("query")
-                key = bound.get("key")
-                key = bound.get("value") if key is None else key
-            else:
-                inputs = bound.get("inputs")
-                if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
-                    inputs = [None, None]
-                query = inputs[0]
-                key = inputs[2] if len(inputs) > 2 else inputs[1]
-            if query is None or key is None:
-                same = True
-            elif self._symbolic:
-                same = _same_values_symbolic(query, key)
-            else:
-                same = _same_values(query, key)
-            calls.append({"same": same, "causal_flag": bool(bound.get("use_causal_mask"))})
-            if site.kind == _SINGLE and not self._shapes_only:
-                output = self._blocked_single_call(site, bound)
-                if output is not None:
-                    return output
-            return original(*args, **kwargs)
-
-        return call
-
-    def _blocked_single_call(self, site, bound):
-        """A POOLED (or, in the health pass, STREAMED) `Attention` / `AdditiveAttention` call
-        computed in query chunks (`blocked.blocked_call`): its output, or None where the
-        layer's own call must run (not pooled, scores asked for by the caller, a layer
-        `blocked.py` cannot reproduce, or a failure, which is reported)."""
-        from tb_attention_plugin.logger import blocked
-
-        index, entry = self._entry(site)
-        plan = self._plans.get((site.path, index))
-        if (plan is None or plan.mode not in ("pooled", "stream")
-                or bound.get("return_attention_scores")):
-            return None
-        inputs = bound.get("inputs")
-        if not blocked.supports_single(site.layer, inputs):
-            return None
-        try:
-            output, reduced = blocked.blocked_call(
-                site.layer, inputs, bound.get("mask"), bound.get("training"),
-                bool(bound.get("use_causal_mask")), plan.block, plan.windows,
-                on_chunk=self._chunk_hook(plan))
-            entry["reduced"] = {k: self._convert(v) for k, v in reduced.items()}
-            entry["scores"] = None
-        except Exception as e:
-            self._failed(site, e)
-            return None
-        return output
 
     def _record(self, site, scores, mask):
         calls = self.calls[id(site)]
@@ -449,13 +332,6 @@ class _Patcher(OwnerRecording):
         except Exception:
             entry["max_logit"] = None  # the scores still count; only this measure is lost
 
-    def _shadow_masked_softmax(self, site, original):
-        def masked_softmax(attention_scores, attention_mask=None, *args, **kwargs):
-            self._record_logits(site, attention_scores, attention_mask, head_axis=1)
-            return original(attention_scores, attention_mask, *args, **kwargs)
-
-        return masked_softmax
-
     def _failed(self, site, error):
         self.problems.setdefault(
             site.path, "asking it for scores raised %s: %s" % (type(error).__name__, error)
@@ -483,161 +359,6 @@ class _Patcher(OwnerRecording):
                                                   shape[3])
             except Exception:
                 entry["mask_causal"] = False
-
-    def _shadow_compute_attention(self, site, original):
-        from tb_attention_plugin.logger import blocked
-
-        layer = site.layer
-        parameters = _attention_parameters(layer, original)
-        takes_flag = "return_attention_scores" in parameters
-        # Names of positional parameters after (query, key, value, attention_mask, training).
-        later_names = [
-            name
-            for name, p in parameters.items()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ][5:]
-
-        def combined_mask(query, value, attention_mask, kwargs):
-            import keras
-
-            if not kwargs.get("use_causal_mask"):
-                return attention_mask
-            causal = layer._compute_causal_mask(query, value)
-            return causal if attention_mask is None else keras.ops.logical_and(
-                keras.ops.cast(attention_mask, "bool"), causal)
-
-        def compute_attention(query, key, value, attention_mask=None, training=None, *args,
-                              **kwargs):
-            kwargs.update(zip(later_names, args))
-            index, entry = self._entry(site)
-            plan = self._plans.get((site.path, index))
-            mode = "full" if plan is None else plan.mode
-
-            def plain():
-                return original(query, key, value, attention_mask=attention_mask,
-                                training=training, **kwargs)
-
-            if self._shapes_only or mode == "skip":
-                entry["max_logit"] = None  # nothing is measured in this mode
-                if self._shapes_only and len(query.shape) == 4 and len(key.shape) == 4:
-                    shape = (query.shape[0], query.shape[2], query.shape[1], key.shape[1])
-                    if kwargs.get("use_causal_mask"):
-                        entry["mask_causal"] = True  # no need to build the [Tq, Tk] mask
-                    self._record_shape(entry, shape, attention_mask)
-                entry.setdefault("scores", None)
-                entry["skipped"] = True
-                return plain()
-            # MultiHeadAttention is asked through the argument, GroupedQueryAttention through
-            # the attribute its `call` sets.
-            wanted = kwargs.get("return_attention_scores", False) if takes_flag else \
-                bool(getattr(layer, "_return_attention_scores", False))
-            if (mode in ("pooled", "stream") and not wanted
-                    and blocked.supports(layer, query, key, value)):
-                # The blocked pass computes the max logit itself; the first chunk's softmax
-                # must not record one.
-                entry["max_logit"] = None
-                try:
-                    # The causal part is built per chunk: no [Tq, Tk] mask is materialised.
-                    output, reduced = blocked.blocked_attention(
-                        layer, query, key, value, attention_mask, plan.block, plan.windows,
-                        causal=bool(kwargs.get("use_causal_mask")),
-                        on_chunk=self._chunk_hook(plan))
-                    entry["reduced"] = {k: self._convert(v) for k, v in reduced.items()}
-                    entry["scores"] = None
-                except Exception as e:
-                    self._failed(site, e)
-                    return plain()
-                return output, None
-            if mode == "stream" and not wanted:
-                return self._unstreamed(site, entry, plan, plain)
-            kwargs.pop("return_attention_scores", None)
-            forced = dict(kwargs)
-            restore_attribute = None
-            if takes_flag:
-                forced["return_attention_scores"] = True
-            elif "_return_attention_scores" in layer.__dict__:
-                restore_attribute = layer.__dict__["_return_attention_scores"]
-                object.__setattr__(layer, "_return_attention_scores", True)
-            try:
-                output, scores = original(
-                    query, key, value, attention_mask=attention_mask, training=training,
-                    **forced
-                )
-            except Exception as e:
-                self._failed(site, e)
-                if restore_attribute is not None:
-                    object.__setattr__(layer, "_return_attention_scores", restore_attribute)
-                    restore_attribute = None
-                if takes_flag:
-                    kwargs["return_attention_scores"] = wanted
-                return plain()
-            finally:
-                if restore_attribute is not None:
-                    object.__setattr__(layer, "_return_attention_scores", restore_attribute)
-            mask = attention_mask
-            if kwargs.get("use_causal_mask") and scores is not None:
-                mask = combined_mask(query, value, attention_mask, kwargs)
-            if (scores is not None and entry.get("max_logit") is None
-                    and blocked.supports(layer, query, key, value)):
-                # Only where the layer's softmax was not seen (`_record_logits`).
-                try:
-                    entry["max_logit"] = self._convert(
-                        blocked.max_logit(layer, query, key, mask))
-                except Exception:
-                    pass  # the scores stay; only the logit measure is missing
-            self._record(site, scores, mask)
-            return output, scores
-
-        return compute_attention
-
-    def _chunk_hook(self, plan):
-        """`blocked_attention`'s `on_chunk` for the health pass (mode "stream"), else None."""
-        if plan.mode != "stream":
-            return None
-        from tb_attention_plugin.logger import chunk_feed
-
-        return chunk_feed.hook(plan.chunks, self._symbolic)
-
-    def _unstreamed(self, site, entry, plan, plain):
-        """A "stream" layer this module cannot compute in chunks runs its plain attention:
-        its full scores are what the budget avoids, so the health pass gets no chunks."""
-        plan.chunks.unsupported(
-            "pooled, and %s attention is not computed in query chunks: its full matrices "
-            "do not fit max_bytes_per_step" % type(site.layer).__name__)
-        entry["max_logit"] = None
-        entry.setdefault("scores", None)
-        entry["skipped"] = True
-        return plain()
-
-    def _shadow_apply_scores(self, site, original):
-        def apply_scores(scores, value, scores_mask=None, training=False):
-            index, entry = self._entry(site)
-            plan = self._plans.get((site.path, index))
-            if plan is not None and plan.mode == "stream":
-                return self._unstreamed(
-                    site, entry, plan,
-                    lambda: original(scores, value, scores_mask=scores_mask, training=training))
-            if not (self._shapes_only or (plan is not None and plan.mode == "skip")):
-                self._record_logits(site, scores, scores_mask, head_axis=None)
-            output, weights = original(scores, value, scores_mask=scores_mask, training=training)
-            if self._shapes_only:
-                _, entry = self._entry(site)
-                shape = tuple(weights.shape)
-                if entry.get("causal_flag"):
-                    entry["mask_causal"] = True  # no need to read the [Tq, Tk] mask back
-                self._record_shape(entry, (shape[0], 1) + shape[1:], scores_mask)
-                entry["skipped"] = True
-                return output, weights
-            index, entry = self._entry(site)
-            plan = self._plans.get((site.path, index))
-            if plan is not None and plan.mode == "skip":
-                entry["scores"], entry["skipped"] = None, True
-                return output, weights
-            self._record(site, weights, scores_mask)
-            return output, weights
-
-        return apply_scores
-
 
 def _pooled_from_full(scores, mask, plan):
     """A POOLED record's reductions computed from full scores (layers `blocked.py` cannot

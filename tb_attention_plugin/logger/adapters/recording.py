@@ -22,6 +22,7 @@ from tb_attention_plugin.logger.adapters import owners
 from tb_attention_plugin.logger.adapters import registered
 from tb_attention_plugin.logger.adapters import softmax_layer
 from tb_attention_plugin.logger.adapters import softmax_op
+from tb_attention_plugin.logger.adapters import values
 
 # Call arguments that carry another sequence than the query (cross-attention).
 _KEY_WORDS = ("key", "value", "encoder", "context", "memory")
@@ -152,21 +153,17 @@ class OwnerRecording:
 
     def _same_sequence(self, bound):
         """False when the call got another sequence (keys/values) than its first input."""
-        values = list(bound.items())
-        if not values:
+        arguments = list(bound.items())
+        if not arguments:
             return True
-        query = values[0][1]
-        for name, value in values[1:]:
+        query = arguments[0][1]
+        for name, value in arguments[1:]:
             lowered = name.lower()
             if (value is None or not hasattr(value, "shape")
                     or not any(w in lowered for w in _KEY_WORDS)
                     or any(w in lowered for w in _NOT_KEY_WORDS)):
                 continue
             if self._symbolic:
-                from tb_attention_plugin.logger.capture import _same_values_symbolic
-
-                return _same_values_symbolic(query, value)
-            from tb_attention_plugin.logger.capture import _same_values
-
-            return _same_values(query, value)
+                return values.same_values_symbolic(query, value)
+            return values.same_values(query, value)
         return True
