@@ -389,8 +389,6 @@ def _checked_max_logit(value, batch, heads):
 
 def _records_from_calls(calls, problems, sites, plans=None):
     """Builds `AttentionRecord`s from numpy call entries `{id(site): [entry]}`."""
-    from tb_attention_plugin.logger import blocked
-
     plans = plans or {}
     records = []
     for site in sites:
@@ -400,60 +398,76 @@ def _records_from_calls(calls, problems, sites, plans=None):
                 continue
             tag = site.path if len(entries) == 1 else "%s/call_%d" % (site.path, index)
             plan = plans.get((site.path, index))
-            cross = not bool(entry.get("same", True))
             if entry.get("reduced") is not None:
-                shape = plan.shape
-                means, maxes, windows, max_logit = blocked.finish(
-                    entry["reduced"], shape, plan.block, plan.windows, plan.examples)
-                pooled = {"block": tuple(plan.block), "means": means, "maxes": maxes,
-                          "windows": windows}
-                causal = not cross and (entry["causal_flag"] or plan.causal)
-                records.append(AttentionRecord(
-                    tag, site, None, None, cross, causal, shape=shape, pooled=pooled,
-                    max_logit=_checked_max_logit(max_logit, plan.examples, shape[1])))
+                records.append(_blocked_record(tag, site, entry, plan))
                 continue
-            scores = entry.get("scores")
-            if scores is None:
-                if "scores" not in entry:
-                    problems.setdefault(site.path, "the layer computed no scores")
-                continue
-            mask = entry.get("mask")
-            if site.kind == _SINGLE:
-                scores = scores[:, np.newaxis]
-                if mask is not None and mask.ndim == 2:
-                    mask = mask[:, np.newaxis]  # a value mask [B, Tk]: `_apply_scores`'s rows
-                mask = None if mask is None else mask[..., np.newaxis, :, :]
-            if scores.ndim != 4:
-                problems.setdefault(
-                    site.path,
-                    "scores of shape %s (attention over several axes) cannot be shown"
-                    % (scores.shape,),
-                )
-                continue
-            if mask is not None:
-                while mask.ndim < 3:
-                    mask = mask[np.newaxis]
-                if mask.ndim == 3:
-                    mask = mask[:, np.newaxis]
-                try:
-                    mask = np.broadcast_to(mask, scores.shape)
-                except ValueError:
-                    mask = None
-            tq, tk = scores.shape[-2:]
-            causal = not cross and (entry["causal_flag"] or _is_causal(mask, tq, tk) or (
-                mask is None and site.kind == _OWNER and _nothing_above_diagonal(scores)))
-            max_logit = _checked_max_logit(entry.get("max_logit"), *scores.shape[:2])
-            scores = scores.astype(np.float32)
-            if plan is not None and plan.mode == "pooled":
-                pooled = _pooled_from_full(scores, mask, plan)
-                records.append(AttentionRecord(
-                    tag, site, None, None, cross, causal, shape=scores.shape, pooled=pooled,
-                    max_logit=None if max_logit is None else max_logit[:plan.examples]))
-                continue
-            record = AttentionRecord(tag, site, scores, mask, cross, causal, max_logit=max_logit)
-            record.source = entry.get("source", "stock")  # which adapter read it
-            records.append(record)
+            record = _scores_record(tag, site, entry, plan, problems)
+            if record is not None:
+                records.append(record)
     return records
+
+
+def _blocked_record(tag, site, entry, plan):
+    """The record of a layer computed in query chunks (its reductions, no scores)."""
+    from tb_attention_plugin.logger import blocked
+
+    shape = plan.shape
+    means, maxes, windows, max_logit = blocked.finish(
+        entry["reduced"], shape, plan.block, plan.windows, plan.examples)
+    pooled = {"block": tuple(plan.block), "means": means, "maxes": maxes, "windows": windows}
+    cross = not bool(entry.get("same", True))
+    causal = not cross and (entry["causal_flag"] or plan.causal)
+    return AttentionRecord(tag, site, None, None, cross, causal, shape=shape, pooled=pooled,
+                           max_logit=_checked_max_logit(max_logit, plan.examples, shape[1]))
+
+
+def _scores_record(tag, site, entry, plan, problems):
+    """The record of a call whose scores were read (pooled here when its plan pools it), or
+    None (a problem is noted where the scores are missing or cannot be shown)."""
+    scores = entry.get("scores")
+    if scores is None:
+        if "scores" not in entry:
+            problems.setdefault(site.path, "the layer computed no scores")
+        return None
+    scores, mask = _four_axes(scores, entry.get("mask"), site.kind == _SINGLE)
+    if scores.ndim != 4:
+        problems.setdefault(site.path, "scores of shape %s (attention over several axes) "
+                            "cannot be shown" % (scores.shape,))
+        return None
+    cross = not bool(entry.get("same", True))
+    tq, tk = scores.shape[-2:]
+    causal = not cross and (entry["causal_flag"] or _is_causal(mask, tq, tk) or (
+        mask is None and site.kind == _OWNER and _nothing_above_diagonal(scores)))
+    max_logit = _checked_max_logit(entry.get("max_logit"), *scores.shape[:2])
+    scores = scores.astype(np.float32)
+    if plan is not None and plan.mode == "pooled":
+        return AttentionRecord(
+            tag, site, None, None, cross, causal, shape=scores.shape,
+            pooled=_pooled_from_full(scores, mask, plan),
+            max_logit=None if max_logit is None else max_logit[:plan.examples])
+    record = AttentionRecord(tag, site, scores, mask, cross, causal, max_logit=max_logit)
+    record.source = entry.get("source", "stock")  # which adapter read it
+    return record
+
+
+def _four_axes(scores, mask, single):
+    """Scores `[B, H, Tq, Tk]` (a head axis added for single-head layers) and their mask
+    broadcast to them (None when it does not broadcast)."""
+    if single:
+        scores = scores[:, np.newaxis]
+        if mask is not None and mask.ndim == 2:
+            mask = mask[:, np.newaxis]  # a value mask [B, Tk]: `_apply_scores`'s rows
+        mask = None if mask is None else mask[..., np.newaxis, :, :]
+    if mask is None or scores.ndim != 4:
+        return scores, mask
+    while mask.ndim < 3:
+        mask = mask[np.newaxis]
+    if mask.ndim == 3:
+        mask = mask[:, np.newaxis]
+    try:
+        return scores, np.broadcast_to(mask, scores.shape)
+    except ValueError:
+        return scores, None
 
 
 def layer_shapes(model, inputs, sites):
