@@ -49,6 +49,8 @@ setuptools.setup(
         "tensorflow": ["tensorflow>=2.16", "keras>=3.0"],
         # AttentionLogger on Keras 3 with JAX or PyTorch (install the backend as usual).
         "keras": ["keras>=3.0"],
+        # What bench/run.py needs (the frontend part also Debian's Chromium): no test tools.
+        "bench": ["tensorflow>=2.16", "keras>=3.0", "keras-hub", "playwright"],
         # What the test suite needs: both of the above and the test tools. pytest-xdist runs
         # the suite in two processes (scripts/test.sh): much of it waits on tensorboard
         # processes, Chromium and subprocesses, so one process leaves a core idle.
