@@ -14,6 +14,7 @@ from tb_attention_plugin.logger import distribution
 from tb_attention_plugin.logger import health_pass
 from tb_attention_plugin.logger import options as options_utils
 from tb_attention_plugin.logger import probe as probe_utils
+from tb_attention_plugin.logger import shared_pass
 from tb_attention_plugin.logger import summaries
 from tb_attention_plugin.logger import tokens as token_utils
 from tb_attention_plugin.logger import writing
@@ -192,12 +193,15 @@ class AttentionLogger(keras.callbacks.Callback):
         inputs, repeat_offset = health_pass.health_inputs(health_probe, probe)
         if inputs is None:
             return None
-        if repeat_offset is None and inputs is probe and self.probe.size <= self.probe.examples:
-            inputs = None  # the displayed capture is the whole probe set: measure its records
+        if shared_pass.shares(self.probe, repeat_offset is None and inputs is probe,
+                              health_pass.DEFAULT_BATCH_SIZE):
+            # The displayed capture runs over the whole probe set: measure its records.
+            inputs = None
+            self._probe_capture.inputs = probe_utils.slice_batch(probe, self.probe.size)
         return health_pass.HealthPass(
             inputs, repeat_offset, patterns=self.options.layers,
             run_eagerly=self.options.run_eagerly, problems=self._problems,
-            probe=self.probe.inputs)
+            probe=self._probe_capture.inputs)
 
     # ----------------------------------------------------------------------- Keras hooks
 
@@ -274,6 +278,7 @@ class AttentionLogger(keras.callbacks.Callback):
         health = self._measure_health(records, step)  # a collective too, where the probe is
         if role is not None and not role.writes:
             return
+        records = shared_pass.first_examples(records, self.probe.examples)
         current = [r for r in records if step > self._last_step_by_tag.get(r.tag, -1)]
         if len(current) < len(records):
             self._warn_step_went_back(step)
@@ -301,6 +306,7 @@ class AttentionLogger(keras.callbacks.Callback):
     def _plan(self, shapes):
         """The capture's plan from the shape pass (`capture.LayerShape`s): which layers are
         FULL, POOLED (computed in blocks) or skipped. Returns `{(path, index): LayerPlan}`."""
+        shapes = shared_pass.first_examples(shapes, self.probe.examples)
         calls = [self._layer_call(shape) for shape in shapes]
         self._capture_plan = self._budget.plan_for(calls) if calls else None
         if self._capture_plan is None:
