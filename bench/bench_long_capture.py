@@ -9,8 +9,9 @@ Measures (median of `--repeats` after one warm-up, which includes the shape pass
 - plain: one forward pass of the probe, traced (`tf.function`), as the capture is;
 - capture: `ProbeCapture` as the callback runs it (the traced pass with blocked attention and
   the numpy reductions);
-- capture + write: the callback's whole capture (`_capture_and_write`: capture, the budget's
-  plan, encoding every layer's overview and windows, writing the event file).
+- capture + write: the callback's whole capture (`_capture_and_write`, then waiting for its
+  background writer: capture, the budget's plan, encoding every layer's overview and windows,
+  writing the event file).
 
 Prints the seconds and the ratios to the plain pass (target: capture <= 3x), and the time of
 encoding alone.
@@ -86,7 +87,12 @@ def main(argv=None):
         encode = time.perf_counter() - start
         steps = iter(range(1, 10**6))
         logger._capture_and_write(0)
-        whole = median_seconds(lambda: logger._capture_and_write(next(steps)), args.repeats)
+
+        def capture_and_write():
+            logger._capture_and_write(next(steps))
+            logger.on_train_end()  # waits for the background writer: encoded and written
+
+        whole = median_seconds(capture_and_write, args.repeats)
         traced = logger._probe_capture.compiled is not None
     print("GPT2Backbone %d layers x %d heads, hidden %d, %d tokens, 1 example; layers: %s; "
           "traced capture: %s" % (args.layers, args.heads, args.hidden, args.tokens,

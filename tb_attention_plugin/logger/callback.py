@@ -8,6 +8,7 @@ failure one `AttentionLoggerWarning` (`problems.py`).
 import keras
 import numpy as np
 
+from tb_attention_plugin.logger import background
 from tb_attention_plugin.logger import budget
 from tb_attention_plugin.logger import capture
 from tb_attention_plugin.logger import distribution
@@ -135,6 +136,8 @@ class AttentionLogger(keras.callbacks.Callback):
     ```
     """
 
+    _background = None  # background.BackgroundWriter, from the first write on
+
     def __init__(
         self,
         log_dir="logs",
@@ -234,6 +237,9 @@ class AttentionLogger(keras.callbacks.Callback):
         self._capture_at_current_step()
 
     def on_train_end(self, logs=None):
+        if self._background is not None:
+            self._background.drain()
+        self._problems.release()
         self._writer.flush()
 
     # ------------------------------------------------------------------- one capture
@@ -292,16 +298,29 @@ class AttentionLogger(keras.callbacks.Callback):
             items = []
         if not items and not health:
             return
-        try:
-            scalars = self._statistics(items) if self.options.statistics else {}
-            written = self._writer.write(items, scalars, step, health=health)
-        except Exception as e:
-            self._warn_failed("write", "writing attention summaries to %s failed, training "
-                              "goes on" % self.options.run_dir, e)
-            return
-        self._last_step_by_tag.update(dict.fromkeys(written, step))
+        self._write_in_background(items, step, health)
+        self._last_step_by_tag.update(dict.fromkeys((item.tag for item in items), step))
         self._last_health_step.update(dict.fromkeys(health, step))
         self._last_logged_step = step
+
+    def _write_in_background(self, items, step, health):
+        """Statistics, encoding and writing of one capture, on the background writer's thread
+        (they only read the capture's numpy results); its problems are warned here."""
+        if self._background is None:
+            self._background = background.BackgroundWriter()
+
+        def write():
+            with self._problems.deferred():
+                scalars = self._statistics(items) if self.options.statistics else {}
+                self._writer.write(items, scalars, step, health=health)
+
+        def failed(error):
+            with self._problems.deferred():
+                self._warn_failed("write", "writing attention summaries to %s failed, training "
+                                  "goes on" % self.options.run_dir, error)
+
+        self._background.submit(write, failed)
+        self._problems.release()
 
     def _plan(self, shapes):
         """The capture's plan from the shape pass (`capture.LayerShape`s): which layers are
