@@ -26,13 +26,13 @@ JOB = textwrap.dedent("""
 
     logdir, ending = sys.argv[1], sys.argv[2]
     keras.utils.set_random_seed(0)
-    inputs = keras.Input((8,), dtype="int32")
-    x = keras.layers.Embedding(20, 8)(inputs)
-    x = keras.layers.MultiHeadAttention(2, 4, name="mha")(x, x, use_causal_mask=True)
-    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x)))
+    sequences = keras.Input((8, 4))
+    attended = keras.layers.MultiHeadAttention(2, 4, name="mha")(sequences, sequences,
+                                                                 use_causal_mask=True)
+    model = keras.Model(sequences, keras.layers.Dense(1)(attended[:, -1]))
     model.compile("adam", "mse")
-    ids = np.random.default_rng(0).integers(1, 20, size=(32, 8))
-    logger = AttentionLogger(logdir, ids[:4], update_freq=1)
+    examples = np.random.default_rng(0).normal(size=(32, 8, 4)).astype("float32")
+    logger = AttentionLogger(logdir, examples[:4], update_freq=1)
     write = logger._writer.write
 
     def slow_disk_write(*args, **kwargs):
@@ -52,7 +52,7 @@ JOB = textwrap.dedent("""
                 time.sleep(5)  # the KeyboardInterrupt lands here
             raise RuntimeError("the training job crashed")
 
-    model.fit(ids, np.zeros((32, 1), "float32"), batch_size=4, epochs=1, verbose=0,
+    model.fit(examples, np.zeros((32, 1), "float32"), batch_size=4, epochs=1, verbose=0,
               callbacks=[logger, End()])
 """)
 
