@@ -52,6 +52,8 @@ setuptools.setup(
         # The main job's demos (scripts/demo.sh): TensorFlow, and keras-hub for the LoRA
         # fine-tuning demo of a Llama-style causal LM (its SentencePiece tokenizer comes with it).
         "demo": ["tensorflow>=2.16", "keras>=3.0", "keras-hub"],
+        # What bench/run.py needs (the frontend part also Debian's Chromium): no test tools.
+        "bench": ["tensorflow>=2.16", "keras>=3.0", "keras-hub", "playwright"],
         # What the test suite needs: both of the above and the test tools. pytest-xdist runs
         # the suite in two processes (scripts/test.sh): much of it waits on tensorboard
         # processes, Chromium and subprocesses, so one process leaves a core idle.

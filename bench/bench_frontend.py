@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from attention_logdirs import write_bench_logdir  # noqa: E402
 from long_logdirs import write_long_logdir  # noqa: E402
-from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from tensorboard_process import tensorboard  # noqa: E402
 
 TARGETS_MS = {

@@ -13,8 +13,9 @@ Measures (median of `--repeats` after one warm-up, which includes the shape pass
   pooled layers are measured from the query chunks of their own blocked pass);
 - encode alone: the summary items of one capture (every pooled layer's overview and windows
   encoded: `encoding.encode_pooled_step`; full layers are encoded when written);
-- capture + encode + write: the callback's whole capture (`_capture_and_write`: capture, health
-  pass, the budget's plan, encoding every layer, writing the event file).
+- capture + encode + write: the callback's whole capture (`_capture_and_write`, then waiting for
+  its background writer: capture, health pass, the budget's plan, encoding every layer, writing
+  the event file).
 
 Prints the seconds and the ratios to the plain pass (target: capture <= 3x). With `--baseline
 REV` the encoder of commit REV (`encode_pooled_step` and `encode_attention` of its
@@ -84,6 +85,7 @@ def side_by_side(logger, records, encoders, repeats):
                 blobs[name] = [item.blobs for item in items]
                 start = time.perf_counter()
                 logger._capture_and_write(next(steps))
+                logger.on_train_end()  # waits for the background writer: encoded and written
                 times[name][1].append(time.perf_counter() - start)
     finally:
         encoding.encode_pooled_step, encoding.encode_attention = current

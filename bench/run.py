@@ -26,11 +26,14 @@ Runs, in this process and one after the other:
 - the tab: `bench_frontend.main` (draw and zoom times in headless Chromium inside a real
   TensorBoard, against their targets in ms).
 
-Prints each benchmark's own output, then the table `measure | ours | baseline | ratio | target
-| met?`. About 40 minutes on 2 shared CPU cores; `--quick` shrinks every size (about 12
-minutes); `--only codes,encode,size,fit,serving,long,memory,health,frontend` picks parts.
+Prints each benchmark's own output and time, then the table `measure | ours | baseline | ratio |
+target | met?`. About 40 minutes on 2 shared CPU cores; `--quick` shrinks every size (about 12
+minutes); `--smoke` runs every part at its smallest size only to show that it still runs
+(tests/test_bench.py); `--only codes,encode,size,fit,serving,long,memory,health,frontend` picks
+parts. Needs the `bench` extra (`pip install -e ".[bench]"`: TensorFlow, keras-hub, Playwright)
+and Debian's Chromium at /usr/bin/chromium; not pytest.
 
-    python bench/run.py [--quick] [--only long,frontend] [--layers 12] [--steps 100]
+    python bench/run.py [--quick | --smoke] [--only long,frontend] [--layers 12] [--steps 100]
 """
 
 import argparse
@@ -56,6 +59,18 @@ import bench_memory  # noqa: E402
 import bench_serving  # noqa: E402
 import bench_size  # noqa: E402
 
+# Each part's sizes: FULL for the README's table, QUICK to check a change, SMOKE (seconds per
+# part) only to show that every part still runs.
+FULL = {"layers": 12, "steps": 100, "requests": 40, "epochs": 12, "samples": 4000,
+        "tokens": [128, 1024, 4096], "encode_tokens": [1024, 4096], "long_tokens": 1024,
+        "long_layers": 12, "long_repeats": 3, "memory_tokens": 8192, "health_layers": 12,
+        "health_examples": 64, "repeats": 30}
+QUICK = dict(FULL, layers=4, steps=30, requests=20, epochs=4, samples=2000, tokens=[128, 1024],
+             encode_tokens=[1024], long_layers=4, memory_tokens=4096, health_layers=4,
+             health_examples=32, repeats=10)
+SMOKE = dict(FULL, layers=2, steps=3, requests=2, epochs=1, samples=256, tokens=[128],
+             encode_tokens=[128], long_tokens=128, long_layers=1, long_repeats=1,
+             memory_tokens=1024, health_layers=1, health_examples=4, repeats=1)
 PARTS = ("codes", "encode", "size", "fit", "serving", "long", "memory", "health", "frontend")
 
 
@@ -65,6 +80,11 @@ def _ms(seconds):
 
 def _mb(size):
     return "%.0f MB" % (size / 1e6)
+
+
+def _ratio(ours, baseline):
+    """`ours / baseline`, NaN when the baseline measured 0 (CPU ticks of a --smoke run)."""
+    return ours / baseline if baseline else float("nan")
 
 
 def row(measure, ours, baseline, ratio, target, limit=None, also=True):
@@ -179,10 +199,11 @@ def serving_and_memory_rows(layers, steps, requests):
                    for key in ("images", "images, PNG of the same codes", "head (cold)")}
             rows.append(row("server CPU per cold head vs per 512x512 PNG (%s)" % reader,
                             _ms(cpu["head (cold)"]), _ms(cpu["images"]),
-                            cpu["head (cold)"] / cpu["images"], "-"))
+                            _ratio(cpu["head (cold)"], cpu["images"]), "-"))
             rows.append(row("the same against a PNG of the head's faithful codes (%s)" % reader,
                             _ms(cpu["head (cold)"]), _ms(cpu["images, PNG of the same codes"]),
-                            cpu["head (cold)"] / cpu["images, PNG of the same codes"], "-"))
+                            _ratio(cpu["head (cold)"], cpu["images, PNG of the same codes"]),
+                            "-"))
         memory = bench_memory.measure(with_attention, without_attention, layers, steps)
         bench_memory.print_results(memory)
         for reader, r in memory.items():
@@ -196,8 +217,9 @@ def serving_and_memory_rows(layers, steps, requests):
     return rows
 
 
-def long_capture_rows(tokens, layers):
-    r = bench_long_capture.main(["--tokens", str(tokens), "--layers", str(layers)])
+def long_capture_rows(tokens, layers, repeats):
+    r = bench_long_capture.main(["--tokens", str(tokens), "--layers", str(layers),
+                                 "--repeats", str(repeats)])
     shape = "%d layers x %d heads, %d tokens, %s" % (r["layers"], r["heads"], r["tokens"],
                                                      "/".join(r["modes"]))
     return [
@@ -210,7 +232,7 @@ def long_capture_rows(tokens, layers):
 
 
 def capture_memory_rows(tokens, heads):
-    captured = bench_capture_memory.measure("traced", tokens, heads, 16)
+    captured = bench_capture_memory.measure("mha", "traced", tokens, heads, key_dim=16)
     scores_mb = heads * tokens ** 2 * 4 / 2 ** 20
     print("capture extra memory, %d heads x %d tokens (traced): %.1f MB; float32 scores %.0f MB"
           % (heads, tokens, captured["extra_mb"], scores_mb))
@@ -250,6 +272,9 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="4 layers, 30 steps, 20 requests, 4 epochs of 2000 pairs, "
                              "heads of 128 and 1024 tokens")
+    parser.add_argument("--smoke", action="store_true",
+                        help="every part at its smallest size, to check that it runs (the "
+                             "figures mean nothing; tests/test_bench.py runs this)")
     parser.add_argument("--layers", type=int, help="serving/memory logdir layers (12)")
     parser.add_argument("--steps", type=int, help="serving/memory logdir steps (100)")
     parser.add_argument("--requests", type=int, help="timed requests per serving row (40)")
@@ -264,23 +289,21 @@ def main():
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         parser.error("unknown parts %s (known: %s)" % (", ".join(unknown), ", ".join(PARTS)))
-    quick = {"layers": 4, "steps": 30, "requests": 20, "epochs": 4, "samples": 2000,
-             "tokens": [128, 1024], "long_tokens": 1024, "long_layers": 4,
-             "memory_tokens": 4096, "health_layers": 4, "health_examples": 32, "repeats": 10}
-    full = {"layers": 12, "steps": 100, "requests": 40, "epochs": 12, "samples": 4000,
-            "tokens": [128, 1024, 4096], "long_tokens": 1024, "long_layers": 12,
-            "memory_tokens": 8192, "health_layers": 12, "health_examples": 64, "repeats": 30}
-    sizes = {k: getattr(args, k, None) or (quick if args.quick else full)[k] for k in full}
+    if args.quick and args.smoke:
+        parser.error("--quick and --smoke are two sizes: pick one")
+    preset = SMOKE if args.smoke else QUICK if args.quick else FULL
+    sizes = {k: getattr(args, k, None) or preset[k] for k in FULL}
 
     started = time.perf_counter()
     runs = [
         ("codes", lambda: codes_rows(sizes["tokens"])),
-        ("encode", lambda: encode_speed_rows([t for t in sizes["tokens"] if t >= 1024])),
+        ("encode", lambda: encode_speed_rows(sizes["encode_tokens"])),
         ("size", size_rows),
         ("fit", lambda: fit_rows(sizes["epochs"], sizes["samples"])),
         ("serving", lambda: serving_and_memory_rows(sizes["layers"], sizes["steps"],
                                                     sizes["requests"])),
-        ("long", lambda: long_capture_rows(sizes["long_tokens"], sizes["long_layers"])),
+        ("long", lambda: long_capture_rows(sizes["long_tokens"], sizes["long_layers"],
+                                           sizes["long_repeats"])),
         ("memory", lambda: capture_memory_rows(sizes["memory_tokens"], 32)),
         ("health", lambda: health_rows(sizes["health_layers"], sizes["health_examples"])),
         ("frontend", lambda: frontend_rows(sizes["repeats"])),
@@ -289,7 +312,9 @@ def main():
     for name, run in runs:
         if name in parts:
             print("\n== %s" % name, flush=True)
+            part_started = time.perf_counter()
             rows += run()
+            print("(%s: %.0f s)" % (name, time.perf_counter() - part_started), flush=True)
     print_table(rows)
     print("\n%s; %s, %d CPU cores; total %.0f s"
           % (" ".join(["python bench/run.py"] + sys.argv[1:]), platform.machine(),

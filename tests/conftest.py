@@ -21,19 +21,11 @@ import subprocess
 
 import pytest
 
+from chromium import CHROMIUM, CHROMIUM_ARGS
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 # Test files in the order they are handed to the workers (xdist's loadfile hands files out in

@@ -8,12 +8,14 @@ failure one `AttentionLoggerWarning` (`problems.py`).
 import keras
 import numpy as np
 
+from tb_attention_plugin.logger import background
 from tb_attention_plugin.logger import budget
 from tb_attention_plugin.logger import capture
 from tb_attention_plugin.logger import distribution
 from tb_attention_plugin.logger import health_pass
 from tb_attention_plugin.logger import options as options_utils
 from tb_attention_plugin.logger import probe as probe_utils
+from tb_attention_plugin.logger import shared_pass
 from tb_attention_plugin.logger import summaries
 from tb_attention_plugin.logger import task_probe
 from tb_attention_plugin.logger import tokens as token_utils
@@ -148,6 +150,8 @@ class AttentionLogger(keras.callbacks.Callback):
     ```
     """
 
+    _background = None  # background.BackgroundWriter, from the first write on
+
     def __init__(
         self,
         log_dir="logs",
@@ -236,12 +240,15 @@ class AttentionLogger(keras.callbacks.Callback):
         inputs, repeat_offset = health_pass.health_inputs(health_probe, probe)
         if inputs is None:
             return None
-        if repeat_offset is None and inputs is probe and self.probe.size <= self.probe.examples:
-            inputs = None  # the displayed capture is the whole probe set: measure its records
+        if shared_pass.shares(self.probe, repeat_offset is None and inputs is probe,
+                              health_pass.DEFAULT_BATCH_SIZE):
+            # The displayed capture runs over the whole probe set: measure its records.
+            inputs = None
+            self._probe_capture.inputs = probe_utils.slice_batch(probe, self.probe.size)
         return health_pass.HealthPass(
             inputs, repeat_offset, patterns=self.options.layers,
             run_eagerly=self.options.run_eagerly, problems=self._problems,
-            probe=self.probe.inputs)
+            probe=self._probe_capture.inputs)
 
     # ----------------------------------------------------------------------- Keras hooks
 
@@ -274,6 +281,9 @@ class AttentionLogger(keras.callbacks.Callback):
         self._capture_at_current_step()
 
     def on_train_end(self, logs=None):
+        if self._background is not None:
+            self._background.drain()
+        self._problems.release()
         self._writer.flush()
 
     # ------------------------------------------------------------------- one capture
@@ -318,6 +328,7 @@ class AttentionLogger(keras.callbacks.Callback):
         health = self._measure_health(records, step)  # a collective too, where the probe is
         if role is not None and not role.writes:
             return
+        records = shared_pass.first_examples(records, self.probe.examples)
         current = [r for r in records if step > self._last_step_by_tag.get(r.tag, -1)]
         if len(current) < len(records):
             self._warn_step_went_back(step)
@@ -331,20 +342,34 @@ class AttentionLogger(keras.callbacks.Callback):
             items = []
         if not items and not health:
             return
-        try:
-            scalars = self._statistics(items) if self.options.statistics else {}
-            written = self._writer.write(items, scalars, step, health=health)
-        except Exception as e:
-            self._warn_failed("write", "writing attention summaries to %s failed, training "
-                              "goes on" % self.options.run_dir, e)
-            return
-        self._last_step_by_tag.update(dict.fromkeys(written, step))
+        self._write_in_background(items, step, health)
+        self._last_step_by_tag.update(dict.fromkeys((item.tag for item in items), step))
         self._last_health_step.update(dict.fromkeys(health, step))
         self._last_logged_step = step
+
+    def _write_in_background(self, items, step, health):
+        """Statistics, encoding and writing of one capture, on the background writer's thread
+        (they only read the capture's numpy results); its problems are warned here."""
+        if self._background is None:
+            self._background = background.BackgroundWriter()
+
+        def write():
+            with self._problems.deferred():
+                scalars = self._statistics(items) if self.options.statistics else {}
+                self._writer.write(items, scalars, step, health=health)
+
+        def failed(error):
+            with self._problems.deferred():
+                self._warn_failed("write", "writing attention summaries to %s failed, training "
+                                  "goes on" % self.options.run_dir, error)
+
+        self._background.submit(write, failed)
+        self._problems.release()
 
     def _plan(self, shapes):
         """The capture's plan from the shape pass (`capture.LayerShape`s): which layers are
         FULL, POOLED (computed in blocks) or skipped. Returns `{(path, index): LayerPlan}`."""
+        shapes = shared_pass.first_examples(shapes, self.probe.examples)
         calls = [self._layer_call(shape) for shape in shapes]
         self._capture_plan = self._budget.plan_for(calls) if calls else None
         if self._capture_plan is None:

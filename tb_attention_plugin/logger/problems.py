@@ -14,6 +14,8 @@ problems.warn(("tokens", "encoder/mha"), "tokens do not fit")   # same cause: si
 ```
 """
 
+import contextlib
+import threading
 import warnings
 
 
@@ -26,14 +28,38 @@ class AttentionLoggerWarning(UserWarning):
 
 
 class Problems:
-    """Warns once per cause: `cause` is any hashable, e.g. `("tokens", tag, axis)`."""
+    """Warns once per cause: `cause` is any hashable, e.g. `("tokens", tag, axis)`.
+
+    Inside `deferred()` (the logger's background writer) problems wait until `release()` on
+    another thread (the training thread), so that warning filters and `catch_warnings` there
+    see them as they would any other."""
 
     def __init__(self):
         self._seen = set()
+        self._local = threading.local()
+        self._waiting = []  # (cause, message) met inside deferred(), oldest first
 
     def warn(self, cause, message):
+        if getattr(self._local, "deferring", False):
+            self._waiting.append((cause, message))  # list.append is atomic
+            return
         if cause in self._seen:
             return
         self._seen.add(cause)
         # stacklevel 3: the logger method that hit the problem, as before the split.
         warnings.warn("AttentionLogger: " + message, AttentionLoggerWarning, stacklevel=3)
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """Problems met on this thread inside the block wait for `release()`."""
+        self._local.deferring = True
+        try:
+            yield
+        finally:
+            self._local.deferring = False
+
+    def release(self):
+        """Warns what was met inside `deferred()` since the last call."""
+        while self._waiting:
+            cause, message = self._waiting.pop(0)
+            self.warn(cause, message)

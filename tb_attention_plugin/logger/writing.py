@@ -1,11 +1,12 @@
 """Where a capture goes: `RunWriter`, the summary file writer of the logger's run directory.
 
-On the TensorFlow backend it writes through `tf.summary` (an event file with the suffix
-`.attention` beside keras.callbacks.TensorBoard's own); on JAX and PyTorch through the
-TensorFlow-free `AttentionWriter`. The file is opened at the first write, and opened again in a
-new directory when the run directory is removed during training. A layer whose summary the
-summary API rejects (NaN scores of a diverged layer, logits instead of probabilities) costs
-only that summary, with one warning.
+It writes through the TensorFlow-free `AttentionWriter` on every backend (an event file with
+the suffix `.attention` beside keras.callbacks.TensorBoard's own): on TensorFlow too, since
+`tf.summary`'s Python per summary cost the training job more than encoding the summaries (the
+logger's background writer calls it; `bench/bench_fit_overhead.py`). The file is opened at the
+first write, and opened again in a new directory when the run directory is removed during
+training. A layer whose summary the summary API rejects (NaN scores of a diverged layer, logits
+instead of probabilities) costs only that summary, with one warning.
 
 Example:
 
@@ -15,8 +16,6 @@ written = writer.write(items, scalars={"mha/entropy/head_0": 0.7}, step=100)
 writer.flush()
 ```
 """
-
-import keras
 
 from tb_attention_plugin import fs
 
@@ -40,50 +39,10 @@ class RunWriter:
         `<tag>/health` with the scalars `attention_health/<tag>/min_entropy` and `max_logit`
         (`health_summary`, docs/format.md)."""
         self._reopen_if_removed()
-        if keras.backend.backend() == "tensorflow":
-            return self.write_tensorflow(items, scalars, step, health)
         return self.write_plain(items, scalars, step, health)
 
-    def write_tensorflow(self, items, scalars, step, health=None):
-        """`write` through `tf.summary`."""
-        import tensorflow as tf
-
-        from tb_attention_plugin import metadata
-        from tb_attention_plugin import summary
-
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.run_dir,
-                                                         filename_suffix=".attention")
-        written = []
-        # keras.callbacks.TensorBoard(update_freq=N) sets a global record_if: override it.
-        with self._writer.as_default(), tf.summary.record_if(True):
-            for item in items:
-                try:
-                    if item.blobs is not None:  # a pooled layer, encoded from its reductions
-                        scope = tf.summary.experimental.summary_scope
-                        with scope(item.tag, "attention_summary") as (tag, _):
-                            tf.summary.write(tag=tag, tensor=tf.constant(item.blobs, tf.string),
-                                             step=step,
-                                             metadata=metadata.create_summary_metadata())
-                    else:
-                        summary.attention(item.tag, item.weights, step=step,
-                                          **item.summary_options())
-                except (ValueError, TypeError) as e:
-                    self._warn_invalid(item.tag, step, e)
-                    continue
-                written.append(item.tag)
-            for tag, value in scalars.items():
-                tf.summary.scalar(tag, value, step=step)
-            for tag, result in (health or {}).items():
-                try:
-                    summary.write_health(tag, result, step=step)
-                except (ValueError, TypeError) as e:
-                    self._warn_health(tag, step, e)
-        self._writer.flush()
-        return written
-
     def write_plain(self, items, scalars, step, health=None):
-        """`write` through the TensorFlow-free `AttentionWriter` (JAX, PyTorch)."""
+        """`write` through the TensorFlow-free `AttentionWriter`, on every backend."""
         from tb_attention_plugin.writer import AttentionWriter
 
         if self._writer is None:  # it creates the directory, through TensorBoard's gfile
