@@ -17,7 +17,6 @@ Two measures, each side by side in one process:
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -26,15 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def _median(function, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from bench_long_capture import median_seconds as _median  # noqa: E402
 
 
 def capture_ratio(tokens, repeats):
