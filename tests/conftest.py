@@ -38,6 +38,9 @@ FIRST_FILES = [
     "test_keras_hub_jax_softmax.py",
     "test_keras_hub_jax_fused.py",
     "test_keras_hub_families.py",
+    "test_bench.py",
+    "test_keras_hub_workflow.py",
+    "test_callback_text_probe.py",
     "test_size_budget.py",
     "test_pooled_layers.py",
     "test_distributed.py",
@@ -48,6 +51,8 @@ FIRST_FILES = [
     "test_callback_models.py",
     "test_callback_health.py",
     "test_e2e_install.py",
+    "test_browser_runs.py",
+    "test_background_writer.py",
 ]
 
 

@@ -142,7 +142,7 @@ def _restore(model, state):
         variable.assign(value)
 
 
-def fit_twice(family, logdir):
+def fit_twice(family, logdir, plain_fit=True):
     """One model fitted from the same initial weights twice: with the logger, then (weights
     and dropout's random state restored, a new optimizer) without it. Returns the model (as the logged fit left it), the
     weights after each fit, the logger and its warnings. Building once keeps this quick on
@@ -160,6 +160,8 @@ def fit_twice(family, logdir):
         model.fit(data, _targets(data), callbacks=[logger], **fit)
     messages = [str(w.message) for w in caught if "AttentionLogger" in type(w.message).__name__]
     logged = _weights(model)
+    if not plain_fit:
+        return model, (None, logged), logger, messages
     _restore(model, initial)
     _compile(model)
     model.fit(data, _targets(data), **fit)
@@ -266,14 +268,16 @@ def stored_checks(weights, causal, window):
     return row_error, above, outside
 
 
-def check_family(name, logdir):
-    """Everything the family test asserts, as a summary dict (JSON-able)."""
+def check_family(name, logdir, plain_fit=True):
+    """Everything the family test asserts, as a summary dict (JSON-able). Without `plain_fit`
+    the fit without the logger is left out (`weights_equal` is None)."""
     from tb_attention_plugin.logger import capture
     import callback_helpers as helpers
 
     family = FAMILIES[name]
-    model, (plain, logged), logger, messages = fit_twice(family, logdir)
-    weights_equal = all(np.array_equal(a, b) for a, b in zip(plain, logged))
+    model, (plain, logged), logger, messages = fit_twice(family, logdir, plain_fit)
+    weights_equal = None if plain is None else all(
+        np.array_equal(a, b) for a, b in zip(plain, logged))
     sites, unreadable = capture.find_attention_layers(model)
     probe = probe_inputs(family)
     records = capture.capture_attention(model, probe, sites).records
@@ -301,15 +305,17 @@ def check_family(name, logdir):
     }
 
 
-def check_on_backend(backend, names, logdir):
+def check_on_backend(backend, names, logdir, plain_fits=()):
     """`check_family` of each name in a subprocess with `KERAS_BACKEND=backend`; the summaries.
-    """
+    Only the families in `plain_fits` are also fitted without the logger (on JAX a second
+    fit costs a second compilation of the train step)."""
     import subprocess
 
     here = os.path.dirname(os.path.abspath(__file__))
     environment = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=os.path.dirname(here))
     result = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), str(logdir)] + list(names),
+        [sys.executable, os.path.abspath(__file__), str(logdir), ",".join(plain_fits)]
+        + list(names),
         cwd=os.path.dirname(here), env=environment, capture_output=True, text=True,
         timeout=1200, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -318,7 +324,8 @@ def check_on_backend(backend, names, logdir):
 
 
 if __name__ == "__main__":
-    root = sys.argv[1]
-    for family_name in sys.argv[2:]:
-        summary = check_family(family_name, os.path.join(root, family_name))
+    root, plain_fits = sys.argv[1], sys.argv[2].split(",")
+    for family_name in sys.argv[3:]:
+        summary = check_family(family_name, os.path.join(root, family_name),
+                               plain_fit=family_name in plain_fits)
         print("SUMMARY " + json.dumps(summary), flush=True)

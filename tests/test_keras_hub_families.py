@@ -31,7 +31,8 @@ PROOF_TOLERANCE = 1e-5
 def assert_summary(summary, backend="tensorflow"):
     name = summary["family"]
     family = families.FAMILIES[name]
-    assert summary["weights_equal"], "%s: training changed with the callback" % name
+    if backend == "tensorflow" or summary["weights_equal"] is not None:
+        assert summary["weights_equal"], "%s: training changed with the callback" % name
     assert summary["warnings"] == [], summary["warnings"]
     assert summary["unreadable"] == []
     tags = summary["tags"]
@@ -54,7 +55,11 @@ def assert_summary(summary, backend="tensorflow"):
 
 @pytest.mark.parametrize("name", sorted(families.FAMILIES))
 def test_family_on_tensorflow(name, tmp_path):
-    assert_summary(families.check_family(name, str(tmp_path)))
+    summary = families.check_family(name, str(tmp_path))
+    assert_summary(summary)
+    # On TensorFlow no keras-hub layer takes the fused op: T5 normalises with ops.softmax,
+    # the others with their Softmax sublayer.
+    assert summary["sources"] == (["softmax"] if name == "t5" else ["softmax layer"])
 
 
 def test_sliding_windows_are_seen():
