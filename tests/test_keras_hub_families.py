@@ -72,3 +72,15 @@ def test_sliding_windows_are_seen():
         sites, _ = capture.find_attention_layers(model)
         windows[name] = [families.window_of(site.layer) for site in sites]
     assert windows == {"gemma2": [4, None], "mistral": [4, 4]}
+
+
+def assert_families_on_jax(names, tmp_path, compared, source_of):
+    """The checks above for `names` with Keras on JAX (one subprocess); training with and
+    without the callback is compared for `compared` only (each fit compiles anew on JAX);
+    `source_of(name)` is the adapter expected to read each family."""
+    summaries = families.check_on_backend("jax", names, tmp_path, plain_fits=[compared])
+    assert [s["family"] for s in summaries] == names
+    assert summaries[names.index(compared)]["weights_equal"] is True
+    for summary in summaries:
+        assert summary["sources"] == [source_of(summary["family"])], summary["sources"]
+        assert_summary(summary, backend="jax")

@@ -42,6 +42,11 @@ def to_heads(probs, mask=None):
     return probs, mask
 
 
+def heads_shape(shape):
+    """`(B, H, Tq, Tk)` that a probability tensor of `shape` takes once its head axes merge."""
+    return int(shape[0]), heads_of(shape), int(shape[-2]), int(shape[-1])
+
+
 def is_attention_shape(shape, axis=-1):
     """Whether a softmax over `axis` of a tensor of `shape` can be attention probabilities:
     rank 4 or 5, over the last axis (the keys)."""

@@ -163,7 +163,5 @@ class OwnerRecording:
                     or not any(w in lowered for w in _KEY_WORDS)
                     or any(w in lowered for w in _NOT_KEY_WORDS)):
                 continue
-            if self._symbolic:
-                return values.same_values_symbolic(query, value)
-            return values.same_values(query, value)
+            return values.same_sequence(query, value, self._symbolic)
         return True

@@ -35,14 +35,13 @@ def _shadow(patcher, site, softmax, original):
         shape = tuple(getattr(inputs, "shape", ()))
         if not layout.is_attention_shape(shape, getattr(softmax, "axis", -1)):
             return output
-        merged = (int(shape[0]), layout.heads_of(shape), int(shape[-2]), int(shape[-1]))
-
         def compute():
             probs, heads_mask = layout.to_heads(output, mask)
             logits, _ = layout.to_heads(inputs)
             return probs, heads_mask, logits
 
-        patcher.offer_probabilities(site, merged, compute, mask=mask, source="softmax layer")
+        patcher.offer_probabilities(site, layout.heads_shape(shape), compute, mask=mask,
+                                    source="softmax layer")
         return output
 
     return call

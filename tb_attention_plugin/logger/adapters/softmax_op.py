@@ -32,14 +32,12 @@ def _wrapped(patcher, original):
         shape = tuple(getattr(x, "shape", ()))
         if site is None or not layout.is_attention_shape(shape, axis):
             return output
-        merged = (int(shape[0]), layout.heads_of(shape), int(shape[-2]), int(shape[-1]))
-
         def compute():
             probs, _ = layout.to_heads(output)
             logits, _ = layout.to_heads(x)
             return probs, None, logits
 
-        patcher.offer_probabilities(site, merged, compute, source="softmax")
+        patcher.offer_probabilities(site, layout.heads_shape(shape), compute, source="softmax")
         return output
 
     return softmax

@@ -138,9 +138,7 @@ class StockShadows:
             key = inputs[2] if len(inputs) > 2 else inputs[1]
         if query is None or key is None:
             return True
-        if self._symbolic:
-            return values.same_values_symbolic(query, key)
-        return values.same_values(query, key)
+        return values.same_sequence(query, key, self._symbolic)
 
     def _blocked_single_call(self, site, bound):
         """A POOLED (or, in the health pass, STREAMED) `Attention` / `AdditiveAttention` call

@@ -34,6 +34,12 @@ def same_values(a, b):
     return a.shape == b.shape and np.array_equal(a, b)
 
 
+def same_sequence(a, b, symbolic):
+    """Whether a layer's query input `a` is its key input `b` (self-attention): `same_values`
+    eagerly, `same_values_symbolic` while tracing."""
+    return same_values_symbolic(a, b) if symbolic else same_values(a, b)
+
+
 def same_values_symbolic(a, b):
     """While tracing a `tf.function`: True, False, or a boolean tensor computed at run time."""
     import tensorflow as tf
