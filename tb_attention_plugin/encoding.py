@@ -38,6 +38,7 @@ import json
 import numpy as np
 
 from tb_attention_plugin import metadata
+from tb_attention_plugin import step_facts
 from tb_attention_plugin.codes_v1 import LEVELS, MASKED, MAX_ERROR, quantize_v1  # noqa: F401
 from tb_attention_plugin.codes_v2 import (  # noqa: F401 (re-exported)
     ESCAPE, LINEAR_FROM, LOG_FLOOR, LOG_LEVELS, LOG_STEP, MAX_RELATIVE_ERROR, V2_LEVELS,
@@ -102,18 +103,25 @@ def _largest(matrix, mask=None):
 
 
 def encode_step(weights, query_tokens=None, key_tokens=None, mask=None, images=None,
-                image_grid=None, prefix_tokens=None, reduced=None, version=None):
+                image_grid=None, prefix_tokens=None, reduced=None, version=None, kv_heads=None,
+                kv_group_size=None, query_special=None, key_special=None):
     """Validates and encodes one step of one tag. Returns the list of blobs (bytes).
 
     Nothing is written here: all validation happens before a writer touches a file.
     `version` is the format version to write: `metadata.FORMAT_VERSION` (2) unless given; 1
     writes the old linear codes (for tests of reading old data). No payload is larger than
     `payload_bound(Tq * Tk)`: a step whose faithful codes would be is written as version 1.
+    `kv_heads` / `kv_group_size` and `query_special` / `key_special`: the optional facts of
+    `step_facts` (key/value groups, special-token positions).
     """
     array, rank, source_dtype = normalize_weights(weights)
     batch, heads, tq, tk = array.shape
     query_tokens = normalize_tokens(query_tokens, batch, tq, "query_tokens")
     key_tokens = normalize_tokens(key_tokens, batch, tk, "key_tokens")
+    facts = step_facts.header_fields(
+        step_facts.group_size(heads, kv_heads, kv_group_size),
+        step_facts.special_positions(query_special, batch, tq, "query_special"),
+        step_facts.special_positions(key_special, batch, tk, "key_special"))
     mask = normalize_mask(mask, as_numpy(weights).shape)
     image_blobs, image_info = [], None
     if images is not None:
@@ -133,6 +141,7 @@ def encode_step(weights, query_tokens=None, key_tokens=None, mask=None, images=N
               "source_dtype": source_dtype, "encoding": ENCODINGS[version], "scales": scales,
               "query_tokens": query_tokens, "key_tokens": key_tokens, "image": image_info,
               "reduced": reduced}
+    header.update(facts)
     header.update(payload_checks(payloads, lengths))
     return [header_blob(header)] + payloads + image_blobs
 
@@ -151,7 +160,8 @@ def _encode_payloads(array, mask, version):
 
 def encode_attention(weights, query_tokens=None, key_tokens=None, mask=None, images=None,
                      image_grid=None, prefix_tokens=None, reduced=None, max_bytes=None,
-                     windows=None):
+                     windows=None, kv_heads=None, kv_group_size=None, query_special=None,
+                     key_special=None):
     """Encodes one step in full, or POOLED when the full step would exceed `max_bytes`.
 
     What both public writers (`tba.attention`, `AttentionWriter.attention`) call. Without
@@ -177,7 +187,9 @@ def encode_attention(weights, query_tokens=None, key_tokens=None, mask=None, ima
     True
     """
     kwargs = dict(query_tokens=query_tokens, key_tokens=key_tokens, images=images,
-                  image_grid=image_grid, prefix_tokens=prefix_tokens, reduced=reduced)
+                  image_grid=image_grid, prefix_tokens=prefix_tokens, reduced=reduced,
+                  kv_heads=kv_heads, kv_group_size=kv_group_size, query_special=query_special,
+                  key_special=key_special)
     if max_bytes is None:
         if windows is not None:
             raise ValueError("windows= needs max_bytes=: windows are kept when a step is pooled "
@@ -187,7 +199,8 @@ def encode_attention(weights, query_tokens=None, key_tokens=None, mask=None, ima
     array, rank, source_dtype = normalize_weights(weights, max_values=MAX_POOLED_INPUT_VALUES)
     batch, heads, tq, tk = shape = array.shape
     step_mask = normalize_mask(mask, as_numpy(weights).shape)
-    fixed = _fixed_bytes(shape, query_tokens, key_tokens, images, image_grid, prefix_tokens)
+    fixed = _fixed_bytes(shape, query_tokens, key_tokens, images, image_grid, prefix_tokens,
+                         (query_special, key_special))
     if array.size <= MAX_VALUES_PER_STEP and full_bytes_bound(shape, fixed + 24 * batch * heads) <= max_bytes:
         return encode_step(weights, mask=mask, **kwargs)  # the mask as given, like the weights
     named = None
@@ -199,18 +212,23 @@ def encode_attention(weights, query_tokens=None, key_tokens=None, mask=None, ima
     return _pooled_to_fit(array, step_mask, max_bytes, named, fixed, kwargs)
 
 
-def _fixed_bytes(shape, query_tokens, key_tokens, images, image_grid, prefix_tokens):
+def _fixed_bytes(shape, query_tokens, key_tokens, images, image_grid, prefix_tokens,
+                 special=(None, None)):
     """The bytes a step of `shape` takes besides its payloads and scales, as `choose_pooling`
-    counts them: its tokens as JSON, its probe images as PNG and 1024 bytes for the rest of
-    the header. Checks the tokens and images."""
+    counts them: its tokens (and special positions) as JSON, its probe images as PNG and 1024
+    bytes for the rest of the header. Checks the tokens, special positions and images."""
     batch, _, tq, tk = shape
     query_tokens = normalize_tokens(query_tokens, batch, tq, "query_tokens")
     key_tokens = normalize_tokens(key_tokens, batch, tk, "key_tokens")
+    positions = [step_facts.special_positions(flags, batch, length, name) for flags, length, name
+                 in zip(special, (tq, tk), ("query_special", "key_special"))]
     image_bytes = 0
     if images is not None:
         image_blobs, _ = normalize_images(images, batch, tk, image_grid, prefix_tokens)
         image_bytes = sum(len(b) for b in image_blobs)
     token_bytes = len(json.dumps([query_tokens, key_tokens], ensure_ascii=False).encode("utf-8"))
+    if positions != [None, None]:
+        token_bytes += len(json.dumps(positions))
     return token_bytes + 1024 + image_bytes
 
 

@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from tb_attention_plugin import step_facts
 from tb_attention_plugin.codes_v2 import V2_MASKED, pack_levels, quantize_v2
 from tb_attention_plugin.step_header import (
     ENCODINGS, LAYOUT_POOLED, MAX_POOLED_VALUES, MAX_VALUES_PER_STEP, MAX_WINDOW_NAME,
@@ -159,7 +160,8 @@ def default_windows(shape, rows, causal):
 
 def encode_pooled_step(shape, block, means, maxes, windows, query_tokens=None, key_tokens=None,
                        images=None, image_grid=None, prefix_tokens=None, reduced=None,
-                       source_rank=4, source_dtype="float32"):
+                       source_rank=4, source_dtype="float32", kv_heads=None, kv_group_size=None,
+                       query_special=None, key_special=None):
     """Encodes one POOLED step from an already-reduced capture. Returns the list of blobs.
 
     Args:
@@ -171,7 +173,8 @@ def encode_pooled_step(shape, block, means, maxes, windows, query_tokens=None, k
       windows: list of `(name, (q0, q1), (k0, k1), weights [B, H, q1-q0, k1-k0])`, half-open
         ranges; the window's exact weights, NaN where masked. May be empty.
       query_tokens, key_tokens, images, image_grid, prefix_tokens, reduced, source_rank,
-        source_dtype: as for `encode_step` (tokens cover the full `Tq` / `Tk`).
+        source_dtype, kv_heads, kv_group_size, query_special, key_special: as for
+        `encode_step` (tokens and special positions cover the full `Tq` / `Tk`).
 
     Raises `ValueError` / `TypeError` for inconsistent input, before anything is written.
 
@@ -194,6 +197,10 @@ def encode_pooled_step(shape, block, means, maxes, windows, query_tokens=None, k
     batch, tq, tk = shape[0], shape[2], shape[3]
     query_tokens = normalize_tokens(query_tokens, batch, tq, "query_tokens")
     key_tokens = normalize_tokens(key_tokens, batch, tk, "key_tokens")
+    facts = step_facts.header_fields(
+        step_facts.group_size(shape[1], kv_heads, kv_group_size),
+        step_facts.special_positions(query_special, batch, tq, "query_special"),
+        step_facts.special_positions(key_special, batch, tk, "key_special"))
     image_blobs, image_info = [], None
     if images is not None:
         image_blobs, image_info = normalize_images(images, batch, tk, image_grid, prefix_tokens)
@@ -202,6 +209,7 @@ def encode_pooled_step(shape, block, means, maxes, windows, query_tokens=None, k
                             source_dtype)
     header.update(scales=scales, query_tokens=query_tokens, key_tokens=key_tokens,
                   image=image_info, reduced=reduced)
+    header.update(facts)
     header.update(payload_checks(payloads, lengths))
     return [header_blob(header)] + payloads + image_blobs
 

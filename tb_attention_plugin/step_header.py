@@ -97,6 +97,28 @@ def _check_tokens(header, key, length):
             raise FormatError("header %s must hold strings" % key)
 
 
+def _check_special(header, key, length):
+    """`null` or, per example, the ascending positions (in `[0, length)`) of special tokens."""
+    lists = header.get(key)
+    if lists is None:
+        return
+    if not isinstance(lists, list) or len(lists) != header["shape"][0]:
+        raise FormatError("header %s must hold %d position lists" % (key, header["shape"][0]))
+    for positions in lists:
+        if not isinstance(positions, list) or not all(_is_int(p) for p in positions):
+            raise FormatError("header %s lists must hold positions" % key)
+        if any(not 0 <= p < length for p in positions[:1] + positions[-1:]) or any(
+                a >= b for a, b in zip(positions, positions[1:])):
+            raise FormatError("header %s positions must ascend within [0, %d)" % (key, length))
+
+
+def _check_kv_group(header):
+    """`kv_group_size`: absent, `null` or a positive count of query heads per key/value head."""
+    size = header.get("kv_group_size")
+    if size is not None and not (_is_int(size) and 1 <= size <= MAX_VALUES_PER_STEP):
+        raise FormatError("header kv_group_size must be a positive integer, got %r" % (size,))
+
+
 def decode_header(blob):
     """Parses and validates a step header. Raises `FormatError` for anything malformed."""
     if not isinstance(blob, (bytes, bytearray)) or len(blob) > MAX_HEADER_BYTES:
@@ -118,8 +140,12 @@ def decode_header(blob):
     _check_payload_checks(header, batch * heads * parts)
     _check_tokens(header, "query_tokens", tq)
     _check_tokens(header, "key_tokens", tk)
+    _check_special(header, "query_special", tq)
+    _check_special(header, "key_special", tk)
+    _check_kv_group(header)
     _check_image(header, tk)
-    header.setdefault("reduced", None)
+    for key in ("reduced", "kv_group_size", "query_special", "key_special"):
+        header.setdefault(key, None)  # absent in older steps: nothing dropped, no groups, none
     if is_pooled(header) and header["blobs"] != pooled_blob_indexes(
         batch * heads, len(header["windows"]), header.get("image") is not None
     ):

@@ -21,6 +21,10 @@ def attention(
     reduced=None,
     max_bytes=None,
     windows=None,
+    kv_heads=None,
+    kv_group_size=None,
+    query_special=None,
+    key_special=None,
 ):
     """Writes attention weights to the default summary writer, for the Attention tab.
 
@@ -55,6 +59,17 @@ def attention(
         first queries.
       windows: With `max_bytes`, the exact windows to keep when pooled, as
         `[(name, (q0, q1), (k0, k1)), ...]` (half-open query and key ranges).
+      kv_heads: For grouped-query attention, the number of key/value heads the weights'
+        heads (its query heads) read: query head `h` reads key/value head
+        `h // (heads / kv_heads)`. The tab labels each head with its key/value head and
+        groups the heads by it. The number of heads must be a multiple of it.
+      kv_group_size: The same fact as query heads per key/value head
+        (`num_query_heads // num_key_value_heads`), for weights holding only a layer's first
+        heads. Give at most one of the two.
+      query_special: Optional booleans per query position, True for special tokens (`<s>`,
+        `[CLS]`, `<|endoftext|>`) and padding: one list of `Tq` for every example, or one per
+        example (`[batch, Tq]`). The tab writes those labels muted and in italics.
+      key_special: Same for the key axis (`Tk`).
 
     Returns:
       True on success, False if no summary was written because no default writer was set
@@ -72,28 +87,30 @@ def attention(
         tb_attention_plugin.attention(
             "encoder/self_attention", weights,
             query_tokens=["i", "like", "tea"], key_tokens=["i", "like", "tea"])
+        # A grouped-query layer (8 query heads over 2 key/value heads), "<s>" and "<pad>"
+        # marked as special tokens:
+        tokens = ["<s>", "i", "like", "tea", "<pad>"]
+        special = [t in ("<s>", "<pad>") for t in tokens]
+        tb_attention_plugin.attention(
+            "decoder/layer_0/self_attention", gqa_weights, kv_heads=2,
+            query_tokens=tokens, key_tokens=tokens, query_special=special, key_special=special)
     ```
     """
     import tensorflow as tf  # lazily: the plugin loader imports this package without TF
 
     summary_metadata = metadata.create_summary_metadata(description)
     encode_kwargs = dict(image_grid=image_grid, prefix_tokens=prefix_tokens, reduced=reduced,
-                         max_bytes=max_bytes, windows=windows)
+                         max_bytes=max_bytes, windows=windows, kv_heads=kv_heads,
+                         kv_group_size=kv_group_size)
+    # The arguments that may be tensors (in a tf.function they are read at run time).
+    named = dict(query_tokens=query_tokens, key_tokens=key_tokens, mask=mask, images=images,
+                 query_special=query_special, key_special=key_special)
 
     def blobs():
         if tf.executing_eagerly():
-            return tf.constant(
-                encoding.encode_attention(
-                    weights,
-                    query_tokens=query_tokens,
-                    key_tokens=key_tokens,
-                    mask=mask,
-                    images=images,
-                    **encode_kwargs,
-                ),
-                dtype=tf.string,
-            )
-        return _graph_blobs(tf, weights, query_tokens, key_tokens, mask, images, encode_kwargs)
+            return tf.constant(encoding.encode_attention(weights, **named, **encode_kwargs),
+                               dtype=tf.string)
+        return _graph_blobs(tf, weights, named, encode_kwargs)
 
     summary_scope = tf.summary.experimental.summary_scope
     with summary_scope(name, "attention_summary", values=[weights, step]) as (tag, _):
@@ -102,8 +119,9 @@ def attention(
         return tf.summary.write(tag=tag, tensor=blobs, step=step, metadata=summary_metadata)
 
 
-def _graph_blobs(tf, weights, query_tokens, key_tokens, mask, images, encode_kwargs):
-    """Inside `tf.function`: check what is known at trace time, encode at run time."""
+def _graph_blobs(tf, weights, named, encode_kwargs):
+    """Inside `tf.function`: check what is known at trace time, encode at run time. `named`:
+    the arguments that may be tensors (tokens, mask, images, special flags)."""
     weights = tf.convert_to_tensor(weights)
     rank = weights.shape.rank
     if rank is not None and rank not in (2, 3, 4):
@@ -117,7 +135,6 @@ def _graph_blobs(tf, weights, query_tokens, key_tokens, mask, images, encode_kwa
         weights = tf.cast(weights, tf.float32)  # numpy has no bfloat16
 
     # Arguments that are tensors travel through py_function; Python values stay in the closure.
-    named = {"query_tokens": query_tokens, "key_tokens": key_tokens, "mask": mask, "images": images}
     tensor_names = [k for k, v in named.items() if v is not None and tf.is_tensor(v)]
     inputs = [weights] + [named[k] for k in tensor_names]
 

@@ -70,6 +70,10 @@ class AttentionWriter:
         reduced=None,
         max_bytes=None,
         windows=None,
+        kv_heads=None,
+        kv_group_size=None,
+        query_special=None,
+        key_special=None,
     ):
         """Validates, encodes and queues one step of one tag (arguments as `attention()`).
 
@@ -80,6 +84,10 @@ class AttentionWriter:
         queries (causal attention), or the first and last queries' rows (otherwise).
         `windows=[(name, (q0, q1), (k0, k1)), ...]` names the exact windows to keep instead.
 
+        `kv_heads` (or `kv_group_size`) records the key/value group of every head of a
+        grouped-query layer; `query_special` / `key_special` (booleans per position) mark
+        special and padding tokens.
+
         Raises `ValueError`/`TypeError` before anything is written when the input is bad.
         Returns True.
 
@@ -88,6 +96,9 @@ class AttentionWriter:
         ```python
         writer.attention("layer_3", weights, step, max_bytes=4 * 2**20 // 12,
                          windows=[("answer", (1000, 1024), (0, 1024))])
+        # 32 query heads over 8 key/value heads; padding positions marked special:
+        writer.attention("layer_4", weights, step, kv_heads=8,
+                         query_special=~padding_mask, key_special=~padding_mask)
         ```
         """
         blobs = encoding.encode_attention(
@@ -101,6 +112,10 @@ class AttentionWriter:
             reduced=reduced,
             max_bytes=max_bytes,
             windows=windows,
+            kv_heads=kv_heads,
+            kv_group_size=kv_group_size,
+            query_special=query_special,
+            key_special=key_special,
         )
         self.write_blobs(name, blobs, step, description=description)
         return True

@@ -78,7 +78,7 @@ def test_importing_every_server_module_imports_no_keras_or_tensorflow():
 
 
 @pytest.mark.parametrize("name", ["metadata", "encoding", "step_inputs", "step_header",
-                                  "step_payload", "codes_v1", "codes_v2", "pooled_step", "png",
+                                  "step_payload", "step_facts", "codes_v1", "codes_v2", "pooled_step", "png",
                                   "stats", "health", "health_stream", "health_summary", "writer"])
 def test_shared_top_level_modules_import_no_keras_or_tensorflow(name):
     if not (PACKAGE / (name + ".py")).exists():
