@@ -198,15 +198,20 @@ class AttentionLogger(keras.callbacks.Callback):
         self._cadence_mark = None
         self._epoch_base_step = 0
 
-    def _use_probe(self, probe, tokens, vocabulary, images, health_probe, task_tokens=None):
+    def _use_probe(self, probe, tokens, vocabulary, images, health_probe, task_tokens=None,
+                   task_special=None):
         """Sets up the capture of `probe` (model inputs); `task_tokens` are the tokenizer's
-        (`task_probe.prepare`), used for the roles `tokens=` does not give."""
+        (`task_probe.prepare`), used for the roles `tokens=` does not give, with their special
+        and padding flags `task_special`."""
         self.probe = probe_utils.Probe(probe, self.options.limits.max_examples, images=images,
                                        image_grid=self.options.image_grid,
                                        prefix_tokens=self.options.prefix_tokens)
         # A tokenizer's tokens stand in for vocabulary=; explicit tokens= still win.
         self._token_lists = token_utils.resolve_tokens(
             self.probe.inputs, tokens=tokens, vocabulary=None if task_tokens else vocabulary)
+        # Special flags only where the tokenizer's tokens label the axis.
+        self._token_special = {role: (task_special or {})[role] for role in (task_tokens or {})
+                               if role not in self._token_lists and role in (task_special or {})}
         for role, lists in (task_tokens or {}).items():
             self._token_lists.setdefault(role, lists)
         self._probe_capture = capture.ProbeCapture(
@@ -233,7 +238,8 @@ class AttentionLogger(keras.callbacks.Callback):
         if task_probe.holds_text(health_probe):
             health_probe = task_probe.prepare(model, health_probe).inputs
         self._use_probe(prepared.inputs, arguments["tokens"], arguments["vocabulary"],
-                        arguments["images"], health_probe, task_tokens=prepared.tokens)
+                        arguments["images"], health_probe, task_tokens=prepared.tokens,
+                        task_special=prepared.special)
         self._prepared_for = model
 
     def _health_pass(self, probe, health_probe):
@@ -427,17 +433,18 @@ class AttentionLogger(keras.callbacks.Callback):
         batch, _, query_length, key_length = (int(n) for n in record.shape)
         roles = token_utils.roles_for(record.tag, record.cross, record.causal,
                                       self._token_lists, self.options.token_roles)
-        axes = {}
+        axes, special = {}, {}
         for axis, role, length in zip(("query", "key"), roles, (query_length, key_length)):
             try:
                 axes[axis] = token_utils.axis_tokens(self._token_lists, role, batch, length)
+                special[axis] = token_utils.axis_tokens(self._token_special, role, batch, length)
             except ValueError as e:
                 self._problems.warn(
                     ("tokens", record.tag, axis),
                     "%s: %s; its %s axis is logged without tokens (pass token_roles= or tokens "
                     "that fit)" % (record.tag, e, axis),
                 )
-                axes[axis] = None
+                axes[axis] = special[axis] = None
         try:
             layout = self.probe.patch_layout(record.tag, key_length, record.cross)
         except ValueError as e:
@@ -447,7 +454,8 @@ class AttentionLogger(keras.callbacks.Callback):
             record.tag, getattr(record, "scores", None), getattr(record, "mask", None),
             axes["query"], axes["key"], layout, full_shape=tuple(record.shape),
             causal=bool(record.causal), pooled=getattr(record, "pooled", None),
-            max_logit=getattr(record, "max_logit", None))
+            max_logit=getattr(record, "max_logit", None), kv_heads=record.kv_heads,
+            query_special=special["query"], key_special=special["key"])
 
     def _statistics(self, items):
         scalars = {}

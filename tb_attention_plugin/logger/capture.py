@@ -41,6 +41,7 @@ import fnmatch
 
 import numpy as np
 
+from tb_attention_plugin.logger.adapters import groups
 from tb_attention_plugin.logger.adapters import owners as owner_layers
 from tb_attention_plugin.logger.adapters.recording import OwnerRecording
 from tb_attention_plugin.logger.adapters.recording import REGISTER_HINT
@@ -88,10 +89,12 @@ class AttentionRecord:
       max_logit: float32 `[B, H]` (or `[b, H]` when pooled): the largest pre-softmax logit of
         each example and head over unmasked positions (NaN where none is finite), or None
         where the layer's logits were not seen.
+      kv_heads: the key/value heads `K` of a grouped-query layer (`K < H`, query head `h`
+        reads key/value head `h // (H / K)`; `adapters/groups.py`), else None.
     """
 
     def __init__(self, tag, site, scores, mask, cross, causal, shape=None, pooled=None,
-                 max_logit=None):
+                 max_logit=None, kv_heads=None):
         self.tag = tag
         self.site = site
         self.scores = scores
@@ -101,12 +104,14 @@ class AttentionRecord:
         self.shape = tuple(int(n) for n in (scores.shape if shape is None else shape))
         self.pooled = pooled
         self.max_logit = max_logit
+        self.kv_heads = kv_heads
 
 
 LayerShape = collections.namedtuple("LayerShape", ["tag", "path", "index", "shape", "cross",
-                                                   "causal"])
+                                                   "causal", "kv_heads"], defaults=(None,))
 LayerShape.__doc__ = """One layer call seen by the shape pass (`layer_shapes`): its tag, site
-path and call index, full attention `shape` `(B, H, Tq, Tk)`, `cross` and `causal`."""
+path and call index, full attention `shape` `(B, H, Tq, Tk)`, `cross`, `causal` and `kv_heads`
+(as `AttentionRecord.kv_heads`)."""
 
 
 CaptureResult = collections.namedtuple("CaptureResult", ["records", "problems"])
@@ -418,7 +423,8 @@ def _blocked_record(tag, site, entry, plan):
     cross = not bool(entry.get("same", True))
     causal = not cross and (entry["causal_flag"] or plan.causal)
     return AttentionRecord(tag, site, None, None, cross, causal, shape=shape, pooled=pooled,
-                           max_logit=_checked_max_logit(max_logit, plan.examples, shape[1]))
+                           max_logit=_checked_max_logit(max_logit, plan.examples, shape[1]),
+                           kv_heads=groups.kv_heads(site.layer, entry.get("kv_heads"), shape[1]))
 
 
 def _scores_record(tag, site, entry, plan, problems):
@@ -439,13 +445,15 @@ def _scores_record(tag, site, entry, plan, problems):
     causal = not cross and (entry["causal_flag"] or _is_causal(mask, tq, tk) or (
         mask is None and site.kind == _OWNER and _nothing_above_diagonal(scores)))
     max_logit = _checked_max_logit(entry.get("max_logit"), *scores.shape[:2])
+    kv_heads = groups.kv_heads(site.layer, entry.get("kv_heads"), scores.shape[1])
     scores = scores.astype(np.float32)
     if plan is not None and plan.mode == "pooled":
         return AttentionRecord(
             tag, site, None, None, cross, causal, shape=scores.shape,
             pooled=_pooled_from_full(scores, mask, plan),
-            max_logit=None if max_logit is None else max_logit[:plan.examples])
-    record = AttentionRecord(tag, site, scores, mask, cross, causal, max_logit=max_logit)
+            max_logit=None if max_logit is None else max_logit[:plan.examples], kv_heads=kv_heads)
+    record = AttentionRecord(tag, site, scores, mask, cross, causal, max_logit=max_logit,
+                             kv_heads=kv_heads)
     record.source = entry.get("source", "stock")  # which adapter read it
     return record
 
@@ -488,7 +496,8 @@ def layer_shapes(model, inputs, sites):
             shape = entry["shape"]
             cross = not bool(entry.get("same", True))
             causal = not cross and bool(entry.get("causal_flag") or entry.get("mask_causal"))
-            shapes.append(LayerShape(tag, site.path, index, shape, cross, causal))
+            kv_heads = groups.kv_heads(site.layer, entry.get("kv_heads"), shape[1])
+            shapes.append(LayerShape(tag, site.path, index, shape, cross, causal, kv_heads))
     return shapes
 
 
@@ -551,7 +560,8 @@ class CompiledCapture:
         self._plans = plans
         self._inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
         patcher = _Patcher(sites, symbolic=True, plans=plans)
-        layout = []  # per output group: (site, call index, static "same" or None, causal flag)
+        # per output group: (site, call index, static "same" or None, causal flag, kv heads seen)
+        layout = []
 
         def forward(inputs):
             for entries in patcher.calls.values():
@@ -579,7 +589,7 @@ class CompiledCapture:
                         values["same"] = same
                     outputs.append(values)
                     layout.append((site, index, None if tf.is_tensor(same) else bool(same),
-                                   entry["causal_flag"]))
+                                   entry["causal_flag"], entry.get("kv_heads")))
             return outputs
 
         patcher.install()
@@ -613,10 +623,10 @@ class CompiledCapture:
         # Calls without scores (their problem is known from tracing) stay placeholders.
         calls = {id(s): [{"skipped": True} if (id(s), i) in self._skipped else {"scores": None}
                          for i in range(self._calls_per_site[id(s)])] for s in self._sites}
-        for (site, index, same, causal_flag), values in zip(self._layout, outputs):
+        for (site, index, same, causal_flag, kv_heads), values in zip(self._layout, outputs):
             entry = {"scores": values.get("scores"), "causal_flag": causal_flag,
                      "mask": values.get("mask"), "max_logit": values.get("max_logit"),
-                     "reduced": values.get("reduced")}
+                     "reduced": values.get("reduced"), "kv_heads": kv_heads}
             entry["same"] = bool(values["same"]) if same is None else same
             calls[id(site)][index] = entry
         problems = dict(self._problems)

@@ -49,4 +49,4 @@ def _first(record, count):
     max_logit = None if record.max_logit is None else record.max_logit[:count]
     return capture.AttentionRecord(record.tag, record.site, scores, mask, record.cross,
                                    record.causal, shape=shape, pooled=record.pooled,
-                                   max_logit=max_logit)
+                                   max_logit=max_logit, kv_heads=record.kv_heads)

@@ -37,7 +37,9 @@ class LayerCall:
     None; `layout` `(grid, prefix_tokens)` when the keys are the probe images' patches, else
     None; `shape` the full `(B, H, Tq, Tk)` (from `scores` when not given); `causal`;
     `pooled` the reductions of a pooled layer (`capture.AttentionRecord.pooled`); `max_logit`
-    `[B, H]` or None.
+    `[B, H]` or None; `kv_heads` the key/value heads of a grouped-query layer
+    (`capture.AttentionRecord.kv_heads`) or None; `query_special`/`key_special` one list of
+    `Tq`/`Tk` booleans per example (special and padding tokens), or None.
     """
 
     tag: str
@@ -50,6 +52,9 @@ class LayerCall:
     causal: bool = False
     pooled: dict = None
     max_logit: np.ndarray = None
+    kv_heads: int = None
+    query_special: list = None
+    key_special: list = None
 
     @property
     def shape(self):
@@ -75,12 +80,17 @@ class SummaryItem:
     pooled: dict = None
     full_shape: tuple = None
     max_logit: np.ndarray = None
+    kv_group_size: int = None
+    query_special: list = None
+    key_special: list = None
 
     def summary_options(self):
         """Keyword arguments of `summary.attention` and `AttentionWriter.attention`."""
         return {"query_tokens": self.query_tokens, "key_tokens": self.key_tokens,
                 "mask": self.mask, "images": self.images, "image_grid": self.image_grid,
-                "prefix_tokens": self.prefix_tokens, "reduced": self.reduced}
+                "prefix_tokens": self.prefix_tokens, "reduced": self.reduced,
+                "kv_group_size": self.kv_group_size, "query_special": self.query_special,
+                "key_special": self.key_special}
 
 
 def _cropped(lists, examples):
@@ -96,8 +106,6 @@ def summary_item(call, plan, note, kept_layers, layers, probe_size, images=None,
     `reduced` field; `images` are the probe images drawn under a patch layout. A pooled layer
     is encoded here (`encoding.encode_pooled_step`): the item carries its blobs.
     """
-    from tb_attention_plugin import encoding
-
     batch, heads, tq, tk = call.shape
     examples, keep_heads = plan.examples, plan.heads
     reduced = None
@@ -112,48 +120,47 @@ def summary_item(call, plan, note, kept_layers, layers, probe_size, images=None,
             "note": note,
         }
     grid, prefix = (None, None) if call.layout is None else call.layout
-    query_tokens = _cropped(call.query_tokens, examples)
-    key_tokens = _cropped(call.key_tokens, examples)
-    kept_images = None if call.layout is None else images[:examples]
-    max_logit = None if call.max_logit is None else call.max_logit[:examples, :keep_heads]
+    common = dict(
+        tag=call.tag, query_tokens=_cropped(call.query_tokens, examples),
+        key_tokens=_cropped(call.key_tokens, examples),
+        images=None if call.layout is None else images[:examples], image_grid=grid,
+        prefix_tokens=prefix, reduced=reduced,
+        max_logit=None if call.max_logit is None else call.max_logit[:examples, :keep_heads],
+        # Kept heads are the layer's first: the group size holds for them as for all.
+        kv_group_size=None if call.kv_heads is None else heads // call.kv_heads,
+        query_special=_cropped(call.query_special, examples),
+        key_special=_cropped(call.key_special, examples))
     if plan.mode == "pooled":
-        pooled = call.pooled
-        if pooled is None:  # full scores at hand: pool them as the blocked capture would
-            from tb_attention_plugin.logger import capture
-
-            pooled = capture._pooled_from_full(call.scores, call.mask, plan)
-        means = pooled["means"][:examples, :keep_heads]
-        maxes = pooled["maxes"][:examples, :keep_heads]
-        windows = [(name, q, k, w[:examples, :keep_heads]) for name, q, k, w in pooled["windows"]]
-        blobs = encoding.encode_pooled_step(
-            [examples, keep_heads, tq, tk], pooled["block"], means, maxes, windows,
-            query_tokens=query_tokens, key_tokens=key_tokens, images=kept_images,
-            image_grid=grid, prefix_tokens=prefix, reduced=reduced)
-        return SummaryItem(tag=call.tag, weights=None, query_tokens=query_tokens,
-                           key_tokens=key_tokens, images=kept_images, image_grid=grid,
-                           prefix_tokens=prefix, reduced=reduced, blobs=blobs,
-                           full_shape=(examples, keep_heads, tq, tk),
-                           pooled={"block": pooled["block"], "means": means, "maxes": maxes,
-                                   "windows": windows},
-                           max_logit=max_logit)
+        return _pooled_item(call, plan, common)
     weights = call.scores[:examples, :keep_heads]
     mask = call.mask
     if mask is not None:
         mask = mask[:examples, :keep_heads]
         if mask.all():
             mask = None
-    return SummaryItem(
-        tag=call.tag,
-        weights=weights,
-        mask=mask,
-        query_tokens=query_tokens,
-        key_tokens=key_tokens,
-        images=kept_images,
-        image_grid=grid,
-        prefix_tokens=prefix,
-        reduced=reduced,
-        max_logit=max_logit,
-    )
+    return SummaryItem(weights=weights, mask=mask, **common)
+
+
+def _pooled_item(call, plan, common):
+    """The item of a pooled layer, its step encoded (`common`: the item's other fields)."""
+    from tb_attention_plugin import encoding
+
+    examples, keep_heads = plan.examples, plan.heads
+    _, _, tq, tk = call.shape
+    pooled = call.pooled
+    if pooled is None:  # full scores at hand: pool them as the blocked capture would
+        from tb_attention_plugin.logger import capture
+
+        pooled = capture._pooled_from_full(call.scores, call.mask, plan)
+    means = pooled["means"][:examples, :keep_heads]
+    maxes = pooled["maxes"][:examples, :keep_heads]
+    windows = [(name, q, k, w[:examples, :keep_heads]) for name, q, k, w in pooled["windows"]]
+    options = {key: value for key, value in common.items() if key not in ("tag", "max_logit")}
+    blobs = encoding.encode_pooled_step(
+        [examples, keep_heads, tq, tk], pooled["block"], means, maxes, windows, **options)
+    return SummaryItem(weights=None, blobs=blobs, full_shape=(examples, keep_heads, tq, tk),
+                       pooled={"block": pooled["block"], "means": means, "maxes": maxes,
+                               "windows": windows}, **common)
 
 
 def head_statistics(item):

@@ -14,7 +14,9 @@ preprocessor, once, and names every position with the tokenizer's token strings:
 - token strings are `tokenizer.id_to_token(id)`: special tokens (`<|endoftext|>`, `[CLS]`,
   `<s>`, `<pad>`) keep their spelling, other byte-level BPE tokens are decoded to their text
   (GPT-2's `"Ġfox"` is `" fox"`), SentencePiece's `"▁"` is a space, and line breaks and tabs are
-  written `\\n`, `\\r`, `\\t` so that a label stays on one line.
+  written `\\n`, `\\r`, `\\t` so that a label stays on one line;
+- special tokens (the tokenizer's `special_token_ids`) and padding positions (the padding mask
+  `False`) are flagged per position, for the tab to mark on the axes.
 
 Example:
 
@@ -24,6 +26,7 @@ holds_text(["The quick brown fox"])                      # True
 prepared = prepare(causal_lm, ["The quick brown fox"])
 prepared.inputs            # {"token_ids": int32 [1, 5], "padding_mask": bool [1, 5]}
 prepared.tokens            # {"tokens": [["<|endoftext|>", "The", " quick", " brown", " fox"]]}
+prepared.special           # {"tokens": [[True, False, False, False, False]]}
 ```
 """
 
@@ -38,10 +41,11 @@ from tb_attention_plugin.logger import tokens as token_utils
 # Control characters written as escapes in labels (a label is one line of an axis).
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
-Prepared = collections.namedtuple("Prepared", ["inputs", "tokens"])
-Prepared.__doc__ = """A preprocessed probe: `inputs` (the model's input structure, numpy arrays)
-and `tokens` (`{role: one token list per example}` as `tokens.resolve_tokens` gives, empty
-without a tokenizer)."""
+Prepared = collections.namedtuple("Prepared", ["inputs", "tokens", "special"])
+Prepared.__doc__ = """A preprocessed probe: `inputs` (the model's input structure, numpy arrays),
+`tokens` (`{role: one token list per example}` as `tokens.resolve_tokens` gives, empty
+without a tokenizer) and `special` (`{role: one list of booleans per example}`, the same
+shape: True for special tokens and padding)."""
 
 
 def _is_text(value):
@@ -99,11 +103,13 @@ def prepare(model, batch):
                          % (type(preprocessor).__name__, type(e).__name__, e)) from e
     inputs = trim_padding(inputs)
     tokenizer = getattr(preprocessor, "tokenizer", None)
-    tokens = {}
+    tokens, special = {}, {}
     if tokenizer is not None:
-        tokens = {role: token_strings(tokenizer, ids)
-                  for role, ids in token_utils.find_token_ids(inputs).items()}
-    return Prepared(inputs, tokens)
+        padding = token_utils.find_padding_masks(inputs)
+        for role, ids in token_utils.find_token_ids(inputs).items():
+            tokens[role] = token_strings(tokenizer, ids)
+            special[role] = special_flags(tokenizer, ids, padding.get(role))
+    return Prepared(inputs, tokens, special)
 
 
 def _as_lists(batch):
@@ -163,6 +169,18 @@ def token_strings(tokenizer, ids):
             token = token.decode("utf-8", errors="replace")
         labels[token_id] = str(token) if token_id in special else readable(str(token))
     return [[labels[i] for i in row] for row in np.asarray(ids).tolist()]
+
+
+def special_flags(tokenizer, ids, padding_mask=None):
+    """One list of booleans per row of `ids` `[B, T]`: True where the id is one of the
+    tokenizer's `special_token_ids` or the position is padding (`padding_mask` False; a mask of
+    another shape is not used)."""
+    ids = np.asarray(ids)
+    special = [int(i) for i in (getattr(tokenizer, "special_token_ids", None) or ())]
+    flags = np.isin(ids, special)
+    if padding_mask is not None and np.shape(padding_mask) == ids.shape:
+        flags |= ~np.asarray(padding_mask, bool)
+    return flags.tolist()
 
 
 def _class_names(tokenizer):

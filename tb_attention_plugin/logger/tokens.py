@@ -11,6 +11,7 @@ Example:
 to_strings = vocabulary_lookup(["<pad>", "i", "like", "tea"])
 to_strings(np.array([[1, 2, 3, 0]]))   # [["i", "like", "tea", "<pad>"]]
 find_token_ids({"token_ids": ids, "padding_mask": mask})   # {"tokens": ids}
+find_padding_masks({"token_ids": ids, "padding_mask": mask})   # {"tokens": mask}
 lists = resolve_tokens((source_ids, target_ids), vocabulary={"source": en, "target": zh})
 roles_for("decoder/cross", cross=True, causal=False, token_lists=lists)  # ("target", "source")
 ```
@@ -118,6 +119,25 @@ def find_token_ids(probe):
     if _is_id_array(probe):
         return {TOKENS: np.asarray(probe)}
     return {}
+
+
+def find_padding_masks(probe):
+    """The padding masks of a dict probe by role, as `find_token_ids` names its ids: one key
+    ending in `padding_mask` is `tokens`; with several, keys naming `encoder`/`source` and
+    `decoder`/`target` decide. Returns `{role: bool [B, T]}` (True = a real token)."""
+    if not isinstance(probe, dict):
+        return {}
+    masks = {str(k): np.asarray(v).astype(bool) for k, v in probe.items()
+             if str(k).endswith("padding_mask") and np.ndim(v) == 2}
+    if len(masks) == 1:
+        return {TOKENS: next(iter(masks.values()))}
+    result = {}
+    for key, mask in masks.items():
+        if any(s in key for s in ("encoder", "source")):
+            result[SOURCE] = mask
+        elif any(s in key for s in ("decoder", "target")):
+            result[TARGET] = mask
+    return result
 
 
 def _as_token_lists(tokens, name):

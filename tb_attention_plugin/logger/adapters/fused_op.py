@@ -99,7 +99,7 @@ def _wrapped(patcher, original):
             return probs, mask, logits
 
         patcher.offer_probabilities(site, shape, compute, mask=arguments.get("mask"),
-                                    causal=causal, source="fused")
+                                    causal=causal, source="fused", kv_heads=int(key.shape[2]))
         return output
 
     return dot_product_attention

@@ -42,6 +42,12 @@ def to_heads(probs, mask=None):
     return probs, mask
 
 
+def kv_heads(shape):
+    """The key/value heads `K` of a grouped-query layout `[B, K, G, Tq, Tk]`; None for a
+    layout of one head axis (whose heads say nothing of their keys)."""
+    return int(shape[1]) if len(shape) == 5 else None
+
+
 def heads_shape(shape):
     """`(B, H, Tq, Tk)` that a probability tensor of `shape` takes once its head axes merge."""
     return int(shape[0]), heads_of(shape), int(shape[-2]), int(shape[-1])

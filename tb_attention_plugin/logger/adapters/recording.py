@@ -60,18 +60,20 @@ class OwnerRecording:
         return active[-1]
 
     def offer_probabilities(self, site, shape, compute, mask=None, causal=False,
-                            source=""):
+                            source="", kv_heads=None):
         """Keeps what the current call's plan wants of one probability tensor.
 
         `shape` `(B, H, Tq, Tk)`; `compute()` returns `(probs, mask, logits)` in that layout
         (mask and logits may be None), called only when they are kept; `mask` the raw mask
-        (read for causality in the shape pass); `causal` the op's own causal flag. The first
+        (read for causality in the shape pass); `causal` the op's own causal flag; `kv_heads`
+        the key/value heads the adapter saw (grouped-query layouts, `groups.py`). The first
         offer of a call wins."""
         index, entry = self._entry(site)
         if "scores" in entry or entry.get("skipped"):
             return
         entry["causal_flag"] = entry.get("causal_flag") or causal
         entry["source"] = source
+        entry["kv_heads"] = kv_heads
         plan = self._plans.get((site.path, index))
         if self._shapes_only:
             entry["max_logit"] = None

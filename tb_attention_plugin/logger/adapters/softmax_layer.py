@@ -41,7 +41,7 @@ def _shadow(patcher, site, softmax, original):
             return probs, heads_mask, logits
 
         patcher.offer_probabilities(site, layout.heads_shape(shape), compute, mask=mask,
-                                    source="softmax layer")
+                                    source="softmax layer", kv_heads=layout.kv_heads(shape))
         return output
 
     return call

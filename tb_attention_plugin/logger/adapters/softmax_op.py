@@ -37,7 +37,8 @@ def _wrapped(patcher, original):
             logits, _ = layout.to_heads(x)
             return probs, None, logits
 
-        patcher.offer_probabilities(site, layout.heads_shape(shape), compute, source="softmax")
+        patcher.offer_probabilities(site, layout.heads_shape(shape), compute, source="softmax",
+                                    kv_heads=layout.kv_heads(shape))
         return output
 
     return softmax
