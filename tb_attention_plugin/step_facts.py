@@ -17,7 +17,7 @@ Example:
 import numpy as np
 
 from tb_attention_plugin.step_header import MAX_VALUES_PER_STEP
-from tb_attention_plugin.step_inputs import as_numpy, whole_number
+from tb_attention_plugin.step_inputs import boolean_array, whole_number
 
 
 def group_size(heads, kv_heads=None, kv_group_size=None):
@@ -56,11 +56,7 @@ def special_positions(flags, batch, length, name):
     per example (`[batch, length]`)."""
     if flags is None:
         return None
-    array = as_numpy(flags)
-    if array.dtype != bool:
-        if not np.issubdtype(array.dtype, np.number):
-            raise TypeError("%s must hold booleans per position, got dtype %s" % (name, array.dtype))
-        array = array != 0
+    array = boolean_array(flags, name)
     if array.ndim == 1:
         array = np.broadcast_to(array, (batch,) + array.shape)
     if array.shape != (batch, length):

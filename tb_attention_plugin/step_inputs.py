@@ -152,11 +152,7 @@ def normalize_mask(mask, source_shape, name="mask"):
     """
     if mask is None:
         return None
-    array = as_numpy(mask)
-    if array.dtype != bool:
-        if not np.issubdtype(array.dtype, np.number):
-            raise TypeError("%s must be boolean, got dtype %s" % (name, array.dtype))
-        array = array != 0
+    array = boolean_array(mask, name)
     try:
         array = np.broadcast_to(array, source_shape)
     except ValueError:
@@ -166,6 +162,17 @@ def normalize_mask(mask, source_shape, name="mask"):
         ) from None
     while array.ndim < 4:
         array = array[np.newaxis]
+    return array
+
+
+def boolean_array(value, name):
+    """`value` as a numpy bool array: booleans as they are, numbers true where non-zero;
+    `TypeError` naming `name` for anything else."""
+    array = as_numpy(value)
+    if array.dtype != bool:
+        if not np.issubdtype(array.dtype, np.number):
+            raise TypeError("%s must be boolean, got dtype %s" % (name, array.dtype))
+        array = array != 0
     return array
 
 

@@ -203,3 +203,20 @@ def read_health(logdir):
                 datum.step: health_summary.decode(datum.numpy) for datum in data
             }
     return records
+
+
+def sentencepiece_proto():
+    """The serialized model of a tiny word-level SentencePiece tokenizer (as keras-hub's
+    `LlamaTokenizer(proto=...)` takes it): ids 0 `<pad>`, 1 `<unk>`, 2 `<s>`, 3 `</s>`, then
+    the words of "the quick brown fox", "a quick fox" and "the fox"."""
+    import io
+
+    import sentencepiece
+
+    proto = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(["the quick brown fox", "a quick fox", "the fox"] * 10),
+        model_writer=proto, vocab_size=9, model_type="word", pad_id=0, unk_id=1, bos_id=2,
+        eos_id=3, pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",
+        minloglevel=2)
+    return proto.getvalue()

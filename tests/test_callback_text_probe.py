@@ -242,17 +242,7 @@ def test_what_counts_as_a_text_probe_and_padding_every_example_shares():
 
 
 def test_sentencepiece_word_boundaries_are_spaces():
-    import io
-
-    import sentencepiece
-
-    proto = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(["the quick brown fox", "a quick fox", "the fox"] * 10),
-        model_writer=proto, vocab_size=9, model_type="word", pad_id=0, unk_id=1, bos_id=2,
-        eos_id=3, pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",
-        minloglevel=2)
-    tokenizer = keras_hub.models.LlamaTokenizer(proto=proto.getvalue())
+    tokenizer = keras_hub.models.LlamaTokenizer(proto=helpers.sentencepiece_proto())
     ids = np.asarray(tokenizer(["the quick fox"]))
     assert [tokenizer.id_to_token(int(i)) for i in ids[0]] == ["▁the", "▁quick", "▁fox"]
     ids = np.concatenate([[[tokenizer.start_token_id]], ids, [[0]]], axis=1)

@@ -6,7 +6,6 @@ Every log is written by the real writers (`AttentionWriter`, the TensorFlow summ
 as TensorBoard builds it.
 """
 
-import io
 import json
 import os
 import warnings
@@ -22,6 +21,7 @@ import tb_attention_plugin as tba  # noqa: E402
 from tb_attention_plugin import encoding  # noqa: E402
 from tb_attention_plugin.logger import capture  # noqa: E402
 from plugin_client import get, get_json, production_plugin, wsgi_client  # noqa: E402
+import callback_helpers as helpers  # noqa: E402
 from synthetic import softmax_weights  # noqa: E402
 
 TOKENS = ["<s>", "the", "fox", "</s>", "<pad>"]
@@ -112,7 +112,7 @@ def test_bad_arguments_are_refused_before_writing(tmp_path):
             writer.attention("bad", weights, 0, kv_group_size=1.5)
         with pytest.raises(ValueError, match=r"query_special must be 5 booleans"):
             writer.attention("bad", weights, 0, query_special=[True, False])
-        with pytest.raises(TypeError, match="key_special must hold booleans"):
+        with pytest.raises(TypeError, match="key_special must be boolean"):
             writer.attention("bad", weights, 0, key_special=["<s>"] * 5)
     runs = get_json(wsgi_client(production_plugin(tmp_path)), "/runs")["runs"]
     assert runs == [], runs  # nothing was written
@@ -187,16 +187,8 @@ def test_keras_hub_layers_record_their_key_value_heads(family):
 def llama_causal_lm():
     """A tiny Llama causal LM (4 query heads over 2 key/value heads) with its own
     SentencePiece tokenizer: `<s>` and `</s>` are special, id 0 pads."""
-    import sentencepiece
-
     hub = pytest.importorskip("keras_hub").models
-    proto = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(["the quick brown fox", "a quick fox", "the fox"] * 10),
-        model_writer=proto, vocab_size=9, model_type="word", pad_id=0, unk_id=1, bos_id=2,
-        eos_id=3, pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",
-        minloglevel=2)
-    tokenizer = hub.LlamaTokenizer(proto=proto.getvalue())
+    tokenizer = hub.LlamaTokenizer(proto=helpers.sentencepiece_proto())
     preprocessor = hub.LlamaCausalLMPreprocessor(tokenizer, sequence_length=8)
     backbone = hub.LlamaBackbone(vocabulary_size=9, num_layers=2, num_query_heads=4,
                                  num_key_value_heads=2, hidden_dim=16, intermediate_dim=32)
