@@ -124,9 +124,22 @@ def write_unguarded(run_dir, tag_steps, description=None, **encode_kwargs):
     writer.close()
 
 
+# Run "gqa": a grouped-query layer of 4 query heads over 2 key/value heads; <s> and </s> are
+# special tokens.
+GQA_KV_HEADS = 2
+TARGET_SPECIAL = [token in ("<s>", "</s>") for token in TARGET]
+
+
+def gqa_weights(step):
+    """[1, 4, T, T] causal self-attention of 4 query heads (causal_weights twice) and its mask."""
+    first, mask = causal_weights(step)
+    second, _ = causal_weights(step + 10)
+    return np.concatenate([first, second], axis=1), np.concatenate([mask, mask], axis=1)
+
+
 def write_demo_logdir(logdir):
     """Writes run "translate" (cross and causal self-attention, plus a tag in a future format
-    version) and run "vit" (vision)."""
+    version), run "vit" (vision) and run "gqa" (grouped-query attention, special tokens)."""
     with AttentionWriter(logdir / "translate") as writer:
         for step in TEXT_STEPS:
             writer.attention("decoder/cross_attention", text_weights(step), step,
@@ -142,6 +155,12 @@ def write_demo_logdir(logdir):
             writer.attention("encoder/layer_0/attention", vision_weights(step), step,
                              images=image[None], image_grid=VISION_GRID, prefix_tokens=VISION_PREFIX,
                              reduced=VISION_REDUCED)
+    with AttentionWriter(logdir / "gqa") as writer:
+        for step in TEXT_STEPS:
+            weights, mask = gqa_weights(step)
+            writer.attention("decoder/self_attention", weights, step, mask=mask,
+                             kv_heads=GQA_KV_HEADS, query_tokens=TARGET, key_tokens=TARGET,
+                             query_special=TARGET_SPECIAL, key_special=TARGET_SPECIAL)
     return logdir
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from attention_logdirs import (
     FUTURE_TAG,
+    GQA_KV_HEADS,
     HOSTILE,
     SOURCE,
     TARGET,
@@ -435,6 +436,45 @@ def test_new_steps_appear_when_the_run_grows(tab, logdir):
         time.sleep(1)
     assert tab.eval("document.querySelector('#step-label').textContent") == "step 30 (4 of 4)"
     assert close(tab.cell_pixel(0, peak_col(30, 0, 0, 0)), VIRIDIS[255])
+
+
+def test_grouped_query_heads_and_special_tokens(tab, artifacts_dir):
+    gqa = {"run": "gqa", "tag": "decoder/self_attention"}
+    tab.show(**gqa, step=10, head=0, view="heads")
+    canvas = "document.querySelector('#view canvas')"
+    labels = json.loads(tab.eval(canvas + ".dataset.labels"))
+    # 4 query heads over 2 key/value heads: a row of heads (a line between the groups), the
+    # mean on a row of its own.
+    assert labels == ["head 0 · kv 0", "head 1 · kv 0", "head 2 · kv 1", "head 3 · kv 1",
+                      "mean of heads"]
+    tiles = tab.canvas_info()["tiles"]
+    assert len({t["y"] for t in tiles[:4]}) == 1 and tiles[4]["y"] > tiles[0]["y"]
+    white = (255, 255, 255)
+
+    def gap_is_white(tile):  # the 10 px gap left of a tile, halfway down
+        y = tile["y"] + tile["rows"] * tile["cell"] / 2
+        return all(close(tab.pixel(tile["x"] - dx, y), white) for dx in range(2, 9))
+
+    assert gap_is_white(tiles[1]) and gap_is_white(tiles[3])  # within a group
+    assert not gap_is_white(tiles[2])  # the line between key/value groups 0 and 1
+    assert gap_is_white({**tiles[2], "y": tiles[4]["y"]})  # none beside the mean's row
+    tab.screenshot(artifacts_dir / "tab_gqa_heads.png")
+    options = tab.eval("Array.from(document.querySelectorAll('#head-select option')).map(o => o.textContent)")
+    assert options == ["mean of heads"] + ["head %d · kv %d" % (h, h // GQA_KV_HEADS) for h in range(4)]
+    # One head, its first query pinned: <s> and </s> are written as special tokens.
+    tab.show(**gqa, step=10, head=3, view="head", query=0)
+    assert json.loads(tab.eval(canvas + ".dataset.special")) == {"query": [0, 5], "key": [0, 5]}
+    title = tab.eval("document.querySelector('.pinned-summary strong bdi').className")
+    chips = tab.eval("Array.from(document.querySelectorAll('.pinned-summary .chip bdi'))"
+                     ".map(b => [b.textContent, b.className])")
+    assert title == "token-special"
+    assert chips == [["<s>", "token-special"]]  # the first query sees only the first key
+    tab.show(**gqa, step=10, head=3, view="head", query=4)
+    chips = dict(tab.eval("Array.from(document.querySelectorAll('.pinned-summary .chip bdi'))"
+                          ".map(b => [b.textContent, b.className])"))
+    assert chips["<s>"] == "token-special" and chips["我"] == ""
+    tab.screenshot(artifacts_dir / "tab_gqa_head.png")
+    assert tab.errors == []
 
 
 def test_crisp_cells_at_device_pixel_ratio_2(browser, server):

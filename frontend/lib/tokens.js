@@ -8,6 +8,7 @@
  *   describeCell(matrix, header, 0, 2, 5);
  *   // {row: 2, col: 5, query: "三", key: "books", value: 0.41, masked: false,
  *   //  text: "三 → books  0.4100"}
+ *   specialPositions({key_special: [[0, 6]]}, "key", 0);   // Set {0, 6}
  */
 
 import {patchOfKey} from "./layout.js";
@@ -41,6 +42,29 @@ export function tokenLabel(header, axis, example, index) {
     if (index >= 0 && index < image.prefix_tokens) return index === 0 ? "[cls]" : `[prefix ${index}]`;
   }
   return `#${index}`;
+}
+
+/**
+ * The positions of an axis ("query" or "key") of example `example` that hold special tokens
+ * (`<s>`, `[CLS]`, padding: the header's `query_special` / `key_special`), as a Set; empty
+ * where the step records none.
+ */
+export function specialPositions(header, axis, example) {
+  const lists = header && (axis === "query" ? header.query_special : header.key_special);
+  const list = lists && lists[example];
+  return new Set(Array.isArray(list) ? list.filter(Number.isInteger) : []);
+}
+
+/**
+ * The indexes `0 .. length-1` of a drawn axis whose position (`offset + index`: a zoomed
+ * region starts at `offset`) holds a special token, ascending.
+ */
+export function specialIndexes(header, axis, example, offset, length) {
+  const result = [];
+  for (const position of specialPositions(header, axis, example)) {
+    if (position >= offset && position < offset + length) result.push(position - offset);
+  }
+  return result.sort((a, b) => a - b);
 }
 
 /** All labels of one axis as an array of strings. */

@@ -16,6 +16,7 @@
 import {COLORMAP_NAMES} from "../lib/colormap.js";
 import {element, fillSelect} from "./dom.js";
 import {tokenLabel} from "../lib/tokens.js";
+import {headLabel} from "../lib/groups.js";
 import {filterRuns, MAX_RUN_FILTER} from "../lib/runfilter.js";
 
 const SCALE_LABELS = {head: "per head", shared: "shared across heads", unit: "fixed 0–1"};
@@ -152,7 +153,7 @@ export class Controls {
       return {value: b, label: header.query_tokens ? `${b}: ${first}…` : String(b)};
     }), state.example);
     fillSelect(this.headSelect, [{value: "mean", label: "mean of heads"},
-      ...Array.from({length: heads}, (_, h) => ({value: h, label: `head ${h}`}))], state.head);
+      ...Array.from({length: heads}, (_, h) => ({value: h, label: headLabel(header, h)}))], state.head);
     this.headSelect.disabled = !usesHead;
     this.viewSelect.value = state.view;
     this.cmapSelect.value = state.cmap;

@@ -117,11 +117,21 @@ export function labelFontSize(cell) {
   return Math.max(10, Math.min(13, Math.floor(cell * 0.75)));
 }
 
+// Special and padding tokens (`<s>`, `[CLS]`, `<pad>`) are written muted and in italics.
+const SPECIAL_COLOR = "#8a8a8a";
+
+/** The label font of one label: bold when highlighted, italic when a special token. */
+function labelFont(size, {bold = false, special = false} = {}) {
+  return `${special ? "italic " : ""}${bold ? "bold " : ""}${size}px ${FONT_FAMILY}`;
+}
+
 /**
  * Writes the query labels right-aligned left of the heatmap (`layout` of heatmapLayout), every
- * n-th when cells are too small. `highlight`: a row to write in bold.
+ * n-th when cells are too small. `highlight`: a row to write in bold; `special`: a Set of rows
+ * holding special tokens, written muted and in italics.
  */
-export function drawRowLabels(ctx, labels, layout, {maxWidth, highlight = null, color = "#333"}) {
+export function drawRowLabels(ctx, labels, layout, {maxWidth, highlight = null, color = "#333",
+                                                    special = new Set()}) {
   const size = labelFontSize(layout.cell);
   const stride = labelStride(layout.cell, size + 2);
   ctx.save();
@@ -130,27 +140,33 @@ export function drawRowLabels(ctx, labels, layout, {maxWidth, highlight = null, 
   const measure = (s) => ctx.measureText(s).width;
   for (let row = 0; row < layout.rows; row++) {
     if (row % stride !== 0 && row !== highlight) continue;
-    ctx.font = `${row === highlight ? "bold " : ""}${size}px ${FONT_FAMILY}`;
-    ctx.fillStyle = row === highlight ? "#000" : color;
+    const muted = special.has(row);
+    ctx.font = labelFont(size, {bold: row === highlight, special: muted});
+    ctx.fillStyle = row === highlight ? "#000" : muted ? SPECIAL_COLOR : color;
     const y = layout.y + (row + 0.5) * layout.cell;
     ctx.fillText(fitLabel(labels[row], maxWidth, measure), layout.x - 6, y);
   }
   ctx.restore();
 }
 
-/** Writes the key labels above the heatmap, rotated by `angle` (radians, default -60°). */
-export function drawColLabels(ctx, labels, layout, {maxWidth, angle = -Math.PI / 3, color = "#333"}) {
+/**
+ * Writes the key labels above the heatmap, rotated by `angle` (radians, default -60°);
+ * `special`: a Set of columns holding special tokens, written muted and in italics.
+ */
+export function drawColLabels(ctx, labels, layout, {maxWidth, angle = -Math.PI / 3, color = "#333",
+                                                    special = new Set()}) {
   const size = labelFontSize(layout.cell);
   // Rotated labels are sin(angle) * cell apart across their baselines.
   const stride = labelStride(layout.cell * Math.abs(Math.sin(angle)), size + 2);
   ctx.save();
-  ctx.font = `${size}px ${FONT_FAMILY}`;
-  ctx.fillStyle = color;
   ctx.textAlign = "left";
   ctx.textBaseline = "middle";
   const measure = (s) => ctx.measureText(s).width;
   for (let col = 0; col < layout.cols; col += stride) {
     const x = layout.x + (col + 0.5) * layout.cell;
+    const muted = special.has(col);
+    ctx.font = labelFont(size, {special: muted});
+    ctx.fillStyle = muted ? SPECIAL_COLOR : color;
     ctx.save();
     ctx.translate(x, layout.y - 6);
     ctx.rotate(angle);

@@ -17,7 +17,7 @@ import {heatmapLayout, cellAt} from "../lib/layout.js";
 import {hiDpiCanvas, drawHeatmap, drawRowLabels, drawColLabels, widestLabel, devicePixelRatio,
         FONT_FAMILY, blit, drawLegendMarks} from "./heatmap.js";
 import {paintDiverging} from "../lib/colormap.js";
-import {axisLabels} from "../lib/tokens.js";
+import {axisLabels, specialIndexes} from "../lib/tokens.js";
 import {localPoint} from "./dom.js";
 
 const LABEL_CAP = 110;  // CSS px of a token label; the full token is in the tooltip
@@ -52,8 +52,9 @@ export function renderPanels(host, {panels, width}, hooks) {
     const rect = {x: layout.x, y: layout.y, width: layout.width, height: layout.height};
     if (panel.diverging) drawDiverging(ctx, panel.matrix, rect, panel.limit, panel.lut, dpr);
     else drawHeatmap(ctx, panel.matrix, rect, {vmax: panel.vmax, lut: panel.lut, dpr});
-    drawRowLabels(ctx, queries, layout, {maxWidth: left - 12});
-    drawColLabels(ctx, keys, layout, {maxWidth: LABEL_CAP});
+    const special = (axis, length) => new Set(specialIndexes(panel.header, axis, panel.example, 0, length));
+    drawRowLabels(ctx, queries, layout, {maxWidth: left - 12, special: special("query", layout.rows)});
+    drawColLabels(ctx, keys, layout, {maxWidth: LABEL_CAP, special: special("key", layout.cols)});
     ctx.save();
     ctx.font = `bold 12px ${FONT_FAMILY}`;
     ctx.fillStyle = panel.note ? "#b3261e" : "#212121";

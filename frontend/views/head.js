@@ -21,7 +21,7 @@
 import {heatmapLayout, cellAt, rowLabelAt, colLabelAt, labelStride} from "../lib/layout.js";
 import {hiDpiCanvas, drawHeatmap, drawRowLabels, drawColLabels, drawPinnedRow, widestLabel,
         devicePixelRatio, legendCanvas, labelFontSize, drawRegions} from "../ui/heatmap.js";
-import {axisLabels, topKeys, formatWeight} from "../lib/tokens.js";
+import {axisLabels, topKeys, formatWeight, specialIndexes, specialPositions} from "../lib/tokens.js";
 import {askAgainWhileShown, element, localPoint} from "../ui/dom.js";
 import {mapLimited} from "../ui/api.js";
 import {tileScales, logDecades} from "../lib/colormap.js";
@@ -227,12 +227,19 @@ export function renderHeadView(host, data, hooks) {
     if (selection) drawRegions(ctx, layout, [selection], {perCell: pooled.block, selected: true});
   }
   drawSelectedKeys(ctx, layout, selectedColumns);
-  drawRowLabels(ctx, queries, layout, {maxWidth: left - 12, highlight: pinned});
-  drawColLabels(ctx, keys, layout, {maxWidth: LABEL_CAP});
-  // For tests and tools: where the cells are, in CSS pixels of the canvas.
+  // An overview's labels name blocks of positions: special tokens are marked on exact ones only.
+  const special = pooled ? {query: [], key: []} : {
+    query: specialIndexes(header, "query", example, matrix.offset ? matrix.offset.query : 0, matrix.rows),
+    key: specialIndexes(header, "key", example, keyOffset, matrix.cols),
+  };
+  drawRowLabels(ctx, queries, layout, {maxWidth: left - 12, highlight: pinned, special: new Set(special.query)});
+  drawColLabels(ctx, keys, layout, {maxWidth: LABEL_CAP, special: new Set(special.key)});
+  // For tests and tools: where the cells are, in CSS pixels of the canvas, and the rows and
+  // columns whose labels are special tokens.
   canvas.dataset.layout = JSON.stringify({x: layout.x, y: layout.y, cell: layout.cell,
                                           rows: layout.rows, cols: layout.cols, stride,
                                           offset: matrix.offset || null, keys: selectedColumns});
+  canvas.dataset.special = JSON.stringify(special);
 
   // A rubber band: a box over the canvas while the mouse is dragged.
   const frame = element("div", {className: "head-frame"});
@@ -363,22 +370,26 @@ function drawSelectedKeys(ctx, layout, selected) {
 function pinnedSummary(matrix, header, example, row, queries) {
   const box = document.createElement("div");
   box.className = "pinned-summary";
+  const specialKeys = specialPositions(header, "key", example);
   // Tokens go in <bdi>: right-to-left text or direction marks in a token must not move the
   // words and weights around it.
   const title = document.createElement("strong");
-  title.append(`Query ${row} “`, isolated(queries[row]), "” attends most to: ");
+  title.append(`Query ${row} “`, isolated(queries[row], specialPositions(header, "query", example).has(row)),
+               "” attends most to: ");
   box.append(title);
   for (const entry of topKeys(matrix, header, example, row, 8)) {
     const chip = document.createElement("span");
     chip.className = "chip";
-    chip.append(isolated(entry.key), ` ${formatWeight(entry.value)}`);
+    chip.append(isolated(entry.key, specialKeys.has(entry.col)), ` ${formatWeight(entry.value)}`);
     box.append(chip);
   }
   return box;
 }
 
-function isolated(text) {
+/** A token as text in a <bdi>; `special` tokens (and padding) get the class "token-special". */
+function isolated(text, special = false) {
   const node = document.createElement("bdi");
   node.textContent = text;
+  if (special) node.className = "token-special";
   return node;
 }

@@ -19,6 +19,7 @@ import {tileScales, logDecades} from "../lib/colormap.js";
 import {describeAt} from "../lib/pooled.js";
 import {localPoint} from "../ui/dom.js";
 import {mapLimited} from "../ui/api.js";
+import {headLabel, groupColumns, kvGroupSize, tileOrder} from "../lib/groups.js";
 
 export default {
   key: "heads",
@@ -37,11 +38,22 @@ export default {
     return {header, keys, matrices};
   },
   render(host, {header, keys, matrices}, state, ui) {
-    const tiles = keys.map((h, i) => ({label: h === "mean" ? "mean of heads" : `head ${h}`, matrix: matrices[i],
-                                       error: !matrices[i], selected: h === state.head}));
+    // Grouped-query layers: rows hold whole key/value groups (a line between groups), the mean
+    // on a row of its own.
+    const heads = header.shape[1];
+    const columns = groupColumns(header, flowGrid(keys.length, ui.width).columns);
+    const order = columns ? tileOrder(heads, columns) : keys;
+    const tiles = order.map((h) => {
+      if (h === null) return {label: "", blank: true};
+      const matrix = matrices[keys.indexOf(h)];
+      return {label: h === "mean" ? "mean of heads" : headLabel(header, h), matrix, error: !matrix,
+              selected: h === state.head};
+    });
     const {canvas} = renderTiles(host, {tiles, lut: ui.lut, scale: state.scale, width: ui.width, log: state.log,
+                                        columns, groupSize: columns ? kvGroupSize(header) : null,
                                         headerFor: () => header, exampleFor: () => state.example},
-                                 {tooltip: ui.tooltip, pick: (index) => ui.set({view: "head", head: keys[index]})});
+                                 {tooltip: ui.tooltip, pick: (index) => order[index] !== null &&
+                                   ui.set({view: "head", head: order[index]})});
     return {canvas, legend: tilesLegend(ui.lut, state.scale, matrices, state.log ? header.shape[3] : 0)};
   },
 };
@@ -58,6 +70,14 @@ export function tilesLegend(lut, scale, matrices, logKeys = 0) {
 }
 
 const LABEL_HEIGHT = 16;
+const GRID_LEFT = 4;  // room for the selected tile's outline
+const TILE_LIMITS = {gap: 10, minTile: 72, maxTile: 200};
+
+/** The grid `renderTiles` flows `count` tiles into, `width` CSS pixels wide, `left` of them margin. */
+export function flowGrid(count, width, {left = GRID_LEFT, minTile = TILE_LIMITS.minTile,
+                                        maxTile = TILE_LIMITS.maxTile} = {}) {
+  return tileGrid({count, width: width - left, dpr: devicePixelRatio(), gap: TILE_LIMITS.gap, minTile, maxTile});
+}
 
 /** Places matrix cells inside a square tile so that they stay whole device pixels when possible. */
 function tileLayout(matrix, origin, tile, dpr) {
@@ -74,15 +94,17 @@ function tileLayout(matrix, origin, tile, dpr) {
 
 /**
  * Draws `tiles` ([{label, matrix, error}]) in a grid. `columns` forces the number of columns
- * (model overview: one row per layer); `rowLabels` writes a label left of each grid row.
+ * (model overview: one row per layer); `rowLabels` writes a label left of each grid row;
+ * `groupSize` draws a line between every `groupSize` columns (key/value groups).
  * Returns `{canvas}`; `hooks.pick(index)` runs on a click on tile `index`.
  */
 export function renderTiles(host, data, hooks) {
   const {tiles, lut, scale, width, columns = null, rowLabels = null, headerFor = () => null,
-         exampleFor = () => 0, minTile = 72, maxTile = 200, log = false} = data;
+         exampleFor = () => 0, minTile = TILE_LIMITS.minTile, maxTile = TILE_LIMITS.maxTile, log = false,
+         groupSize = null} = data;
   const dpr = devicePixelRatio();
-  const left = rowLabels ? 170 : 4;  // 4 px: room for the selected tile's outline
-  let grid = tileGrid({count: tiles.length, width: width - left, dpr, gap: 10, minTile, maxTile});
+  const left = rowLabels ? 170 : GRID_LEFT;
+  let grid = flowGrid(tiles.length, width, {left, minTile, maxTile});
   if (columns) {
     const tile = Math.max(8, Math.min(maxTile, Math.floor(((width - left + 10) / columns - 10) * dpr) / dpr));
     grid = {columns, rows: Math.ceil(tiles.length / columns), tile, gap: 10};
@@ -126,6 +148,7 @@ export function renderTiles(host, data, hooks) {
     }
     layouts.push(layout);
   });
+  if (groupSize) drawGroupLines(ctx, grid, groupSize, left, tiles);
   if (rowLabels) {
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
@@ -136,6 +159,7 @@ export function renderTiles(host, data, hooks) {
     });
   }
   canvas.dataset.tiles = JSON.stringify(layouts.map((l) => l && {x: l.x, y: l.y, cell: l.cell, rows: l.rows, cols: l.cols}));
+  canvas.dataset.labels = JSON.stringify(tiles.map((t) => t.label));
   canvas.dataset.vmax = JSON.stringify(vmaxes);
 
   const hit = (event) => {
@@ -162,4 +186,24 @@ export function renderTiles(host, data, hooks) {
   });
   host.replaceChildren(canvas);
   return {canvas};
+}
+
+/** A vertical line in the gap before each key/value group that starts inside a row of tiles. */
+function drawGroupLines(ctx, grid, groupSize, left, tiles) {
+  ctx.save();
+  ctx.strokeStyle = "#9e9e9e";
+  ctx.lineWidth = 1;
+  const rowHeight = grid.tile + grid.gap + LABEL_HEIGHT;
+  for (let row = 0; row < grid.rows; row++) {
+    for (let column = groupSize; column < grid.columns; column += groupSize) {
+      const tile = tiles[row * grid.columns + column];
+      if (!tile || tile.blank) continue;
+      const x = Math.round(left + column * (grid.tile + grid.gap) - grid.gap / 2) + 0.5;
+      ctx.beginPath();
+      ctx.moveTo(x, row * rowHeight + 2);
+      ctx.lineTo(x, row * rowHeight + LABEL_HEIGHT + grid.tile);
+      ctx.stroke();
+    }
+  }
+  ctx.restore();
 }

@@ -1,6 +1,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
-import {describeCell, tokenLabel, axisLabels, topKeys, formatWeight} from "../../frontend/lib/tokens.js";
+import {describeCell, tokenLabel, axisLabels, topKeys, formatWeight, specialPositions,
+        specialIndexes} from "../../frontend/lib/tokens.js";
 
 const header = {
   shape: [1, 1, 2, 3],
@@ -34,4 +35,17 @@ test("topKeys sorts by weight and skips masked", () => {
   assert.deepEqual(topKeys(matrix, header, 0, 0, 5).map((k) => k.key), ["i", "have"]);
   assert.equal(formatWeight(NaN), "masked");
   assert.equal(formatWeight(0.123456), "0.1235");
+});
+
+test("special and padding positions per axis and example", () => {
+  const flagged = {shape: [2, 1, 4, 5], query_special: [[0], [0, 3]], key_special: [[0, 4], []]};
+  assert.deepEqual([...specialPositions(flagged, "query", 1)], [0, 3]);
+  assert.deepEqual([...specialPositions(flagged, "key", 0)], [0, 4]);
+  assert.equal(specialPositions(flagged, "key", 1).size, 0);
+  // A zoomed region of keys 3..4 draws key 4 as its column 1.
+  assert.deepEqual(specialIndexes(flagged, "key", 0, 3, 2), [1]);
+  assert.deepEqual(specialIndexes(flagged, "key", 0, 0, 5), [0, 4]);
+  // Steps without flags (old logs) mark nothing.
+  assert.equal(specialPositions(header, "query", 0).size, 0);
+  assert.deepEqual(specialIndexes({query_special: null}, "query", 0, 0, 3), []);
 });
