@@ -25,7 +25,8 @@ Example:
 sites, unreadable = find_attention_layers(model)
 result = capture_attention(model, probe_batch, sites)
 for record in result.records:
-    print(record.tag, record.scores.shape, record.cross, record.causal, record.max_logit)
+    print(record.tag, record.scores.shape, record.cross, record.causal, record.max_logit,
+          record.kv_heads)
 ```
 
 Besides the post-softmax scores, each record carries the largest pre-softmax logit per example
