@@ -20,6 +20,7 @@ import {latestStepAtOrBefore, VIEWS as VIEW_KEYS} from "./lib/state.js";
 import {regionFits} from "./lib/pooled.js";
 import {StateStore} from "./ui/store.js";
 import {isolateBidi} from "./lib/tokens.js";
+import {kvGroupSize} from "./lib/groups.js";
 import compare from "./views/compare.js";
 import diff from "./views/diff.js";
 import head from "./views/head.js";
@@ -303,11 +304,15 @@ export class AttentionApp {
 
 const FILMSTRIP_SCALES = {head: "tile", shared: "shared", unit: "unit"};
 
-/** The info line: run / tag, step, wall time, shape and the writer's reduction note. */
+/**
+ * The info line: run / tag, step, wall time, shape, key/value groups and the writer's reduction
+ * note.
+ */
 function stepInfo({run, tag, step}, header, wall) {
   const parts = [`${isolateBidi(run)} / ${isolateBidi(tag)}`, `step ${step}`];
   if (wall) parts.push(new Date(wall * 1000).toLocaleString());
   parts.push(`shape [${header.shape.join(", ")}] (examples, heads, queries, keys)`);
+  if (kvGroupSize(header) > 1) parts.push(`grouped-query: ${kvGroupSize(header)} query heads per key/value head`);
   if (header.layout === "pooled" && header.pooled) {
     const [bq, bk] = header.pooled.block;
     const names = (header.windows || []).map((w) => isolateBidi(String(w.name))).join(", ");

@@ -461,6 +461,8 @@ def test_grouped_query_heads_and_special_tokens(tab, artifacts_dir):
     tab.screenshot(artifacts_dir / "tab_gqa_heads.png")
     options = tab.eval("Array.from(document.querySelectorAll('#head-select option')).map(o => o.textContent)")
     assert options == ["mean of heads"] + ["head %d · kv %d" % (h, h // GQA_KV_HEADS) for h in range(4)]
+    assert "grouped-query: 2 query heads per key/value head" in tab.eval(
+        "document.querySelector('#info').textContent")
     # One head, its first query pinned: <s> and </s> are written as special tokens.
     tab.show(**gqa, step=10, head=3, view="head", query=0)
     assert json.loads(tab.eval(canvas + ".dataset.special")) == {"query": [0, 5], "key": [0, 5]}
