@@ -123,6 +123,17 @@ export class AttentionApp {
     return this.steps.length > 0 && this.state.step === this.steps[this.steps.length - 1];
   }
 
+  /**
+   * Whether a refresh after new data should follow the newest step: asked now (the newest step
+   * is shown, not playing), answered later, false when another run, layer or step was chosen
+   * meanwhile (that choice's own refresh draws it as asked).
+   */
+  newestFollower() {
+    const {run, tag, step} = this.state;
+    const follow = this.isAtNewestStep() && !this.playTimer;
+    return () => follow && this.state.run === run && this.state.tag === tag && this.state.step === step;
+  }
+
   // ---- the view host ----------------------------------------------------------------------------
 
   /** Makes run and tag name existing, readable ones (keeps the user's choice when possible). */
@@ -243,10 +254,10 @@ export class AttentionApp {
 
   async reload() {
     try {
-      const followNewest = this.isAtNewestStep() && !this.playTimer;
+      const follow = this.newestFollower();
       await this.source.loadRuns();
       this.source.forgetSteps();
-      await this.refresh({reloadSteps: true, followNewest});
+      await this.refresh({reloadSteps: true, followNewest: follow()});
     } catch (error) {
       this.controls.showError(error);
     }
@@ -258,11 +269,13 @@ export class AttentionApp {
     try {
       const {run, tag} = this.state;
       if (!run || !tag) return this.reload();
-      const followNewest = this.isAtNewestStep() && !this.playTimer;
+      const follow = this.newestFollower();
       const steps = await this.source.latest(run, tag);
+      // Another run or layer chosen meanwhile: its own refresh draws it, at the step asked for.
+      if (this.state.run !== run || this.state.tag !== tag) return;
       if (steps.join() === this.steps.join()) return;
       this.source.forgetSteps();
-      await this.refresh({reloadSteps: true, followNewest});
+      await this.refresh({reloadSteps: true, followNewest: follow()});
     } catch (error) {
       this.controls.showError(error);
     }
