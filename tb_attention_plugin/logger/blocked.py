@@ -23,7 +23,11 @@ runs in inference mode):
   `AdditiveAttention`, inside their patched `call` (`blocked_call`): the layer's
   `_calculate_scores` on a chunk of queries and its `_apply_scores` (masking bias, softmax,
   weights @ value); the causal mask is built per chunk and the query mask applied afterwards,
-  as `Attention.call` does.
+  as `Attention.call` does;
+- the owner kernels of `adapters/` (keras-hub's layers and other layers that make their own
+  probabilities): `chunked.ProbabilityRows` slices the probabilities the layer made itself,
+  `fused_op.FusedRows` computes the fused op's from its arguments. They give no output (the
+  layer's own is kept).
 
 Chunks hold at most `CHUNK_BYTES` of scores (several temporaries of that size live at once:
 softmax, mask, logits; for "concat" and additive scores the `[rows, Tk, dim]` sum before the
@@ -549,8 +553,9 @@ def _above_diagonal(weights, start, stop):
 def finish(reduced, shape, block, windows, examples):
     """Numpy means, maxes, windows (NaN where masked) and max logits of `examples` examples.
 
-    `reduced` holds the numpy values of `blocked_attention`'s dict; `shape` is `[B, N, Tq, Tk]`.
-    Returns `(means, maxes, [(name, q, k, weights)], max_logit)`.
+    `reduced` holds the numpy values of `reduce_in_chunks`' dict; `shape` is `[B, N, Tq, Tk]`.
+    Returns `(means, maxes, [(name, q, k, weights)], max_logit)` (`max_logit` None where the
+    kernel had no logits).
     """
     batch, heads, tq, tk = shape
     bq, bk = block

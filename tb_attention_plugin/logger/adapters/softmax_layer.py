@@ -4,7 +4,8 @@ Most keras-hub families (Gemma, Llama, Mistral, Qwen, Phi-3, GPT-NeoX, Falcon, B
 normalise their scores with a `Softmax` sublayer, passing the attention mask. During the probe
 pass the sublayer's `call` is shadowed on the instance: its input (the logits, after any
 soft-cap, ALiBi or relative-position terms the layer adds), its mask and its output are
-recorded for the layer that holds it, brought to `[B, H, Tq, Tk]` by `layout.to_heads`.
+recorded for the layer that holds it, brought to `[B, H, Tq, Tk]` by `layout.to_heads`; a
+POOLED layer's are reduced a slice of query rows at a time (`chunked.ProbabilityRows`).
 
 Example (what gets read, Gemma):
 
@@ -15,6 +16,7 @@ attention_softmax = self.softmax(attention_logits, mask=attention_mask)   # [B, 
 
 import inspect
 
+from tb_attention_plugin.logger.adapters import chunked
 from tb_attention_plugin.logger.adapters import layout
 from tb_attention_plugin.logger.adapters import owners
 
@@ -40,8 +42,9 @@ def _shadow(patcher, site, softmax, original):
             logits, _ = layout.to_heads(inputs)
             return probs, heads_mask, logits
 
-        patcher.offer_probabilities(site, layout.heads_shape(shape), compute, mask=mask,
-                                    source="softmax layer")
+        patcher.offer_probabilities(
+            site, layout.heads_shape(shape), compute, mask=mask, source="softmax layer",
+            rows=lambda examples: chunked.ProbabilityRows(output, inputs, mask, examples))
         return output
 
     return call

@@ -3,7 +3,8 @@ relative-position attention, hand-written layers): its output is the probabiliti
 
 During the probe pass both names are wrapped; a call over the last axis of a rank 4 or 5
 tensor, made while an owner layer (`owners.py`) runs, is recorded for the innermost such layer.
-Other softmaxes (a router's, a classifier's) pass through untouched.
+Other softmaxes (a router's, a classifier's) pass through untouched. A POOLED layer's
+probabilities are reduced a slice of query rows at a time (`chunked.ProbabilityRows`).
 
 Example (what gets read):
 
@@ -12,6 +13,7 @@ weights = keras.ops.nn.softmax(scores + position_bias, axis=-1)   # [B, H, Tq, T
 ```
 """
 
+from tb_attention_plugin.logger.adapters import chunked
 from tb_attention_plugin.logger.adapters import layout
 
 
@@ -37,7 +39,9 @@ def _wrapped(patcher, original):
             logits, _ = layout.to_heads(x)
             return probs, None, logits
 
-        patcher.offer_probabilities(site, layout.heads_shape(shape), compute, source="softmax")
+        patcher.offer_probabilities(
+            site, layout.heads_shape(shape), compute, source="softmax",
+            rows=lambda examples: chunked.ProbabilityRows(output, x, None, examples))
         return output
 
     return softmax
