@@ -151,8 +151,8 @@ class _HeadsKernel:
         # MultiHeadAttention's equation takes (key, query), GroupedQueryAttention's (query, key).
         self._query_first = isinstance(layer, keras.layers.GroupQueryAttention)
 
-    def query_rows(self, start, stop):
-        return self.query[:, start:stop]
+    def query_rows(self, start, stop, wait):
+        return wait(self.query[:, start:stop])
 
     def logits(self, query_rows):
         """`[B, N, r, Tk]` scaled dot products of `query_rows` with every key."""
@@ -191,8 +191,8 @@ class _SingleKernel:
             getattr(layer, "score_mode", "dot") == "dot"
         self.depth = 1 if dot else int(query.shape[-1])  # [B, r, Tk, dim] before the sum
 
-    def query_rows(self, start, stop):
-        return self.query[:, start:stop]
+    def query_rows(self, start, stop, wait):
+        return wait(self.query[:, start:stop])
 
     def logits(self, query_rows):
         """`[B, 1, r, Tk]`: the layer's `_calculate_scores` of `query_rows` with every key."""
@@ -218,7 +218,7 @@ def _slice_mask(mask, start, stop):
     return mask[..., start:stop, :]
 
 
-def _serialise(tensors, previous):
+def serialise(tensors, previous):
     """In a traced TF graph: `tensors` (a tensor or a tuple of tensors and Nones) computed
     only after `previous` (bounded memory)."""
     import keras
@@ -267,22 +267,32 @@ def max_logit(layer, query, key, mask):
     """`[B, N]` largest pre-softmax logit of each head over unmasked positions, in chunks of
     query rows (for FULL `MultiHeadAttention` / `GroupedQueryAttention` layers, whose scores
     come from the layer itself)."""
+    return chunked_max_logit(_HeadsKernel(layer, query, key, key), mask)
+
+
+def chunked_max_logit(kernel, mask, causal=False):
+    """`[B, N]` largest logit of each head of `kernel` (see `reduce_in_chunks`) where `mask`
+    (and, with `causal`, the causal mask) holds, a chunk of query rows at a time, each chunk
+    after the previous one in a traced graph.
+
+    Example (an owner's logits measured before its softmax runs, `adapters/recording.py`):
+
+    ```python
+    largest = chunked_max_logit(chunked.ProbabilityRows(None, logits, mask, 1), mask)
+    ```
+    """
     from keras import ops
 
-    kernel = _HeadsKernel(layer, query, key, key)
     batch, heads, tq, tk = kernel.shape
     mask = None if mask is None else ops.cast(mask, "bool")
     rows = chunk_rows(batch, heads, tk, 1)
     result = None
     for start in range(0, tq, rows):
         stop = min(start + rows, tq)
-        scores = kernel.logits(kernel.query_rows(start, stop))
-        chunk_mask = _slice_mask(mask, start, stop)
-        if chunk_mask is not None:
-            scores = ops.where(_as_rank4(chunk_mask), scores,
-                               ops.cast(float("-inf"), scores.dtype))
-        chunk = ops.max(ops.cast(scores, "float32"), axis=(2, 3))
-        result = chunk if result is None else ops.maximum(result, chunk)
+        query_rows = kernel.query_rows(start, stop, lambda t, p=result: serialise(t, p))
+        chunk_mask = _chunk_mask(mask, start, stop, tk, causal)
+        expanded = None if chunk_mask is None else _as_rank4(chunk_mask)
+        result = _running_max(result, _masked_max(kernel.logits(query_rows), expanded))
     return result
 
 
@@ -374,7 +384,9 @@ def reduce_in_chunks(kernel, attention_mask, block, windows, causal, on_chunk=No
 
     `kernel`: what differs between layers (`_HeadsKernel`, `_SingleKernel`, the owner kernels
     of `adapters/chunked.py`): `shape` `(B, N, Tq, Tk)`, `depth`, `masked_weights_are_zero`,
-    `query_rows(start, stop)`, `logits(query_rows)` (None: no logits to measure) and
+    `query_rows(start, stop, wait)` (`wait(tensors)`: the same tensors, computed after the
+    previous chunk in a traced graph; a kernel slices what it has waited for, so that no
+    slice exists before its turn), `logits(query_rows)` (None: no logits to measure) and
     `attend(query_rows, logits, mask)` -> `(weights, output rows or None)`;
     `attention_mask`: bool, the layer's own form (`[B, Tq, Tk]` or broadcastable rows), or
     None; `causal`: also hide future keys (built per chunk); `on_chunk`: see
@@ -404,7 +416,7 @@ def reduce_in_chunks(kernel, attention_mask, block, windows, causal, on_chunk=No
     outputs, max_logit, previous = [], None, None
     for start in range(0, tq, rows):
         stop = min(start + rows, tq)
-        query_rows = _serialise(kernel.query_rows(start, stop), previous)
+        query_rows = kernel.query_rows(start, stop, lambda t, p=previous: serialise(t, p))
         scores = kernel.logits(query_rows)
         chunk_mask = _chunk_mask(mask, start, stop, tk, causal)
         expanded = None if chunk_mask is None else _as_rank4(chunk_mask)

@@ -21,7 +21,9 @@ from tb_attention_plugin.logger.adapters import layout
 
 class ProbabilityRows:
     """Rows of given probabilities `[B, ..., Tq, Tk]` (rank >= 4, head axes in the layer's
-    order) and of their logits (the softmax input, or None), for `examples` first examples.
+    order) and of their logits (the softmax input), for `examples` first examples. Either may
+    be None: without logits no largest logit is measured; without probabilities the kernel
+    serves `blocked.chunked_max_logit` only.
 
     `mask`: the mask the layer applied (broadcastable to the probabilities, or None); `mask`
     and `causal` are what the reducer is called with. Without a mask a square layer reports
@@ -33,7 +35,7 @@ class ProbabilityRows:
     causal = False  # the layer's mask already holds its causal part
 
     def __init__(self, probs, logits, mask, examples):
-        shape = tuple(int(n) for n in probs.shape)
+        shape = tuple(int(n) for n in (logits if probs is None else probs).shape)
         self.examples = min(int(examples), shape[0])
         self.probs, self.logits_of_layer = probs, logits
         _, heads, tq, tk = layout.heads_shape(shape)
@@ -43,10 +45,11 @@ class ProbabilityRows:
             self.mask = self.mask[:self.examples]
         self.report_above_diagonal = self.mask is None and tq == tk
 
-    def query_rows(self, start, stop):
-        """`(logits rows or None, probability rows)`, each `[b, H, stop-start, Tk]`."""
-        return (self._rows(self.logits_of_layer, start, stop),
-                self._rows(self.probs, start, stop))
+    def query_rows(self, start, stop, wait):
+        """`(logits rows or None, probability rows)`, each `[b, H, stop-start, Tk]`, sliced
+        after `wait` (in a traced graph a slice is a copy: one chunk's at a time)."""
+        logits, probs = wait((self.logits_of_layer, self.probs))
+        return self._rows(logits, start, stop), self._rows(probs, start, stop)
 
     def logits(self, query_rows):
         """The logit rows in float32, non-finite ones as -inf (they are no largest logit)."""

@@ -35,7 +35,7 @@ def fused_probabilities(query, key, bias=None, mask=None, scale=None, is_causal=
     broadcastable to `[B, H, Tq, Tk]` (True = attended); the returned mask combines it with the
     causal mask (None when neither is given)."""
     kernel = FusedRows(query, key, bias=bias, scale=scale, soft_cap=soft_cap)
-    logits = kernel.logits(kernel.query_rows(0, kernel.shape[2]))
+    logits = kernel.logits(kernel.query_rows(0, kernel.shape[2], lambda tensors: tensors))
     full_mask = _combined_mask(mask, is_causal, tuple(int(n) for n in logits.shape))
     logits = _masked(logits, full_mask)
     probs, _ = kernel.attend(None, logits, None)
@@ -72,12 +72,12 @@ class FusedRows:
         self.causal = bool(is_causal)
         self.shape = (batch, heads, int(query.shape[1]), int(key.shape[1]))
 
-    def query_rows(self, start, stop):
-        """`(query rows [b, r, H, D], bias rows or None)`."""
-        bias = self.bias
+    def query_rows(self, start, stop, wait):
+        """`(query rows [b, r, H, D], bias rows or None)`, sliced after `wait`."""
+        query, bias = wait((self.query, self.bias))
         if bias is not None and int(bias.shape[-2]) != 1:
             bias = bias[..., start:stop, :]
-        return self.query[:, start:stop], bias
+        return query[:, start:stop], bias
 
     def logits(self, query_rows):
         """Scaled dot products, soft-capped, plus the bias, in float32 (the op's order)."""

@@ -108,6 +108,31 @@ class OwnerRecording:
         finally:
             self._computing = False
 
+    def logits_first(self, site, logits, mask=None):
+        """Before a softmax runs on `logits` (`[B, ..., Tq, Tk]`, the layer's layout; `mask` as
+        the softmax gets it): for a POOLED or STREAMED call, the largest logit of each head is
+        measured now, a chunk of query rows at a time, and the logits the softmax must take are
+        returned (in a traced graph they wait for the measure, so no copy of them outlives the
+        softmax); None where nothing is measured now (the probabilities' offer measures them,
+        and must then be given the logits)."""
+        from tb_attention_plugin.logger import blocked
+
+        index, entry = self._entry(site)
+        plan = self._plans.get((site.path, index))
+        if (self._shapes_only or plan is None or plan.mode not in ("pooled", "stream")
+                or "scores" in entry or entry.get("skipped") or "logits_first" in entry):
+            return None
+        self._computing = True
+        try:
+            kernel = chunked.ProbabilityRows(None, logits, mask, plan.examples)
+            largest = blocked.chunked_max_logit(kernel, kernel.mask)
+        except Exception:
+            return None  # measured from the offer's logits instead
+        finally:
+            self._computing = False
+        entry["logits_first"] = largest
+        return blocked.serialise(logits, largest)
+
     def _keep_full(self, site, compute):
         probs, probs_mask, logits = compute()
         if logits is not None:
@@ -124,6 +149,8 @@ class OwnerRecording:
         _, reduced = blocked.reduce_in_chunks(
             kernel, kernel.mask, plan.block, plan.windows, kernel.causal,
             on_chunk=chunk_feed.plan_hook(plan, self._symbolic))
+        if entry.get("logits_first") is not None:
+            reduced["max_logit"] = entry["logits_first"]
         entry["reduced"] = {k: self._convert(v) for k, v in reduced.items()}
         entry["scores"], entry["max_logit"] = None, None
 

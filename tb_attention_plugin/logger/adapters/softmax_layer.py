@@ -31,20 +31,24 @@ def _shadow(patcher, site, softmax, original):
     signature = inspect.signature(original)
 
     def call(*args, **kwargs):
-        output = original(*args, **kwargs)
-        arguments = signature.bind(*args, **kwargs).arguments
-        inputs, mask = arguments.get("inputs"), arguments.get("mask")
+        bound = signature.bind(*args, **kwargs)
+        inputs, mask = bound.arguments.get("inputs"), bound.arguments.get("mask")
         shape = tuple(getattr(inputs, "shape", ()))
         if not layout.is_attention_shape(shape, getattr(softmax, "axis", -1)):
-            return output
+            return original(*args, **kwargs)
+        waited = patcher.logits_first(site, inputs, mask)
+        if waited is not None:
+            bound.arguments["inputs"] = waited
+        output = original(*bound.args, **bound.kwargs)
+        logits = inputs if waited is None else None  # measured already: the offer goes without
+
         def compute():
             probs, heads_mask = layout.to_heads(output, mask)
-            logits, _ = layout.to_heads(inputs)
-            return probs, heads_mask, logits
+            return probs, heads_mask, None if logits is None else layout.to_heads(logits)[0]
 
         patcher.offer_probabilities(
             site, layout.heads_shape(shape), compute, mask=mask, source="softmax layer",
-            rows=lambda examples: chunked.ProbabilityRows(output, inputs, mask, examples))
+            rows=lambda examples: chunked.ProbabilityRows(output, logits, mask, examples))
         return output
 
     return call

@@ -29,19 +29,21 @@ def install(patcher):
 
 def _wrapped(patcher, original):
     def softmax(x, axis=-1, *args, **kwargs):
-        output = original(x, axis, *args, **kwargs)
         site = patcher.current_owner()
         shape = tuple(getattr(x, "shape", ()))
         if site is None or not layout.is_attention_shape(shape, axis):
-            return output
+            return original(x, axis, *args, **kwargs)
+        waited = patcher.logits_first(site, x)
+        output = original(x if waited is None else waited, axis, *args, **kwargs)
+        logits = x if waited is None else None  # measured already: the offer goes without
+
         def compute():
             probs, _ = layout.to_heads(output)
-            logits, _ = layout.to_heads(x)
-            return probs, None, logits
+            return probs, None, None if logits is None else layout.to_heads(logits)[0]
 
         patcher.offer_probabilities(
             site, layout.heads_shape(shape), compute, source="softmax",
-            rows=lambda examples: chunked.ProbabilityRows(output, x, None, examples))
+            rows=lambda examples: chunked.ProbabilityRows(output, logits, None, examples))
         return output
 
     return softmax
