@@ -7,6 +7,7 @@ full capture pooled afterwards would (tests/owner_pooled_checks.py):
 - the traced capture (the callback's default on TensorFlow) gives the same;
 - a STREAMED call (the health pass) hands its chunks to the head-health measures, which equal
   those of the full probabilities;
+- a registered layer's probabilities (no logits) are pooled in chunks too;
 - on JAX Llama 3 takes the fused `ops.dot_product_attention`, whose chunks are computed from its
   arguments (a subprocess);
 - `AttentionLogger` with a small budget stores Gemma 2 pooled; read back through TensorBoard's
@@ -25,9 +26,11 @@ import pytest
 import callback_helpers as helpers
 import keras_hub_families as families
 import owner_pooled_checks as checks
+import tb_attention_plugin as tba
 from tb_attention_plugin import AttentionLogger, AttentionLoggerWarning, encoding, health
 from tb_attention_plugin.health_stream import ChunkedHeadHealth
 from tb_attention_plugin.logger import budget, capture, chunk_feed
+from test_capture_adapters import ExpAttention, exp_probabilities
 
 pytest.importorskip("keras_hub")
 
@@ -45,6 +48,27 @@ def test_pooled_owner_equals_its_full_capture_pooled(name, source):
 
 def test_pooled_owner_keeps_the_planned_examples():
     checks.check_family("llama3", chunk_rows=(16,), examples=1)
+
+
+def test_registered_owner_is_reduced_in_chunks():
+    """A registered function's probabilities (no logits) are pooled in chunks too."""
+    tba.register_attention(ExpAttention, exp_probabilities)
+    try:
+        keras.utils.set_random_seed(0)
+        ids = keras.Input((None,), dtype="int32")
+        model = keras.Model(ids, ExpAttention(name="exp_attention")(
+            keras.layers.Embedding(30, 16)(ids)))
+        probe = np.random.default_rng(0).integers(1, 30, (2, checks.LENGTH)).astype("int32")
+        model(probe)
+        sites, _ = capture.find_attention_layers(model)
+        plans = checks.pooled_plans(model, probe, sites)
+        full = checks.full_records(model, probe, sites)
+        records, _ = checks.patched_pass(model, probe, sites, plans)
+    finally:
+        tba.unregister_attention(ExpAttention)
+    assert list(records) == ["exp_attention"]
+    checks.assert_pooled_like_full(records["exp_attention"], full["exp_attention"],
+                                   plans[("exp_attention", 0)], "registered")
 
 
 @pytest.mark.parametrize("name", ["llama3", "gemma2"])
