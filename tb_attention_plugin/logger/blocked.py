@@ -9,7 +9,7 @@ query rows at a time over every head and key, reduces each chunk to what is stor
 - the largest pre-softmax logit of each head (over unmasked positions);
 
 and returns the layer output, computed per chunk, which equals the unpatched layer's output up
-to float rounding. One loop (`_reduce_in_chunks`) does this for every layer type; a *kernel*
+to float rounding. One loop (`reduce_in_chunks`) does this for every layer type; a *kernel*
 holds what differs between them, always with the layer's own methods and no dropout (the probe
 runs in inference mode):
 
@@ -23,7 +23,11 @@ runs in inference mode):
   `AdditiveAttention`, inside their patched `call` (`blocked_call`): the layer's
   `_calculate_scores` on a chunk of queries and its `_apply_scores` (masking bias, softmax,
   weights @ value); the causal mask is built per chunk and the query mask applied afterwards,
-  as `Attention.call` does.
+  as `Attention.call` does;
+- the owner kernels of `adapters/` (keras-hub's layers and other layers that make their own
+  probabilities): `chunked.ProbabilityRows` slices the probabilities the layer made itself,
+  `fused_op.FusedRows` computes the fused op's from its arguments. They give no output (the
+  layer's own is kept).
 
 Chunks hold at most `CHUNK_BYTES` of scores (several temporaries of that size live at once:
 softmax, mask, logits; for "concat" and additive scores the `[rows, Tk, dim]` sum before the
@@ -147,8 +151,8 @@ class _HeadsKernel:
         # MultiHeadAttention's equation takes (key, query), GroupedQueryAttention's (query, key).
         self._query_first = isinstance(layer, keras.layers.GroupQueryAttention)
 
-    def query_rows(self, start, stop):
-        return self.query[:, start:stop]
+    def query_rows(self, start, stop, wait):
+        return wait(self.query[:, start:stop])
 
     def logits(self, query_rows):
         """`[B, N, r, Tk]` scaled dot products of `query_rows` with every key."""
@@ -157,7 +161,7 @@ class _HeadsKernel:
         operands = ((query_rows, self.key) if self._query_first else (self.key, query_rows))
         return ops.einsum(self.layer._dot_product_equation, *operands)
 
-    def attend(self, logits, mask):
+    def attend(self, query_rows, logits, mask):
         """`(weights [B, N, r, Tk], output rows [B, r, N, Dv])` under the layer's `mask` rows."""
         from keras import ops
 
@@ -187,8 +191,8 @@ class _SingleKernel:
             getattr(layer, "score_mode", "dot") == "dot"
         self.depth = 1 if dot else int(query.shape[-1])  # [B, r, Tk, dim] before the sum
 
-    def query_rows(self, start, stop):
-        return self.query[:, start:stop]
+    def query_rows(self, start, stop, wait):
+        return wait(self.query[:, start:stop])
 
     def logits(self, query_rows):
         """`[B, 1, r, Tk]`: the layer's `_calculate_scores` of `query_rows` with every key."""
@@ -196,7 +200,7 @@ class _SingleKernel:
 
         return ops.expand_dims(_own(self.layer, "_calculate_scores")(query_rows, self.key), 1)
 
-    def attend(self, logits, mask):
+    def attend(self, query_rows, logits, mask):
         """`(weights [B, 1, r, Tk], output rows [B, r, dv])`: the layer's `_apply_scores`."""
         from keras import ops
 
@@ -214,18 +218,21 @@ def _slice_mask(mask, start, stop):
     return mask[..., start:stop, :]
 
 
-def _serialise(tensor, previous):
-    """In a traced TF graph: `tensor` computed only after `previous` (bounded memory)."""
+def serialise(tensors, previous):
+    """In a traced TF graph: `tensors` (a tensor or a tuple of tensors and Nones) computed
+    only after `previous` (bounded memory)."""
     import keras
 
     if previous is None or keras.backend.backend() != "tensorflow":
-        return tensor
+        return tensors
     import tensorflow as tf
 
     if tf.executing_eagerly():
-        return tensor
+        return tensors
     with tf.control_dependencies(list(previous) if isinstance(previous, tuple) else [previous]):
-        return tf.identity(tensor)
+        if isinstance(tensors, tuple):
+            return tuple(None if t is None else tf.identity(t) for t in tensors)
+        return tf.identity(tensors)
 
 
 def _block_reduce(weights, mask, bq, bk, nk, tk):
@@ -260,22 +267,32 @@ def max_logit(layer, query, key, mask):
     """`[B, N]` largest pre-softmax logit of each head over unmasked positions, in chunks of
     query rows (for FULL `MultiHeadAttention` / `GroupedQueryAttention` layers, whose scores
     come from the layer itself)."""
+    return chunked_max_logit(_HeadsKernel(layer, query, key, key), mask)
+
+
+def chunked_max_logit(kernel, mask, causal=False):
+    """`[B, N]` largest logit of each head of `kernel` (see `reduce_in_chunks`) where `mask`
+    (and, with `causal`, the causal mask) holds, a chunk of query rows at a time, each chunk
+    after the previous one in a traced graph.
+
+    Example (an owner's logits measured before its softmax runs, `adapters/recording.py`):
+
+    ```python
+    largest = chunked_max_logit(chunked.ProbabilityRows(None, logits, mask, 1), mask)
+    ```
+    """
     from keras import ops
 
-    kernel = _HeadsKernel(layer, query, key, key)
     batch, heads, tq, tk = kernel.shape
     mask = None if mask is None else ops.cast(mask, "bool")
     rows = chunk_rows(batch, heads, tk, 1)
     result = None
     for start in range(0, tq, rows):
         stop = min(start + rows, tq)
-        scores = kernel.logits(kernel.query_rows(start, stop))
-        chunk_mask = _slice_mask(mask, start, stop)
-        if chunk_mask is not None:
-            scores = ops.where(_as_rank4(chunk_mask), scores,
-                               ops.cast(float("-inf"), scores.dtype))
-        chunk = ops.max(ops.cast(scores, "float32"), axis=(2, 3))
-        result = chunk if result is None else ops.maximum(result, chunk)
+        query_rows = kernel.query_rows(start, stop, lambda t, p=result: serialise(t, p))
+        chunk_mask = _chunk_mask(mask, start, stop, tk, causal)
+        expanded = None if chunk_mask is None else _as_rank4(chunk_mask)
+        result = _running_max(result, _masked_max(kernel.logits(query_rows), expanded))
     return result
 
 
@@ -324,10 +341,10 @@ def blocked_attention(layer, query, key, value, attention_mask, block, windows, 
         it (`chunk_feed.py`). What it returns (a tensor, or None) the next chunk waits for.
 
     Returns:
-      `(output, reduced)`: the `[B, Tq, N, Dv]` output and the reductions (`_reduce_in_chunks`).
+      `(output, reduced)`: the `[B, Tq, N, Dv]` output and the reductions (`reduce_in_chunks`).
     """
     kernel = _HeadsKernel(layer, query, key, value)
-    return _reduce_in_chunks(kernel, attention_mask, block, windows, causal, on_chunk)
+    return reduce_in_chunks(kernel, attention_mask, block, windows, causal, on_chunk)
 
 
 def blocked_call(layer, inputs, mask, training, use_causal_mask, block, windows, on_chunk=None):
@@ -342,7 +359,7 @@ def blocked_call(layer, inputs, mask, training, use_causal_mask, block, windows,
 
     Returns:
       `(output, reduced)`: the `[B, Tq, dv]` output (zero at masked queries, as `call` gives
-      it) and the reductions with one head axis (`_reduce_in_chunks`).
+      it) and the reductions with one head axis (`reduce_in_chunks`).
     """
     from keras import ops
 
@@ -355,108 +372,202 @@ def blocked_call(layer, inputs, mask, training, use_causal_mask, block, windows,
     scores_mask = None if value_mask is None else ops.expand_dims(
         ops.cast(value_mask, "bool"), -2)
     kernel = _SingleKernel(layer, query, key, value, training)
-    output, reduced = _reduce_in_chunks(kernel, scores_mask, block, windows, use_causal_mask,
+    output, reduced = reduce_in_chunks(kernel, scores_mask, block, windows, use_causal_mask,
                                         on_chunk)
     if query_mask is not None:
         output = ops.where(ops.expand_dims(query_mask, -1), output, 0)
     return output, reduced
 
 
-def _reduce_in_chunks(kernel, attention_mask, block, windows, causal, on_chunk=None):
+def reduce_in_chunks(kernel, attention_mask, block, windows, causal, on_chunk=None):
     """The attention output of `kernel` and its reductions, a chunk of query rows at a time.
 
+    `kernel`: what differs between layers (`_HeadsKernel`, `_SingleKernel`, the owner kernels
+    of `adapters/chunked.py`): `shape` `(B, N, Tq, Tk)`, `depth`, `masked_weights_are_zero`,
+    `query_rows(start, stop, wait)` (`wait(tensors)`: the same tensors, computed after the
+    previous chunk in a traced graph; a kernel slices what it has waited for, so that no
+    slice exists before its turn), `logits(query_rows)` (None: no logits to measure) and
+    `attend(query_rows, logits, mask)` -> `(weights, output rows or None)`;
     `attention_mask`: bool, the layer's own form (`[B, Tq, Tk]` or broadcastable rows), or
     None; `causal`: also hide future keys (built per chunk); `on_chunk`: see
     `blocked_attention`.
 
-    Returns `(output, reduced)`: the output rows concatenated along axis 1, and a dict of
-    tensors: `sums`, `maxes` `[B, N, nq, nk]`, `counts` `[B or 1, N or 1, nq, nk]` (absent
-    without a mask), `max_logit` `[B, N]`, and per window `window_<i>` `[B, N, q1-q0, k1-k0]`
-    with its mask `window_mask_<i>` (absent without a mask).
+    Returns `(output, reduced)`: the output rows concatenated along axis 1 (None when the
+    kernel gives none), and a dict of tensors: `sums`, `maxes` `[B, N, nq, nk]`, `counts`
+    `[B or 1, N or 1, nq, nk]` (absent without a mask), `max_logit` `[B, N]` (absent without
+    logits), per window `window_<i>` `[B, N, q1-q0, k1-k0]` with its mask `window_mask_<i>`
+    (absent without a mask), and `above_diagonal` (only where the kernel asks for it:
+    the largest weight above the diagonal).
+
+    Example (an owner layer's probabilities, `adapters/chunked.py`):
+
+    ```python
+    kernel = chunked.ProbabilityRows(probs, logits, mask, examples=1)
+    _, reduced = reduce_in_chunks(kernel, kernel.mask, (16, 16), windows, kernel.causal)
+    ```
     """
     from keras import ops
 
-    bq, bk = block
     batch, heads, tq, tk = kernel.shape
-    nk = -(-tk // bk)
     mask = None if attention_mask is None else ops.cast(attention_mask, "bool")
-    rows = chunk_rows(batch, heads, tk, bq, kernel.depth)
-    outputs, block_parts = [], {}
-    window_parts = [[] for _ in windows]
-    window_mask_parts = [[] for _ in windows]
-    max_logit, previous = None, None
+    rows = chunk_rows(batch, heads, tk, block[0], kernel.depth)
+    reductions = _Reductions(block, windows, tk, rows,
+                             getattr(kernel, "report_above_diagonal", False))
+    outputs, max_logit, previous = [], None, None
     for start in range(0, tq, rows):
         stop = min(start + rows, tq)
-        scores = kernel.logits(_serialise(kernel.query_rows(start, stop), previous))
-        chunk_mask = _slice_mask(mask, start, stop)
-        if causal:
-            rows_mask = _causal_rows(start, stop, tk)
-            chunk_mask = rows_mask if chunk_mask is None else ops.logical_and(chunk_mask,
-                                                                               rows_mask)
+        query_rows = kernel.query_rows(start, stop, lambda t, p=previous: serialise(t, p))
+        scores = kernel.logits(query_rows)
+        chunk_mask = _chunk_mask(mask, start, stop, tk, causal)
         expanded = None if chunk_mask is None else _as_rank4(chunk_mask)
-        logits = scores if expanded is None else ops.where(
-            expanded, scores, ops.cast(float("-inf"), scores.dtype))
-        chunk_max = ops.max(ops.cast(logits, "float32"), axis=(2, 3))
-        max_logit = chunk_max if max_logit is None else ops.maximum(max_logit, chunk_max)
-        weights, output_rows = kernel.attend(scores, chunk_mask)
+        max_logit = _running_max(max_logit, _masked_max(scores, expanded))
+        weights, output_rows = kernel.attend(query_rows, scores, chunk_mask)
         outputs.append(output_rows)
         weights32 = ops.cast(weights, "float32")
         if expanded is not None and not kernel.masked_weights_are_zero:
             # Masked positions must add nothing to a block's sum or max.
             weights32 = ops.where(expanded, weights32, 0.0)
         fed = None if on_chunk is None else on_chunk(start, stop, weights32, chunk_mask)
-        for i, (_, (q0, q1), (k0, k1)) in enumerate(windows):
-            a, b = max(q0, start), min(q1, stop)
-            if a < b:
-                window_parts[i].append(weights32[:, :, a - start:b - start, k0:k1])
-                if chunk_mask is not None:
-                    part = chunk_mask if chunk_mask.shape[-2] == 1 else \
-                        chunk_mask[..., a - start:b - start, :]
-                    part = _as_rank4(part)
-                    part = ops.broadcast_to(part, (part.shape[0], part.shape[1], b - a, tk))
-                    window_mask_parts[i].append(part[..., k0:k1])
-        # Overview blocks: a chunk holds whole blocks (rows >= bq: the last chunk's rows are
-        # padded with zero weights, masked) or part of one block (rows < bq).
-        r = stop - start
-        pad_rows = (-(-r // bq) * bq - r) if rows >= bq else 0
-        w, m = weights32, chunk_mask
+        sums = reductions.add(start, stop, weights32, chunk_mask)
+        previous = sums if fed is None else (sums, fed)
+    return _joined(outputs), reductions.result(max_logit)
+
+
+def _chunk_mask(mask, start, stop, tk, causal):
+    """Rows `[start, stop)` of the bool `mask` (None: none), with the causal rows when `causal`."""
+    from keras import ops
+
+    chunk_mask = _slice_mask(mask, start, stop)
+    if not causal:
+        return chunk_mask
+    rows_mask = _causal_rows(start, stop, tk)
+    return rows_mask if chunk_mask is None else ops.logical_and(chunk_mask, rows_mask)
+
+
+def _masked_max(scores, expanded):
+    """`[B, N]` largest of `scores` `[B, N, r, Tk]` where `expanded` (None: all) holds."""
+    from keras import ops
+
+    if scores is None:
+        return None
+    if expanded is not None:
+        scores = ops.where(expanded, scores, ops.cast(float("-inf"), scores.dtype))
+    return ops.max(ops.cast(scores, "float32"), axis=(2, 3))
+
+
+def _running_max(running, value):
+    from keras import ops
+
+    if running is None or value is None:
+        return value if running is None else running
+    return ops.maximum(running, value)
+
+
+def _joined(outputs):
+    """The output rows of every chunk along axis 1, or None for kernels that give none."""
+    from keras import ops
+
+    if outputs[0] is None:
+        return None
+    return outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=1)
+
+
+class _Reductions:
+    """What a chunked pass keeps of its chunks: block sums, maxes and counts of the overview,
+    the rows of the exact windows and (optionally) the largest weight above the diagonal."""
+
+    def __init__(self, block, windows, tk, rows, above_diagonal=False):
+        self.bq, self.bk = block
+        self.windows, self.tk, self.rows = windows, tk, rows
+        self.nk = -(-tk // self.bk)
+        self.blocks = {}  # block row -> (sums, maxes, counts or None)
+        self.window_parts = [[] for _ in windows]
+        self.window_mask_parts = [[] for _ in windows]
+        self.above = None if not above_diagonal else []
+
+    def add(self, start, stop, weights, mask):
+        """Adds the float32 weights `[B, N, r, Tk]` of rows `[start, stop)` and their mask;
+        returns the chunk's block sums (what the next chunk waits for in a traced graph)."""
+        for i, window in enumerate(self.windows):
+            self._add_window(i, window, start, stop, weights, mask)
+        if self.above is not None:
+            self.above.append(_above_diagonal(weights, start, stop))
+        return self._add_blocks(start, stop, weights, mask)
+
+    def _add_window(self, i, window, start, stop, weights, mask):
+        from keras import ops
+
+        _, (q0, q1), (k0, k1) = window
+        a, b = max(q0, start), min(q1, stop)
+        if a >= b:
+            return
+        self.window_parts[i].append(weights[:, :, a - start:b - start, k0:k1])
+        if mask is not None:
+            part = _as_rank4(mask if mask.shape[-2] == 1 else mask[..., a - start:b - start, :])
+            part = ops.broadcast_to(part, (part.shape[0], part.shape[1], b - a, self.tk))
+            self.window_mask_parts[i].append(part[..., k0:k1])
+
+    def _add_blocks(self, start, stop, weights, mask):
+        """Overview blocks: a chunk holds whole blocks (rows >= bq: the last chunk's rows are
+        padded with zero weights, masked) or part of one block (rows < bq)."""
+        from keras import ops
+
+        bq, r = self.bq, stop - start
+        pad_rows = (-(-r // bq) * bq - r) if self.rows >= bq else 0
         if pad_rows:
-            w = ops.pad(w, [[0, 0], [0, 0], [0, pad_rows], [0, 0]])
-            if m is not None:  # without a mask the counts are static: padding adds nothing
-                if m.shape[-2] == 1:
-                    m = ops.broadcast_to(m, tuple(m.shape[:-2]) + (r, tk))
-                m = ops.pad(ops.cast(m, "float32"),
-                            [[0, 0]] * (len(m.shape) - 2) + [[0, pad_rows], [0, 0]])
-        sums, maxes, counts = _block_reduce(w, m, bq, bk, nk, tk)
+            weights = ops.pad(weights, [[0, 0], [0, 0], [0, pad_rows], [0, 0]])
+            if mask is not None:  # without a mask the counts are static: padding adds nothing
+                if mask.shape[-2] == 1:
+                    mask = ops.broadcast_to(mask, tuple(mask.shape[:-2]) + (r, self.tk))
+                mask = ops.pad(ops.cast(mask, "float32"),
+                               [[0, 0]] * (len(mask.shape) - 2) + [[0, pad_rows], [0, 0]])
+        sums, maxes, counts = _block_reduce(weights, mask, bq, self.bk, self.nk, self.tk)
         first = start // bq
         for j in range(sums.shape[2]):
             part = (sums[:, :, j], maxes[:, :, j], None if counts is None else counts[:, :, j])
-            if first + j in block_parts:
-                s, x, c = block_parts[first + j]
+            if first + j in self.blocks:
+                s, x, c = self.blocks[first + j]
                 part = (s + part[0], ops.maximum(x, part[1]),
                         None if c is None else c + part[2])
-            block_parts[first + j] = part
-        previous = sums if fed is None else (sums, fed)
-    reduced = {
-        "sums": ops.stack([block_parts[j][0] for j in sorted(block_parts)], axis=2),
-        "maxes": ops.stack([block_parts[j][1] for j in sorted(block_parts)], axis=2),
-        "max_logit": max_logit,
-    }
-    if any(block_parts[j][2] is not None for j in block_parts):
-        reduced["counts"] = ops.stack([block_parts[j][2] for j in sorted(block_parts)], axis=2)
-    for i in range(len(windows)):
-        reduced["window_%d" % i] = ops.concatenate(window_parts[i], axis=2)
-        if window_mask_parts[i]:
-            reduced["window_mask_%d" % i] = ops.concatenate(window_mask_parts[i], axis=2)
-    output = outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=1)
-    return output, reduced
+            self.blocks[first + j] = part
+        return sums
+
+    def result(self, max_logit):
+        """The dict `reduce_in_chunks` returns."""
+        from keras import ops
+
+        order = sorted(self.blocks)
+        reduced = {"sums": ops.stack([self.blocks[j][0] for j in order], axis=2),
+                   "maxes": ops.stack([self.blocks[j][1] for j in order], axis=2)}
+        if max_logit is not None:
+            reduced["max_logit"] = max_logit
+        if any(self.blocks[j][2] is not None for j in order):
+            reduced["counts"] = ops.stack([self.blocks[j][2] for j in order], axis=2)
+        for i in range(len(self.windows)):
+            reduced["window_%d" % i] = ops.concatenate(self.window_parts[i], axis=2)
+            if self.window_mask_parts[i]:
+                reduced["window_mask_%d" % i] = ops.concatenate(self.window_mask_parts[i],
+                                                                axis=2)
+        if self.above is not None:
+            reduced["above_diagonal"] = ops.max(ops.stack(self.above))
+        return reduced
+
+
+def _above_diagonal(weights, start, stop):
+    """The largest of `weights` `[B, N, stop-start, Tk]` (rows `start...`) above the diagonal."""
+    from keras import ops
+
+    rows = ops.expand_dims(ops.arange(start, stop, dtype="int32"), 1)
+    cols = ops.expand_dims(ops.arange(0, weights.shape[-1], dtype="int32"), 0)
+    return ops.max(ops.where(ops.greater(cols, rows), weights, 0.0))
 
 
 def finish(reduced, shape, block, windows, examples):
     """Numpy means, maxes, windows (NaN where masked) and max logits of `examples` examples.
 
-    `reduced` holds the numpy values of `blocked_attention`'s dict; `shape` is `[B, N, Tq, Tk]`.
-    Returns `(means, maxes, [(name, q, k, weights)], max_logit)`.
+    `reduced` holds the numpy values of `reduce_in_chunks`' dict; `shape` is `[B, N, Tq, Tk]`.
+    Returns `(means, maxes, [(name, q, k, weights)], max_logit)` (`max_logit` None where the
+    kernel had no logits).
     """
     batch, heads, tq, tk = shape
     bq, bk = block
@@ -479,5 +590,7 @@ def finish(reduced, shape, block, windows, examples):
                                           weights.shape)
             weights = np.where(window_mask, weights, np.nan).astype(np.float32)
         kept.append((name, tuple(q), tuple(k), weights))
-    max_logit = np.asarray(reduced["max_logit"], np.float32)[:examples]
+    max_logit = reduced.get("max_logit")
+    if max_logit is not None:
+        max_logit = np.asarray(max_logit, np.float32)[:examples]
     return means, maxes, kept, max_logit

@@ -11,7 +11,8 @@ instance attributes (and, for `keras.ops` functions, module attributes) for the 
   computed in query chunks by `blocked.py` instead, so its full scores never exist.
 - every other layer whose own code makes attention probabilities (`adapters/owners.py`): read
   at a `Softmax` sublayer, `keras.ops.softmax` or the fused `keras.ops.dot_product_attention`
-  (`adapters/recording.py` and the adapter modules beside it).
+  (`adapters/recording.py` and the adapter modules beside it). A POOLED one is reduced in query
+  chunks by the same `blocked.reduce_in_chunks`: the capture holds one chunk of its weights.
 
 Afterwards every layer and function is restored exactly, also when the pass raises, so compiled
 training steps never see them. On TensorFlow, `CompiledCapture` traces that patched pass once
@@ -422,10 +423,16 @@ def _blocked_record(tag, site, entry, plan):
         entry["reduced"], shape, plan.block, plan.windows, plan.examples)
     pooled = {"block": tuple(plan.block), "means": means, "maxes": maxes, "windows": windows}
     cross = not bool(entry.get("same", True))
-    causal = not cross and (entry["causal_flag"] or plan.causal)
-    return AttentionRecord(tag, site, None, None, cross, causal, shape=shape, pooled=pooled,
-                           max_logit=_checked_max_logit(max_logit, plan.examples, shape[1]),
-                           kv_heads=groups.kv_heads(site.layer, entry.get("kv_heads"), shape[1]))
+    # An owner without a mask (T5's decoder adds a large negative number instead) is causal
+    # when it put no weight above the diagonal.
+    above = entry["reduced"].get("above_diagonal")
+    causal = not cross and (entry["causal_flag"] or plan.causal or (
+        above is not None and not np.any(np.asarray(above))))
+    record = AttentionRecord(tag, site, None, None, cross, causal, shape=shape, pooled=pooled,
+                             max_logit=_checked_max_logit(max_logit, plan.examples, shape[1]),
+                             kv_heads=groups.kv_heads(site.layer, entry.get("kv_heads"), shape[1]))
+    record.source = entry.get("source", "stock")  # which adapter read it
+    return record
 
 
 def _scores_record(tag, site, entry, plan, problems):
@@ -561,7 +568,8 @@ class CompiledCapture:
         self._plans = plans
         self._inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
         patcher = _Patcher(sites, symbolic=True, plans=plans)
-        # per output group: (site, call index, static "same" or None, causal flag, kv heads seen)
+        # per output group: (site, call index, static "same" or None, causal flag, kv heads
+        # seen, the adapter that read it)
         layout = []
 
         def forward(inputs):
@@ -590,7 +598,8 @@ class CompiledCapture:
                         values["same"] = same
                     outputs.append(values)
                     layout.append((site, index, None if tf.is_tensor(same) else bool(same),
-                                   entry["causal_flag"], entry.get("kv_heads")))
+                                   entry["causal_flag"], entry.get("kv_heads"),
+                                   entry.get("source", "stock")))
             return outputs
 
         patcher.install()
@@ -624,10 +633,11 @@ class CompiledCapture:
         # Calls without scores (their problem is known from tracing) stay placeholders.
         calls = {id(s): [{"skipped": True} if (id(s), i) in self._skipped else {"scores": None}
                          for i in range(self._calls_per_site[id(s)])] for s in self._sites}
-        for (site, index, same, causal_flag, kv_heads), values in zip(self._layout, outputs):
+        for (site, index, same, causal_flag, kv_heads, source), values in zip(self._layout,
+                                                                              outputs):
             entry = {"scores": values.get("scores"), "causal_flag": causal_flag,
                      "mask": values.get("mask"), "max_logit": values.get("max_logit"),
-                     "reduced": values.get("reduced"), "kv_heads": kv_heads}
+                     "reduced": values.get("reduced"), "kv_heads": kv_heads, "source": source}
             entry["same"] = bool(values["same"]) if same is None else same
             calls[id(site)][index] = entry
         problems = dict(self._problems)

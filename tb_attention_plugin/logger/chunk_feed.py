@@ -55,6 +55,12 @@ class ChunkSink:
         self.error = self.error or self._unsupported
 
 
+def plan_hook(plan, symbolic):
+    """`on_chunk` for a layer call's plan: feeding `plan.chunks` in mode "stream" (the health
+    pass), else None."""
+    return hook(plan.chunks, symbolic) if plan.mode == "stream" else None
+
+
 def hook(sink, symbolic):
     """`blocked_attention`'s `on_chunk` feeding `sink`: eager, or a `tf.numpy_function` in a
     traced TensorFlow graph (`symbolic=True`)."""

@@ -14,6 +14,8 @@ other attention layer ends in one of a few places, and each place has an adapter
 
 `owners.py` finds the layers these adapters read (the *owners*: layers whose own code makes
 attention probabilities), `layout.py` brings every layout (`bhqk`, grouped `bkgqk`) to
-`[B, H, Tq, Tk]`. All adapters are installed for one probe pass only and removed afterwards, so
-training runs the layers' own (fused) fast path untouched.
+`[B, H, Tq, Tk]`, `chunked.py` reads the probabilities of a POOLED layer a chunk of query
+rows at a time (the fused op's are computed so, `fused_op.FusedRows`). All adapters are
+installed for one probe pass only and removed afterwards, so training runs the layers' own
+(fused) fast path untouched.
 """

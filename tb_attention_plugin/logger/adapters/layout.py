@@ -48,6 +48,30 @@ def kv_heads(shape):
     return int(shape[1]) if len(shape) == 5 else None
 
 
+def heads_mask(mask, shape):
+    """A mask for probabilities of `shape` (rank >= 4) as a bool `[B or 1, H or 1, Tq or 1, Tk]`
+    tensor broadcastable to `heads_shape(shape)`, or None. Head axes are broadcast only where
+    the mask varies along them: a `[B, 1, 1, Tq, Tk]` mask stays one `[Tq, Tk]` per example.
+
+    A mask of lower rank gets its missing axes as Keras broadcasts it: `[Tq, Tk]` before the
+    batch, `[B, Tq, Tk]` before the heads."""
+    import keras
+
+    if mask is None:
+        return None
+    ops = keras.ops
+    mask = ops.cast(mask, "bool")
+    while len(mask.shape) < 3:
+        mask = ops.expand_dims(mask, 0)
+    while len(mask.shape) < len(shape):
+        mask = ops.expand_dims(mask, 1)
+    batch, tq, tk = (int(n) for n in (mask.shape[0], mask.shape[-2], mask.shape[-1]))
+    if all(int(n) == 1 for n in mask.shape[1:-2]):
+        return ops.reshape(mask, (batch, 1, tq, tk))
+    full = (batch,) + tuple(int(n) for n in shape[1:-2]) + (tq, tk)
+    return ops.reshape(ops.broadcast_to(mask, full), (batch, heads_of(shape), tq, tk))
+
+
 def heads_shape(shape):
     """`(B, H, Tq, Tk)` that a probability tensor of `shape` takes once its head axes merge."""
     return int(shape[0]), heads_of(shape), int(shape[-2]), int(shape[-1])

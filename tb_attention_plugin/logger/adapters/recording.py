@@ -5,18 +5,22 @@ each owner layer (`owners.py`) it shadows the layer's `call` (one call record pe
 innermost running owner known to the op adapters, a registered function run after it) and
 installs the adapters. An adapter *offers* what it sees with `offer_probabilities`; the
 patcher's plan for that call decides what is kept: the shape (the shape pass), nothing (a
-skipped layer), or the probabilities, mask and logits (computed only then).
+skipped layer), the reductions of a POOLED (or STREAMED) call, made a chunk of query rows at a
+time by `blocked.reduce_in_chunks` (`chunked.ProbabilityRows`, `fused_op.FusedRows`), or the
+probabilities, mask and logits (computed only then).
 
 Example (an adapter's side):
 
 ```python
 site = patcher.current_owner()
-patcher.offer_probabilities(site, (B, H, T, S), lambda: (probs, mask, logits), mask=mask)
+patcher.offer_probabilities(site, (B, H, T, S), lambda: (probs, mask, logits), mask=mask,
+                            rows=lambda examples: ProbabilityRows(probs, logits, mask, examples))
 ```
 """
 
 import inspect
 
+from tb_attention_plugin.logger.adapters import chunked
 from tb_attention_plugin.logger.adapters import fused_op
 from tb_attention_plugin.logger.adapters import owners
 from tb_attention_plugin.logger.adapters import registered
@@ -31,6 +35,16 @@ _NOT_KEY_WORDS = ("mask", "cache", "bias", "index", "position", "training")
 REGISTER_HINT = ("register a function that returns its probabilities with "
                  "tb_attention_plugin.register_attention(%s, fn) (README: \"Your own "
                  "attention layers\")")
+
+
+def _rows_of(compute):
+    """`rows(examples)` over the full probabilities `compute()` returns (a registered
+    function's)."""
+    def rows(examples):
+        probs, mask, logits = compute()
+        return chunked.ProbabilityRows(probs, logits, mask, examples)
+
+    return rows
 
 
 class OwnerRecording:
@@ -60,14 +74,16 @@ class OwnerRecording:
         return active[-1]
 
     def offer_probabilities(self, site, shape, compute, mask=None, causal=False,
-                            source="", kv_heads=None):
+                            source="", kv_heads=None, rows=None):
         """Keeps what the current call's plan wants of one probability tensor.
 
         `shape` `(B, H, Tq, Tk)`; `compute()` returns `(probs, mask, logits)` in that layout
-        (mask and logits may be None), called only when they are kept; `mask` the raw mask
-        (read for causality in the shape pass); `causal` the op's own causal flag; `kv_heads`
-        the key/value heads the adapter saw (grouped-query layouts, `groups.py`). The first
-        offer of a call wins."""
+        (mask and logits may be None), called only when they are kept in full; `rows(examples)`
+        returns a kernel of `blocked.reduce_in_chunks` with `mask` and `causal` attributes
+        (`chunked.ProbabilityRows`, `fused_op.FusedRows`), called for a POOLED or STREAMED
+        call (None: rows of what `compute()` returns); `mask` the raw mask (read for causality
+        in the shape pass); `causal` the op's own causal flag; `kv_heads` the key/value heads
+        the adapter saw (grouped-query layouts, `groups.py`). The first offer of a call wins."""
         index, entry = self._entry(site)
         if "scores" in entry or entry.get("skipped"):
             return
@@ -80,23 +96,65 @@ class OwnerRecording:
             self._record_shape(entry, shape, mask)
             entry["skipped"] = True
             return
-        if plan is not None and plan.mode in ("skip", "stream"):
-            if plan.mode == "stream":
-                plan.chunks.unsupported(
-                    "pooled, and probabilities made by a %s are not computed in query chunks"
-                    % source)
+        if plan is not None and plan.mode == "skip":
             entry["scores"], entry["max_logit"], entry["skipped"] = None, None, True
             return
         self._computing = True
         try:
-            probs, probs_mask, logits = compute()
-            if logits is not None:
-                self._record_logits(site, logits, probs_mask, head_axis=1)
-            self._record(site, probs, probs_mask)
+            if plan is not None and plan.mode in ("pooled", "stream"):
+                self._reduce_owner(entry, plan, rows or _rows_of(compute))
+            else:
+                self._keep_full(site, compute)
         except Exception as e:
             self._failed(site, e)
         finally:
             self._computing = False
+
+    def logits_first(self, site, logits, mask=None):
+        """Before a softmax runs on `logits` (`[B, ..., Tq, Tk]`, the layer's layout; `mask` as
+        the softmax gets it): for a POOLED or STREAMED call, the largest logit of each head is
+        measured now, a chunk of query rows at a time, and the logits the softmax must take are
+        returned (in a traced graph they wait for the measure, so no copy of them outlives the
+        softmax); None where nothing is measured now (the probabilities' offer measures them,
+        and must then be given the logits)."""
+        from tb_attention_plugin.logger import blocked
+
+        index, entry = self._entry(site)
+        plan = self._plans.get((site.path, index))
+        if (self._shapes_only or plan is None or plan.mode not in ("pooled", "stream")
+                or "scores" in entry or entry.get("skipped") or "logits_first" in entry):
+            return None
+        self._computing = True
+        try:
+            kernel = chunked.ProbabilityRows(None, logits, mask, plan.examples)
+            largest = blocked.chunked_max_logit(kernel, kernel.mask)
+        except Exception:
+            return None  # measured from the offer's logits instead
+        finally:
+            self._computing = False
+        entry["logits_first"] = largest
+        return blocked.serialise(logits, largest)
+
+    def _keep_full(self, site, compute):
+        probs, probs_mask, logits = compute()
+        if logits is not None:
+            self._record_logits(site, logits, probs_mask, head_axis=1)
+        self._record(site, probs, probs_mask)
+
+    def _reduce_owner(self, entry, plan, rows):
+        """A POOLED (or STREAMED) call reduced a chunk of query rows at a time: no more than a
+        chunk of its weights is held besides the reductions (`capture._blocked_record`)."""
+        from tb_attention_plugin.logger import blocked
+        from tb_attention_plugin.logger import chunk_feed
+
+        kernel = rows(plan.examples)
+        _, reduced = blocked.reduce_in_chunks(
+            kernel, kernel.mask, plan.block, plan.windows, kernel.causal,
+            on_chunk=chunk_feed.plan_hook(plan, self._symbolic))
+        if entry.get("logits_first") is not None:
+            reduced["max_logit"] = entry["logits_first"]
+        entry["reduced"] = {k: self._convert(v) for k, v in reduced.items()}
+        entry["scores"], entry["max_logit"] = None, None
 
     def settle_owners(self, sites):
         """After the pass: owners that made no probabilities are dropped; those whose name

@@ -3,7 +3,8 @@ relative-position attention, hand-written layers): its output is the probabiliti
 
 During the probe pass both names are wrapped; a call over the last axis of a rank 4 or 5
 tensor, made while an owner layer (`owners.py`) runs, is recorded for the innermost such layer.
-Other softmaxes (a router's, a classifier's) pass through untouched.
+Other softmaxes (a router's, a classifier's) pass through untouched. A POOLED layer's
+probabilities are reduced a slice of query rows at a time (`chunked.ProbabilityRows`).
 
 Example (what gets read):
 
@@ -12,6 +13,7 @@ weights = keras.ops.nn.softmax(scores + position_bias, axis=-1)   # [B, H, Tq, T
 ```
 """
 
+from tb_attention_plugin.logger.adapters import chunked
 from tb_attention_plugin.logger.adapters import layout
 
 
@@ -27,18 +29,22 @@ def install(patcher):
 
 def _wrapped(patcher, original):
     def softmax(x, axis=-1, *args, **kwargs):
-        output = original(x, axis, *args, **kwargs)
         site = patcher.current_owner()
         shape = tuple(getattr(x, "shape", ()))
         if site is None or not layout.is_attention_shape(shape, axis):
-            return output
+            return original(x, axis, *args, **kwargs)
+        waited = patcher.logits_first(site, x)
+        output = original(x if waited is None else waited, axis, *args, **kwargs)
+        logits = x if waited is None else None  # measured already: the offer goes without
+
         def compute():
             probs, _ = layout.to_heads(output)
-            logits, _ = layout.to_heads(x)
-            return probs, None, logits
+            return probs, None, None if logits is None else layout.to_heads(logits)[0]
 
-        patcher.offer_probabilities(site, layout.heads_shape(shape), compute, source="softmax",
-                                    kv_heads=layout.kv_heads(shape))
+        patcher.offer_probabilities(
+            site, layout.heads_shape(shape), compute, source="softmax",
+            kv_heads=layout.kv_heads(shape),
+            rows=lambda examples: chunked.ProbabilityRows(output, logits, None, examples))
         return output
 
     return softmax

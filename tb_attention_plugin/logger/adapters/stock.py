@@ -146,6 +146,7 @@ class StockShadows:
         layer's own call must run (not pooled, scores asked for by the caller, a layer
         `blocked.py` cannot reproduce, or a failure, which is reported)."""
         from tb_attention_plugin.logger import blocked
+        from tb_attention_plugin.logger import chunk_feed
 
         index, entry = self._entry(site)
         plan = self._plans.get((site.path, index))
@@ -159,7 +160,7 @@ class StockShadows:
             output, reduced = blocked.blocked_call(
                 site.layer, inputs, bound.get("mask"), bound.get("training"),
                 bool(bound.get("use_causal_mask")), plan.block, plan.windows,
-                on_chunk=self._chunk_hook(plan))
+                on_chunk=chunk_feed.plan_hook(plan, self._symbolic))
             entry["reduced"] = {k: self._convert(v) for k, v in reduced.items()}
             entry["scores"] = None
         except Exception as e:
@@ -222,6 +223,7 @@ class StockShadows:
         """A POOLED (or STREAMED) layer computed in query chunks: its full scores never
         exist; the blocked pass measures the max logit itself."""
         from tb_attention_plugin.logger import blocked
+        from tb_attention_plugin.logger import chunk_feed
 
         entry["max_logit"] = None  # the first chunk's softmax must not record one
         try:
@@ -229,7 +231,7 @@ class StockShadows:
             output, reduced = blocked.blocked_attention(
                 call.site.layer, call.query, call.key, call.value, call.attention_mask,
                 plan.block, plan.windows, causal=bool(call.kwargs.get("use_causal_mask")),
-                on_chunk=self._chunk_hook(plan))
+                on_chunk=chunk_feed.plan_hook(plan, self._symbolic))
             entry["reduced"] = {k: self._convert(v) for k, v in reduced.items()}
             entry["scores"] = None
         except Exception as e:
@@ -279,14 +281,6 @@ class StockShadows:
         return None if then is None else then()
 
     # -------------------------------------------------------------------- streaming
-
-    def _chunk_hook(self, plan):
-        """`blocked_attention`'s `on_chunk` for the health pass (mode "stream"), else None."""
-        if plan.mode != "stream":
-            return None
-        from tb_attention_plugin.logger import chunk_feed
-
-        return chunk_feed.hook(plan.chunks, self._symbolic)
 
     def _unstreamed(self, site, entry, plan, plain):
         """A "stream" layer that cannot be computed in chunks runs its plain attention: its
