@@ -281,8 +281,9 @@ class StockShadows:
     # -------------------------------------------------------------------- streaming
 
     def _chunk_hook(self, plan):
-        """`blocked_attention`'s `on_chunk` for the health pass (mode "stream"), else None."""
-        if plan.mode != "stream":
+        """`blocked_attention`'s `on_chunk` for the health measures (a plan with `chunks`: mode
+        "stream", or a displayed "pooled" layer measured in the same pass), else None."""
+        if plan.chunks is None:
             return None
         from tb_attention_plugin.logger import chunk_feed
 
