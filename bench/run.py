@@ -226,8 +226,11 @@ def long_capture_rows(tokens, layers, repeats):
         row("capture vs traced forward pass (%s)" % shape, "%.2f s" % r["capture"],
             "%.2f s" % r["plain"], r["capture"] / r["plain"], "<= 3.0",
             bench_long_capture.TARGET),
-        row("capture + encode + write vs forward pass (same)", "%.2f s" % r["whole"],
-            "%.2f s" % r["plain"], r["whole"] / r["plain"], "-"),
+        row("capture + head health vs forward pass (same)", "%.2f s" % r["health"],
+            "%.2f s" % r["plain"], r["health"] / r["plain"], "-"),
+        row("capture + head health + encode + write vs forward pass (same)",
+            "%.2f s" % r["whole"], "%.2f s" % r["plain"], r["whole"] / r["plain"], "<= 2.0",
+            bench_long_capture.WHOLE_TARGET),
     ]
 
 

@@ -191,71 +191,97 @@ def pooled_statistics(means, maxes, block, shape, exact_rows=(), image_grid=None
     (1.0, 0.125)
     """
     batch, heads, tq, tk = shape
-    bq, bk = block
-    nq, nk = means.shape[-2:]
+    totals = _RowTotals(batch, heads, skip_distance=image_grid is not None)
     exact = np.zeros(tq, bool)
-    totals = {name: np.zeros((batch, heads)) for name in STATISTICS}
-    counts = {name: np.zeros((batch, heads)) for name in STATISTICS}
-
-    def add(values, valid, entropy_valid, multiplicity):
-        for name in STATISTICS:
-            ok = entropy_valid if name == "entropy" else valid
-            if name == "mean_distance" and image_grid is not None:
-                continue
-            weight = np.where(ok, multiplicity, 0)
-            totals[name] += (np.where(ok, values[name], 0) * weight).sum(axis=-1)
-            counts[name] += weight.sum(axis=-1)
-
     for q0, weights in exact_rows:
         weights = np.asarray(weights, np.float32)
-        n = weights.shape[2]
-        rows = np.arange(q0, q0 + n)
+        rows = np.arange(q0, q0 + weights.shape[2])
         new = ~exact[rows]
         exact[rows] = True
-        values, valid, entropy_valid = _row_values(
-            weights, rows, np.arange(tk, dtype=np.float64), np.ones(tk)
-        )
-        add(values, valid, entropy_valid, new.astype(np.float64))
-    key_start = np.arange(nk) * bk
-    key_width = np.minimum(key_start + bk, tk) - key_start
-    key_centre = key_start + (key_width - 1) / 2.0
-    query_start = np.arange(nq) * bq
-    query_width = np.minimum(query_start + bq, tq) - query_start
-    query_centre = query_start + (query_width - 1) / 2.0
-    remaining = np.array([(~exact[a:a + w]).sum() for a, w in zip(query_start, query_width)],
-                         np.float64)
+        totals.add(*_row_values(weights, rows, np.arange(tk, dtype=np.float64), np.ones(tk)),
+                   multiplicity=new.astype(np.float64))
+    grid = _BlockGrid(block, shape, means.shape[-2:])
+    remaining = np.array([(~exact[a:a + w]).sum() for a, w in grid.query_spans()], np.float64)
     maxes = np.asarray(maxes, np.float64)
     with np.errstate(invalid="ignore"):
         row_max = np.where(np.isnan(maxes), -np.inf, maxes).max(axis=-1)
     means = np.asarray(means, np.float64)
-    key_width = key_width.astype(np.float64)
-    share = None
-    if first_key is not None:
-        column = np.asarray(first_key, np.float64)  # [B, H, Tq]
-        rows = [slice(a, a + w) for a, w in zip(query_start, query_width)]
-        with np.errstate(invalid="ignore"):
-            share = np.stack([_nan_mean(column[..., r]) for r in rows], axis=-1)  # [B, H, nq]
-    if share is not None and key_width[0] > 1:
-        # Key 0 exact, the rest of the first block uniform with what mass is left.
-        block0 = means[..., 0] * key_width[0]
-        key0 = np.where(np.isnan(share), means[..., 0], np.minimum(share, block0))
-        rest = np.maximum(block0 - key0, 0) / (key_width[0] - 1)
-        means = np.concatenate([key0[..., None], rest[..., None], means[..., 1:]], axis=-1)
-        key_width = np.concatenate([[1.0, key_width[0] - 1], key_width[1:]])
-        key_centre = np.concatenate([[0.0, key_width[1] / 2.0], key_centre[1:]])
+    share = None if first_key is None else grid.first_key_share(first_key)
+    if share is not None and grid.key_width[0] > 1:
+        means = grid.split_first_key(means, share)
     values, valid, entropy_valid = _row_values(
-        means, query_centre, key_centre, key_width, row_max=row_max,
+        means, grid.query_centre, grid.key_centre, grid.key_width, row_max=row_max,
     )
     if share is not None:
         values["first_token_share"] = np.where(np.isnan(share), 0.0, share)
-    add(values, valid, entropy_valid, remaining)
-    result = {}
-    for name in STATISTICS:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            result[name] = np.where(
-                counts[name] > 0, totals[name] / np.maximum(counts[name], 1), np.nan
-            ).astype(np.float32)
-    return result
+    totals.add(values, valid, entropy_valid, multiplicity=remaining)
+    return totals.means()
+
+
+class _RowTotals:
+    """Running sums of per-row statistics `[B, H, rows]`, each row counted `multiplicity`
+    times, and their means per example and head."""
+
+    def __init__(self, batch, heads, skip_distance):
+        self.names = [name for name in STATISTICS
+                      if not (skip_distance and name == "mean_distance")]
+        self.totals = {name: np.zeros((batch, heads)) for name in STATISTICS}
+        self.counts = {name: np.zeros((batch, heads)) for name in STATISTICS}
+
+    def add(self, values, valid, entropy_valid, multiplicity):
+        for name in self.names:
+            ok = entropy_valid if name == "entropy" else valid
+            weight = np.where(ok, multiplicity, 0)
+            self.totals[name] += (np.where(ok, values[name], 0) * weight).sum(axis=-1)
+            self.counts[name] += weight.sum(axis=-1)
+
+    def means(self):
+        """`{name: float32 [B, H]}`, NaN where no row counted."""
+        result = {}
+        for name in STATISTICS:
+            count = self.counts[name]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                result[name] = np.where(
+                    count > 0, self.totals[name] / np.maximum(count, 1), np.nan
+                ).astype(np.float32)
+        return result
+
+
+class _BlockGrid:
+    """Where the overview blocks of a pooled step lie: their starts, widths and centres."""
+
+    def __init__(self, block, shape, blocks):
+        _, _, tq, tk = shape
+        (bq, bk), (nq, nk) = block, blocks
+        key_start = np.arange(nk) * bk
+        self.key_width = (np.minimum(key_start + bk, tk) - key_start).astype(np.float64)
+        self.key_centre = key_start + (self.key_width - 1) / 2.0
+        self.query_start = np.arange(nq) * bq
+        self.query_width = np.minimum(self.query_start + bq, tq) - self.query_start
+        self.query_centre = self.query_start + (self.query_width - 1) / 2.0
+
+    def query_spans(self):
+        """`(first row, rows)` of each block row."""
+        return zip(self.query_start, self.query_width)
+
+    def first_key_share(self, first_key):
+        """The mean weight on key 0 of each block row's queries, `[B, H, nq]` (NaN where
+        masked), from `first_key` `[B, H, Tq]`."""
+        column = np.asarray(first_key, np.float64)
+        with np.errstate(invalid="ignore"):
+            return np.stack([_nan_mean(column[..., a:a + w]) for a, w in self.query_spans()],
+                            axis=-1)
+
+    def split_first_key(self, means, share):
+        """`means` with key 0 exact (`share`) and the rest of the first block uniform with
+        the mass left; the grid's key widths and centres follow."""
+        width = self.key_width[0]
+        block0 = means[..., 0] * width
+        key0 = np.where(np.isnan(share), means[..., 0], np.minimum(share, block0))
+        rest = np.maximum(block0 - key0, 0) / (width - 1)
+        self.key_width = np.concatenate([[1.0, width - 1], self.key_width[1:]])
+        self.key_centre = np.concatenate([[0.0, self.key_width[1] / 2.0], self.key_centre[1:]])
+        return np.concatenate([key0[..., None], rest[..., None], means[..., 1:]], axis=-1)
 
 
 def _nan_mean(values):

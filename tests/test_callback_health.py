@@ -578,3 +578,50 @@ def test_jax_pooled_layers_are_measured_from_chunks(tmp_path):
         assert sorted(records[tag]) == sorted(attention["train"][tag]) and step in records[tag]
         expected = health.head_health(saved[tag], **options[tag])
         assert_record_equals(records[tag][step], expected, tag)
+
+
+class CountingAttention(keras.layers.MultiHeadAttention):
+    """Keras' own attention, counting the forward passes that reach it (in Python: eager)."""
+
+    calls = 0
+
+    def call(self, query, value, key=None, **kwargs):
+        type(self).calls += 1
+        return super().call(query, value, key, **kwargs)
+
+
+def count_forward_passes(tmp_path, health_probe):
+    """Forward passes of a pooled layer during a fit with an eager logger at two captures."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((2 * LONG,), dtype="int32")
+    x = keras.layers.Embedding(VOCABULARY_SIZE, 8)(inputs)
+    x = x + CountingAttention(4, 2, name="long")(x, x, use_causal_mask=True)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x)))
+    model.compile("adam", "mse")
+    ids = np.random.default_rng(0).integers(1, VOCABULARY_SIZE, size=(4, 2 * LONG))
+    logger = AttentionLogger(str(tmp_path), ids[:2], update_freq="epoch", run_eagerly=True,
+                             max_bytes_per_step=64 * 1024, health_probe=health_probe)
+    CountingAttention.calls = 0
+    fit(model, ids, np.zeros((4, 1), "float32"), [logger], epochs=1, batch_size=4)
+    return CountingAttention.calls, model
+
+
+def test_health_of_a_pooled_layer_costs_no_forward_pass_of_its_own(tmp_path):
+    # With the default health probe (the probe itself) the pooled layer's health comes from
+    # the query chunks of the displayed capture: a fit with health makes exactly as many
+    # forward passes as one without it, and the record equals health.py's on the full scores.
+    without, _ = count_forward_passes(tmp_path / "off", health_probe=False)
+    counted, model = count_forward_passes(tmp_path / "on", health_probe=None)
+    assert counted == without
+    attention, _ = helpers.read_logs(tmp_path / "on")
+    steps = attention["train"]["long"]
+    assert len(steps) == 2 and all(encoding.is_pooled(s["header"]) for s in steps.values())
+    records = helpers.read_health(tmp_path / "on")["train"]
+    assert sorted(records["long"]) == sorted(steps)
+    probe = np.random.default_rng(0).integers(1, VOCABULARY_SIZE, size=(4, 2 * LONG))[:2]
+    embedded = model.layers[1](probe)
+    _, scores = model.get_layer("long")(embedded, embedded, use_causal_mask=True,
+                                        return_attention_scores=True)
+    assert_record_equals(records["long"][final_step(model)],
+                         health.head_health(np.asarray(scores), causal=True), "long")
+    assert helpers.read_health(tmp_path / "off") == {}

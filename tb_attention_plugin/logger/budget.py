@@ -295,6 +295,7 @@ def plan_layers(calls, view, limits, note=None, images_shape=None, statistics=Fa
         for call in kept)
     shapes = {id(call): kept_shape(call.shape, view) for call in kept}
     order = sorted(kept, key=lambda call: full_bytes(shapes[id(call)]))
+    equal_share = None  # the share of every pooled layer, set at the first one
     for index, call in enumerate(order):
         shape = shapes[id(call)]
         causal = bool(getattr(call, "causal", False))

@@ -253,8 +253,7 @@ class AttentionLogger(keras.callbacks.Callback):
             self._probe_capture.inputs = probe_utils.slice_batch(probe, self.probe.size)
         return health_pass.HealthPass(
             inputs, repeat_offset, patterns=self.options.layers,
-            run_eagerly=self.options.run_eagerly, problems=self._problems,
-            probe=self._probe_capture.inputs)
+            run_eagerly=self.options.run_eagerly, problems=self._problems)
 
     # ----------------------------------------------------------------------- Keras hooks
 
@@ -325,6 +324,8 @@ class AttentionLogger(keras.callbacks.Callback):
         elif self._last_step_by_tag and step <= min(self._last_step_by_tag.values()):
             self._warn_step_went_back(step)  # e.g. a new optimizer: skip the whole capture
             return
+        if self._health is not None:
+            self._health.start_capture()
         try:
             records = self._probe_capture(self.model)
         except Exception as e:
@@ -384,6 +385,9 @@ class AttentionLogger(keras.callbacks.Callback):
                  for shape in shapes}
         self._pooled = {(shape.path, shape.index): shape.tag for shape in shapes
                         if plans[(shape.path, shape.index)].mode == "pooled"}
+        if self._health is not None and self._health.inputs is None:
+            # One pass for both: the pooled layers' chunks are measured as the display makes them.
+            plans = self._health.stream_display(shapes, plans)
         return plans
 
     def _measure_health(self, records, step):

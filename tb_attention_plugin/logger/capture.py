@@ -88,9 +88,9 @@ class AttentionRecord:
       pooled: None, or for a layer computed in blocks (`blocked.py`) a dict `block` `(bq, bk)`,
         `means`, `maxes` float32 `[b, H, nq, nk]` (NaN = all masked) and `windows`
         `[(name, (q0, q1), (k0, k1), weights [b, H, q1-q0, k1-k0])]` of the kept `b` examples.
-      max_logit: float32 `[B, H]` (or `[b, H]` when pooled): the largest pre-softmax logit of
-        each example and head over unmasked positions (NaN where none is finite), or None
-        where the layer's logits were not seen.
+      max_logit: float32 `[B, H]` (every example of the pass, pooled or not): the largest
+        pre-softmax logit of each example and head over unmasked positions (NaN where none is
+        finite), or None where the layer's logits were not seen.
       kv_heads: the key/value heads `K` of a grouped-query layer (`K < H`, query head `h`
         reads key/value head `h // (H / K)`; `adapters/groups.py`), else None.
     """
@@ -419,7 +419,7 @@ def _blocked_record(tag, site, entry, plan):
     from tb_attention_plugin.logger import blocked
 
     shape = plan.shape
-    means, maxes, windows, max_logit = blocked.finish(
+    means, maxes, windows, _ = blocked.finish(
         entry["reduced"], shape, plan.block, plan.windows, plan.examples)
     pooled = {"block": tuple(plan.block), "means": means, "maxes": maxes, "windows": windows}
     cross = not bool(entry.get("same", True))
@@ -428,8 +428,10 @@ def _blocked_record(tag, site, entry, plan):
     above = entry["reduced"].get("above_diagonal")
     causal = not cross and (entry["causal_flag"] or plan.causal or (
         above is not None and not np.any(np.asarray(above))))
+    # The max logit of every example of the pass: the head health measures them all.
+    max_logit = np.asarray(entry["reduced"]["max_logit"], np.float32)
     record = AttentionRecord(tag, site, None, None, cross, causal, shape=shape, pooled=pooled,
-                             max_logit=_checked_max_logit(max_logit, plan.examples, shape[1]),
+                             max_logit=_checked_max_logit(max_logit, len(max_logit), shape[1]),
                              kv_heads=groups.kv_heads(site.layer, entry.get("kv_heads"), shape[1]))
     record.source = entry.get("source", "stock")  # which adapter read it
     return record
@@ -456,10 +458,12 @@ def _scores_record(tag, site, entry, plan, problems):
     kv_heads = groups.kv_heads(site.layer, entry.get("kv_heads"), scores.shape[1])
     scores = scores.astype(np.float32)
     if plan is not None and plan.mode == "pooled":
+        if plan.chunks is not None:  # measured for head health in this pass: one whole chunk
+            plan.chunks.feed(0, scores, None if mask is None else mask.astype(bool))
         return AttentionRecord(
             tag, site, None, None, cross, causal, shape=scores.shape,
-            pooled=_pooled_from_full(scores, mask, plan),
-            max_logit=None if max_logit is None else max_logit[:plan.examples], kv_heads=kv_heads)
+            pooled=_pooled_from_full(scores, mask, plan), max_logit=max_logit,
+            kv_heads=kv_heads)
     record = AttentionRecord(tag, site, scores, mask, cross, causal, max_logit=max_logit,
                              kv_heads=kv_heads)
     record.source = entry.get("source", "stock")  # which adapter read it

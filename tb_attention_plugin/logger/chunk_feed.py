@@ -56,9 +56,10 @@ class ChunkSink:
 
 
 def plan_hook(plan, symbolic):
-    """`on_chunk` for a layer call's plan: feeding `plan.chunks` in mode "stream" (the health
-    pass), else None."""
-    return hook(plan.chunks, symbolic) if plan.mode == "stream" else None
+    """`on_chunk` for a layer call's plan: feeding `plan.chunks` where it has them (mode
+    "stream" in the health pass; a displayed "pooled" layer whose head health is measured in
+    the same pass, `HealthPass.stream_display`), else None."""
+    return None if plan.chunks is None else hook(plan.chunks, symbolic)
 
 
 def hook(sink, symbolic):

@@ -15,9 +15,10 @@ Layers the budget POOLS (`budget.py`: their full `[Tq, Tk]` matrices do not fit
 chunks by their blocked pass (`blocked.py`, plan mode "stream"), which hands each chunk to a
 `health_stream.ChunkedHeadHealth` (`chunk_feed.py`) and drops it; the results equal
 `HeadHealth`'s on the full matrices. With `inputs=None` (the displayed probe is the whole probe
-set) the pooled layers get one pass of their own over the probe, the others are skipped in it.
-A pooled layer that cannot be computed in chunks (`blocked.supports`) runs its plain attention
-and gets no record. A layer whose measures cannot be computed costs that layer's record, with
+set) there is no pass of its own: the displayed capture's pooled layers hand their chunks over
+as the display computes them (`stream_display`), and a pooled layer whose full scores were
+read anyway hands them over whole. In a pass of its own, a pooled layer that cannot be computed
+in chunks (`blocked.supports`) runs its plain attention and gets no record. A layer whose measures cannot be computed costs that layer's record, with
 one `AttentionLoggerWarning` per cause.
 
 Example:
@@ -166,23 +167,24 @@ class HealthPass:
       batch_size: probe sequences per forward pass.
       similarity: also measure head similarity (the Jensen-Shannon divergence, two thirds of
         the measures' cost) for `similarity_groups`.
-      probe: with `inputs=None`, the displayed probe: pooled layers have no scores in the
-        displayed records, so they are measured by a pass of their own over it.
+
+    With `inputs=None` the displayed capture runs over the whole probe set: its full layers
+    are measured from their records, its pooled layers from the query chunks of the display's
+    own blocked pass (`stream_display`), so a capture costs one forward pass.
     """
 
     def __init__(self, inputs, repeat_offset, patterns, run_eagerly, problems,
-                 batch_size=DEFAULT_BATCH_SIZE, similarity=True, probe=None):
+                 batch_size=DEFAULT_BATCH_SIZE, similarity=True):
         self.inputs = inputs
         self.repeat_offset = repeat_offset
         self.similarity = bool(similarity)
         self._problems = problems
         self._capture_options = dict(patterns=patterns, run_eagerly=run_eagerly,
                                      problems=problems)
-        self._probe = probe
         self._blocks = None if inputs is None else self._new_blocks(inputs, batch_size)
         self.size = None if inputs is None else self._blocks.size
         self.batch_size = None if inputs is None else self._blocks.batch_size
-        self._probe_blocks = None  # inputs=None: the pooled layers' pass over the probe
+        self._display_streams = {}  # inputs=None: (layer path, call index) -> _Stream
         self._pooled = {}
         self._broken = set()  # tags whose measures raised at this capture
 
@@ -191,18 +193,19 @@ class HealthPass:
         """The traced capture of the health blocks (TensorFlow), or None."""
         return None if self._blocks is None else self._blocks.capture.compiled
 
-    def _new_blocks(self, inputs, batch_size, measure_full=True):
+    def _new_blocks(self, inputs, batch_size):
         blocks = _Blocks(inputs, batch_size, self._capture_options)
-        blocks.capture.planner = lambda shapes: self._plan(shapes, blocks, measure_full)
+        blocks.capture.planner = lambda shapes: self._plan(shapes, blocks)
         return blocks
 
     def __call__(self, model, records=None, pooled=None):
         """`{tag: HeadHealth.result()}` at the model's current weights.
 
         `records`: the displayed capture's records, measured directly when this pass has no
-        probe set of its own (`inputs=None`). `pooled`: `{(layer path, call index): tag}` of
-        the layers the display budget pools; they are measured from the query chunks of their
-        blocked pass (over the probe set, or over the probe with `inputs=None`).
+        probe set of its own (`inputs=None`); its pooled layers were measured while it ran
+        (`stream_display`). `pooled`: `{(layer path, call index): tag}` of the layers the
+        display budget pools; with a probe set of its own they are measured from the query
+        chunks of their blocked pass over it.
         Exceptions of the forward pass propagate; a layer whose measures raise is warned about
         and left out.
         """
@@ -210,18 +213,46 @@ class HealthPass:
         self._pooled = dict(pooled or {})
         layers, maxima = {}, {}
         if self.inputs is None:
-            pooled_tags = set(self._pooled.values())
-            records = [r for r in records or [] if r.pooled is None and r.tag not in pooled_tags]
-            self._add_block(layers, maxima, records, len(records[0].scores)
-                            if records else 0)
-            if self._pooled and self._probe is not None:
-                if self._probe_blocks is None:
-                    self._probe_blocks = self._new_blocks(
-                        self._probe, probe_utils.batch_size(self._probe), measure_full=False)
-                self._run_blocks(model, self._probe_blocks, layers, maxima)
+            self._measure_display(layers, maxima, records or [])
         else:
             self._run_blocks(model, self._blocks, layers, maxima)
         return self._results(layers, maxima)
+
+    def stream_display(self, shapes, plans):
+        """The display capture's `plans` with its POOLED layers' query chunks streamed here.
+
+        For `inputs=None`: each pooled plan gets a `chunk_feed.ChunkSink` (`plans[key].chunks`)
+        feeding a `ChunkedHeadHealth`, fresh at each capture (`start_capture`). `shapes`: the
+        shape pass's `capture.LayerShape`s. Returns the new `{(path, index): LayerPlan}`."""
+        import dataclasses
+
+        from tb_attention_plugin.logger import chunk_feed
+
+        by_key = {(shape.path, shape.index): shape for shape in shapes}
+        plans = dict(plans)
+        self._display_streams = {}
+        for key, plan in plans.items():
+            if plan.mode != "pooled" or key not in by_key:
+                continue
+            sink = chunk_feed.ChunkSink()
+            plans[key] = dataclasses.replace(plan, chunks=sink)
+            stream = _Stream(by_key[key].tag, sink, self._stream_health(by_key[key]))
+            stream.restart()
+            self._display_streams[key] = stream
+        return plans
+
+    def start_capture(self):
+        """Before a displayed capture (`inputs=None`): its pooled layers' measures start anew."""
+        for stream in self._display_streams.values():
+            stream.restart()
+
+    def _measure_display(self, layers, maxima, records):
+        """`inputs=None`: the displayed records (every probe example) and the pooled layers'
+        streams of the same pass."""
+        self._add_block(layers, maxima, records, None)  # None: every example, no padding
+        for stream in self._display_streams.values():
+            stream.end_batch(None)
+            layers.setdefault(stream.tag, stream)
 
     def _run_blocks(self, model, blocks, layers, maxima):
         """Runs the probe set in blocks: full layers feed `layers`, pooled ones their streams."""
@@ -239,10 +270,10 @@ class HealthPass:
             # A layer asked for its scores by the model itself was measured from them.
             layers.setdefault(stream.tag, stream)
 
-    def _plan(self, shapes, blocks, measure_full):
+    def _plan(self, shapes, blocks):
         """The health capture's plans from its shape pass: the display's pooled layers stream
         their chunks to a `ChunkedHeadHealth` (mode "stream"); the other layers are captured
-        in full, or skipped when `measure_full` is False (their records come from elsewhere)."""
+        in full."""
         from tb_attention_plugin.logger import blocked
         from tb_attention_plugin.logger import budget
         from tb_attention_plugin.logger import chunk_feed
@@ -252,8 +283,6 @@ class HealthPass:
             key = (shape.path, shape.index)
             batch, heads, queries, keys = (int(n) for n in shape.shape)
             if key not in self._pooled:
-                if not measure_full:
-                    plans[key] = budget.LayerPlan("skip", tuple(shape.shape), 0, 0)
                 continue
             sink = chunk_feed.ChunkSink()
             # One overview block per chunk: the health pass keeps nothing of the overview.

@@ -36,17 +36,23 @@ def first_examples(records, count):
 
 
 def _first(record, count):
-    if record.shape[0] <= count:
+    longest = record.shape[0]
+    if getattr(record, "max_logit", None) is not None:
+        longest = max(longest, len(record.max_logit))  # a pooled record's: every example
+    if longest <= count:
         return record
-    shape = (count,) + tuple(record.shape[1:])
+    shape = (min(count, record.shape[0]),) + tuple(record.shape[1:])
     if isinstance(record, capture.LayerShape):
         return record._replace(shape=shape)
-    # A pooled record already holds only the examples its plan keeps.
+    # A pooled record's overview already holds only the examples its plan keeps.
     scores = None if record.scores is None else record.scores[:count]
     mask = record.mask
     if mask is not None and getattr(mask, "ndim", 0) == 4:
         mask = mask[:count]  # a batch axis of 1 broadcasts and stays
     max_logit = None if record.max_logit is None else record.max_logit[:count]
-    return capture.AttentionRecord(record.tag, record.site, scores, mask, record.cross,
-                                   record.causal, shape=shape, pooled=record.pooled,
-                                   max_logit=max_logit, kv_heads=record.kv_heads)
+    first = capture.AttentionRecord(record.tag, record.site, scores, mask, record.cross,
+                                    record.causal, shape=shape, pooled=record.pooled,
+                                    max_logit=max_logit, kv_heads=record.kv_heads)
+    if hasattr(record, "source"):
+        first.source = record.source
+    return first

@@ -25,7 +25,6 @@ import numpy as np
 
 from tb_attention_plugin import stats
 
-from tb_attention_plugin.logger import budget
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

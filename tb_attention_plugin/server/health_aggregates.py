@@ -29,7 +29,7 @@ import numpy as np
 from tb_attention_plugin import health
 from tb_attention_plugin import health_summary
 from tb_attention_plugin.server import bounded_cache
-from tb_attention_plugin.server.errors import BadRequest, NotFound, Unreadable
+from tb_attention_plugin.server.errors import NotFound, Unreadable
 
 # Stored measure names (record and answer) -> health.py names, and the answer's order.
 MEASURES = health_summary.MEASURES
@@ -191,23 +191,8 @@ def run_health(reader, ctx, experiment_id, run, cache, prepared=None,
     """
     layers, sources, _ = prepared or health_signature(reader, ctx, experiment_id, run)
     per_layer, errors = {tag: {} for tag in layers}, []
-    to_compute = []  # (order, tag, datum)
-    for position, tag in enumerate(layers):
-        source, items = sources[tag]
-        if source == "unreadable":
-            errors.append({"tag": tag, "step": None, "error": items})
-            continue
-        for index, item in enumerate(items):
-            if source == "logged":
-                record = item.record if item.error is None else item.error
-            else:
-                record = cache.records.get(
-                    (experiment_id, run, tag, item.step, item.wall_time))
-                if record is None:
-                    to_compute.append(((_coarse_rank(index, len(items)), index, position), tag, item))
-                    continue
-            _keep(per_layer, errors, tag, item.step, record)
-    to_compute.sort(key=lambda entry: entry[0])
+    to_compute = _known_records(per_layer, errors, layers, sources, cache.records,
+                                (experiment_id, run))
     deadline = time.monotonic() + compute_seconds
     pending = len(to_compute)
     for _, tag, item in to_compute:
@@ -220,11 +205,45 @@ def run_health(reader, ctx, experiment_id, run, cache, prepared=None,
         _keep(per_layer, errors, tag, item.step, record)
         pending -= 1
     steps = sorted({step for found in per_layer.values() for step in found})
+    answer = {"run": run, "layers": layers, "steps": steps,
+              "sources": {tag: sources[tag][0] for tag in layers}}
+    answer.update(_over_steps(run, layers, steps, per_layer, errors))
+    alarms, emergence, changes = _changes(layers, steps, answer["series"])
+    answer.update(alarms=alarms, emergence=emergence, changes=changes, errors=errors,
+                  pending=pending)
+    return answer
+
+
+def _known_records(per_layer, errors, layers, sources, cached, run_key):
+    """Keeps the logged and cached records of every layer's steps; returns the steps left to
+    compute as `[(order, tag, datum)]`, coarse to fine (`_coarse_rank`)."""
+    to_compute = []
+    for position, tag in enumerate(layers):
+        source, items = sources[tag]
+        if source == "unreadable":
+            errors.append({"tag": tag, "step": None, "error": items})
+            continue
+        for index, item in enumerate(items):
+            if source == "logged":
+                record = item.record if item.error is None else item.error
+            else:
+                record = cached.get(run_key + (tag, item.step, item.wall_time))
+                if record is None:
+                    order = (_coarse_rank(index, len(items)), index, position)
+                    to_compute.append((order, tag, item))
+                    continue
+            _keep(per_layer, errors, tag, item.step, record)
+    to_compute.sort(key=lambda entry: entry[0])
+    return to_compute
+
+
+def _over_steps(run, layers, steps, per_layer, errors):
+    """Each layer's `heads` and its `series`, `roles`, `groups` and `sinks` over `steps`
+    (None where a step has no record, or one of another head count: an error)."""
     heads, series, roles, groups, sinks = {}, {}, {}, {}, {}
     for tag in layers:
         found = per_layer[tag]
-        h = found[max(found)]["heads"] if found else 0
-        heads[tag] = h
+        h = heads[tag] = found[max(found)]["heads"] if found else 0
         series[tag] = {name: [] for name in MEASURES}
         roles[tag], groups[tag], sinks[tag] = [], [], []
         for step in steps:
@@ -239,23 +258,7 @@ def run_health(reader, ctx, experiment_id, run, cache, prepared=None,
             roles[tag].append(list(record["role"]) if record else [None] * h)
             groups[tag].append(record.get("similarity_groups") if record else None)
             sinks[tag].append(record.get("sinks") if record else None)
-    alarms, emergence, changes = _changes(layers, steps, series)
-    return {
-        "run": run,
-        "layers": layers,
-        "heads": heads,
-        "steps": steps,
-        "sources": {tag: sources[tag][0] for tag in layers},
-        "series": series,
-        "roles": roles,
-        "sinks": sinks,
-        "alarms": alarms,
-        "emergence": emergence,
-        "changes": changes,
-        "groups": groups,
-        "errors": errors,
-        "pending": pending,
-    }
+    return {"heads": heads, "series": series, "roles": roles, "groups": groups, "sinks": sinks}
 
 
 def _keep(per_layer, errors, tag, step, record):

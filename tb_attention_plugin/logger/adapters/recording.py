@@ -126,7 +126,7 @@ class OwnerRecording:
             return None
         self._computing = True
         try:
-            kernel = chunked.ProbabilityRows(None, logits, mask, plan.examples)
+            kernel = chunked.ProbabilityRows(None, logits, mask, _examples_reduced(plan))
             largest = blocked.chunked_max_logit(kernel, kernel.mask)
         except Exception:
             return None  # measured from the offer's logits instead
@@ -147,7 +147,7 @@ class OwnerRecording:
         from tb_attention_plugin.logger import blocked
         from tb_attention_plugin.logger import chunk_feed
 
-        kernel = rows(plan.examples)
+        kernel = rows(_examples_reduced(plan))
         _, reduced = blocked.reduce_in_chunks(
             kernel, kernel.mask, plan.block, plan.windows, kernel.causal,
             on_chunk=chunk_feed.plan_hook(plan, self._symbolic))
@@ -225,3 +225,13 @@ class OwnerRecording:
                 continue
             return values.same_sequence(query, value, self._symbolic)
         return True
+
+
+def _examples_reduced(plan):
+    """The examples a POOLED or STREAMED call is reduced over: those its plan keeps, or every
+    example of the pass where its chunks feed the head health too (`plan.chunks`; the stored
+    overview is cut to the plan's examples afterwards, `blocked.finish`)."""
+    return plan.examples if plan.chunks is None else _EVERY_EXAMPLE
+
+
+_EVERY_EXAMPLE = 1 << 30  # the kernels keep min(examples, batch)
