@@ -11,7 +11,8 @@ full capture pooled afterwards would (tests/owner_pooled_checks.py):
 - on JAX Llama 3 takes the fused `ops.dot_product_attention`, whose chunks are computed from its
   arguments (a subprocess);
 - `AttentionLogger` with a small budget stores Gemma 2 pooled; read back through TensorBoard's
-  data provider it equals the full probabilities within the format's bounds.
+  data provider it equals the full probabilities within the format's bounds, and its head
+  health, measured from the same pass's chunks over every probe example, equals theirs.
 """
 
 import os
@@ -28,6 +29,7 @@ import keras_hub_families as families
 import owner_pooled_checks as checks
 import tb_attention_plugin as tba
 from tb_attention_plugin import AttentionLogger, AttentionLoggerWarning, encoding, health
+from tb_attention_plugin import health_summary
 from tb_attention_plugin.health_stream import ChunkedHeadHealth
 from tb_attention_plugin.logger import budget, capture, chunk_feed
 from test_capture_adapters import ExpAttention, exp_probabilities
@@ -156,4 +158,16 @@ def test_logged_pooled_owner_reads_back_within_the_format_bounds(tmp_path):
             stored, reference = windows[entry["name"]], shown[:, :, q0:q1, k0:k1]
             assert np.array_equal(np.isnan(stored), np.isnan(reference)), (tag, entry)
             assert np.nanmax(np.abs(stored - reference)) <= encoding.MAX_ERROR + 1e-6, tag
+    # Head health (the default health probe: the probe itself) comes from the chunks of the
+    # same pass, over both examples although one is shown: HeadHealth of the full ones.
+    records = helpers.read_health(str(tmp_path))["train"]
+    assert sorted(records) == sorted(full)
+    for tag, steps in records.items():
+        record = health_summary.from_record(steps[max(steps)])
+        expected = health.head_health(full[tag].scores, mask=full[tag].mask,
+                                      causal=full[tag].causal)
+        assert steps[max(steps)]["examples"] == expected["examples"] == 2, tag
+        for measure in ("entropy", "first_token", "previous_token", "diagonal"):
+            np.testing.assert_allclose(record[measure], expected[measure], rtol=1e-4,
+                                       atol=1e-5, err_msg="%s %s" % (tag, measure))
     helpers.assert_unpatched(model)
