@@ -429,9 +429,12 @@ def _blocked_record(tag, site, entry, plan):
     causal = not cross and (entry["causal_flag"] or plan.causal or (
         above is not None and not np.any(np.asarray(above))))
     # The max logit of every example of the pass: the head health measures them all.
-    max_logit = np.asarray(entry["reduced"]["max_logit"], np.float32)
+    max_logit = entry["reduced"].get("max_logit")  # absent where no logits were seen
+    if max_logit is not None:
+        max_logit = np.asarray(max_logit, np.float32)
+        max_logit = _checked_max_logit(max_logit, len(max_logit), shape[1])
     record = AttentionRecord(tag, site, None, None, cross, causal, shape=shape, pooled=pooled,
-                             max_logit=_checked_max_logit(max_logit, len(max_logit), shape[1]),
+                             max_logit=max_logit,
                              kv_heads=groups.kv_heads(site.layer, entry.get("kv_heads"), shape[1]))
     record.source = entry.get("source", "stock")  # which adapter read it
     return record
