@@ -588,22 +588,11 @@ class CompiledCapture:
             outputs = []
             for site in sites:
                 for index, entry in enumerate(patcher.calls.get(id(site), [])):
-                    if entry.get("skipped"):
+                    values = _traced_outputs(entry)
+                    if values is None:
                         continue
-                    if entry.get("reduced") is not None:
-                        values = {"reduced": dict(entry["reduced"])}
-                    elif entry.get("scores") is not None:
-                        values = {"scores": entry["scores"]}
-                        if entry.get("mask") is not None:
-                            values["mask"] = tf.cast(entry["mask"], tf.bool)
-                        if entry.get("max_logit") is not None:
-                            values["max_logit"] = entry["max_logit"]
-                    else:
-                        continue
-                    same = entry["same"]
-                    if tf.is_tensor(same):
-                        values["same"] = same
                     outputs.append(values)
+                    same = entry["same"]
                     layout.append((site, index, None if tf.is_tensor(same) else bool(same),
                                    entry["causal_flag"], entry.get("kv_heads"),
                                    entry.get("source", "stock")))
@@ -650,6 +639,29 @@ class CompiledCapture:
         problems = dict(self._problems)
         return CaptureResult(_records_from_calls(calls, problems, self._sites, self._plans),
                              problems)
+
+
+def _traced_outputs(entry):
+    """What the traced pass returns of one call entry: its reductions, or its scores (with
+    mask and max logit), and its `same` flag where only the graph knows it; None for a call
+    with nothing to return (skipped, or no scores)."""
+    import tensorflow as tf
+
+    if entry.get("skipped"):
+        return None
+    if entry.get("reduced") is not None:
+        values = {"reduced": dict(entry["reduced"])}
+    elif entry.get("scores") is not None:
+        values = {"scores": entry["scores"]}
+        if entry.get("mask") is not None:
+            values["mask"] = tf.cast(entry["mask"], tf.bool)
+        if entry.get("max_logit") is not None:
+            values["max_logit"] = entry["max_logit"]
+    else:
+        return None
+    if tf.is_tensor(entry["same"]):
+        values["same"] = entry["same"]
+    return values
 
 
 class ProbeCapture:
