@@ -226,18 +226,14 @@ class HealthPass:
         shape pass's `capture.LayerShape`s. Returns the new `{(path, index): LayerPlan}`."""
         import dataclasses
 
-        from tb_attention_plugin.logger import chunk_feed
-
         by_key = {(shape.path, shape.index): shape for shape in shapes}
         plans = dict(plans)
         self._display_streams = {}
         for key, plan in plans.items():
             if plan.mode != "pooled" or key not in by_key:
                 continue
-            sink = chunk_feed.ChunkSink()
-            plans[key] = dataclasses.replace(plan, chunks=sink)
-            stream = _Stream(by_key[key].tag, sink, self._stream_health(by_key[key]))
-            stream.restart()
+            stream = self._new_stream(by_key[key])
+            plans[key] = dataclasses.replace(plan, chunks=stream.sink)
             self._display_streams[key] = stream
         return plans
 
@@ -276,7 +272,6 @@ class HealthPass:
         in full."""
         from tb_attention_plugin.logger import blocked
         from tb_attention_plugin.logger import budget
-        from tb_attention_plugin.logger import chunk_feed
 
         plans = {}
         for shape in shapes:
@@ -284,16 +279,21 @@ class HealthPass:
             batch, heads, queries, keys = (int(n) for n in shape.shape)
             if key not in self._pooled:
                 continue
-            sink = chunk_feed.ChunkSink()
+            stream = blocks.streams[key] = self._new_stream(shape)
             # One overview block per chunk: the health pass keeps nothing of the overview.
             rows = blocked.chunk_rows(batch, heads, keys, 1)
             plans[key] = budget.LayerPlan(
                 "stream", tuple(shape.shape), batch, heads, shape.causal, block=(rows, keys),
-                chunks=sink)
-            stream = _Stream(shape.tag, sink, self._stream_health(shape))
-            stream.restart()
-            blocks.streams[key] = stream
+                chunks=stream.sink)
         return plans
+
+    def _new_stream(self, shape):
+        """A started `_Stream` (its own `chunk_feed.ChunkSink`) of one pooled layer call."""
+        from tb_attention_plugin.logger import chunk_feed
+
+        stream = _Stream(shape.tag, chunk_feed.ChunkSink(), self._stream_health(shape))
+        stream.restart()
+        return stream
 
     def _stream_health(self, shape):
         """A factory of `ChunkedHeadHealth` for one pooled layer call."""

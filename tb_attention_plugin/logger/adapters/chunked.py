@@ -21,9 +21,9 @@ from tb_attention_plugin.logger.adapters import layout
 
 class ProbabilityRows:
     """Rows of given probabilities `[B, ..., Tq, Tk]` (rank >= 4, head axes in the layer's
-    order) and of their logits (the softmax input), for `examples` first examples. Either may
-    be None: without logits no largest logit is measured; without probabilities the kernel
-    serves `blocked.chunked_max_logit` only.
+    order) and of their logits (the softmax input), for `examples` first examples (None: all).
+    Either may be None: without logits no largest logit is measured; without probabilities the
+    kernel serves `blocked.chunked_max_logit` only.
 
     `mask`: the mask the layer applied (broadcastable to the probabilities, or None); `mask`
     and `causal` are what the reducer is called with. Without a mask a square layer reports
@@ -36,7 +36,7 @@ class ProbabilityRows:
 
     def __init__(self, probs, logits, mask, examples):
         shape = tuple(int(n) for n in (logits if probs is None else probs).shape)
-        self.examples = min(int(examples), shape[0])
+        self.examples = shape[0] if examples is None else min(int(examples), shape[0])
         self.probs, self.logits_of_layer = probs, logits
         _, heads, tq, tk = layout.heads_shape(shape)
         self.shape = (self.examples, heads, tq, tk)

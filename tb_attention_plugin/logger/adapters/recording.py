@@ -228,10 +228,7 @@ class OwnerRecording:
 
 
 def _examples_reduced(plan):
-    """The examples a POOLED or STREAMED call is reduced over: those its plan keeps, or every
-    example of the pass where its chunks feed the head health too (`plan.chunks`; the stored
-    overview is cut to the plan's examples afterwards, `blocked.finish`)."""
-    return plan.examples if plan.chunks is None else _EVERY_EXAMPLE
-
-
-_EVERY_EXAMPLE = 1 << 30  # the kernels keep min(examples, batch)
+    """The examples a POOLED or STREAMED call is reduced over: those its plan keeps, or None
+    (every example of the pass) where its chunks feed the head health too (`plan.chunks`; the
+    stored overview is cut to the plan's examples afterwards, `blocked.finish`)."""
+    return plan.examples if plan.chunks is None else None
