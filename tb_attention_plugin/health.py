@@ -47,6 +47,10 @@ DIFFUSE_ENTROPY = 0.9
 SINK_THRESHOLD = 0.3  # Gu et al. 2024: key k is a sink of a head when alpha_k > 0.3
 SINK_MIN_QUERIES = 4  # a key seen by fewer queries than this is never a sink (see docs)
 MONOTONIC_BAND = 1  # keys within +-1 of the monotonic path count as on it
+# Head similarity compares at most this many query rows per example, evenly spread: its cost
+# is H^2 / 2 passes over the rows, which would otherwise outgrow every other measure on long
+# sequences (docs/health.md, "Head similarity").
+SIMILARITY_ROWS = 128
 
 ENTROPY_FLOOR = 0.02  # normalised entropy; about 99% of every row on one of 128 keys
 ENTROPY_DROP = 0.5  # alarm when entropy falls below half the median of its recent history
@@ -108,18 +112,19 @@ class _Rows:
         if mask is not None:
             attended &= _mask_for(mask, weights.shape)
         kept = np.where(attended, weights, np.float32(0))
-        if np.isinf(kept).any():
+        row_sum = kept.sum(axis=-1, dtype=np.float32)
+        # An Inf anywhere makes its row's sum infinite (or NaN): one check per row, not per value.
+        if not np.isfinite(row_sum).all():
             raise ValueError("weights contains Inf (NaN or mask marks masked positions)")
-        if (kept < 0).any():
+        if kept.min() < 0:
             raise ValueError("weights contains negative values: pass post-softmax weights")
         self.attended = attended
-        self.keys = attended.sum(axis=-1)  # K_i, unmasked keys of each row [B, H, Tq]
-        row_sum = kept.sum(axis=-1, dtype=np.float32)
+        self.keys = np.count_nonzero(attended, axis=-1)  # K_i, unmasked keys of each row [B, H, Tq]
         # Fully masked or all-zero rows (Keras >= 3.10 zeroes padded queries) are padding.
         self.valid = (self.keys > 0) & (row_sum > 0)
         # A row with one visible key (causal row 0) has no choice: it says nothing of the head.
         self.informative = self.valid & (self.keys > 1)
-        kept /= np.where(self.valid, row_sum, np.float32(1))[..., np.newaxis]
+        kept *= (np.float32(1) / np.where(self.valid, row_sum, np.float32(1)))[..., np.newaxis]
         self.p = kept  # [B, H, Tq, Tk], rows sum to 1 (valid) or 0, masked entries 0
 
 
@@ -142,7 +147,9 @@ def _row_mean(values, rows):
 def _row_entropies(rows):
     """Per row: (normalised entropy, entropy in nats), each [B, H, Tq]."""
     p = rows.p
-    plogp = p * np.log(p + _TINY)
+    plogp = p + _TINY
+    np.log(plogp, out=plogp)
+    plogp *= p
     nats = -plogp.sum(axis=-1, dtype=np.float32)
     normalised = nats / np.log(np.maximum(rows.keys, 2)).astype(np.float32)
     return normalised, nats
@@ -220,35 +227,79 @@ def _monotonic(rows, band):
     return _mean_of(score.max(axis=-1), count)
 
 
-def _js_example_sums(rows, valid):
+def similarity_rows(queries, most=None):
+    """The query rows head similarity compares: all `queries` rows, or `most` of them evenly
+    spread (row `floor((j + 1) * queries / most) - 1` for `j < most`, so the last row is
+    always in), as sorted int indices. The same rows whether a layer is fed whole or in chunks.
+
+    Example:
+
+    >>> similarity_rows(8, most=4).tolist()
+    [1, 3, 5, 7]
+    """
+    if most is None or queries <= most:
+        return np.arange(queries)
+    return (np.arange(1, most + 1) * queries) // most - 1
+
+
+def _causal_ragged(attended, positions, tk):
+    """For rows at query `positions` that attend no key after their own position: `(queries,
+    keys, starts)` indexing each row's keys `0..position` one row after the other (`starts`: the
+    first index of each row), else None."""
+    lengths = np.minimum(positions + 1, tk)
+    future = positions[:, np.newaxis] < np.arange(tk)[np.newaxis, :]
+    if not future.any() or attended[..., future].any():
+        return None
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    queries = np.repeat(np.arange(len(positions)), lengths)
+    keys = np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
+    return queries, keys, starts
+
+
+def _js_example_sums(rows, valid, positions=None, sample=None):
     """Per example, the Jensen-Shannon divergence (bits) of two heads' rows summed over the rows
     `valid` in both, and the number of those rows: `(total [B, H, H], rows [B, H, H])`. The
     diagonal holds 0 and each head's number of `valid` rows (JS(p, p) = 0).
 
+    `positions`: the query position of each row of `rows` (default `0, 1, ...`); `sample`: the
+    positions compared (`similarity_rows`; default all), the others are left out.
+
     JS(p, q) = (sum p log2 p + sum q log2 q) / 2 - sum m log2 m with m = (p + q) / 2, and
-    sum m log2 m = (sum s log2 s) / 2 - 1 for s = p + q (rows summing to 1). When nothing is
-    attended above the diagonal (causal attention), only the lower triangle is compared; keys
-    no row attends (the future of a block of causal rows) are left out.
+    sum m log2 m = (sum s log2 s) / 2 - 1 for s = p + q (rows summing to 1). When no row attends
+    a key after its own position (causal attention), each row is compared over its keys up to
+    that position only; otherwise over the keys some row attends.
     """
-    p = rows.p
+    p, attended = rows.p, rows.attended
     b, h, tq, tk = p.shape
-    above = np.triu_indices(tq, k=1) if tq == tk else None
-    if above is not None and not rows.attended[..., above[0], above[1]].any():
-        queries, keys = np.tril_indices(tq)
-        flat = p[:, :, queries, keys]  # [B, H, Tq (Tq + 1) / 2], rows one after the other
-        starts = np.concatenate([[0], np.cumsum(np.arange(1, tq))])
+    positions = np.arange(tq) if positions is None else np.asarray(positions)
+    if sample is not None:
+        keep = np.flatnonzero(np.isin(positions, sample))
+        p, attended, valid = p[:, :, keep], attended[:, :, keep], valid[:, :, keep]
+        positions, tq = positions[keep], len(keep)
+    if tq == 0:
+        return np.zeros((b, h, h)), np.zeros((b, h, h), np.int64)
+    ragged = _causal_ragged(attended, positions, tk)
+    if ragged is not None:
+        queries, keys, starts = ragged
+        flat = p[:, :, queries, keys]  # [B, H, sum of row lengths], rows one after the other
 
         def row_sums(x):
             return np.add.reduceat(x, starts, axis=-1)
     else:
-        used = np.flatnonzero(rows.attended.any(axis=(0, 1, 2)))
+        used = np.flatnonzero(attended.any(axis=(0, 1, 2)))
         tk = int(used[-1]) + 1 if used.size else 1
         flat = np.ascontiguousarray(p[..., :tk]).reshape(b, h, tq * tk)
 
         def row_sums(x):
             return x.reshape(x.shape[:-1] + (tq, tk)).sum(axis=-1)
 
-    plogp = row_sums(flat * np.log2(flat + _TINY))  # [B, H, Tq]
+    return _js_pair_sums(flat, row_sums, valid)
+
+
+def _js_pair_sums(flat, row_sums, valid):
+    """`_js_example_sums` of rows laid out in `flat [B, H, n]`, `row_sums` summing each row."""
+    b, h, _ = flat.shape
+    plogp = row_sums(flat * np.log2(flat + _TINY))  # [B, H, rows]
     total = np.zeros((b, h, h))
     count = np.zeros((b, h, h), np.int64)
     pair_sum = np.empty((b, h - 1, flat.shape[-1]), np.float32)
@@ -307,6 +358,8 @@ class HeadHealth:
         monotonicity instead of previous-token / diagonal / induction, and sinks over all queries.
       similarity: also accumulate the head-by-head Jensen-Shannon divergence (`H^2 / 2` row
         comparisons per example: the most expensive measure).
+      similarity_rows: how many query rows of each example the similarity compares, evenly
+        spread (`similarity_rows()`); None compares every row.
       sink_min_queries: a key averaged over fewer queries than this is never a sink.
       monotonic_band: keys within this distance of the monotonic path count as on it.
 
@@ -325,7 +378,7 @@ class HeadHealth:
 
     def __init__(self, repeat_offset=None, repeat_start=None, causal=False, cross=False,
                  similarity=True, sink_min_queries=SINK_MIN_QUERIES,
-                 monotonic_band=MONOTONIC_BAND):
+                 monotonic_band=MONOTONIC_BAND, similarity_rows=SIMILARITY_ROWS):
         if repeat_offset is not None:
             repeat_offset = int(repeat_offset)
             if repeat_offset < 3:
@@ -349,6 +402,9 @@ class HeadHealth:
         if self.causal and self.cross:
             raise ValueError("causal applies to self-attention: cross must be False")
         self.similarity = bool(similarity)
+        self.similarity_rows = None if similarity_rows is None else int(similarity_rows)
+        if self.similarity_rows is not None and self.similarity_rows < 1:
+            raise ValueError("similarity_rows must be >= 1 or None, got %d" % similarity_rows)
         self.sink_min_queries = int(sink_min_queries)
         self.monotonic_band = int(monotonic_band)
         if self.sink_min_queries < 1 or self.monotonic_band < 0:
@@ -419,8 +475,14 @@ class HeadHealth:
             self._max_logit = (
                 largest if self._max_logit is None else np.maximum(self._max_logit, largest)
             )
-        js = _js_example_sums(rows, rows.informative) if self.similarity else None
+        js = None
+        if self.similarity:
+            js = _js_example_sums(rows, rows.informative, sample=self.similarity_sample())
         return self._add_examples(measures, js)
+
+    def similarity_sample(self):
+        """The query rows the similarity compares (`similarity_rows()` of this layer's `Tq`)."""
+        return similarity_rows(self.shape[1], self.similarity_rows)
 
     def _check_shape(self, h, tq, tk):
         """Takes the first block's `(H, Tq, Tk)`; later blocks must have the same."""

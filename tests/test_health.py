@@ -640,3 +640,13 @@ def test_measures_stay_in_their_ranges_on_random_heads(seed):
     assert ((alpha[~np.isnan(alpha)] >= 0) & (alpha[~np.isnan(alpha)] <= 1 + 1e-6)).all()
     cross = head_health(weights[..., : t - 1, :], cross=True)["monotonic"]
     assert ((cross > 0) & (cross <= 1 + 1e-6)).all()
+
+
+def test_similarity_rows_spread_evenly_and_keep_the_last_row():
+    assert health.similarity_rows(5, most=128).tolist() == [0, 1, 2, 3, 4]
+    assert health.similarity_rows(10, most=4).tolist() == [1, 4, 6, 9]
+    spread = health.similarity_rows(1024, most=128)
+    assert len(spread) == 128 and spread[-1] == 1023 and (np.diff(spread) == 8).all()
+    assert health.similarity_rows(1024).tolist() == list(range(1024))
+    with pytest.raises(ValueError, match="similarity_rows must be >= 1"):
+        health.HeadHealth(similarity_rows=0)

@@ -159,3 +159,31 @@ def test_chunks_out_of_order_or_a_short_batch_are_clear_errors():
         ChunkedHeadHealth(queries=8).add_chunk(0, np.full((1, 1, 9, 8), 1 / 8, np.float32))
     with pytest.raises(ValueError, match="Tq == Tk"):
         ChunkedHeadHealth(queries=6).add_chunk(0, weights[:, :, :6])
+
+
+def test_long_causal_layer_sliced_and_similarity_on_a_row_sample():
+    """Chunks longer than a causal slice are measured slice by slice over the keys each slice
+    sees; the similarity compares `SIMILARITY_ROWS` rows spread over the layer, the same rows
+    fed whole or in chunks, and estimates the every-row divergence closely."""
+    rng = np.random.default_rng(5)
+    b, h, t = 2, 4, 400
+    causal = np.tril(np.ones((t, t), bool))[None, None]
+    keys_kept = np.ones((b, 1, 1, t), bool)
+    keys_kept[1, ..., 390:] = False  # the second example's last keys are padding
+    mask = causal & keys_kept
+    weights = softmax_weights(rng, (b, h, t, t), mask, [(0, "previous"), (1, "sink")])
+    got = streamed([weights], [mask], [150, 260], [b], causal=True)
+    expected = health.head_health(weights, mask=mask, causal=True)
+    assert_same_result(got, expected)
+
+    sample = health.similarity_rows(t, health.SIMILARITY_ROWS)
+    assert len(sample) == health.SIMILARITY_ROWS == 128 and sample[-1] == t - 1
+    np.testing.assert_allclose(
+        expected["divergence"], health.js_divergence(weights[:, :, sample], mask[..., sample, :]),
+        rtol=1e-5, atol=1e-6)
+    every_row = health.head_health(weights, mask=mask, causal=True, similarity_rows=None)
+    np.testing.assert_allclose(every_row["divergence"], health.js_divergence(weights, mask),
+                               rtol=1e-5, atol=1e-6)
+    off_diagonal = ~np.eye(h, dtype=bool)
+    assert np.abs(expected["divergence"] - every_row["divergence"])[off_diagonal].max() < 0.02
+    assert not np.allclose(expected["divergence"], every_row["divergence"], rtol=0, atol=1e-7)
