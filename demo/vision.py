@@ -172,7 +172,7 @@ SIZES = {
     "full": dict(train_size=6000, test_size=500, width=64, heads=4, layers=2, hidden=128,
                  batch_size=64, epochs=10),
     "small": dict(train_size=3000, test_size=300, width=64, heads=2, layers=1, hidden=128,
-                  batch_size=64, epochs=12),
+                  batch_size=64, epochs=9),
 }
 
 
