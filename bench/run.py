@@ -29,7 +29,7 @@ Runs, in this process and one after the other:
 Prints each benchmark's own output and time, then the table `measure | ours | baseline | ratio |
 target | met?`. About 40 minutes on 2 shared CPU cores; `--quick` shrinks every size (about 12
 minutes); `--smoke` runs every part at its smallest size only to show that it still runs
-(tests/test_bench.py); `--only codes,encode,size,fit,serving,long,memory,health,frontend` picks
+(tests/test_bench.py; serving and memory with the Rust data server only); `--only codes,encode,size,fit,serving,long,memory,health,frontend` picks
 parts. Needs the `bench` extra (`pip install -e ".[bench]"`: TensorFlow, keras-hub, Playwright)
 and Debian's Chromium at /usr/bin/chromium; not pytest.
 
@@ -64,13 +64,14 @@ import bench_size  # noqa: E402
 FULL = {"layers": 12, "steps": 100, "requests": 40, "epochs": 12, "samples": 4000,
         "tokens": [128, 1024, 4096], "encode_tokens": [1024, 4096], "long_tokens": 1024,
         "long_layers": 12, "long_repeats": 3, "memory_tokens": 8192, "health_layers": 12,
-        "health_examples": 64, "repeats": 30}
+        "health_examples": 64, "repeats": 30, "readers": tuple(bench_memory.READERS)}
 QUICK = dict(FULL, layers=4, steps=30, requests=20, epochs=4, samples=2000, tokens=[128, 1024],
              encode_tokens=[1024], long_layers=4, memory_tokens=4096, health_layers=4,
              health_examples=32, repeats=10)
 SMOKE = dict(FULL, layers=2, steps=3, requests=2, epochs=1, samples=256, tokens=[128],
              encode_tokens=[128], long_tokens=128, long_layers=1, long_repeats=1,
-             memory_tokens=1024, health_layers=1, health_examples=4, repeats=1)
+             memory_tokens=1024, health_layers=1, health_examples=4, repeats=1,
+             readers=("rust data server",))  # each reader starts three tensorboards
 PARTS = ("codes", "encode", "size", "fit", "serving", "long", "memory", "health", "frontend")
 
 
@@ -159,7 +160,9 @@ def fit_rows(epochs, samples):
     ]
 
 
-def serving_and_memory_rows(layers, steps, requests):
+def serving_and_memory_rows(layers, steps, requests, readers):
+    """The serving and tensorboard-memory rows of each of `readers` (`bench_memory.READERS`)."""
+    readers = {name: bench_memory.READERS[name] for name in readers}
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
         with_attention = pathlib.Path(tmp) / "with"
@@ -173,7 +176,7 @@ def serving_and_memory_rows(layers, steps, requests):
                  _mb(bench_memory.event_bytes(with_attention)),
                  _mb(bench_memory.event_bytes(without_attention)),
                  time.perf_counter() - started))
-        for reader, flags in bench_memory.READERS.items():
+        for reader, flags in readers.items():
             results = bench_serving.measure(with_attention, flags, layers, steps, requests)
             images = statistics.median(results["images"])
             print("serving, %s: %s" % (reader, {
@@ -204,7 +207,7 @@ def serving_and_memory_rows(layers, steps, requests):
                             _ms(cpu["head (cold)"]), _ms(cpu["images, PNG of the same codes"]),
                             _ratio(cpu["head (cold)"], cpu["images, PNG of the same codes"]),
                             "-"))
-        memory = bench_memory.measure(with_attention, without_attention, layers, steps)
+        memory = bench_memory.measure(with_attention, without_attention, layers, steps, readers)
         bench_memory.print_results(memory)
         for reader, r in memory.items():
             rows.append(row("tensorboard RSS, logdir with / without attention (%s)" % reader,
@@ -304,7 +307,7 @@ def main():
         ("size", size_rows),
         ("fit", lambda: fit_rows(sizes["epochs"], sizes["samples"])),
         ("serving", lambda: serving_and_memory_rows(sizes["layers"], sizes["steps"],
-                                                    sizes["requests"])),
+                                                    sizes["requests"], sizes["readers"])),
         ("long", lambda: long_capture_rows(sizes["long_tokens"], sizes["long_layers"],
                                            sizes["long_repeats"])),
         ("memory", lambda: capture_memory_rows(sizes["memory_tokens"], 32)),
