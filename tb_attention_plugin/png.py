@@ -46,11 +46,8 @@ def encode_png(image):
     )
 
 
-def decode_png(data):
-    """Decodes an 8-bit, non-interlaced PNG (any filter) into `uint8 [height, width, channels]`.
-
-    Raises `ValueError` for anything else or for corrupt data.
-    """
+def _read_chunks(data):
+    """`(IHDR fields, concatenated IDAT bytes)` of PNG `data`, its signature checked."""
     if not data.startswith(_SIGNATURE):
         raise ValueError("not a PNG")
     pos, idat, ihdr = len(_SIGNATURE), [], None
@@ -69,40 +66,51 @@ def decode_png(data):
         pos += 12 + length
     if ihdr is None:
         raise ValueError("PNG has no IHDR")
+    return ihdr, b"".join(idat)
+
+
+def _unfilter(kind, line, prev, channels):
+    """One row of bytes (`int32 [stride]`) with PNG filter `kind` undone against `prev`."""
+    if kind == 0:
+        return line
+    if kind == 2:
+        return (line + prev) & 0xFF
+    if kind not in (1, 3, 4):
+        raise ValueError("bad PNG filter type %d" % kind)
+    cur = np.zeros(len(line), np.int32)
+    for x in range(len(line)):
+        left = cur[x - channels] if x >= channels else 0
+        up = prev[x]
+        upleft = prev[x - channels] if x >= channels else 0
+        if kind == 1:
+            pred = left
+        elif kind == 3:
+            pred = (left + up) // 2
+        else:
+            p = left + up - upleft
+            pa, pb, pc = abs(p - left), abs(p - up), abs(p - upleft)
+            pred = left if pa <= pb and pa <= pc else (up if pb <= pc else upleft)
+        cur[x] = (line[x] + pred) & 0xFF
+    return cur
+
+
+def decode_png(data):
+    """Decodes an 8-bit, non-interlaced PNG (any filter) into `uint8 [height, width, channels]`.
+
+    Raises `ValueError` for anything else or for corrupt data.
+    """
+    ihdr, idat = _read_chunks(data)
     width, height, depth, color, _, _, interlace = ihdr
     if depth != 8 or interlace != 0 or color not in _CHANNELS:
         raise ValueError("only 8-bit non-interlaced PNGs are supported")
     channels = _CHANNELS[color]
     stride = width * channels
-    raw = zlib.decompress(b"".join(idat))
+    raw = zlib.decompress(idat)
     if len(raw) != height * (stride + 1):
         raise ValueError("PNG image data has the wrong size")
     rows = np.frombuffer(raw, np.uint8).reshape(height, stride + 1)
     out = np.zeros((height, stride), np.int32)
     prev = np.zeros(stride, np.int32)
     for y in range(height):
-        kind, line = rows[y, 0], rows[y, 1:].astype(np.int32)
-        if kind == 0:
-            cur = line
-        elif kind == 2:
-            cur = (line + prev) & 0xFF
-        elif kind in (1, 3, 4):
-            cur = np.zeros(stride, np.int32)
-            for x in range(stride):
-                left = cur[x - channels] if x >= channels else 0
-                up = prev[x]
-                upleft = prev[x - channels] if x >= channels else 0
-                if kind == 1:
-                    pred = left
-                elif kind == 3:
-                    pred = (left + up) // 2
-                else:
-                    p = left + up - upleft
-                    pa, pb, pc = abs(p - left), abs(p - up), abs(p - upleft)
-                    pred = left if pa <= pb and pa <= pc else (up if pb <= pc else upleft)
-                cur[x] = (line[x] + pred) & 0xFF
-        else:
-            raise ValueError("bad PNG filter type %d" % kind)
-        out[y] = cur
-        prev = cur
+        prev = out[y] = _unfilter(rows[y, 0], rows[y, 1:].astype(np.int32), prev, channels)
     return out.astype(np.uint8).reshape(height, width, channels)
