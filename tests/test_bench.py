@@ -2,8 +2,8 @@
 
 The figures of a smoke run mean nothing (every size is the smallest); what it shows is that no
 part has rotted: each one still runs against the code as it is and gives its rows. It takes
-about 3.5 minutes on 2 shared cores (the serving, memory and frontend parts still write
-512x512 logdirs and start five tensorboards and Chromium).
+about 3.5 minutes on 2 cores (the serving, memory and frontend parts still write 512x512
+logdirs and start four tensorboards, on the Rust data server only, and Chromium).
 """
 
 import os
