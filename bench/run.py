@@ -27,11 +27,12 @@ Runs, in this process and one after the other:
   TensorBoard, against their targets in ms).
 
 Prints each benchmark's own output and time, then the table `measure | ours | baseline | ratio |
-target | met?`. About 40 minutes on 2 shared CPU cores; `--quick` shrinks every size (about 12
-minutes); `--smoke` runs every part at its smallest size only to show that it still runs
-(tests/test_bench.py; serving and memory with the Rust data server only); `--only codes,encode,size,fit,serving,long,memory,health,frontend` picks
-parts. Needs the `bench` extra (`pip install -e ".[bench]"`: TensorFlow, keras-hub, Playwright)
-and Debian's Chromium at /usr/bin/chromium; not pytest.
+target | met?`. About 25 minutes on 2 idle CPU cores (1399 s on 2026-12-05); `--quick` shrinks
+every size (about 12 minutes); `--smoke` runs every part at its smallest size only to show that
+it still runs (tests/test_bench.py; serving and memory with the Rust data server only);
+`--only codes,encode,size,fit,serving,long,memory,health,frontend` picks parts. Needs the
+`bench` extra (`pip install -e ".[bench]"`: TensorFlow, keras-hub, Playwright) and Debian's
+Chromium at /usr/bin/chromium; not pytest.
 
     python bench/run.py [--quick | --smoke] [--only long,frontend] [--layers 12] [--steps 100]
 """
