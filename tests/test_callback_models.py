@@ -439,6 +439,38 @@ def test_keras_hub_vit(tmp_path):
 # ------------------------------------------------------------- traced capture == eager capture
 
 
+def test_first_traced_capture_of_a_small_model_needs_no_shape_pass(tmp_path, monkeypatch):
+    # A small model under the default budget keeps every layer FULL: its first capture is
+    # planned from the traced run itself (no eager shape pass) and equals the eager capture;
+    # the graph it traced serves the later captures.
+    from tb_attention_plugin.logger import capture
+
+    keras.utils.set_random_seed(0)
+    model = build_translator()
+    rng = np.random.default_rng(8)
+    inputs = (padded_ids(rng, 2, 7, len(VOCABULARY), 4),
+              padded_ids(rng, 2, 6, len(TARGET_VOCABULARY), 3))
+    model(inputs)
+    sites, _ = capture.find_attention_layers(model)
+    eager = capture.capture_attention(model, inputs, sites).records
+    shape_passes = []
+    original = capture.layer_shapes
+    monkeypatch.setattr(capture, "layer_shapes",
+                        lambda *args: shape_passes.append(args) or original(*args))
+    logger = AttentionLogger(str(tmp_path), inputs)
+    first = logger._probe_capture(model)
+    assert shape_passes == [] and logger._probe_capture.compiled is not None
+    assert {plan.mode for plan in logger._probe_capture.plans.values()} == {"full"}
+    traced = logger._probe_capture.compiled
+    for records in (first, logger._probe_capture(model)):
+        assert [r.tag for r in records] == [r.tag for r in eager]
+        for a, b in zip(records, eager):
+            assert (a.cross, a.causal, a.shape) == (b.cross, b.causal, b.shape), a.tag
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+    assert logger._probe_capture.compiled is traced and shape_passes == []
+    helpers.assert_unpatched(model)
+
+
 @pytest.mark.parametrize("build, probe", [
     (build_translator, lambda rng: (padded_ids(rng, 2, 7, len(VOCABULARY), 4),
                                     padded_ids(rng, 2, 6, len(TARGET_VOCABULARY), 3))),

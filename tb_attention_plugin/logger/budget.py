@@ -437,12 +437,16 @@ class Budget:
         self.probe_size = probe_size
         self.images_shape = images_shape
         self.statistics = statistics
-        self._plans = {}  # ((tag, shape) of every call of a capture) -> CapturePlan
+        self._plans = {}  # (what plan_for keys on, of every call of a capture) -> CapturePlan
 
     def plan_for(self, calls):
         """The `CapturePlan` of a capture's layer calls (each with `tag`, `shape`, `causal`,
         `layout`, `query_tokens`, `key_tokens`)."""
-        key = tuple((call.tag, tuple(call.shape)) for call in calls)
+        # Everything a plan is made of: the first capture plans from static shapes before
+        # its masks show which layers are causal, then again from what it captured.
+        key = tuple((call.tag, tuple(call.shape), bool(call.causal), call.layout is not None,
+                     _tokens_bytes(call.query_tokens, None), _tokens_bytes(call.key_tokens, None))
+                    for call in calls)
         if key not in self._plans:
             if len(self._plans) > self._CACHED:
                 self._plans.clear()

@@ -109,6 +109,10 @@ class AttentionRecord:
         self.kv_heads = kv_heads
 
 
+# A probe of at most this many values per example (tokens, pixels) is traced before its layer
+# shapes are known (`ProbeCapture._planned_first_run`): its attention is almost always small.
+SMALL_PROBE_VALUES = 4096
+
 LayerShape = collections.namedtuple("LayerShape", ["tag", "path", "index", "shape", "cross",
                                                    "causal", "kv_heads"], defaults=(None,))
 LayerShape.__doc__ = """One layer call seen by the shape pass (`layer_shapes`): its tag, site
@@ -608,6 +612,9 @@ class CompiledCapture:
         finally:
             patcher.restore()
         self._layout = list(layout)
+        # Static shapes of the scores each output group returns (None for reductions).
+        self._score_shapes = [tuple(values["scores"].shape) if "scores" in values else None
+                              for values in self._function.structured_outputs]
         self._calls_per_site = {id(s): len(patcher.calls.get(id(s), [])) for s in sites}
         self._skipped = {(id(s), i) for s in sites
                          for i, e in enumerate(patcher.calls.get(id(s), [])) if e.get("skipped")}
@@ -617,9 +624,41 @@ class CompiledCapture:
                    for entry in patcher.calls.get(id(site), [])):
                 self._problems.setdefault(site.path, "the layer computed no scores")
 
-    def __call__(self, inputs=None):
+    def __call__(self, inputs=None, plans=None):
         """Runs the traced pass on the traced probe, or on `inputs` of the same shapes and
-        dtypes (e.g. another block of a probe set)."""
+        dtypes (e.g. another block of a probe set). `plans` replaces the traced plans when the
+        records are made (the first run of an all-full trace, planned from its own records)."""
+        calls, problems = self.run(inputs)
+        return self.records(calls, problems, plans)
+
+    def static_shapes(self):
+        """`LayerShape`s of the traced calls from static shapes alone, or None where one is not
+        static. `causal` is the layer's own flag only (a causal mask is known when it runs)."""
+        shapes = []
+        for (site, index, same, causal_flag, kv_heads, _), shape in zip(self._layout,
+                                                                        self._score_shapes):
+            if shape is None:
+                continue
+            if any(n is None for n in shape):
+                return None
+            shape = (shape[0], 1) + shape[1:] if site.kind == _SINGLE else shape
+            if len(shape) != 4:
+                continue  # attention over several axes: never shown
+            cross = same is not None and not same
+            tag = (site.path if self._calls_per_site[id(site)] == 1
+                   else "%s/call_%d" % (site.path, index))
+            shapes.append(LayerShape(tag, site.path, index, shape, cross,
+                                     not cross and bool(causal_flag),
+                                     groups.kv_heads(site.layer, kv_heads, shape[1])))
+        return shapes
+
+    def records(self, calls, problems, plans=None):
+        """The `CaptureResult` of `run`'s calls, made under `plans` (default: the traced ones)."""
+        plans = self._plans if plans is None else plans
+        return CaptureResult(_records_from_calls(calls, problems, self._sites, plans), problems)
+
+    def run(self, inputs=None):
+        """`(calls, problems)`: the numpy call entries of one run of the graph."""
         import tensorflow as tf
 
         if inputs is not None:
@@ -636,9 +675,28 @@ class CompiledCapture:
                      "reduced": values.get("reduced"), "kv_heads": kv_heads, "source": source}
             entry["same"] = bool(values["same"]) if same is None else same
             calls[id(site)][index] = entry
-        problems = dict(self._problems)
-        return CaptureResult(_records_from_calls(calls, problems, self._sites, self._plans),
-                             problems)
+        return calls, dict(self._problems)
+
+
+def _values_per_example(inputs):
+    """The most values one example has in any of `inputs`' arrays (e.g. its tokens)."""
+    import keras
+
+    sizes = [int(np.prod(keras.ops.shape(x)[1:])) for x in keras.tree.flatten(inputs)
+             if len(keras.ops.shape(x)) > 0]
+    return max(sizes, default=0)
+
+
+def _all_full(plans):
+    return all(plan.mode == "full" for plan in plans.values())
+
+
+def _shape_of(record):
+    """The `LayerShape` of a record of a full run: what the shape pass would have found."""
+    site = record.site
+    index = 0 if record.tag == site.path else int(record.tag.rsplit("_", 1)[1])
+    return LayerShape(record.tag, site.path, index, record.shape, record.cross, record.causal,
+                      record.kv_heads)
 
 
 def _traced_outputs(entry):
@@ -705,11 +763,15 @@ class ProbeCapture:
         sites = [s for s in self._sites if s.path not in self._excluded_paths]
         if not sites:
             return []
+        result = None
         if self.plans is None and self.planner is not None:
-            # Shapes first, so that no layer's full scores are computed before the budget has
-            # decided which layers are POOLED (computed in blocks).
-            self.plans = self.planner(layer_shapes(model, self.inputs, sites))
-        result = self._compiled_capture(model, sites, inputs)
+            result = self._planned_first_run(model, sites, inputs)
+            if result is None:
+                # Shapes first, so that no layer's full scores are computed before the budget
+                # has decided which layers are POOLED (computed in blocks).
+                self.plans = self.planner(layer_shapes(model, self.inputs, sites))
+        if result is None:
+            result = self._compiled_capture(model, sites, inputs)
         if result is None:
             result = capture_attention(model, inputs, sites, self.plans)
         if result.problems:
@@ -765,12 +827,44 @@ class ProbeCapture:
                 % ", ".join(renamed),
             )
 
-    def _compiled_capture(self, model, sites, inputs):
-        """The traced capture's result on TensorFlow, or None where the eager pass must run."""
+    def _traces(self, model):
+        """Whether this capture runs the traced graph (TensorFlow, not eager, not failed)."""
         import keras
 
-        if (self.run_eagerly or self.compiled_failed or getattr(model, "run_eagerly", False)
-                or keras.backend.backend() != "tensorflow"):
+        return not (self.run_eagerly or self.compiled_failed
+                    or getattr(model, "run_eagerly", False)
+                    or keras.backend.backend() != "tensorflow")
+
+    def _planned_first_run(self, model, sites, inputs):
+        """The first capture of a small probe without a shape pass, or None.
+
+        The pass is traced with every layer full, and the budget plans from the traced static
+        shapes (a layer's causal mask is not known yet). Only when that plan keeps every layer
+        FULL does the graph run, and the budget plans again from its records (the shapes and
+        masks a shape pass would have found); the graph is kept while that plan is all FULL
+        too. Saves the eager shape pass, a fifth of the first capture on a small model.
+        """
+        if not self._traces(model) or _values_per_example(self.inputs) > SMALL_PROBE_VALUES:
+            return None
+        try:
+            compiled = CompiledCapture(model, self.inputs, sites)
+        except Exception:
+            self.compiled_failed = True  # the eager pass (with its shape pass) from now on
+            return None
+        shapes = compiled.static_shapes()
+        if shapes is None or not _all_full(self.planner(shapes)):
+            return None  # pooled or skipped layers: shape pass, plans, and a new trace
+        calls, problems = compiled.run(None if inputs is self.inputs else inputs)
+        full = compiled.records(calls, dict(problems)).records
+        self.plans = self.planner([_shape_of(record) for record in full])
+        if _all_full(self.plans):
+            self.compiled = compiled
+            return CaptureResult(full, problems)
+        return compiled.records(calls, problems, self.plans)  # traced again next time
+
+    def _compiled_capture(self, model, sites, inputs):
+        """The traced capture's result on TensorFlow, or None where the eager pass must run."""
+        if not self._traces(model):
             return None
         try:
             if self.compiled is None:
