@@ -57,7 +57,7 @@ def logdir(demo_logs, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(logdir):
-    with tensorboard(logdir) as base:
+    with tensorboard(logdir, tensorflow=False) as base:
         yield base
 
 

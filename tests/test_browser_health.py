@@ -35,7 +35,7 @@ PREVIOUS_TOKEN_BLUE = (0x1E, 0x88, 0xE5)  # frontend/lib/health.js ROLES
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     logdir = write_health_logdir(tmp_path_factory.mktemp("health-logdir"))
-    with tensorboard(logdir) as base:
+    with tensorboard(logdir, tensorflow=False) as base:
         yield base
 
 

@@ -93,7 +93,7 @@ def tab(browser, tmp_path_factory):
     for run in RUNS:
         write_unguarded(root / run, [(ESCAPED_TAG, weights(), 0)], **tokens)
     write_unguarded(root / ESCAPED_RUN, [(tag, weights(), 0) for tag in TAGS + [ESCAPED_TAG]], **tokens)
-    with tensorboard(root) as base:
+    with tensorboard(root, tensorflow=False) as base:
         context = browser.new_context(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
         page = context.new_page()
         tab = Tab(page, base)

@@ -41,7 +41,7 @@ def weights():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     logdir = write_long_logdir(tmp_path_factory.mktemp("long-logdir"))
-    with tensorboard(logdir) as base:
+    with tensorboard(logdir, tensorflow=False) as base:
         yield base
 
 

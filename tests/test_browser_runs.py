@@ -38,7 +38,7 @@ def server(tmp_path_factory):
         weights = np.array([[[[0.5, 0.5], [0.2 + index / 1000, 0.8 - index / 1000]]]], np.float32)
         with AttentionWriter(logdir / run) as writer:
             writer.attention(TAG, weights, step=0)
-    with tensorboard(logdir) as base:
+    with tensorboard(logdir, tensorflow=False) as base:
         deadline = time.monotonic() + 120
         while len(get_json(base + "/data/plugin/attention/runs")["runs"]) < len(RUNS):
             assert time.monotonic() < deadline, "tensorboard did not load every run"

@@ -44,7 +44,7 @@ def logdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(logdir):
-    with tensorboard(logdir) as base:
+    with tensorboard(logdir, tensorflow=False) as base:
         yield base
 
 

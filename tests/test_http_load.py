@@ -62,7 +62,7 @@ def server(tmp_path_factory):
                                      key_tokens=["k%d" % i for i in range(SHAPES[tag][3])])
                 writer.attention("vit", vit_weights(step), step, images=IMAGE, image_grid=(2, 2),
                                  prefix_tokens=1)
-    with tensorboard(root) as base:
+    with tensorboard(root, tensorflow=False) as base:
         yield base
 
 

@@ -39,6 +39,7 @@ attention-logit growth (docs/health.md).
 """
 
 import collections
+import contextlib
 import fnmatch
 
 import numpy as np
@@ -852,8 +853,12 @@ class ProbeCapture:
             self.compiled_failed = True  # the eager pass (with its shape pass) from now on
             return None
         shapes = compiled.static_shapes()
-        if shapes is None or not _all_full(self.planner(shapes)):
-            return None  # pooled or skipped layers: shape pass, plans, and a new trace
+        if shapes is None:
+            return None
+        # Planned from guessed masks (and so token roles): its warnings would be about them.
+        with self._problems.muted() if self._problems is not None else contextlib.nullcontext():
+            if not _all_full(self.planner(shapes)):
+                return None  # pooled or skipped layers: shape pass, plans, and a new trace
         calls, problems = compiled.run(None if inputs is self.inputs else inputs)
         full = compiled.records(calls, dict(problems)).records
         self.plans = self.planner([_shape_of(record) for record in full])

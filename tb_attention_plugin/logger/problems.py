@@ -40,6 +40,8 @@ class Problems:
         self._waiting = []  # (cause, message) met inside deferred(), oldest first
 
     def warn(self, cause, message):
+        if getattr(self._local, "muted", False):
+            return
         if getattr(self._local, "deferring", False):
             self._waiting.append((cause, message))  # list.append is atomic
             return
@@ -57,6 +59,16 @@ class Problems:
             yield
         finally:
             self._local.deferring = False
+
+    @contextlib.contextmanager
+    def muted(self):
+        """Problems met on this thread inside the block are dropped, not counted as told (a
+        trial plan from guessed facts: what it would warn of is found again from real ones)."""
+        self._local.muted = True
+        try:
+            yield
+        finally:
+            self._local.muted = False
 
     def release(self):
         """Warns what was met inside `deferred()` since the last call."""
