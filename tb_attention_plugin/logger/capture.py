@@ -859,7 +859,11 @@ class ProbeCapture:
         with self._problems.muted() if self._problems is not None else contextlib.nullcontext():
             if not _all_full(self.planner(shapes)):
                 return None  # pooled or skipped layers: shape pass, plans, and a new trace
-        calls, problems = compiled.run(None if inputs is self.inputs else inputs)
+        try:
+            calls, problems = compiled.run(None if inputs is self.inputs else inputs)
+        except Exception:
+            self.compiled_failed = True  # as `_compiled_capture`: the eager pass from now on
+            return None
         full = compiled.records(calls, dict(problems)).records
         self.plans = self.planner([_shape_of(record) for record in full])
         if _all_full(self.plans):
