@@ -9,7 +9,9 @@ so it captures what one long `fit` would (step 0, every 100 steps, every epoch e
 one-time cost (tracing the probe pass) is counted once per run.
 
 Prints each epoch's pair, the ratio of the summed wall times (target: <= 1.02) and of the
-median epoch, the ratio of process CPU times, and the time spent inside the callback; on a
+median epoch, the ratio of process CPU times, the CPU time of the logger's own threads (its
+captures on the training thread, its writes on its writer thread: what the process ratio
+would add if nothing else moved), and the time spent inside the callback; on a
 machine shared with other work the wall times of single epochs are noisy, the time inside the
 callback is not. `main(argv)` also returns these figures (for `bench/run.py`).
 
@@ -41,16 +43,38 @@ TARGET_LENGTH = 16
 
 
 class TimedAttentionLogger(AttentionLogger):
-    """AttentionLogger that records the time spent in its own hooks (a low-noise estimate)."""
+    """AttentionLogger that records the time spent in its own hooks (a low-noise estimate)
+    and the CPU time of its own work: its captures on the training thread, its writes on the
+    background writer's thread."""
 
     capture_seconds = []  # per capture that wrote something, in order, over all instances
     first_capture_seconds = []  # the first capture of each instance (includes tracing)
     check_seconds = 0.0  # cadence checks of batches without a capture
+    capture_cpu_seconds = 0.0  # thread CPU of every capture (TensorFlow's own pools not counted)
+    writer_cpu_seconds = 0.0  # thread CPU of every write on the background writer's thread
+
+    def _write_in_background(self, items, step, health):
+        writer = self._writer
+        if not getattr(writer, "_timed", False):
+            write = writer.write
+
+            def timed_write(*args, **kwargs):
+                started = time.thread_time()
+                try:
+                    return write(*args, **kwargs)
+                finally:
+                    TimedAttentionLogger.writer_cpu_seconds += time.thread_time() - started
+
+            writer.write, writer._timed = timed_write, True
+        super()._write_in_background(items, step, health)
 
     def _capture_and_write(self, step):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         logged = self._last_logged_step
-        super()._capture_and_write(step)
+        try:
+            super()._capture_and_write(step)
+        finally:
+            TimedAttentionLogger.capture_cpu_seconds += time.thread_time() - cpu_started
         if self._last_logged_step != logged:
             elapsed = time.perf_counter() - started
             if logged is None:
@@ -163,6 +187,11 @@ def main(argv=None):
           % (totals["logged"] / totals["plain"], ratios[len(ratios) // 2]))
     print("process CPU-time ratio (less sensitive to other load on the machine): %.4f"
           % (cpu_totals["logged"] / cpu_totals["plain"]))
+    own_cpu = TimedAttentionLogger.capture_cpu_seconds + TimedAttentionLogger.writer_cpu_seconds
+    print("CPU of the logger's own threads: captures %.2f s (training thread), writes %.2f s "
+          "(writer thread); 1 + their share of the plain fit's process CPU (%.1f s): %.4f"
+          % (TimedAttentionLogger.capture_cpu_seconds, TimedAttentionLogger.writer_cpu_seconds,
+             cpu_totals["plain"], 1 + own_cpu / cpu_totals["plain"]))
     first = TimedAttentionLogger.first_capture_seconds
     later = sorted(TimedAttentionLogger.capture_seconds)
     inside = sum(first) + sum(later) + TimedAttentionLogger.check_seconds
@@ -177,6 +206,8 @@ def main(argv=None):
         "wall ratio": totals["logged"] / totals["plain"],
         "median epoch ratio": ratios[len(ratios) // 2],
         "cpu ratio": cpu_totals["logged"] / cpu_totals["plain"],
+        "own cpu seconds": own_cpu,
+        "plain cpu seconds": cpu_totals["plain"],
         "callback seconds": inside,
         "callback share": inside / totals["plain"],
     }
