@@ -625,12 +625,10 @@ class CompiledCapture:
                    for entry in patcher.calls.get(id(site), [])):
                 self._problems.setdefault(site.path, "the layer computed no scores")
 
-    def __call__(self, inputs=None, plans=None):
+    def __call__(self, inputs=None):
         """Runs the traced pass on the traced probe, or on `inputs` of the same shapes and
-        dtypes (e.g. another block of a probe set). `plans` replaces the traced plans when the
-        records are made (the first run of an all-full trace, planned from its own records)."""
-        calls, problems = self.run(inputs)
-        return self.records(calls, problems, plans)
+        dtypes (e.g. another block of a probe set)."""
+        return self.records(*self.run(inputs))
 
     def static_shapes(self):
         """`LayerShape`s of the traced calls from static shapes alone, or None where one is not
