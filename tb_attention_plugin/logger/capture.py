@@ -408,7 +408,7 @@ def _records_from_calls(calls, problems, sites, plans=None):
         for index, entry in enumerate(entries):
             if entry.get("skipped"):
                 continue
-            tag = site.path if len(entries) == 1 else "%s/call_%d" % (site.path, index)
+            tag = _call_tag(site, index, len(entries))
             plan = plans.get((site.path, index))
             if entry.get("reduced") is not None:
                 records.append(_blocked_record(tag, site, entry, plan))
@@ -512,7 +512,7 @@ def layer_shapes(model, inputs, sites):
         for index, entry in enumerate(entries):
             if entry.get("shape") is None:
                 continue
-            tag = site.path if len(entries) == 1 else "%s/call_%d" % (site.path, index)
+            tag = _call_tag(site, index, len(entries))
             shape = entry["shape"]
             cross = not bool(entry.get("same", True))
             causal = not cross and bool(entry.get("causal_flag") or entry.get("mask_causal"))
@@ -644,8 +644,7 @@ class CompiledCapture:
             if len(shape) != 4:
                 continue  # attention over several axes: never shown
             cross = same is not None and not same
-            tag = (site.path if self._calls_per_site[id(site)] == 1
-                   else "%s/call_%d" % (site.path, index))
+            tag = _call_tag(site, index, self._calls_per_site[id(site)])
             shapes.append(LayerShape(tag, site.path, index, shape, cross,
                                      not cross and bool(causal_flag),
                                      groups.kv_heads(site.layer, kv_heads, shape[1])))
@@ -690,10 +689,15 @@ def _all_full(plans):
     return all(plan.mode == "full" for plan in plans.values())
 
 
+def _call_tag(site, index, calls):
+    """The tag of call `index` of a site called `calls` times in one pass."""
+    return site.path if calls == 1 else "%s/call_%d" % (site.path, index)
+
+
 def _shape_of(record):
     """The `LayerShape` of a record of a full run: what the shape pass would have found."""
     site = record.site
-    index = 0 if record.tag == site.path else int(record.tag.rsplit("_", 1)[1])
+    index = 0 if record.tag == site.path else int(record.tag.rsplit("_", 1)[1])  # _call_tag's
     return LayerShape(record.tag, site.path, index, record.shape, record.cross, record.causal,
                       record.kv_heads)
 
